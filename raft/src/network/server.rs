@@ -1,0 +1,187 @@
+//! Server side of the peer transport: the axum routes of the peer-only listener.
+//!
+//! Each handler decodes a [`Wire`] with a size limit, checks version, cluster id and target id,
+//! and hands the body to openraft or to the node. Bad input gets an error response (400) and a
+//! WARN line, never a panic. A node that is still deciding whether it may take part (pristine
+//! bootstrap or rejoin after a wiped disk) answers Raft RPCs with 503.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::response::Response;
+use axum::routing::post;
+use axum::Router;
+use openraft::raft::AppendEntriesRequest;
+use openraft::raft::InstallSnapshotRequest;
+use openraft::raft::VoteRequest;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tracing::debug;
+use tracing::warn;
+
+use super::decode;
+use super::encode;
+use super::MembershipChange;
+use super::Wire;
+use super::DECODE_LIMIT;
+use super::PROTOCOL_VERSION;
+use crate::command::Envelope;
+use crate::node::Inner;
+use crate::NodeId;
+use crate::TypeConfig;
+
+/// Builds the peer router.
+pub fn router(inner: Arc<Inner>, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/raft/append", post(append))
+        .route("/raft/vote", post(vote))
+        .route("/raft/snapshot", post(snapshot))
+        .route("/raft/write", post(write))
+        .route("/raft/read-index", post(read_index))
+        .route("/raft/status", post(status))
+        .route("/raft/membership", post(membership))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(inner)
+}
+
+fn reject(path: &str, status: StatusCode, message: String) -> Response {
+    warn!(path, %status, reason = %message, "rejected peer message");
+    (status, message).into_response()
+}
+
+fn reply<T: Serialize>(path: &str, value: &T) -> Response {
+    match encode(value) {
+        Ok(bytes) => (StatusCode::OK, bytes).into_response(),
+        Err(message) => reject(path, StatusCode::INTERNAL_SERVER_ERROR, message),
+    }
+}
+
+/// Decodes and checks the envelope; returns the sender and body, or the error response.
+/// The response is returned unboxed: it is built once per rejected message, off the hot path.
+#[allow(clippy::result_large_err)]
+fn open<T: DeserializeOwned>(inner: &Inner, path: &str, bytes: &Bytes) -> Result<(NodeId, T), Response> {
+    let wire: Wire<T> = decode::<Wire<T>, DECODE_LIMIT>(bytes)
+        .map_err(|e| reject(path, StatusCode::BAD_REQUEST, format!("undecodable peer message: {e}")))?;
+    let cfg = inner.config();
+    if wire.version != PROTOCOL_VERSION {
+        return Err(reject(
+            path,
+            StatusCode::BAD_REQUEST,
+            format!("peer protocol version {} from node {} is not {PROTOCOL_VERSION}", wire.version, wire.from),
+        ));
+    }
+    if wire.cluster_id != cfg.cluster_id() {
+        return Err(reject(
+            path,
+            StatusCode::BAD_REQUEST,
+            format!(
+                "message from node {} is for cluster id {:016x}, this node serves cluster {:?} ({:016x}); check scope and raft.peers",
+                wire.from,
+                wire.cluster_id,
+                cfg.cluster_name,
+                cfg.cluster_id()
+            ),
+        ));
+    }
+    if wire.to != cfg.node_id {
+        return Err(reject(
+            path,
+            StatusCode::BAD_REQUEST,
+            format!(
+                "message from node {} is addressed to node {}, this is node {}; check raft.peers addresses",
+                wire.from, wire.to, cfg.node_id
+            ),
+        ));
+    }
+    Ok((wire.from, wire.body))
+}
+
+fn guarded(inner: &Inner, path: &str) -> Option<Response> {
+    if inner.is_guarded() {
+        debug!(path, "refusing raft RPC while bootstrap or rejoin is undecided");
+        return Some((StatusCode::SERVICE_UNAVAILABLE, "node is joining; retry later").into_response());
+    }
+    None
+}
+
+async fn append(State(inner): State<Arc<Inner>>, bytes: Bytes) -> Response {
+    const PATH: &str = "/raft/append";
+    if let Some(res) = guarded(&inner, PATH) {
+        return res;
+    }
+    match open::<AppendEntriesRequest<TypeConfig>>(&inner, PATH, &bytes) {
+        Ok((_, req)) => reply(PATH, &inner.raft().append_entries(req).await),
+        Err(res) => res,
+    }
+}
+
+async fn vote(State(inner): State<Arc<Inner>>, bytes: Bytes) -> Response {
+    const PATH: &str = "/raft/vote";
+    if let Some(res) = guarded(&inner, PATH) {
+        return res;
+    }
+    match open::<VoteRequest<NodeId>>(&inner, PATH, &bytes) {
+        Ok((_, req)) => reply(PATH, &inner.raft().vote(req).await),
+        Err(res) => res,
+    }
+}
+
+async fn snapshot(State(inner): State<Arc<Inner>>, bytes: Bytes) -> Response {
+    const PATH: &str = "/raft/snapshot";
+    if let Some(res) = guarded(&inner, PATH) {
+        return res;
+    }
+    match open::<InstallSnapshotRequest<TypeConfig>>(&inner, PATH, &bytes) {
+        Ok((_, req)) => reply(PATH, &inner.raft().install_snapshot(req).await),
+        Err(res) => res,
+    }
+}
+
+async fn write(State(inner): State<Arc<Inner>>, bytes: Bytes) -> Response {
+    const PATH: &str = "/raft/write";
+    match open::<Envelope>(&inner, PATH, &bytes) {
+        // Served in a task: a dropped HTTP request must not cancel a write half-way.
+        Ok((_, envelope)) => {
+            let task_inner = inner.clone();
+            match tokio::spawn(async move { task_inner.serve_write(envelope).await }).await {
+                Ok(answer) => reply(PATH, &answer),
+                Err(e) => reject(PATH, StatusCode::INTERNAL_SERVER_ERROR, format!("write task: {e}")),
+            }
+        }
+        Err(res) => res,
+    }
+}
+
+async fn read_index(State(inner): State<Arc<Inner>>, bytes: Bytes) -> Response {
+    const PATH: &str = "/raft/read-index";
+    match open::<()>(&inner, PATH, &bytes) {
+        Ok(_) => reply(PATH, &inner.serve_read_index().await),
+        Err(res) => res,
+    }
+}
+
+async fn status(State(inner): State<Arc<Inner>>, bytes: Bytes) -> Response {
+    const PATH: &str = "/raft/status";
+    match open::<()>(&inner, PATH, &bytes) {
+        Ok(_) => reply(PATH, &inner.peer_status().await),
+        Err(res) => res,
+    }
+}
+
+async fn membership(State(inner): State<Arc<Inner>>, bytes: Bytes) -> Response {
+    const PATH: &str = "/raft/membership";
+    match open::<MembershipChange>(&inner, PATH, &bytes) {
+        Ok((from, change)) => {
+            let task_inner = inner.clone();
+            match tokio::spawn(async move { task_inner.serve_membership(from, change).await }).await {
+                Ok(answer) => reply(PATH, &answer),
+                Err(e) => reject(PATH, StatusCode::INTERNAL_SERVER_ERROR, format!("membership task: {e}")),
+            }
+        }
+        Err(res) => res,
+    }
+}

@@ -1,0 +1,68 @@
+//! The action endpoints (contract §1.8-§1.11): switchover and failover ([`failover`]), restarts ([`restart`]),
+//! `POST /reload` and `POST /reinitialize` (here). Validation is PURE ([`validate`]); the work is done by the
+//! HA loop (through [`HaRequest`]) or by the leader's loop reading the `failover` key, never by the API itself:
+//! the API never touches PostgreSQL.
+
+pub mod failover;
+pub mod restart;
+pub mod validate;
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use tokio::sync::oneshot;
+
+use crate::api::error::ApiError;
+use crate::api::reply;
+use crate::api::reply::BodyRule;
+use crate::api::ApiState;
+use crate::ha::requests::HaRequest;
+
+/// How long `POST /reinitialize` waits for the HA loop to accept the request.
+const REINITIALIZE_ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `POST /reload` waits for room in the HA loop's request queue.
+const RELOAD_SEND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `POST /reload`: re-read the TLS certificate and ask the HA loop to reload PostgreSQL; always 202.
+pub async fn post_reload(State(state): State<ApiState>) -> Result<Response, ApiError> {
+    let control = state.control()?;
+    if let Some(tls) = state.tls.clone() {
+        match tokio::task::spawn_blocking(move || tls.reload()).await {
+            Ok(Ok(())) => tracing::info!("reloaded the REST API certificate"),
+            Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "failed to reload the REST API certificate"),
+            Err(e) => tracing::warn!(error = %e, "certificate reload task failed"),
+        }
+    }
+    let (reply, _answer) = oneshot::channel();
+    match tokio::time::timeout(RELOAD_SEND_TIMEOUT, control.ha.send(HaRequest::Reload { reply })).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => tracing::warn!("the HA loop is not running; reload not delivered"),
+        Err(_) => tracing::warn!("the HA loop is busy; reload not delivered"),
+    }
+    Ok(reply::text(202, "reload scheduled"))
+}
+
+/// `POST /reinitialize` with an optional `{"force": bool, "from_leader": bool}`.
+pub async fn post_reinitialize(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = reply::json_object(&headers, body, BodyRule::Optional).await?;
+    let control = state.control()?;
+    let flag = |key: &str| body.get(key).is_some_and(validate::truthy);
+    let (force, from_leader) = (flag("force"), flag("from_leader"));
+    tracing::info!(force, from_leader, "received a reinitialize request");
+    let (reply, answer) = oneshot::channel();
+    if control.ha.send(HaRequest::Reinitialize { force, from_leader, reply }).await.is_err() {
+        return Ok(reply::text(503, "reinitialize failed: the HA loop is not running"));
+    }
+    Ok(match tokio::time::timeout(REINITIALIZE_ANSWER_TIMEOUT, answer).await {
+        Ok(Ok(Ok(text))) => reply::text(200, text),
+        Ok(Ok(Err((code, text)))) => reply::text(code, text),
+        Ok(Err(_)) | Err(_) => reply::text(503, "reinitialize failed: the HA loop did not answer"),
+    })
+}

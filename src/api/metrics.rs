@@ -1,0 +1,310 @@
+//! `GET /metrics`: Patroni's Prometheus metrics (contract §1.13) plus raftgres's own, in text format 0.0.4.
+//!
+//! PURE: renders a [`NodeStatus`] snapshot with `now` as a parameter; no I/O, no clock reads.
+//! Metric names, HELP texts and label sets are Patroni's, so existing dashboards and alerts keep working.
+
+use std::fmt::Write as _;
+
+use tokio::time::Instant;
+
+use crate::api::types::PatroniStatus;
+use crate::api::types::Xlog;
+use crate::postgres::types::Lsn;
+use crate::status::NodeStatus;
+use crate::status::PgState;
+use crate::status::Role;
+
+/// The `Content-Type` of the rendered text.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Patroni's legend for `patroni_postgres_state`, one `index=name` per state.
+const STATE_VALUES: &str = "# Values: 0=initdb, 1=initdb_failed, 2=custom_bootstrap, 3=custom_bootstrap_failed, \
+4=creating_replica, 5=running, 6=starting, 7=bootstrap_starting, 8=start_failed, 9=restarting, 10=restart_failed, \
+11=stopping, 12=stopped, 13=stop_failed, 14=crashed";
+
+/// Renders every metric for this node, each sample labelled `{scope="…",name="…"}`.
+pub fn render(status: &NodeStatus, now: Instant) -> String {
+    let wire = PatroniStatus::from_status(status);
+    let mut out = Metrics { labels: labels(status), text: String::new() };
+    postgres_metrics(&mut out, status, &wire);
+    wal_metrics(&mut out, &wire);
+    cluster_metrics(&mut out, &wire);
+    out.help("patroni_postgres_state", "Numeric representation of Postgres state.");
+    out.line(STATE_VALUES);
+    out.sample("patroni_postgres_state", "gauge", status.pg.state.index());
+    let lease_remaining = status.leader_until.map_or(0.0, |until| until.saturating_duration_since(now).as_secs_f64());
+    out.gauge(
+        "raftgres_lease_remaining_seconds",
+        "Seconds until this node's leader lease expires, 0 if it holds none.",
+        lease_remaining,
+    );
+    out.text
+}
+
+/// What the raft replica and the store say, for raftgres's own metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RaftFacts {
+    /// Current raft term.
+    pub term: u64,
+    /// This replica is the raft leader.
+    pub is_raft_leader: bool,
+    /// Index of the last log entry.
+    pub last_log_index: u64,
+    /// Index of the last applied entry.
+    pub last_applied: u64,
+    /// Timeline switches recorded in `history` (promotions of a new primary).
+    pub n_failovers: usize,
+}
+
+/// raftgres's own metrics, appended to [`render`] by servers with a raft store.
+pub fn render_raft(status: &NodeStatus, facts: &RaftFacts) -> String {
+    let mut out = Metrics { labels: labels(status), text: String::new() };
+    out.gauge("raftgres_raft_term", "Current raft term of this replica.", facts.term);
+    out.gauge(
+        "raftgres_raft_leader",
+        "Value is 1 if this replica is the raft leader, 0 otherwise.",
+        flag(facts.is_raft_leader),
+    );
+    out.counter(
+        "raftgres_raft_last_log_index",
+        "Index of the last entry in this replica's raft log.",
+        facts.last_log_index,
+    );
+    out.counter(
+        "raftgres_raft_last_applied_index",
+        "Index of the last raft entry applied to this replica's state machine (committed).",
+        facts.last_applied,
+    );
+    out.counter(
+        "raftgres_failovers_total",
+        "Promotions of a new primary recorded in the cluster history (timeline switches).",
+        facts.n_failovers,
+    );
+    out.text
+}
+
+/// Version, running state, start time and role.
+fn postgres_metrics(out: &mut Metrics, status: &NodeStatus, wire: &PatroniStatus) {
+    let pg = &status.pg;
+    let start_time = wire.postmaster_start_time.as_deref().and_then(parse_pg_timestamp).unwrap_or(0.0);
+    out.gauge("patroni_version", "Patroni semver without periods.", padded_version(env!("CARGO_PKG_VERSION")));
+    out.gauge(
+        "patroni_postgres_running",
+        "Value is 1 if Postgres is running, 0 otherwise.",
+        flag(pg.state == PgState::Running),
+    );
+    out.gauge("patroni_postmaster_start_time", "Epoch seconds since Postgres started.", start_time);
+    // Role-based, as in Patroni: a primary that lost its lease still reports 1 here.
+    out.gauge("patroni_primary", "Value is 1 if this node is the leader, 0 otherwise.", flag(pg.role == Role::Primary));
+}
+
+/// WAL positions, replica roles and replication state, in Patroni's order.
+fn wal_metrics(out: &mut Metrics, wire: &PatroniStatus) {
+    let bytes = |lsn: &Option<Lsn>| lsn.map_or(0, |lsn| lsn.as_u64());
+    let (location, received, replayed, replayed_timestamp, paused) = match &wire.xlog {
+        None => (0, 0, 0, None, false),
+        Some(Xlog::Primary { location }) => (location.as_u64(), 0, 0, None, false),
+        Some(Xlog::Replica { received_location, replayed_location, replayed_timestamp, paused }) => {
+            (0, bytes(received_location), bytes(replayed_location), replayed_timestamp.as_deref(), *paused)
+        }
+    };
+    out.counter(
+        "patroni_xlog_location",
+        "Current location of the Postgres transaction log, 0 if this node is not the leader.",
+        location,
+    );
+    let role = wire.role.as_str();
+    out.gauge(
+        "patroni_standby_leader",
+        "Value is 1 if this node is the standby_leader, 0 otherwise.",
+        flag(role == Role::StandbyLeader.as_str()),
+    );
+    out.gauge(
+        "patroni_replica",
+        "Value is 1 if this node is a replica, 0 otherwise.",
+        flag(role == Role::Replica.as_str()),
+    );
+    out.gauge(
+        "patroni_sync_standby",
+        "Value is 1 if this node is a sync standby, 0 otherwise.",
+        flag(wire.sync_standby),
+    );
+    out.gauge(
+        "patroni_quorum_standby",
+        "Value is 1 if this node is a quorum standby, 0 otherwise.",
+        flag(wire.quorum_standby),
+    );
+    out.counter(
+        "patroni_xlog_received_location",
+        "Current location of the received Postgres transaction log, 0 if this node is not a replica.",
+        received,
+    );
+    out.counter(
+        "patroni_xlog_replayed_location",
+        "Current location of the replayed Postgres transaction log, 0 if this node is not a replica.",
+        replayed,
+    );
+    out.gauge(
+        "patroni_xlog_replayed_timestamp",
+        "Current timestamp of the replayed Postgres transaction log, 0 if null.",
+        replayed_timestamp.and_then(parse_pg_timestamp).unwrap_or(0.0),
+    );
+    out.gauge("patroni_xlog_paused", "Value is 1 if the Postgres xlog is paused, 0 otherwise.", flag(paused));
+    // Patroni only reads replication states on 9.6+, and counts an unknown version as 0.
+    if wire.server_version.unwrap_or(0) >= 90600 {
+        let replication_state = wire.replication_state.as_deref();
+        out.gauge(
+            "patroni_postgres_streaming",
+            "Value is 1 if Postgres is streaming, 0 otherwise.",
+            flag(replication_state == Some("streaming")),
+        );
+        out.gauge(
+            "patroni_postgres_in_archive_recovery",
+            "Value is 1 if Postgres is replicating from archive, 0 otherwise.",
+            flag(replication_state == Some("in archive recovery")),
+        );
+    }
+}
+
+/// Server version, timeline and the cluster-level flags.
+fn cluster_metrics(out: &mut Metrics, wire: &PatroniStatus) {
+    out.gauge(
+        "patroni_postgres_server_version",
+        "Version of Postgres (if running), 0 otherwise.",
+        wire.server_version.unwrap_or(0),
+    );
+    out.gauge(
+        "patroni_cluster_unlocked",
+        "Value is 1 if the cluster is unlocked, 0 if locked.",
+        flag(wire.cluster_unlocked),
+    );
+    out.gauge(
+        "patroni_failsafe_mode_is_active",
+        "Value is 1 if failsafe mode is active, 0 if inactive.",
+        flag(wire.failsafe_mode_is_active),
+    );
+    out.gauge(
+        "patroni_postgres_timeline",
+        "Postgres timeline of this node (if running), 0 otherwise.",
+        wire.timeline.unwrap_or(0),
+    );
+    out.gauge(
+        "patroni_dcs_last_seen",
+        "Epoch timestamp when DCS was last contacted successfully by Patroni.",
+        wire.dcs_last_seen,
+    );
+    out.gauge(
+        "patroni_pending_restart",
+        "Value is 1 if the node needs a restart, 0 otherwise.",
+        flag(wire.pending_restart),
+    );
+    out.gauge("patroni_is_paused", "Value is 1 if auto failover is disabled, 0 otherwise.", flag(wire.pause));
+}
+
+/// The text being built and the label set shared by every sample.
+struct Metrics {
+    labels: String,
+    text: String,
+}
+
+impl Metrics {
+    fn gauge(&mut self, name: &str, help: &str, value: impl std::fmt::Display) {
+        self.help(name, help);
+        self.sample(name, "gauge", value);
+    }
+
+    fn counter(&mut self, name: &str, help: &str, value: impl std::fmt::Display) {
+        self.help(name, help);
+        self.sample(name, "counter", value);
+    }
+
+    fn help(&mut self, name: &str, help: &str) {
+        self.line(&format!("# HELP {name} {help}"));
+    }
+
+    fn sample(&mut self, name: &str, kind: &str, value: impl std::fmt::Display) {
+        self.line(&format!("# TYPE {name} {kind}"));
+        self.line(&format!("{name}{} {value}", self.labels));
+    }
+
+    fn line(&mut self, line: &str) {
+        // Writing to a String cannot fail.
+        let _ = writeln!(self.text, "{line}");
+    }
+}
+
+fn flag(value: bool) -> u8 {
+    u8::from(value)
+}
+
+/// `{scope="…",name="…"}` with Prometheus label escaping.
+fn labels(status: &NodeStatus) -> String {
+    format!(r#"{{scope="{}",name="{}"}}"#, escape_label(&status.scope), escape_label(&status.name))
+}
+
+fn escape_label(value: &str) -> String {
+    value.replace('\\', r"\\").replace('"', "\\\"").replace('\n', r"\n")
+}
+
+/// Patroni's `patroni_version`: each dotted component zero-padded to 2 digits (`4.1.4` → `040104`).
+pub(crate) fn padded_version(version: &str) -> String {
+    let core = version.split(['-', '+']).next().unwrap_or(version);
+    core.split('.').map(|part| format!("{part:0>2}")).collect()
+}
+
+/// Epoch seconds of a PostgreSQL `timestamptz` text (`2024-08-28 19:39:26.352526+00` or Python's `+00:00`).
+pub(crate) fn parse_pg_timestamp(text: &str) -> Option<f64> {
+    let text = text.trim();
+    let (date, rest) = (text.get(..10)?, text.get(11..)?);
+    if !matches!(text.as_bytes().get(10), Some(b' ' | b'T')) {
+        return None;
+    }
+    let mut date_parts = date.split('-').map(|part| part.parse::<i64>().ok());
+    let (year, month, day) = (date_parts.next()??, date_parts.next()??, date_parts.next()??);
+    let tz_start = rest.find(['+', '-', 'Z']).unwrap_or(rest.len());
+    let (time, zone) = rest.split_at(tz_start);
+    let mut time_parts = time.split(':');
+    let hour: i64 = time_parts.next()?.parse().ok()?;
+    let minute: i64 = time_parts.next()?.parse().ok()?;
+    let seconds: f64 = time_parts.next()?.parse().ok()?;
+    let valid = (1..=12).contains(&month) && (1..=31).contains(&day) && hour < 24 && minute < 60 && seconds < 61.0;
+    if !valid || time_parts.next().is_some() {
+        return None;
+    }
+    let days = days_from_civil(year, month, day);
+    let whole = days * 86_400 + hour * 3_600 + minute * 60 - zone_offset_seconds(zone)?;
+    Some(whole as f64 + seconds)
+}
+
+/// `+HH`, `+HH:MM`, `+HHMM`, `-…` or `Z` (empty means UTC) as seconds east of UTC.
+fn zone_offset_seconds(zone: &str) -> Option<i64> {
+    if zone.is_empty() || zone == "Z" {
+        return Some(0);
+    }
+    let sign = match zone.as_bytes()[0] {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    let digits: String = zone[1..].chars().filter(|c| *c != ':').collect();
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (hours, minutes) = match digits.len() {
+        2 => (digits.parse::<i64>().ok()?, 0),
+        4 => (digits[..2].parse::<i64>().ok()?, digits[2..].parse::<i64>().ok()?),
+        _ => return None,
+    };
+    Some(sign * (hours * 3_600 + minutes * 60))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let shifted_month = (month + 9) % 12;
+    let day_of_year = (153 * shifted_month + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}

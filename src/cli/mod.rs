@@ -1,0 +1,451 @@
+//! The operator CLI in the `raftgres` binary: patronictl's commands (`list`, `topology`, `switchover`,
+//! `failover`, `restart`, `reload`, `reinit`, `pause`, `resume`, `show-config`, `edit-config`, `history`,
+//! `remove`) and raftgres' own `members`, with patronictl's flags, questions and output shapes.
+//!
+//! Map: this file is the clap tree and the dispatch; [`client`] the REST client (every command reaches the
+//! cluster only through a node's REST API, house rule 5); [`cluster`] the `GET /cluster` view and member
+//! selection; [`list`] `list`/`topology`/`history`; [`switchover`]; [`actions`] restart/reload/reinit;
+//! [`config`] show/edit-config and pause/resume; [`raft`] `members` and `remove`; [`table`] the output formats;
+//! [`prompt`] the questions. Errors are returned as `anyhow` errors; `main` prints them as one `error: …` line
+//! and exits 1.
+
+pub mod actions;
+pub mod client;
+pub mod cluster;
+pub mod config;
+pub mod list;
+pub mod prompt;
+pub mod raft;
+pub mod switchover;
+pub mod table;
+
+use clap::Args;
+use clap::Subcommand;
+
+use self::client::ApiClient;
+use self::client::Target;
+use self::cluster::RoleFilter;
+use self::table::Format;
+
+/// The operator commands, flattened into the binary's subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CtlCommand {
+    /// List the members of the cluster, their roles, timelines and replication lag, and the leader lease.
+    List(ListArgs),
+    /// Like `list`, with replicas ordered under the member they replicate from.
+    Topology(TopologyArgs),
+    /// Hand the leader role over to a replica: a planned switchover, now or at a scheduled time.
+    Switchover(SwitchoverArgs),
+    /// Promote a named replica, with or without a running leader.
+    Failover(FailoverArgs),
+    /// Restart PostgreSQL on members (all by default), now or at a scheduled time.
+    Restart(RestartArgs),
+    /// Make members re-read their configuration and reload PostgreSQL.
+    Reload(ReloadArgs),
+    /// Rebuild replicas from scratch: wipe the data directory and clone it again.
+    Reinit(ReinitArgs),
+    /// Put the cluster in maintenance mode: no automatic failover, PostgreSQL left alone.
+    Pause(PauseArgs),
+    /// Leave maintenance mode: automatic failover again.
+    Resume(PauseArgs),
+    /// Print the dynamic (cluster-wide) configuration as YAML.
+    ShowConfig(ClusterArgs),
+    /// Change the dynamic configuration: in $EDITOR, with --set/--pg, or from a file; shows the diff and asks.
+    EditConfig(EditConfigArgs),
+    /// Show the history of failovers and switchovers (timeline switches).
+    History(HistoryArgs),
+    /// Remove the cluster's information from the store, after typed confirmations.
+    Remove(RemoveArgs),
+    /// The Raft replica set: list its nodes, add one, remove one.
+    #[command(subcommand)]
+    Members(MembersCommand),
+}
+
+/// An optional cluster name, checked against the nodes' scope as patronictl's first argument.
+#[derive(Debug, Clone, Args)]
+pub struct ClusterArgs {
+    /// Cluster name; when given, it must be the scope the nodes serve.
+    #[arg(value_name = "CLUSTER")]
+    pub cluster: Option<String>,
+    /// Which nodes to talk to.
+    #[command(flatten)]
+    pub target: Target,
+}
+
+/// `list`.
+#[derive(Debug, Clone, Args)]
+pub struct ListArgs {
+    /// The cluster name and the nodes to talk to.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Output format.
+    #[arg(short = 'f', long = "format", value_enum, default_value = "pretty")]
+    pub format: Format,
+    /// Show the pending restart, scheduled restart and tags columns even when empty.
+    #[arg(short = 'e', long)]
+    pub extended: bool,
+    /// Print a timestamp before the table.
+    #[arg(short = 't', long = "timestamp")]
+    pub timestamp: bool,
+    /// Repeat until Ctrl-C.
+    #[command(flatten)]
+    pub watch: WatchArgs,
+}
+
+/// `topology`.
+#[derive(Debug, Clone, Args)]
+pub struct TopologyArgs {
+    /// The cluster name and the nodes to talk to.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Repeat until Ctrl-C.
+    #[command(flatten)]
+    pub watch: WatchArgs,
+}
+
+/// `--watch` for `list` and `topology`.
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    /// Print again every SECS seconds (2 without a value) until Ctrl-C.
+    #[arg(short = 'w', long = "watch", value_name = "SECS", num_args = 0..=1, default_missing_value = "2")]
+    pub watch: Option<f64>,
+    /// Print again every 2 seconds until Ctrl-C (patronictl's `-W`).
+    #[arg(short = 'W', conflicts_with = "watch")]
+    pub every_two_seconds: bool,
+}
+
+impl WatchArgs {
+    fn interval(&self) -> Option<f64> {
+        self.watch.or(self.every_two_seconds.then_some(2.0))
+    }
+}
+
+/// `switchover`.
+#[derive(Debug, Clone, Args)]
+pub struct SwitchoverArgs {
+    /// The cluster name and the nodes to talk to.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// The current leader (asked for unless --force).
+    #[arg(long, visible_alias = "primary", value_name = "MEMBER")]
+    pub leader: Option<String>,
+    /// The member to promote (asked for unless --force; without one the healthiest replica wins).
+    #[arg(long, value_name = "MEMBER")]
+    pub candidate: Option<String>,
+    /// When: `now` or a timestamp such as 2026-11-22T14:00+01:00 (local time without an offset).
+    #[arg(long, value_name = "TIMESTAMP")]
+    pub scheduled: Option<String>,
+    /// Do not ask anything.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `failover`.
+#[derive(Debug, Clone, Args)]
+pub struct FailoverArgs {
+    /// The cluster name and the nodes to talk to.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// The member to promote (asked for unless --force).
+    #[arg(long, value_name = "MEMBER")]
+    pub candidate: Option<String>,
+    /// Do not ask anything.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `restart`.
+#[derive(Debug, Clone, Args)]
+pub struct RestartArgs {
+    /// Members to restart (default: every member of --role); a leading cluster name is accepted.
+    #[arg(value_name = "MEMBER")]
+    pub members: Vec<String>,
+    /// Restart only members with this role.
+    #[arg(short = 'r', long, value_enum)]
+    pub role: Option<RoleFilter>,
+    /// Restart one member only, picked at random.
+    #[arg(long)]
+    pub any: bool,
+    /// When: `now` or a timestamp (asked for unless --force).
+    #[arg(long, value_name = "TIMESTAMP")]
+    pub scheduled: Option<String>,
+    /// Restart only if the member runs a PostgreSQL older than this version (e.g. 15.4).
+    #[arg(long, value_name = "VERSION")]
+    pub pg_version: Option<String>,
+    /// Restart only members with a pending restart (a changed parameter that needs one).
+    #[arg(long)]
+    pub pending: bool,
+    /// Fail (and fail over if needed) when starting again takes longer than this many seconds.
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<String>,
+    /// Do not ask anything.
+    #[arg(long)]
+    pub force: bool,
+    /// Which nodes to talk to.
+    #[command(flatten)]
+    pub target: Target,
+}
+
+/// `reload`.
+#[derive(Debug, Clone, Args)]
+pub struct ReloadArgs {
+    /// Members to reload (default: every member of --role); a leading cluster name is accepted.
+    #[arg(value_name = "MEMBER")]
+    pub members: Vec<String>,
+    /// Reload only members with this role.
+    #[arg(short = 'r', long, value_enum)]
+    pub role: Option<RoleFilter>,
+    /// Do not ask anything.
+    #[arg(long)]
+    pub force: bool,
+    /// Which nodes to talk to.
+    #[command(flatten)]
+    pub target: Target,
+}
+
+/// `reinit`.
+#[derive(Debug, Clone, Args)]
+pub struct ReinitArgs {
+    /// Replicas to rebuild; a leading cluster name is accepted.
+    #[arg(value_name = "MEMBER", required = true)]
+    pub members: Vec<String>,
+    /// Clone from the leader even when a `clonefrom` member exists.
+    #[arg(long)]
+    pub from_leader: bool,
+    /// Wait until the members run again.
+    #[arg(long)]
+    pub wait: bool,
+    /// Do not ask anything (also cancels a running action on the member).
+    #[arg(long)]
+    pub force: bool,
+    /// Which nodes to talk to.
+    #[command(flatten)]
+    pub target: Target,
+}
+
+/// `pause` and `resume`.
+#[derive(Debug, Clone, Args)]
+pub struct PauseArgs {
+    /// The cluster name and the nodes to talk to.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Wait until every member reports the new state.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+/// `edit-config`.
+#[derive(Debug, Clone, Args)]
+pub struct EditConfigArgs {
+    /// The cluster name and the nodes to talk to.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Set a value, `key.path=value` (a YAML value; empty deletes the key). Repeatable.
+    #[arg(short = 's', long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Set a PostgreSQL parameter, `name=value` (shorthand for --set postgresql.parameters.name=value). Repeatable.
+    #[arg(short = 'p', long = "pg", value_name = "NAME=VALUE")]
+    pub pg: Vec<String>,
+    /// Merge a YAML file into the configuration (`-` reads standard input and needs --force).
+    #[arg(long, value_name = "FILE")]
+    pub apply: Option<String>,
+    /// Replace the configuration with a YAML file (`-` reads standard input and needs --force).
+    #[arg(long, value_name = "FILE")]
+    pub replace: Option<String>,
+    /// Do not show the diff.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Do not ask before writing.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `history`.
+#[derive(Debug, Clone, Args)]
+pub struct HistoryArgs {
+    /// The cluster name and the nodes to talk to.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Output format.
+    #[arg(short = 'f', long = "format", value_enum, default_value = "pretty")]
+    pub format: Format,
+}
+
+/// `remove`.
+#[derive(Debug, Clone, Args)]
+pub struct RemoveArgs {
+    /// The cluster to remove (must be the scope the nodes serve).
+    #[arg(value_name = "CLUSTER")]
+    pub cluster: String,
+    /// Which nodes to talk to.
+    #[command(flatten)]
+    pub target: Target,
+}
+
+/// `members`.
+#[derive(Debug, Subcommand)]
+pub enum MembersCommand {
+    /// List the Raft nodes: ids, names, addresses, voter or learner, replication lag.
+    List {
+        /// Output format.
+        #[arg(short = 'f', long = "format", value_enum, default_value = "pretty")]
+        format: Format,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Add a node to the Raft membership (as a learner until it caught up, then as a voter).
+    Add {
+        /// Its member name.
+        name: String,
+        /// Its Raft node id (unique, never reused).
+        #[arg(long)]
+        id: u64,
+        /// Its Raft listener, host:port.
+        #[arg(long, value_name = "HOST:PORT")]
+        raft_addr: String,
+        /// Its REST API, host:port.
+        #[arg(long, value_name = "HOST:PORT")]
+        api_addr: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Remove a node from the Raft membership (by member name or Raft id).
+    Remove {
+        /// Member name or Raft node id.
+        member: String,
+        /// Do not ask.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// Runs one operator command.
+pub async fn run(command: CtlCommand) -> anyhow::Result<()> {
+    match command {
+        CtlCommand::List(args) => {
+            let client = ApiClient::new(&args.cluster.target)?;
+            let cluster = args.cluster.cluster.as_deref();
+            let options = list::ListOptions {
+                format: args.format,
+                extended: args.extended,
+                timestamp: args.timestamp,
+                watch: args.watch.interval(),
+            };
+            list::run_list(&client, cluster, options).await
+        }
+        CtlCommand::Topology(args) => {
+            let client = ApiClient::new(&args.cluster.target)?;
+            let cluster = args.cluster.cluster.as_deref();
+            let options = list::ListOptions {
+                format: Format::Topology,
+                extended: false,
+                timestamp: false,
+                watch: args.watch.interval(),
+            };
+            list::run_list(&client, cluster, options).await
+        }
+        CtlCommand::Switchover(args) => {
+            let client = ApiClient::new(&args.cluster.target)?;
+            switchover::run(&client, switchover::Action::Switchover, args.into()).await
+        }
+        CtlCommand::Failover(args) => {
+            let client = ApiClient::new(&args.cluster.target)?;
+            switchover::run(&client, switchover::Action::Failover, args.into()).await
+        }
+        CtlCommand::Restart(args) => actions::restart(&ApiClient::new(&args.target)?, args.into()).await,
+        CtlCommand::Reload(args) => {
+            actions::reload(&ApiClient::new(&args.target)?, &args.members, args.role, args.force).await
+        }
+        CtlCommand::Reinit(args) => actions::reinit(&ApiClient::new(&args.target)?, args.into()).await,
+        CtlCommand::Pause(args) => {
+            let client = ApiClient::new(&args.cluster.target)?;
+            config::toggle_pause(&client, args.cluster.cluster.as_deref(), config::Maintenance::Pause, args.wait).await
+        }
+        CtlCommand::Resume(args) => {
+            let client = ApiClient::new(&args.cluster.target)?;
+            config::toggle_pause(&client, args.cluster.cluster.as_deref(), config::Maintenance::Resume, args.wait).await
+        }
+        CtlCommand::ShowConfig(args) => config::show(&ApiClient::new(&args.target)?, args.cluster.as_deref()).await,
+        CtlCommand::EditConfig(args) => config::edit(&ApiClient::new(&args.cluster.target)?, args.into()).await,
+        CtlCommand::History(args) => {
+            let client = ApiClient::new(&args.cluster.target)?;
+            list::run_history(&client, args.cluster.cluster.as_deref(), args.format).await
+        }
+        CtlCommand::Remove(args) => raft::remove_cluster(&ApiClient::new(&args.target)?, &args.cluster).await,
+        CtlCommand::Members(MembersCommand::List { format, target }) => {
+            raft::list(&ApiClient::new(&target)?, format).await
+        }
+        CtlCommand::Members(MembersCommand::Add { name, id, raft_addr, api_addr, target }) => {
+            let member = raft::NewMember { name, id, raft_addr, api_addr: api_addr.unwrap_or_default() };
+            raft::add(&ApiClient::new(&target)?, &member).await
+        }
+        CtlCommand::Members(MembersCommand::Remove { member, force, target }) => {
+            raft::remove(&ApiClient::new(&target)?, &member, force).await
+        }
+    }
+}
+
+impl From<SwitchoverArgs> for switchover::Request {
+    fn from(args: SwitchoverArgs) -> Self {
+        switchover::Request {
+            cluster_name: args.cluster.cluster,
+            leader: args.leader,
+            candidate: args.candidate,
+            scheduled: args.scheduled,
+            force: args.force,
+        }
+    }
+}
+
+impl From<FailoverArgs> for switchover::Request {
+    fn from(args: FailoverArgs) -> Self {
+        switchover::Request {
+            cluster_name: args.cluster.cluster,
+            candidate: args.candidate,
+            force: args.force,
+            ..switchover::Request::default()
+        }
+    }
+}
+
+impl From<RestartArgs> for actions::RestartRequest {
+    fn from(args: RestartArgs) -> Self {
+        actions::RestartRequest {
+            members: args.members,
+            role: args.role,
+            any: args.any,
+            scheduled: args.scheduled,
+            pg_version: args.pg_version,
+            pending: args.pending,
+            timeout: args.timeout,
+            force: args.force,
+        }
+    }
+}
+
+impl From<ReinitArgs> for actions::ReinitRequest {
+    fn from(args: ReinitArgs) -> Self {
+        actions::ReinitRequest {
+            members: args.members,
+            from_leader: args.from_leader,
+            wait: args.wait,
+            force: args.force,
+        }
+    }
+}
+
+impl From<EditConfigArgs> for config::EditRequest {
+    fn from(args: EditConfigArgs) -> Self {
+        config::EditRequest {
+            cluster_name: args.cluster.cluster,
+            set: args.set,
+            pg: args.pg,
+            apply: args.apply,
+            replace: args.replace,
+            quiet: args.quiet,
+            force: args.force,
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! `raftgres members list|add|remove` (the Raft replica set, raftgres' own) over `GET /raft`, `POST /raft/members`
+//! and `DELETE /raft/members/{id}`; and `raftgres remove <cluster>`, patronictl's typed confirmations.
+//!
+//! Any node serves membership changes: it forwards them to the Raft leader.
+
+use anyhow::Context as _;
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::cli::client::ApiClient;
+use crate::cli::cluster;
+use crate::cli::prompt;
+use crate::cli::switchover;
+use crate::cli::table;
+use crate::cli::table::Format;
+use crate::cli::table::Output;
+
+/// `members list`.
+pub async fn list(client: &ApiClient, format: Format) -> anyhow::Result<()> {
+    let raft = read_raft(client).await?;
+    print!("{}", render_members(&raft, format));
+    Ok(())
+}
+
+/// PURE: the membership table of a `GET /raft` document, with the Raft leader and term in the pretty form.
+pub fn render_members(raft: &Value, format: Format) -> String {
+    let leader_id = raft.get("leader").and_then(|l| l.get("id")).and_then(Value::as_u64);
+    let columns: Vec<String> =
+        ["Id", "Member", "Raft address", "API address", "Role", "Lag"].map(String::from).to_vec();
+    let rows = raft
+        .get("members")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|member| {
+            let id = member.get("id").and_then(Value::as_u64);
+            let role = match (id == leader_id, member.get("voter").and_then(Value::as_bool)) {
+                (true, _) => "Leader",
+                (false, Some(true)) => "Voter",
+                (false, _) => "Learner",
+            };
+            let get = |key: &str| member.get(key).cloned().unwrap_or(Value::from(""));
+            vec![get("id"), get("name"), get("raft_addr"), get("api_addr"), Value::from(role), get("lag")]
+        })
+        .collect();
+    let mut res = table::render(&Output { columns, rows, right_aligned: &["Id", "Lag"], title: String::new() }, format);
+    if format.is_human() {
+        let term = raft.get("term").map(table::text).unwrap_or_default();
+        let answered = raft.get("name").map(table::text).unwrap_or_default();
+        res.push_str(&format!(" Raft term {term}, as seen by {answered}\n"));
+    }
+    res
+}
+
+/// A node to add to the Raft membership.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMember {
+    /// Member name.
+    pub name: String,
+    /// Raft node id.
+    pub id: u64,
+    /// Its Raft listener, `host:port`.
+    pub raft_addr: String,
+    /// Its REST API, `host:port` (may be empty).
+    pub api_addr: String,
+}
+
+/// `members add`.
+pub async fn add(client: &ApiClient, member: &NewMember) -> anyhow::Result<()> {
+    let NewMember { name, id, raft_addr, api_addr } = member;
+    let body = serde_json::json!({"id": id, "name": name, "raft_addr": raft_addr, "api_addr": api_addr});
+    let reply = client.first_answer(client.nodes(), Method::POST, "/raft/members", Some(&body)).await?;
+    anyhow::ensure!(reply.is_success(), "add {name} to the raft membership: {}", reply.summary());
+    println!("Success: {name} (raft id {id}) is a voter of the raft membership");
+    Ok(())
+}
+
+/// `members remove`: by member name or raft id.
+pub async fn remove(client: &ApiClient, member: &str, force: bool) -> anyhow::Result<()> {
+    let raft = read_raft(client).await?;
+    let members = raft.get("members").and_then(Value::as_array).cloned().unwrap_or_default();
+    let found = members.iter().find(|m| {
+        m.get("name").and_then(Value::as_str) == Some(member)
+            || m.get("id").and_then(Value::as_u64).is_some_and(|id| id.to_string() == member)
+    });
+    let Some(found) = found else {
+        anyhow::bail!("no member named {member} in the raft membership");
+    };
+    let id = found.get("id").and_then(Value::as_u64).unwrap_or_default();
+    let name = found.get("name").map(table::text).unwrap_or_default();
+    let question = format!("Are you sure you want to remove {name} (raft id {id}) from the raft membership?");
+    if !force && !prompt::confirm(&question, "remove the member").await? {
+        anyhow::bail!("Aborted member removal");
+    }
+    let path = format!("/raft/members/{id}");
+    let reply = client.first_answer(client.nodes(), Method::DELETE, &path, None).await?;
+    anyhow::ensure!(reply.is_success(), "remove {name} from the raft membership: {}", reply.summary());
+    println!("Success: {name} (raft id {id}) is no longer in the raft membership");
+    Ok(())
+}
+
+async fn read_raft(client: &ApiClient) -> anyhow::Result<Value> {
+    let reply = client.get_any("/raft").await.context("read the raft membership (GET /raft)")?;
+    let raft: Value = reply.json()?;
+    anyhow::ensure!(raft.get("members").is_some(), "{} does not serve GET /raft", reply.node);
+    Ok(raft)
+}
+
+/// `remove <cluster>`: patronictl's three typed confirmations, then the deletion of every key of the cluster.
+pub async fn remove_cluster(client: &ApiClient, cluster_name: &str) -> anyhow::Result<()> {
+    let cluster = cluster::fetch(client).await?;
+    cluster.check_name(Some(cluster_name))?;
+    switchover::print_table(client).await;
+    let action = "remove the cluster";
+    if prompt::ask_required("Please confirm the cluster name to remove", action).await? != cluster_name {
+        anyhow::bail!("Cluster names specified do not match");
+    }
+    let message = "Yes I am aware";
+    let question =
+        format!("You are about to remove all information in DCS for {cluster_name}, please type: \"{message}\"");
+    if prompt::ask_required(&question, action).await? != message {
+        anyhow::bail!("You did not exactly type \"{message}\"");
+    }
+    if let Some(leader) = cluster.leader() {
+        let question = "This cluster currently is healthy. Please specify the leader name to continue";
+        if prompt::ask_required(question, action).await? != leader.name {
+            anyhow::bail!("You did not specify the current leader of the cluster");
+        }
+    }
+    // patronictl deletes the DCS keys itself; raftgres' store is reachable only through a node's REST API, which
+    // has no endpoint for this (Patroni's has none either).
+    anyhow::bail!(
+        "cannot remove cluster {cluster_name}: the REST API has no endpoint that deletes a cluster from the raft \
+         store; nothing was removed"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn members_table_marks_the_raft_leader() {
+        let raft = json!({"node_id": 2, "name": "node2", "term": 4, "leader": {"id": 1, "name": "node1"}, "members": [
+            {"id": 1, "name": "node1", "raft_addr": "127.0.0.1:7000", "api_addr": "127.0.0.1:8008", "voter": true, "lag": 0},
+            {"id": 2, "name": "node2", "raft_addr": "127.0.0.1:7001", "api_addr": "127.0.0.1:8009", "voter": true, "lag": null},
+            {"id": 3, "name": "node3", "raft_addr": "127.0.0.1:7002", "api_addr": "", "voter": false, "lag": 12},
+        ]});
+        let expected = "\
++----+--------+----------------+----------------+---------+-----+
+| Id | Member | Raft address   | API address    | Role    | Lag |
++----+--------+----------------+----------------+---------+-----+
+|  1 | node1  | 127.0.0.1:7000 | 127.0.0.1:8008 | Leader  |   0 |
+|  2 | node2  | 127.0.0.1:7001 | 127.0.0.1:8009 | Voter   |     |
+|  3 | node3  | 127.0.0.1:7002 |                | Learner |  12 |
++----+--------+----------------+----------------+---------+-----+
+ Raft term 4, as seen by node2
+";
+        assert_eq!(render_members(&raft, Format::Pretty), expected);
+        assert!(render_members(&raft, Format::Tsv)
+            .starts_with("Id\tMember\tRaft address\tAPI address\tRole\tLag\n1\tnode1"));
+    }
+}

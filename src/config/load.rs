@@ -1,0 +1,250 @@
+//! The imperative shell of the configuration: reads the YAML file (or a directory of `*.yml`
+//! and `*.yaml` files merged in sorted order, as Patroni does), applies environment overrides,
+//! runs the pure reader and checks, and checks the host in [`check_environment`].
+//!
+//! Precedence, as in Patroni: with a config path, the file(s) plus environment overrides;
+//! without one ([`load_from_env`]), the `RAFTGRES_CONFIGURATION` / `PATRONI_CONFIGURATION`
+//! document if set (other variables are then ignored), else the variables alone.
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::path::PathBuf;
+
+use serde_json::Map;
+use serde_json::Value;
+
+use super::defaults;
+use super::env;
+use super::env::EnvMap;
+use super::merge_patch;
+use super::sections;
+use super::validate::validate;
+use super::walk::invalid;
+use super::walk::parse_yaml;
+use super::Config;
+use super::ConfigError;
+use super::PostgresqlConfig;
+
+/// A configuration that passed every pure check, with the warnings to log once at start-up.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The configuration.
+    pub config: Config,
+    /// Unknown or ignored keys and adjusted values, one sentence each.
+    pub warnings: Vec<String>,
+}
+
+/// Loads a YAML file, or a directory of YAML files merged in sorted order, then applies the
+/// environment overrides in `env` and checks the result.
+pub fn load(path: &Path, env: &EnvMap) -> Result<Loaded, ConfigError> {
+    let tree = read_tree(path)?;
+    with_overrides(tree, env)
+}
+
+/// Loads one YAML document (`origin` names it in errors) with the environment overrides.
+pub fn load_str(yaml: &str, origin: &str, env: &EnvMap) -> Result<Loaded, ConfigError> {
+    let tree = document_tree(yaml, origin)?;
+    with_overrides(tree, env)
+}
+
+/// Loads without a config file: the whole-document variable if set, else the variables alone.
+pub fn load_from_env(env: &EnvMap) -> Result<Loaded, ConfigError> {
+    match env::configuration_document(env) {
+        Some((name, yaml)) => from_tree(&document_tree(yaml, &name)?),
+        None => from_tree(&env::overrides(env)?),
+    }
+}
+
+fn with_overrides(tree: Value, env: &EnvMap) -> Result<Loaded, ConfigError> {
+    let overrides = env::overrides(env)?;
+    from_tree(&merge_patch(&tree, &overrides))
+}
+
+fn from_tree(tree: &Value) -> Result<Loaded, ConfigError> {
+    let mut warnings = Vec::new();
+    let config = sections::config(tree, &mut warnings)?;
+    warnings.extend(validate(&config)?);
+    Ok(Loaded { config, warnings })
+}
+
+/// One document as a tree; the top level must be a map (an empty document reads as one).
+fn document_tree(yaml: &str, origin: &str) -> Result<Value, ConfigError> {
+    match parse_yaml(yaml, origin)? {
+        Value::Null => Ok(Value::Object(Map::new())),
+        tree @ Value::Object(_) => Ok(tree),
+        _ => Err(ConfigError::Syntax { origin: origin.to_string(), message: "expected a map at the top level".into() }),
+    }
+}
+
+fn read_file(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })
+}
+
+fn read_tree(path: &Path) -> Result<Value, ConfigError> {
+    let read_error = |source| ConfigError::Read { path: path.to_path_buf(), source };
+    let metadata = std::fs::metadata(path).map_err(read_error)?;
+    if !metadata.is_dir() {
+        return document_tree(&read_file(path)?, &path.display().to_string());
+    }
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(path).map_err(read_error)? {
+        let file = entry.map_err(read_error)?.path();
+        let is_yaml = file.extension().is_some_and(|ext| ext == "yml" || ext == "yaml");
+        if is_yaml && file.is_file() {
+            files.push(file);
+        }
+    }
+    if files.is_empty() {
+        return Err(read_error(std::io::Error::new(std::io::ErrorKind::NotFound, "no *.yml or *.yaml files")));
+    }
+    files.sort();
+    let mut tree = Value::Object(Map::new());
+    for file in files {
+        let document = document_tree(&read_file(&file)?, &file.display().to_string())?;
+        tree = merge_patch(&tree, &document);
+    }
+    Ok(tree)
+}
+
+/// Checks what the configuration expects of this host: the PostgreSQL programs, and that
+/// directories and TLS files named in it are what they claim. Returns every problem found.
+pub fn check_environment(config: &Config) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    check_programs(&config.postgresql, &mut errors);
+    let dirs = [
+        ("postgresql.data_dir", Some(&config.postgresql.data_dir)),
+        ("postgresql.config_dir", config.postgresql.config_dir.as_ref()),
+        ("raft.data_dir", Some(&config.raft.data_dir)),
+        ("log.dir", config.log.dir.as_ref()),
+    ];
+    for (key, dir) in dirs {
+        if let Some(dir) = dir.filter(|d| d.exists() && !d.is_dir()) {
+            errors.push(invalid(key, format!("{} exists and is not a directory", dir.display())));
+        }
+    }
+    let files = [
+        ("restapi.certfile", &config.restapi.certfile),
+        ("restapi.keyfile", &config.restapi.keyfile),
+        ("restapi.cafile", &config.restapi.cafile),
+        ("ctl.cacert", &config.ctl.cacert),
+        ("ctl.certfile", &config.ctl.certfile),
+        ("ctl.keyfile", &config.ctl.keyfile),
+    ];
+    for (key, file) in files {
+        if let Some(file) = file.as_ref().filter(|f| !f.is_file()) {
+            errors.push(invalid(key, format!("{} is not a readable file", file.display())));
+        }
+    }
+    errors
+}
+
+fn check_programs(pg: &PostgresqlConfig, errors: &mut Vec<ConfigError>) {
+    let (dir, origin) = match &pg.bin_dir {
+        Some(dir) if dir.is_dir() => (dir.clone(), "postgresql.bin_dir"),
+        Some(dir) => {
+            let message = format!("{} is not a directory; set the directory of the PostgreSQL programs", dir.display());
+            errors.push(invalid("postgresql.bin_dir", message));
+            return;
+        }
+        None => match find_bin_dir(&pg.bin_name.postgres, std::env::var_os("PATH").as_deref()) {
+            Some(dir) => (dir, "found by search"),
+            None => {
+                let message = format!(
+                    "not set, and {} is neither in {}/<version>/bin nor on PATH; install the PostgreSQL server \
+                     or set postgresql.bin_dir",
+                    pg.bin_name.postgres,
+                    defaults::DEBIAN_PG_LIB
+                );
+                errors.push(invalid("postgresql.bin_dir", message));
+                return;
+            }
+        },
+    };
+    for program in defaults::REQUIRED_PG_PROGRAMS {
+        let name = pg.bin_name.get(program).unwrap_or(program);
+        if !is_executable(&dir.join(name)) {
+            let message = format!(
+                "{} ({origin}) has no executable {name}; install the PostgreSQL server package or fix postgresql.bin_dir",
+                dir.display()
+            );
+            errors.push(invalid("postgresql.bin_dir", message));
+        }
+    }
+}
+
+/// The directory of the PostgreSQL programs when `postgresql.bin_dir` is unset: the newest
+/// `/usr/lib/postgresql/<version>/bin` holding `postgres_name` (Debian, Ubuntu), else the
+/// first directory on `path_var` (the `PATH` value) that holds it.
+pub fn find_bin_dir(postgres_name: &str, path_var: Option<&OsStr>) -> Option<PathBuf> {
+    newest_versioned_bin(Path::new(defaults::DEBIAN_PG_LIB), postgres_name)
+        .or_else(|| std::env::split_paths(path_var?).find(|dir| is_executable(&dir.join(postgres_name))))
+}
+
+/// `<root>/<newest version>/bin` that holds `program`; versions compare numerically (`9.6 < 10`).
+fn newest_versioned_bin(root: &Path, program: &str) -> Option<PathBuf> {
+    let mut versions: Vec<(Vec<u32>, PathBuf)> = std::fs::read_dir(root)
+        .ok()?
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let name = entry.file_name().into_string().ok()?;
+            let version: Option<Vec<u32>> = name.split('.').map(|part| part.parse().ok()).collect();
+            Some((version?, entry.path().join("bin")))
+        })
+        .filter(|(_, bin)| is_executable(&bin.join(program)))
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, bin)| bin)
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn touch_executable(path: &Path) {
+        std::fs::create_dir_all(path.parent().expect("test paths have a parent")).expect("create dir");
+        std::fs::write(path, "#!/bin/sh\n").expect("write program");
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+
+    #[track_caller]
+    fn check(versions: &[&str], expected: Option<&str>) {
+        let root = tempfile::tempdir().expect("tempdir");
+        for version in versions {
+            touch_executable(&root.path().join(version).join("bin").join("postgres"));
+        }
+        std::fs::create_dir_all(root.path().join("99").join("bin")).expect("dir without postgres");
+        let res = newest_versioned_bin(root.path(), "postgres");
+        assert_eq!(res, expected.map(|v| root.path().join(v).join("bin")));
+    }
+
+    #[test]
+    fn newest_version_is_numeric_not_lexical() {
+        check(&["9.6", "10", "16"], Some("16"));
+    }
+
+    #[test]
+    fn directory_without_postgres_is_skipped() {
+        check(&["15"], Some("15"));
+    }
+
+    #[test]
+    fn no_versions_finds_nothing() {
+        check(&[], None);
+    }
+
+    #[test]
+    fn path_search_finds_postgres() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        touch_executable(&dir.path().join("b").join("postgres_test_only"));
+        let path_var = std::env::join_paths([dir.path().join("a"), dir.path().join("b")]).expect("join");
+        let res = find_bin_dir("postgres_test_only", Some(&path_var));
+        assert_eq!(res, Some(dir.path().join("b")));
+    }
+}

@@ -1,0 +1,195 @@
+//! PURE: the leader race (is this node the healthiest eligible one?) and the leader's handling
+//! of a requested switchover. Patroni's `is_healthiest_node` and
+//! `process_manual_failover_from_leader`, without I/O: peer positions arrive in the
+//! observation, gathered by the executor before the race.
+
+use std::time::SystemTime;
+
+use super::types::Action;
+use super::types::Decision;
+use super::types::DemoteMode;
+use super::types::HaConfig;
+use super::types::Observation;
+use super::types::PgProcess;
+use super::types::Reason;
+use crate::dcs::view::ClusterView;
+use crate::dcs::view::MemberData;
+use crate::status::Role;
+
+/// The leader key is vacant: race for it when eligible and healthiest.
+pub fn race(obs: &Observation, view: &ClusterView, cfg: &HaConfig, role: Role) -> Decision {
+    if role == Role::Primary {
+        // Already primary (e.g. our previous process's lease lapsed while PostgreSQL ran on):
+        // take the lock; the executor demotes at once if someone else got it first.
+        return Decision::new(vec![Action::AcquireLease], Reason::AcquiredLockAsLeader);
+    }
+    if cfg.paused {
+        return Decision::idle(Reason::WaitingForLeader);
+    }
+    let race_actions = || vec![Action::AcquireLease, Action::Promote];
+    if let Some(failover) = view.failover.as_ref().map(|f| &f.value) {
+        match failover.member.as_deref() {
+            Some(candidate) if candidate == cfg.name => {
+                let mut actions = race_actions();
+                actions.push(Action::ClearFailover);
+                return Decision::new(actions, Reason::PromotedByAcquiringLock);
+            }
+            Some(candidate) => {
+                let candidate_healthy = obs.peers.iter().any(|p| p.name == candidate && p.reachable && !p.is_primary)
+                    || view.members.get(candidate).is_some_and(healthy_replica);
+                if candidate_healthy {
+                    return Decision::idle(Reason::NotHealthiest(format!(
+                        "waiting for the failover candidate {candidate}"
+                    )));
+                }
+            }
+            None => {}
+        }
+        if failover.leader.as_deref() == Some(cfg.name.as_str()) {
+            return Decision::idle(Reason::NotHealthiest("I am the former leader of the requested switchover".into()));
+        }
+        // The candidate is gone: everybody but the old leader races, without the lag check.
+        return match healthiest(obs, cfg, None) {
+            Ok(()) => Decision::new(race_actions(), Reason::PromotedByAcquiringLock),
+            Err(why) => Decision::idle(Reason::NotHealthiest(why)),
+        };
+    }
+    if cfg.nofailover {
+        return Decision::idle(Reason::NotAllowedToPromote);
+    }
+    if !super::sync::may_race(view, &cfg.name, cfg.synchronous_mode) {
+        return Decision::idle(Reason::NotSynchronous);
+    }
+    match healthiest(obs, cfg, Some(view)) {
+        Ok(()) => Decision::new(race_actions(), Reason::PromotedByAcquiringLock),
+        Err(why) => Decision::idle(Reason::NotHealthiest(why)),
+    }
+}
+
+/// Ok when no eligible peer is better; the error says who is.
+/// `view` is given when the lag and timeline checks apply (not for manual failover).
+fn healthiest(obs: &Observation, cfg: &HaConfig, view: Option<&ClusterView>) -> Result<(), String> {
+    let PgProcess::Running(status) = &obs.pg else {
+        return Err("postgres is not running".into());
+    };
+    let my_wal = status.wal.furthest().unwrap_or_default();
+    if let Some(view) = view {
+        if let Some(optime) = view.leader_optime() {
+            let lag = optime.saturating_sub(my_wal);
+            if lag > cfg.maximum_lag_on_failover {
+                return Err(format!(
+                    "my WAL is {lag} bytes behind the last leader position, above maximum_lag_on_failover"
+                ));
+            }
+        }
+        if cfg.check_timeline {
+            let mine = status.timeline.map(|t| t.0).unwrap_or(0);
+            if mine < view.timeline() {
+                return Err(format!("my timeline {mine} is behind the cluster timeline {}", view.timeline()));
+            }
+        }
+    }
+    for peer in obs.peers.iter().filter(|p| p.name != cfg.name && p.reachable) {
+        if peer.member.failover_priority() <= 0 {
+            continue;
+        }
+        if peer.is_primary {
+            return Err(format!("primary {} is still alive", peer.name));
+        }
+        let peer_wal = peer.wal.unwrap_or_default();
+        if peer_wal > my_wal {
+            return Err(format!("{} has a higher WAL position ({peer_wal} > {my_wal})", peer.name));
+        }
+        if peer_wal == my_wal && peer.member.failover_priority() > cfg.failover_priority {
+            return Err(format!("{} has the same WAL position and a higher failover_priority", peer.name));
+        }
+    }
+    Ok(())
+}
+
+/// A member key that says: running replica allowed to fail over.
+pub fn healthy_replica(member: &MemberData) -> bool {
+    member.state == "running" && member.role == "replica" && member.failover_priority() > 0
+}
+
+/// On the leader: a `failover` key asks for a switchover. `None` means keep leading normally.
+pub fn manual_failover_from_leader(view: &ClusterView, cfg: &HaConfig, now: SystemTime) -> Option<Decision> {
+    let failover = &view.failover.as_ref()?.value;
+    match due(failover, now, cfg.ttl) {
+        Due::Now => {}
+        // Patroni: "Awaiting switchover at …"; keep leading until then.
+        Due::Later => return None,
+        // Patroni: "Found a stale switchover, deleting" (missed by more than the grace, e.g. while down).
+        Due::Stale => {
+            return Some(Decision::new(vec![Action::RenewLease, Action::ClearFailover], Reason::LeaderWithLock))
+        }
+    }
+    if failover.leader.as_deref().is_some_and(|l| l != cfg.name) || failover.member.as_deref() == Some(&cfg.name) {
+        return Some(Decision::new(vec![Action::RenewLease, Action::ClearFailover], Reason::LeaderWithLock));
+    }
+    let target = match failover.member.as_deref() {
+        Some(candidate) => view.members.get(candidate).filter(|m| healthy_replica(m)).map(|_| candidate.to_string()),
+        None => view
+            .members
+            .iter()
+            .filter(|(name, m)| *name != &cfg.name && healthy_replica(m))
+            .max_by_key(|(_, m)| m.xlog_location.unwrap_or(0))
+            .map(|(name, _)| name.clone()),
+    };
+    match target {
+        Some(to) => Some(Decision::new(vec![Action::Demote(DemoteMode::Graceful)], Reason::ManualFailoverDemoting(to))),
+        None => Some(Decision::new(vec![Action::RenewLease, Action::ClearFailover], Reason::LeaderWithLock)),
+    }
+}
+
+/// Whether a `failover` key's switchover may run now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Due {
+    /// Not scheduled, or its time has come.
+    Now,
+    /// Scheduled in the future.
+    Later,
+    /// Its time passed more than `grace` ago, or the timestamp is unreadable: delete it.
+    Stale,
+}
+
+/// PURE: when a scheduled switchover (`scheduled_at`, ISO 8601 with offset) runs, given `now` and how late it may
+/// still run (`grace`, the leader's `ttl`: a cycle runs at least every `loop_wait`, which is shorter).
+pub fn due(failover: &crate::dcs::view::FailoverData, now: SystemTime, grace: std::time::Duration) -> Due {
+    let Some(text) = failover.scheduled_at.as_deref() else { return Due::Now };
+    let Ok(at) = chrono::DateTime::parse_from_rfc3339(text.trim()) else { return Due::Stale };
+    let now = chrono::DateTime::<chrono::Utc>::from(now);
+    let late = now.signed_duration_since(at);
+    match late.to_std() {
+        Err(_) => Due::Later,
+        Ok(late) if late > grace => Due::Stale,
+        Ok(_) => Due::Now,
+    }
+}
+
+#[cfg(test)]
+mod due_tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::dcs::view::FailoverData;
+
+    #[track_caller]
+    fn check(scheduled_at: Option<&str>, now: &str, expected: Due) {
+        let failover =
+            FailoverData { leader: Some("pg0".into()), member: None, scheduled_at: scheduled_at.map(Into::into) };
+        let now = SystemTime::from(chrono::DateTime::parse_from_rfc3339(now).expect("valid now"));
+        assert_eq!(due(&failover, now, Duration::from_secs(30)), expected, "{scheduled_at:?} at {now:?}");
+    }
+
+    #[test]
+    fn scheduled_switchover_rows() {
+        check(None, "2025-06-01T12:00:00Z", Due::Now);
+        check(Some("2025-06-01T12:05:00+00:00"), "2025-06-01T12:00:00Z", Due::Later);
+        check(Some("2025-06-01T14:05:00+02:00"), "2025-06-01T12:00:00Z", Due::Later);
+        check(Some("2025-06-01T12:00:00+00:00"), "2025-06-01T12:00:00Z", Due::Now);
+        check(Some("2025-06-01T11:59:40+00:00"), "2025-06-01T12:00:00Z", Due::Now);
+        check(Some("2025-06-01T13:59:00+02:00"), "2025-06-01T12:00:00Z", Due::Stale);
+        check(Some("next tuesday"), "2025-06-01T12:00:00Z", Due::Stale);
+    }
+}

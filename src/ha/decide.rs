@@ -1,0 +1,172 @@
+//! PURE: the HA decision. Given what this cycle observed, the cluster view and the policy,
+//! say what to do and why, in Patroni's words.
+//!
+//! No I/O, no async, no clock reads: `now` is a parameter. Safety rules encoded here:
+//! 1. Only the holder of the leader key runs PostgreSQL as a writable primary: a primary that
+//!    sees another member's key demotes immediately, without touching the lock.
+//! 2. The vacant key is raced for only by the healthiest eligible replica (not `nofailover`, not
+//!    lagging beyond `maximum_lag_on_failover`, nobody reachable ahead of it, no live primary).
+//! 3. A long action never runs twice; while it runs the holder keeps renewing its lease.
+//!
+//! The lease itself is enforced outside this function as well: the executor's fence demotes
+//! a primary when its lease runs out even if no cycle runs (see `ha::fence`).
+
+use std::time::SystemTime;
+
+use super::candidate;
+use super::types::Action;
+use super::types::DataDir;
+use super::types::Decision;
+use super::types::DemoteMode;
+use super::types::HaConfig;
+use super::types::Observation;
+use super::types::PgProcess;
+use super::types::Reason;
+use crate::dcs::view::ClusterView;
+use crate::status::Role;
+
+/// Decides one HA cycle.
+pub fn decide(obs: &Observation, view: &ClusterView, cfg: &HaConfig, now: SystemTime) -> Decision {
+    let decision = decide_inner(obs, view, cfg, now);
+    if cfg.paused && !matches!(decision.reason, Reason::Paused(_)) {
+        return Decision { actions: decision.actions, reason: Reason::Paused(Box::new(decision.reason)) };
+    }
+    decision
+}
+
+fn decide_inner(obs: &Observation, view: &ClusterView, cfg: &HaConfig, now: SystemTime) -> Decision {
+    if let Some(kind) = obs.action {
+        if obs.leader_key_is_mine {
+            return Decision::new(vec![Action::RenewLease], Reason::InProgressRenewing(kind));
+        }
+        return Decision::idle(Reason::InProgress(kind));
+    }
+    if !obs.dcs_ok {
+        let primary = obs.pg.role() == Some(Role::Primary);
+        if primary && !obs.holds_lease && !cfg.paused {
+            return Decision::new(vec![Action::Demote(DemoteMode::ImmediateNoLock)], Reason::DemotingDcsNotAccessible);
+        }
+        return Decision::idle(Reason::DcsNotAccessible);
+    }
+    match &obs.data_dir {
+        DataDir::Empty => return empty_data_dir(obs, view, cfg),
+        DataDir::Invalid(why) => return Decision::idle(Reason::InvalidDataDir(why.clone())),
+        DataDir::Initialized { system_id, .. } => {
+            if let Some(init) = view.initialize.as_deref().filter(|i| !i.is_empty()) {
+                if init != system_id.to_string() {
+                    return Decision::idle(Reason::SystemIdMismatch(system_id.to_string(), init.to_string()));
+                }
+            }
+        }
+    }
+    match &obs.pg {
+        PgProcess::Stopped => stopped(obs, view, cfg),
+        PgProcess::Unresponsive => {
+            if obs.leader_key_is_mine {
+                Decision::new(vec![Action::RenewLease], Reason::LeaderWithLock)
+            } else {
+                Decision::idle(Reason::WaitingForLeader)
+            }
+        }
+        PgProcess::Running(status) => running(obs, view, cfg, status.role, now),
+    }
+}
+
+/// No data yet: bootstrap a new cluster or clone from the leader.
+fn empty_data_dir(obs: &Observation, view: &ClusterView, cfg: &HaConfig) -> Decision {
+    if cfg.paused {
+        return Decision::idle(Reason::WaitingForLeader);
+    }
+    let mut actions = Vec::new();
+    if obs.leader_key_is_mine {
+        actions.push(Action::ReleaseLease);
+    }
+    match (&view.initialize, &view.leader) {
+        (None, None) if !cfg.nofailover => {
+            actions.push(Action::Bootstrap);
+            Decision::new(actions, Reason::Bootstrapping)
+        }
+        (Some(init), Some(leader)) if !init.is_empty() && leader.name != cfg.name => {
+            if view.members.contains_key(&leader.name) {
+                actions.push(Action::CloneFrom(leader.name.clone()));
+                Decision::new(actions, Reason::CloningFrom(leader.name.clone()))
+            } else {
+                Decision::new(actions, Reason::WaitingForLeader)
+            }
+        }
+        (Some(init), _) if !init.is_empty() => Decision::new(actions, Reason::WaitingForLeader),
+        _ => Decision::new(actions, Reason::WaitingForBootstrap),
+    }
+}
+
+/// Data directory present, PostgreSQL not running.
+fn stopped(obs: &Observation, view: &ClusterView, cfg: &HaConfig) -> Decision {
+    let was_primary = matches!(obs.data_dir, DataDir::Initialized { was_primary: true, .. });
+    if cfg.paused {
+        let actions = if obs.leader_key_is_mine { vec![Action::ReleaseLease] } else { vec![] };
+        return Decision::new(actions, Reason::WaitingForLeader);
+    }
+    let leader = view.leader.as_ref();
+    if obs.leader_key_is_mine {
+        let reason =
+            if was_primary { Reason::StartingPrimaryAfterFailure } else { Reason::PromotingBecauseIHoldTheLock };
+        return Decision::new(vec![Action::RenewLease, Action::StartPrimary], reason);
+    }
+    match leader {
+        Some(l) if l.name == cfg.name => {
+            Decision::new(vec![Action::TakeOverLease, Action::StartPrimary], Reason::TakingOverOwnLease)
+        }
+        Some(l) => {
+            let name = l.name.clone();
+            if obs.rewind_failed && was_primary {
+                if cfg.remove_data_directory_on_rewind_failure {
+                    return Decision::new(vec![Action::WipeAndClone(name.clone())], Reason::CloningFrom(name));
+                }
+                return Decision::idle(Reason::RewindFailed(name));
+            }
+            let rewind = was_primary && cfg.use_pg_rewind;
+            let reason = if rewind { Reason::Rewinding(name.clone()) } else { Reason::StartingAsSecondary };
+            Decision::new(vec![Action::StartReplica { leader: Some(name), rewind }], reason)
+        }
+        None => Decision::new(vec![Action::StartReplica { leader: None, rewind: false }], Reason::StartingAsSecondary),
+    }
+}
+
+/// PostgreSQL running and answering.
+fn running(obs: &Observation, view: &ClusterView, cfg: &HaConfig, role: Role, now: SystemTime) -> Decision {
+    let Some(leader) = view.leader.as_ref() else {
+        return candidate::race(obs, view, cfg, role);
+    };
+    if obs.leader_key_is_mine {
+        if cfg.paused {
+            if role != Role::Primary {
+                return Decision::new(vec![Action::ReleaseLease], Reason::WaitingForLeader);
+            }
+            return Decision::new(vec![Action::RenewLease], Reason::LeaderWithLock);
+        }
+        if role != Role::Primary {
+            return Decision::new(vec![Action::RenewLease, Action::Promote], Reason::PromotingBecauseIHoldTheLock);
+        }
+        if let Some(decision) = candidate::manual_failover_from_leader(view, cfg, now) {
+            return decision;
+        }
+        return Decision::new(vec![Action::RenewLease], Reason::LeaderWithLock);
+    }
+    if leader.name == cfg.name {
+        let mut actions = vec![Action::TakeOverLease];
+        if role != Role::Primary && !cfg.paused {
+            actions.push(Action::Promote);
+        }
+        return Decision::new(actions, Reason::TakingOverOwnLease);
+    }
+    if role == Role::Primary {
+        if cfg.paused {
+            return Decision::idle(Reason::DemotingNotLeader);
+        }
+        return Decision::new(vec![Action::Demote(DemoteMode::ImmediateNoLock)], Reason::DemotingNotLeader);
+    }
+    if obs.following.as_deref() != Some(leader.name.as_str()) && !cfg.paused {
+        return Decision::new(vec![Action::Follow(leader.name.clone())], Reason::FollowingLeader(leader.name.clone()));
+    }
+    Decision::idle(Reason::FollowingLeader(leader.name.clone()))
+}

@@ -1,0 +1,336 @@
+//! The executor: carries out a [`Decision`](super::types::Decision)'s actions in order.
+//!
+//! Short actions (lease writes, demotion without the lock, clearing the failover key) run
+//! inline; long ones (bootstrap, clone, start, rewind, promote, graceful demote) run as
+//! spawned tasks so a dropped future can never leave them half done, and the loop sees them
+//! as "in progress". The first failing action stops the rest.
+
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tracing::error;
+use tracing::info;
+use tracing::warn;
+use tracing::Instrument;
+
+use super::observe;
+use super::types::Action;
+use super::types::ActionKind;
+use super::types::DataDir;
+use super::types::DemoteMode;
+use super::types::PgProcess;
+use super::ActionOutcome;
+use super::HaSettings;
+use crate::config::dynamic::Timing;
+use crate::dcs::view::ClusterView;
+use crate::dcs::view::MemberData;
+use crate::dcs::Dcs;
+use crate::postgres::slots::slot_name;
+use crate::postgres::supervisor::ConnTarget;
+use crate::postgres::supervisor::StartRole;
+use crate::postgres::supervisor::StopMode;
+use crate::postgres::supervisor::Supervisor;
+use crate::status::PgStatus;
+use crate::status::Role;
+
+/// What the executor needs.
+pub struct Context<'a> {
+    /// Local settings.
+    pub settings: &'a HaSettings,
+    /// The store.
+    pub dcs: &'a Dcs,
+    /// PostgreSQL.
+    pub pg: &'a Supervisor,
+    /// The view the decision was made on.
+    pub view: &'a ClusterView,
+    /// Timers.
+    pub timing: Timing,
+    /// Synchronous replication policy.
+    pub sync_policy: super::sync::SyncPolicy,
+}
+
+/// What happened.
+#[derive(Default)]
+pub struct ExecResult {
+    /// A store write succeeded.
+    pub dcs_contacted: bool,
+    /// The member key was written (no separate touch needed).
+    pub member_touched: bool,
+    /// PostgreSQL now follows this member (`Some(None)`: nobody).
+    pub following: Option<Option<String>>,
+    /// A long action was started.
+    pub spawned: Option<(ActionKind, JoinHandle<ActionOutcome>)>,
+    /// PostgreSQL stopped being primary.
+    pub demoted: bool,
+    /// Forget an earlier rewind failure.
+    pub clear_rewind_failed: bool,
+}
+
+/// Runs `actions` in order.
+pub async fn run(ctx: &Context<'_>, actions: &[Action], process: &PgProcess, data_dir: &DataDir) -> ExecResult {
+    let mut res = ExecResult::default();
+    let pg_status = observe::status_without_probe(process, data_dir, crate::status::PgState::Running);
+    let member = member(ctx, &pg_status);
+    let is_primary = process.role() == Some(Role::Primary);
+    for action in actions {
+        if res.spawned.is_some() && is_long(action) {
+            break;
+        }
+        let ok = match action {
+            Action::RenewLease => lease_write(ctx, &mut res, LeaseWrite::Renew, &member, &pg_status, is_primary).await,
+            Action::AcquireLease => {
+                lease_write(ctx, &mut res, LeaseWrite::Acquire, &member, &pg_status, is_primary).await
+            }
+            Action::TakeOverLease => {
+                lease_write(ctx, &mut res, LeaseWrite::TakeOver, &member, &pg_status, is_primary).await
+            }
+            Action::ReleaseLease => match ctx.dcs.release_leader(None, ctx.timing.retry_timeout).await {
+                Ok(_) => {
+                    res.dcs_contacted = true;
+                    true
+                }
+                Err(e) => {
+                    warn!(error = %e, "failed to release the leader lock");
+                    false
+                }
+            },
+            Action::Demote(DemoteMode::ImmediateNoLock) => {
+                demote_now(ctx.pg).await;
+                res.demoted = true;
+                true
+            }
+            Action::ClearFailover => {
+                if let Some(failover) = ctx.view.failover.as_ref() {
+                    if let Err(e) = ctx.dcs.clear_failover(failover.mod_rev, ctx.timing.retry_timeout).await {
+                        warn!(error = %e, "failed to clear the failover key");
+                    }
+                }
+                true
+            }
+            long => {
+                match spawn_long(ctx, long, &pg_status) {
+                    Some(spawned) => {
+                        if matches!(long, Action::Demote(DemoteMode::Graceful)) {
+                            res.demoted = true;
+                        }
+                        if matches!(long, Action::WipeAndClone(_) | Action::StartReplica { .. }) {
+                            res.clear_rewind_failed = true;
+                        }
+                        res.spawned = Some(spawned);
+                    }
+                    None => warn!(?long, "cannot run this action now"),
+                }
+                true
+            }
+        };
+        if !ok {
+            break;
+        }
+    }
+    if is_primary && res.dcs_contacted && !res.demoted && ctx.dcs.leader_key_is_mine(&ctx.dcs.view()) {
+        ensure_member_slots(ctx).await;
+        maintain_sync(ctx, &pg_status).await;
+    }
+    res
+}
+
+/// Carries out this cycle's synchronous replication plan in Patroni's order: narrow the `sync`
+/// key, then change `synchronous_standby_names`, then widen the key (see `ha::sync`).
+async fn maintain_sync(ctx: &Context<'_>, pg_status: &PgStatus) {
+    let current_guc = match ctx.pg.synchronous_standby_names().await {
+        Ok(value) => value,
+        Err(e) => {
+            warn!(error = %e, "failed to read synchronous_standby_names");
+            return;
+        }
+    };
+    let primary_lsn = pg_status.wal.furthest().map(|l| l.0).unwrap_or(0);
+    let view = ctx.dcs.view();
+    let plan = super::sync::plan(
+        &view,
+        &ctx.settings.name,
+        &pg_status.replication,
+        primary_lsn,
+        &current_guc,
+        &ctx.sync_policy,
+    );
+    if plan.is_empty() {
+        return;
+    }
+    info!(?plan, "synchronous replication change");
+    let timeout = ctx.timing.retry_timeout;
+    let mod_rev = view.sync.as_ref().map(|s| s.mod_rev);
+    if let Some(key) = &plan.key_before {
+        match ctx.dcs.write_sync(key.as_ref(), mod_rev, timeout).await {
+            Ok(true) => {}
+            Ok(false) => {
+                warn!("sync key changed concurrently; retrying next cycle");
+                return;
+            }
+            Err(e) => {
+                warn!(error = %e, "failed to write the sync key; keeping synchronous_standby_names as is");
+                return;
+            }
+        }
+    }
+    if let Some(guc) = &plan.guc {
+        if let Err(e) = ctx.pg.set_synchronous_standby_names(guc.as_deref()).await {
+            warn!(error = %e, "failed to set synchronous_standby_names");
+            return;
+        }
+    }
+    if let Some(key) = &plan.key_after {
+        let mod_rev = ctx.dcs.view().sync.as_ref().map(|s| s.mod_rev);
+        if let Err(e) = ctx.dcs.write_sync(Some(key), mod_rev, timeout).await {
+            warn!(error = %e, "failed to publish the confirmed synchronous standby");
+        }
+    }
+}
+
+fn is_long(action: &Action) -> bool {
+    !matches!(
+        action,
+        Action::RenewLease
+            | Action::AcquireLease
+            | Action::TakeOverLease
+            | Action::ReleaseLease
+            | Action::ClearFailover
+            | Action::Demote(DemoteMode::ImmediateNoLock)
+    )
+}
+
+fn member(ctx: &Context<'_>, pg_status: &PgStatus) -> MemberData {
+    let identity = observe::MemberIdentity {
+        conn_url: &ctx.settings.conn_url,
+        api_url: &ctx.settings.api_url,
+        tags: &ctx.settings.tags,
+        raft_node_id: ctx.settings.raft_node_id,
+    };
+    observe::member_data(&identity, pg_status, false)
+}
+
+#[derive(Debug, Clone, Copy)]
+enum LeaseWrite {
+    Renew,
+    Acquire,
+    TakeOver,
+}
+
+/// A lease write; when the lock turns out to be someone else's while we run a primary, we
+/// demote at once (Patroni: "demoted self because failed to update leader lock in DCS").
+async fn lease_write(
+    ctx: &Context<'_>,
+    res: &mut ExecResult,
+    kind: LeaseWrite,
+    member: &MemberData,
+    pg_status: &PgStatus,
+    is_primary: bool,
+) -> bool {
+    let (ttl, timeout) = (ctx.timing.ttl, ctx.timing.retry_timeout);
+    let outcome = match kind {
+        LeaseWrite::Renew => {
+            let status = observe::status_data(pg_status, ctx.view.status.as_ref());
+            ctx.dcs.renew_leader(member, status.as_ref(), ttl, timeout).await
+        }
+        LeaseWrite::Acquire => ctx.dcs.acquire_leader(member, ttl, timeout).await,
+        LeaseWrite::TakeOver => ctx.dcs.take_over_leader(member, ttl, timeout).await,
+    };
+    match outcome {
+        Ok(true) => {
+            res.dcs_contacted = true;
+            res.member_touched = true;
+            if !matches!(kind, LeaseWrite::Renew) {
+                info!(?kind, fencing_token = ?ctx.dcs.lease().fencing_token, "holding the leader lock");
+            }
+            true
+        }
+        Ok(false) => {
+            res.dcs_contacted = true;
+            if is_primary {
+                error!(?kind, "the leader lock belongs to someone else; demoting self now");
+                demote_now(ctx.pg).await;
+                res.demoted = true;
+            } else {
+                info!(?kind, "did not get the leader lock");
+            }
+            false
+        }
+        Err(e) => {
+            warn!(?kind, error = %e, "leader lock write not confirmed; the lease runs out on its own");
+            false
+        }
+    }
+}
+
+/// Stops a primary that may no longer write: immediate mode, the lock is not touched.
+pub async fn demote_now(pg: &Supervisor) {
+    if let Err(e) = pg.stop(StopMode::Immediate).await {
+        error!(error = %e, "failed to stop postgres while demoting; a human must check this node");
+    }
+}
+
+async fn ensure_member_slots(ctx: &Context<'_>) {
+    let desired =
+        ctx.view.members.keys().filter(|name| name.as_str() != ctx.settings.name).map(|name| slot_name(name)).collect();
+    if let Err(e) = ctx.pg.ensure_slots(&desired).await {
+        warn!(error = %e, "failed to maintain replication slots");
+    }
+}
+
+/// The PostgreSQL address of member `name` from its member key.
+fn target_of(view: &ClusterView, name: &str) -> Option<ConnTarget> {
+    let (host, port) = view.members.get(name)?.host_port()?;
+    Some(ConnTarget { host, port })
+}
+
+fn spawn_long(
+    ctx: &Context<'_>,
+    action: &Action,
+    pg_status: &PgStatus,
+) -> Option<(ActionKind, JoinHandle<ActionOutcome>)> {
+    let pg = ctx.pg.clone();
+    let dcs = ctx.dcs.clone();
+    let settings = ctx.settings.clone();
+    let timing = ctx.timing;
+    let my_slot = slot_name(&ctx.settings.name);
+    let span = tracing::info_span!("action");
+    let (kind, fut): (ActionKind, std::pin::Pin<Box<dyn std::future::Future<Output = ActionOutcome> + Send>>) =
+        match action {
+            Action::Bootstrap => (ActionKind::Bootstrap, Box::pin(super::long::bootstrap(pg, dcs, settings, timing))),
+            Action::CloneFrom(leader) | Action::WipeAndClone(leader) => {
+                let target = target_of(ctx.view, leader)?;
+                let wipe = matches!(action, Action::WipeAndClone(_));
+                (ActionKind::Clone, Box::pin(super::long::clone(pg, leader.clone(), target, my_slot, wipe)))
+            }
+            Action::StartPrimary => (ActionKind::Start, Box::pin(super::long::start(pg, StartRole::Primary, None))),
+            Action::StartReplica { leader: Some(leader), rewind } => {
+                let target = target_of(ctx.view, leader)?;
+                let role = StartRole::Replica { primary: target.clone(), slot: Some(my_slot) };
+                let kind = if *rewind { ActionKind::Rewind } else { ActionKind::Start };
+                let rewind_from = rewind.then_some(target);
+                (kind, Box::pin(super::long::start_replica(pg, role, leader.clone(), rewind_from)))
+            }
+            Action::StartReplica { leader: None, .. } => {
+                (ActionKind::Start, Box::pin(super::long::start(pg, StartRole::Standby, Some(None))))
+            }
+            Action::Follow(leader) => {
+                let target = target_of(ctx.view, leader)?;
+                let role = StartRole::Replica { primary: target, slot: Some(my_slot) };
+                (ActionKind::Restart, Box::pin(super::long::restart(pg, role, leader.clone())))
+            }
+            Action::Promote => {
+                let timeout = timing.retry_timeout.max(Duration::from_secs(10));
+                let sync = ctx.sync_policy;
+                (
+                    ActionKind::Promote,
+                    Box::pin(super::long::promote(pg, dcs, settings.name.clone(), timeout, timing, sync)),
+                )
+            }
+            Action::Demote(DemoteMode::Graceful) => {
+                let status = observe::status_data(pg_status, ctx.view.status.as_ref());
+                (ActionKind::Demote, Box::pin(super::long::graceful_demote(pg, dcs, status, timing)))
+            }
+            _ => return None,
+        };
+    Some((kind, tokio::spawn(fut.instrument(span))))
+}

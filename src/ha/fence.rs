@@ -1,0 +1,96 @@
+//! The fence: a primary whose leader lease ran out stops at once, whether or not an HA cycle
+//! is running (a cycle may be stuck on a slow store write).
+//!
+//! The lease is valid until the send time of its last successful renewal plus `ttl` minus a
+//! margin, on this node's monotonic clock; no other node can acquire the key before the Raft
+//! leader's keeper expires it, which happens only after `ttl` from when it *applied* that
+//! renewal. So stopping at the lease end stops before anyone else can promote.
+//! The same deadline goes to the guard file, read by `raftgres guard` (`postgres::guard`), a
+//! separate process that enforces it when this process is killed or frozen.
+//! Failure scenario this prevents: (1) the primary's store writes hang (partitioned from the
+//! Raft majority); (2) the HA loop sits in a `retry_timeout` write; (3) the majority expires the
+//! session and promotes a replica; without the fence the old primary would still accept writes.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::error;
+
+use std::path::PathBuf;
+
+use tracing::warn;
+
+use crate::dcs::Dcs;
+use crate::postgres::guard;
+use crate::postgres::guard::GuardLine;
+use crate::postgres::supervisor::StopMode;
+use crate::postgres::supervisor::Supervisor;
+
+/// How often the fence looks when nothing is due.
+const IDLE_POLL: Duration = Duration::from_millis(100);
+
+/// What the fence guard file should say now.
+fn guard_line(lease_until: Option<Instant>, primary: bool, pg: &Supervisor) -> GuardLine {
+    let owner = std::process::id();
+    let deadline = lease_until.filter(|_| primary).zip(pg.postmaster_id()).map(|(until, id)| {
+        let remaining = until.saturating_duration_since(Instant::now());
+        (guard::monotonic_ns().saturating_add(remaining.as_nanos() as u64), id)
+    });
+    GuardLine { owner, primary: deadline }
+}
+
+/// Runs until `shutdown`, keeping the guard file (`guard_file`) in step with the lease.
+pub async fn run(
+    dcs: Dcs,
+    pg: Supervisor,
+    is_primary: Arc<AtomicBool>,
+    guard_file: Option<PathBuf>,
+    shutdown: CancellationToken,
+) {
+    let mut written: Option<(Option<Instant>, bool)> = None;
+    loop {
+        let lease = dcs.lease();
+        let now = Instant::now();
+        if let Some(path) = &guard_file {
+            let wanted = (lease.leader_valid_until, is_primary.load(Ordering::SeqCst));
+            if written != Some(wanted) {
+                let line = guard_line(wanted.0, wanted.1, &pg);
+                match guard::write(path, &line) {
+                    Ok(()) => written = Some(wanted),
+                    Err(e) => warn!(error = %e, path = %path.display(), "failed to update the fence guard file"),
+                }
+            }
+        }
+        let wake = match lease.leader_valid_until {
+            Some(until) if now >= until => {
+                if is_primary.load(Ordering::SeqCst) && pg.is_running() {
+                    error!("leader lease expired while running as primary; stopping postgres immediately");
+                    if let Err(e) = pg.stop(StopMode::Immediate).await {
+                        error!(error = %e, "failed to stop postgres at lease expiry; a human must check this node");
+                    }
+                    is_primary.store(false, Ordering::SeqCst);
+                }
+                now + IDLE_POLL
+            }
+            Some(until) => until.min(now + IDLE_POLL),
+            None => now + IDLE_POLL,
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                // PostgreSQL is stopped (or deliberately left running while paused): nothing to guard.
+                if let Some(path) = &guard_file {
+                    let line = GuardLine { owner: std::process::id(), primary: None };
+                    if let Err(e) = guard::write(path, &line) {
+                        warn!(error = %e, "failed to clear the fence guard file");
+                    }
+                }
+                return;
+            }
+            _ = tokio::time::sleep_until(wake) => {}
+        }
+    }
+}

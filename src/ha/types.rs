@@ -1,0 +1,314 @@
+//! The vocabulary of the HA decision: what a cycle observed ([`Observation`]), the policy it
+//! applies ([`HaConfig`]), and what it decided ([`Decision`] = [`Action`]s + a [`Reason`]).
+//!
+//! Plain data: no I/O. `Reason` renders Patroni's sentence for logs, `/patroni` and tests.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::dcs::view::MemberData;
+use crate::postgres::types::Lsn;
+use crate::postgres::types::SystemId;
+use crate::postgres::types::TimelineId;
+use crate::status::PgStatus;
+use crate::status::Role;
+
+/// What the data directory holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataDir {
+    /// Absent or empty: this node needs a bootstrap or a clone.
+    Empty,
+    /// A cluster is there.
+    Initialized {
+        /// From pg_control.
+        system_id: SystemId,
+        /// pg_control says the last run was a primary (in production / shut down / crash recovery).
+        was_primary: bool,
+        /// pg_control's checkpoint timeline.
+        timeline: TimelineId,
+    },
+    /// Unusable; the sentence says why.
+    Invalid(String),
+}
+
+/// The local PostgreSQL process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PgProcess {
+    /// Not running.
+    Stopped,
+    /// Running and answering: the probe result.
+    Running(Box<PgStatus>),
+    /// The postmaster is alive but the probe failed.
+    Unresponsive,
+}
+
+impl PgProcess {
+    /// The probed role when running and answering.
+    pub fn role(&self) -> Option<Role> {
+        match self {
+            PgProcess::Running(status) => Some(status.role),
+            _ => None,
+        }
+    }
+}
+
+/// A long action running as a tracked task; the loop sees it as "in progress".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActionKind {
+    /// initdb + first start.
+    Bootstrap,
+    /// pg_basebackup from the leader.
+    Clone,
+    /// Starting PostgreSQL.
+    Start,
+    /// pg_rewind then start as replica.
+    Rewind,
+    /// Promotion.
+    Promote,
+    /// Planned demotion (switchover).
+    Demote,
+    /// Restart on request.
+    Restart,
+}
+
+impl ActionKind {
+    /// Patroni's word for it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ActionKind::Bootstrap => "bootstrap",
+            ActionKind::Clone => "clone from leader",
+            ActionKind::Start => "starting",
+            ActionKind::Rewind => "pg_rewind",
+            ActionKind::Promote => "promote",
+            ActionKind::Demote => "demote",
+            ActionKind::Restart => "restart",
+        }
+    }
+}
+
+/// What another member reported about itself (its `GET /patroni`, or its member key).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerReport {
+    /// Member name.
+    pub name: String,
+    /// Its member key.
+    pub member: MemberData,
+    /// It answered a live query (as opposed to only its member key).
+    pub reachable: bool,
+    /// Its PostgreSQL is not in recovery.
+    pub is_primary: bool,
+    /// max(received, replayed) or its primary position.
+    pub wal: Option<Lsn>,
+}
+
+/// Everything one cycle observed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    /// The data directory.
+    pub data_dir: DataDir,
+    /// The PostgreSQL process.
+    pub pg: PgProcess,
+    /// This node's leader lease is valid now (own monotonic clock).
+    pub holds_lease: bool,
+    /// The `leader` key is attached to this process's session.
+    pub leader_key_is_mine: bool,
+    /// The store answered recently enough to trust the view (a Raft leader is known).
+    pub dcs_ok: bool,
+    /// A long action in progress.
+    pub action: Option<ActionKind>,
+    /// Live reports of the other members (gathered only for a leader race).
+    pub peers: Vec<PeerReport>,
+    /// The configured follow target PostgreSQL currently replicates from (member name).
+    pub following: Option<String>,
+    /// The last rewind attempt from the current leader failed.
+    pub rewind_failed: bool,
+}
+
+/// The policy the decision applies (dynamic config + local tags).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HaConfig {
+    /// This member.
+    pub name: String,
+    /// Lease TTL.
+    pub ttl: Duration,
+    /// Maintenance mode.
+    pub paused: bool,
+    /// `nofailover` tag (or `failover_priority` 0).
+    pub nofailover: bool,
+    /// `failover_priority` tag.
+    pub failover_priority: i64,
+    /// `maximum_lag_on_failover`, bytes.
+    pub maximum_lag_on_failover: u64,
+    /// `postgresql.use_pg_rewind`.
+    pub use_pg_rewind: bool,
+    /// `remove_data_directory_on_rewind_failure`.
+    pub remove_data_directory_on_rewind_failure: bool,
+    /// `check_timeline`.
+    pub check_timeline: bool,
+    /// `synchronous_mode`: only members the `sync` key names may race.
+    pub synchronous_mode: crate::config::SynchronousMode,
+}
+
+/// How to stop being primary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DemoteMode {
+    /// Lost the lease or someone else leads: stop immediately, never touch the lock.
+    ImmediateNoLock,
+    /// Planned switchover: fast stop (shutdown checkpoint), then release the lock.
+    Graceful,
+}
+
+/// One thing to do. The executor runs them in order and stops at the first failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Renew the leader lease (and publish `status`).
+    RenewLease,
+    /// Take the vacant leader key.
+    AcquireLease,
+    /// Take over the leader key written by this member's previous process.
+    TakeOverLease,
+    /// Delete the leader key we hold.
+    ReleaseLease,
+    /// Race for `initialize` and bootstrap a new cluster.
+    Bootstrap,
+    /// Create a replica with pg_basebackup from this member.
+    CloneFrom(String),
+    /// Start PostgreSQL as the primary (we hold the lease).
+    StartPrimary,
+    /// Start PostgreSQL as a replica of this member (`None`: no upstream yet).
+    StartReplica {
+        /// Member to follow.
+        leader: Option<String>,
+        /// Run pg_rewind from it first.
+        rewind: bool,
+    },
+    /// Point a running replica at another leader.
+    Follow(String),
+    /// Promote the local replica.
+    Promote,
+    /// Stop being primary.
+    Demote(DemoteMode),
+    /// Delete the data directory and clone again (only when the config allows it).
+    WipeAndClone(String),
+    /// Clear a consumed `failover` key.
+    ClearFailover,
+}
+
+/// Why: Patroni's sentences.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    /// Leader, nothing to do.
+    LeaderWithLock,
+    /// Following the leader.
+    FollowingLeader(String),
+    /// Race won.
+    PromotedByAcquiringLock,
+    /// Already primary, took the vacant lock.
+    AcquiredLockAsLeader,
+    /// Holder whose PostgreSQL runs as a replica.
+    PromotingBecauseIHoldTheLock,
+    /// Someone else leads while we are primary.
+    DemotingNotLeader,
+    /// Not the healthiest node in the race.
+    NotHealthiest(String),
+    /// `nofailover`.
+    NotAllowedToPromote,
+    /// No initialize key: bootstrap.
+    Bootstrapping,
+    /// Someone else bootstraps.
+    WaitingForBootstrap,
+    /// Cloning.
+    CloningFrom(String),
+    /// Crash recovery as primary.
+    StartingPrimaryAfterFailure,
+    /// Starting as replica.
+    StartingAsSecondary,
+    /// Rewinding.
+    Rewinding(String),
+    /// Long action running.
+    InProgress(ActionKind),
+    /// Long action running while we renew the lease.
+    InProgressRenewing(ActionKind),
+    /// Switchover requested.
+    ManualFailoverDemoting(String),
+    /// The store is unavailable.
+    DcsNotAccessible,
+    /// Primary whose lease ran out while the store is unavailable.
+    DemotingDcsNotAccessible,
+    /// System identifier mismatch.
+    SystemIdMismatch(String, String),
+    /// Unusable data directory.
+    InvalidDataDir(String),
+    /// Paused: the wrapped reason, prefixed `PAUSE: `.
+    Paused(Box<Reason>),
+    /// Waiting for a leader to appear.
+    WaitingForLeader,
+    /// Rewind failed and wiping is not allowed.
+    RewindFailed(String),
+    /// Taking over the lease of this member's previous process.
+    TakingOverOwnLease,
+    /// Synchronous mode: not named in the `sync` key.
+    NotSynchronous,
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::LeaderWithLock => write!(f, "no action. I am the leader with the lock"),
+            Reason::FollowingLeader(l) => write!(f, "no action. I am a secondary, and following a leader ({l})"),
+            Reason::PromotedByAcquiringLock => write!(f, "promoted self to leader by acquiring session lock"),
+            Reason::AcquiredLockAsLeader => write!(f, "acquired session lock as a leader"),
+            Reason::PromotingBecauseIHoldTheLock => write!(f, "promoted self to leader because I had the session lock"),
+            Reason::DemotingNotLeader => write!(f, "demoting self because i do not have the lock and i was a leader"),
+            Reason::NotHealthiest(why) => {
+                write!(f, "following a different leader because i am not the healthiest node ({why})")
+            }
+            Reason::NotAllowedToPromote => write!(f, "following a different leader because I am not allowed to promote"),
+            Reason::Bootstrapping => write!(f, "trying to bootstrap a new cluster"),
+            Reason::WaitingForBootstrap => write!(f, "waiting for leader to bootstrap"),
+            Reason::CloningFrom(l) => write!(f, "trying to bootstrap from leader '{l}'"),
+            Reason::StartingPrimaryAfterFailure => write!(f, "starting primary after failure"),
+            Reason::StartingAsSecondary => write!(f, "starting as a secondary"),
+            Reason::Rewinding(l) => write!(f, "running pg_rewind from {l}"),
+            Reason::InProgress(kind) => write!(f, "{} in progress", kind.describe()),
+            Reason::InProgressRenewing(kind) => write!(f, "updated leader lock during {}", kind.describe()),
+            Reason::ManualFailoverDemoting(to) => write!(f, "manual failover: demoting myself in favour of {to}"),
+            Reason::DcsNotAccessible => write!(f, "DCS is not accessible"),
+            Reason::DemotingDcsNotAccessible => write!(f, "demoted self because DCS is not accessible and I was a leader"),
+            Reason::SystemIdMismatch(mine, theirs) => write!(
+                f,
+                "system ID mismatch: this node's data directory belongs to a different cluster ({mine} != {theirs}); consider reinitialize"
+            ),
+            Reason::InvalidDataDir(why) => write!(f, "data directory is not usable: {why}"),
+            Reason::Paused(inner) => write!(f, "PAUSE: {inner}"),
+            Reason::WaitingForLeader => write!(f, "waiting for a leader to follow"),
+            Reason::RewindFailed(l) => write!(f, "pg_rewind from {l} failed; will retry (set remove_data_directory_on_rewind_failure to reclone)"),
+            Reason::TakingOverOwnLease => write!(f, "taking over the leader lock of my previous process"),
+            Reason::NotSynchronous => write!(
+                f,
+                "following a different leader because i am not the healthiest node (not a synchronous standby)"
+            ),
+        }
+    }
+}
+
+/// A cycle's outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// In order.
+    pub actions: Vec<Action>,
+    /// The sentence.
+    pub reason: Reason,
+}
+
+impl Decision {
+    /// A decision.
+    pub fn new(actions: Vec<Action>, reason: Reason) -> Self {
+        Decision { actions, reason }
+    }
+
+    /// No action.
+    pub fn idle(reason: Reason) -> Self {
+        Decision { actions: vec![], reason }
+    }
+}

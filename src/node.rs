@@ -1,0 +1,165 @@
+//! Composition root of `raftgres run`: config → Raft replica → DCS → PostgreSQL supervisor →
+//! HA loop + fence → REST API. Owns the shutdown order:
+//! 1. the REST API stops accepting requests;
+//! 2. the HA loop stops: a primary stops PostgreSQL (fast) and releases the lease so a
+//!    replica takes over at once, every node revokes its session (paused: PostgreSQL is left
+//!    running and the lock kept);
+//! 3. the fence stops;
+//! 4. the Raft replica shuts down and sled is flushed.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::info;
+use tracing::warn;
+use tracing::Instrument;
+
+use crate::config::Config;
+use crate::config::PgUser;
+use crate::dcs::Dcs;
+use crate::ha::HaLoop;
+use crate::ha::HaSettings;
+use crate::postgres::supervisor::Credentials;
+use crate::postgres::supervisor::PgConfig;
+use crate::postgres::supervisor::Supervisor;
+use crate::status::NodeStatus;
+
+/// Runs one node until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let span = tracing::info_span!("node", name = %config.name);
+    run_inner(config, shutdown).instrument(span).await
+}
+
+async fn run_inner(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let pg_config = pg_config(&config).context("resolve the PostgreSQL settings")?;
+    let pg = Supervisor::new(pg_config).context("set up the PostgreSQL supervisor")?;
+    if let Some(pid) = pg.adopt().await.context("check for a running postmaster")? {
+        info!(pid, "adopted the running postmaster");
+    }
+    let raft = raft::RaftNode::start(config.raft_config()).await.context("start the raft replica")?;
+    let dcs = Dcs::new(raft.clone(), &config.name);
+    let (status_tx, status_rx) =
+        watch::channel(NodeStatus::initial(&config.name, &config.scope, tokio::time::Instant::now()));
+    let api_listener = tokio::net::TcpListener::bind(config.restapi.listen.to_string())
+        .await
+        .with_context(|| format!("bind the REST API on {} (restapi.listen)", config.restapi.listen))?;
+    info!(listen = %api_listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "REST API listening");
+
+    let tracker = TaskTracker::new();
+    let api_token = CancellationToken::new();
+    let ha_token = CancellationToken::new();
+    let fence_token = CancellationToken::new();
+
+    let settings = ha_settings(&config);
+    let ha = HaLoop::new(settings, dcs.clone(), pg.clone(), status_tx);
+    let is_primary = ha.primary_flag();
+    let api_state = crate::api::ApiState::for_node(status_rx, dcs.clone(), ha.requests(), &config.restapi)
+        .context("set up the REST API (restapi)")?;
+    let api_shutdown = api_token.clone();
+    tracker.spawn(
+        async move {
+            if let Err(e) = crate::api::serve(api_listener, api_state, api_shutdown.cancelled_owned()).await {
+                warn!(error = %e, "REST API server stopped");
+            }
+        }
+        .instrument(tracing::info_span!("api")),
+    );
+
+    let ha_handle = tokio::spawn(ha.run(ha_token.clone()).instrument(tracing::info_span!("ha")));
+    let guard_file = config.raft.data_dir.join("fence-guard");
+    match crate::postgres::process::spawn_guard(&guard_file) {
+        Ok(pid) => info!(pid, file = %guard_file.display(), "started the fence guard"),
+        Err(e) => warn!(error = %e, "failed to start the fence guard; only the in-process fence protects this primary"),
+    }
+    tracker.spawn(crate::ha::fence::run(dcs.clone(), pg.clone(), is_primary, Some(guard_file), fence_token.clone()));
+    tracker.close();
+
+    shutdown.cancelled().await;
+    info!("shutting down");
+    api_token.cancel();
+    ha_token.cancel();
+    if let Err(e) = ha_handle.await {
+        warn!(error = %e, "HA loop task ended abnormally");
+    }
+    fence_token.cancel();
+    if tokio::time::timeout(Duration::from_secs(10), tracker.wait()).await.is_err() {
+        warn!("background tasks did not stop within 10 s");
+    }
+    raft.shutdown().await.context("shut down the raft replica")?;
+    info!("stopped");
+    Ok(())
+}
+
+/// The HA loop's local settings from the static config.
+pub fn ha_settings(config: &Config) -> HaSettings {
+    let pg = &config.postgresql;
+    HaSettings {
+        name: config.name.clone(),
+        scope: config.scope.clone(),
+        conn_url: format!("postgres://{}/postgres", pg.connect_address),
+        api_url: format!("http://{}/patroni", config.restapi.connect_address),
+        tags: config.tags.0.clone(),
+        bootstrap_dcs: config.bootstrap.dcs.document().clone(),
+        use_pg_rewind: pg.use_pg_rewind.then_some(true),
+        remove_data_directory_on_rewind_failure: pg.remove_data_directory_on_rewind_failure,
+        raft_node_id: config.raft.node_id,
+        stop_postgres_on_shutdown: true,
+    }
+}
+
+fn credentials(user: &PgUser) -> Credentials {
+    Credentials { username: user.username.clone(), password: user.password.as_ref().map(|p| p.expose().to_string()) }
+}
+
+/// Renders a YAML/JSON scalar as a GUC value.
+fn guc_value(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Bool(true) => "on".into(),
+        serde_json::Value::Bool(false) => "off".into(),
+        other => other.to_string(),
+    }
+}
+
+/// The supervisor's settings from the static config (and the bootstrap dynamic config's
+/// cluster-wide parameters until the cluster's own dynamic config is applied).
+pub fn pg_config(config: &Config) -> anyhow::Result<PgConfig> {
+    let pg = &config.postgresql;
+    let bin_dir = match &pg.bin_dir {
+        Some(dir) => dir.clone(),
+        None => crate::config::load::find_bin_dir(&pg.bin_name.postgres, std::env::var_os("PATH").as_deref())
+            .context("find the PostgreSQL programs: set postgresql.bin_dir (apt-get install -y postgresql)")?,
+    };
+    let mut parameters: std::collections::BTreeMap<String, String> =
+        config.bootstrap.dcs.view().postgresql.parameters.iter().map(|(k, v)| (k.clone(), guc_value(v))).collect();
+    parameters.extend(pg.parameters.iter().map(|(k, v)| (k.clone(), guc_value(v))));
+    let pg_hba = if pg.pg_hba.is_empty() { config.bootstrap.pg_hba.clone() } else { pg.pg_hba.clone() };
+    let pgpass = match &pg.pgpass {
+        Some(path) => path.clone(),
+        None => pg.data_dir.parent().unwrap_or(std::path::Path::new("/tmp")).join(format!(".pgpass-{}", config.name)),
+    };
+    let is_root = nix::unistd::geteuid().is_root();
+    Ok(PgConfig {
+        name: config.name.clone(),
+        bin_dir,
+        data_dir: pg.data_dir.clone(),
+        run_as: is_root.then(|| pg.run_as.clone()),
+        listen_addresses: pg.listen.listen_addresses(),
+        port: pg.listen.port,
+        connect_host: pg.connect_address.host.clone(),
+        superuser: credentials(&pg.authentication.superuser),
+        replication: credentials(&pg.authentication.replication),
+        rewind: pg.authentication.rewind.as_ref().map(credentials),
+        parameters,
+        pg_hba,
+        initdb_options: config.bootstrap.initdb.iter().map(|o| o.to_arg()).collect(),
+        basebackup_options: pg.basebackup.iter().map(|o| o.to_arg()).collect(),
+        pgpass,
+        scope: config.scope.clone(),
+        start_timeout: pg.pg_ctl_timeout,
+        stop_timeout: pg.pg_ctl_timeout,
+    })
+}

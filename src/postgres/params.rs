@@ -1,0 +1,153 @@
+//! Changing the user GUCs (`postgresql.parameters`) of a running supervisor: the dynamic configuration's
+//! parameters, overlaid by the node's local ones (Patroni's rule: local settings win), replace the ones
+//! `postgresql.conf` is written with from the next start, restart or reload on.
+//!
+//! [`effective_parameters`] is PURE. PostgreSQL applies what it can on reload; a parameter that needs a restart
+//! shows as `pending_restart` through the status probe. This module must not decide when to reload: the HA loop
+//! calls [`Supervisor::apply_dynamic_parameters`] when the dynamic configuration changed.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::config::DynamicConfig;
+use crate::postgres::supervisor::PgConfig;
+use crate::postgres::supervisor::PgError;
+use crate::postgres::supervisor::Supervisor;
+
+impl Supervisor {
+    /// Replaces the user GUCs written from now on; true when they changed.
+    pub fn set_parameters(&self, parameters: BTreeMap<String, String>) -> bool {
+        let mut current = self.inner.parameters.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let in_force = current.as_ref().unwrap_or(&self.inner.cfg.parameters);
+        if *in_force == parameters {
+            return false;
+        }
+        *current = Some(parameters);
+        true
+    }
+
+    /// The user GUCs in force.
+    pub fn parameters(&self) -> BTreeMap<String, String> {
+        let current = self.inner.parameters.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        current.clone().unwrap_or_else(|| self.inner.cfg.parameters.clone())
+    }
+
+    /// The configuration `postgresql.conf` is written from: the static one with the parameters in force.
+    pub(crate) fn effective_config(&self) -> PgConfig {
+        PgConfig { parameters: self.parameters(), ..self.inner.cfg.clone() }
+    }
+
+    /// Sets the parameters for a new dynamic configuration (`dynamic`, from the store) given the `bootstrap_dcs`
+    /// document the supervisor was started with; when they changed and PostgreSQL runs, reloads it in a spawned
+    /// task. Returns whether they changed.
+    pub fn apply_dynamic_parameters(&self, bootstrap_dcs: &Value, dynamic: &BTreeMap<String, Value>) -> bool {
+        let (bootstrap, _) = DynamicConfig::parse_lenient(bootstrap_dcs.clone());
+        let wanted = effective_parameters(&self.inner.cfg.parameters, &bootstrap.view().postgresql.parameters, dynamic);
+        if !self.set_parameters(wanted) {
+            return false;
+        }
+        tracing::info!("postgresql.parameters changed in the dynamic configuration");
+        if self.is_running() {
+            let this = self.clone();
+            tokio::spawn(async move {
+                match this.reload().await {
+                    Ok(()) | Err(PgError::NotRunning) => {}
+                    Err(e) => tracing::warn!(error = %e, "failed to reload PostgreSQL with the new parameters"),
+                }
+            });
+        }
+        true
+    }
+}
+
+/// PURE: the parameters to run with. `startup` is what the supervisor was configured with (the bootstrap dynamic
+/// parameters overlaid by the local ones); a `startup` entry that is not the bootstrap's value is local and wins
+/// over `dynamic`. A local value equal to the bootstrap's cannot be told apart and follows `dynamic`.
+pub fn effective_parameters(
+    startup: &BTreeMap<String, String>,
+    bootstrap: &BTreeMap<String, Value>,
+    dynamic: &BTreeMap<String, Value>,
+) -> BTreeMap<String, String> {
+    let mut res: BTreeMap<String, String> = dynamic.iter().map(|(k, v)| (k.clone(), guc_value(v))).collect();
+    for (key, value) in startup {
+        let from_bootstrap = bootstrap.get(key).is_some_and(|b| guc_value(b) == *value);
+        if !from_bootstrap {
+            res.insert(key.clone(), value.clone());
+        }
+    }
+    res
+}
+
+/// A YAML/JSON scalar as a GUC value (`true` → `on`).
+pub fn guc_value(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Bool(true) => "on".into(),
+        Value::Bool(false) => "off".into(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn strings(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn values(value: Value) -> BTreeMap<String, Value> {
+        value.as_object().expect("object").iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    #[track_caller]
+    fn check(startup: &[(&str, &str)], bootstrap: Value, dynamic: Value, expected: &[(&str, &str)]) {
+        let got = effective_parameters(&strings(startup), &values(bootstrap), &values(dynamic));
+        assert_eq!(got, strings(expected));
+    }
+
+    #[test]
+    fn dynamic_parameters_replace_the_bootstrap_ones_and_local_ones_win() {
+        // Unchanged dynamic config: what the node started with.
+        check(
+            &[("max_connections", "100")],
+            json!({"max_connections": 100}),
+            json!({"max_connections": 100}),
+            &[("max_connections", "100")],
+        );
+        // A changed dynamic value replaces the bootstrap one.
+        check(
+            &[("max_connections", "100")],
+            json!({"max_connections": 100}),
+            json!({"max_connections": 200}),
+            &[("max_connections", "200")],
+        );
+        // A removed dynamic key disappears.
+        check(&[("work_mem", "4MB")], json!({"work_mem": "4MB"}), json!({}), &[]);
+        // New dynamic keys are added; booleans become on/off.
+        check(
+            &[],
+            json!({}),
+            json!({"hot_standby_feedback": true, "work_mem": "8MB"}),
+            &[("hot_standby_feedback", "on"), ("work_mem", "8MB")],
+        );
+        // A local value (not the bootstrap's) wins over the dynamic one.
+        check(
+            &[("work_mem", "16MB"), ("unix_socket_directories", "/run")],
+            json!({"work_mem": "4MB"}),
+            json!({"work_mem": "8MB"}),
+            &[("unix_socket_directories", "/run"), ("work_mem", "16MB")],
+        );
+    }
+
+    #[test]
+    fn guc_values_render_like_the_static_config() {
+        assert_eq!(guc_value(&json!(true)), "on");
+        assert_eq!(guc_value(&json!(false)), "off");
+        assert_eq!(guc_value(&json!(128)), "128");
+        assert_eq!(guc_value(&json!("64MB")), "64MB");
+    }
+}

@@ -1,0 +1,442 @@
+//! The only code that spawns PostgreSQL programs or sends signals (STYLE rule 5), and that looks at processes.
+//!
+//! This module owns: running helper programs (initdb, pg_basebackup, pg_rewind, pg_controldata) as the
+//! PostgreSQL user; spawning `postgres -D` directly in its own process group so that it outlives raftgres;
+//! re-emitting its stderr through tracing target `postgres`; the `StopMode` → signal table; liveness checks that
+//! compare the process start time, so a recycled pid is never signalled; and gathering [`ProcessFacts`].
+//! It must not decide anything about roles or configuration.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::signal::{self, Signal};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, ChildStderr, Command};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::postgres::files::Owner;
+use crate::postgres::pidfile::{self, ProcessFacts};
+use crate::postgres::supervisor::{PgError, StopMode};
+
+/// How often an adopted postmaster (not our child, so no exit notification) is checked for liveness.
+const POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// How many stderr lines are kept for error messages.
+const LOG_TAIL_LINES: usize = 30;
+
+/// Environment variables that would change what a helper program connects to or how it authenticates.
+const SCRUBBED_ENV: [&str; 10] = [
+    "PGDATA",
+    "PGHOST",
+    "PGHOSTADDR",
+    "PGPORT",
+    "PGUSER",
+    "PGPASSWORD",
+    "PGPASSFILE",
+    "PGDATABASE",
+    "PGSERVICE",
+    "PGOPTIONS",
+];
+
+/// A running postmaster: its pid and the kernel's start time of that pid (seconds since the epoch).
+/// Two values are the same process only if both match, which guards every signal against pid reuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PostmasterId {
+    /// Process id.
+    pub pid: u32,
+    /// Start time from `/proc/<pid>/stat`, in seconds since the epoch.
+    pub start_time: u64,
+}
+
+/// The last lines PostgreSQL wrote to stderr, kept for start-up error messages.
+#[derive(Debug, Default)]
+pub struct LogTail {
+    lines: Mutex<VecDeque<String>>,
+    closed: AtomicBool,
+}
+
+impl LogTail {
+    fn push(&self, line: String) {
+        let mut lines = self.lines.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if lines.len() == LOG_TAIL_LINES {
+            lines.pop_front();
+        }
+        lines.push_back(line);
+    }
+
+    /// Forgets the lines of a previous postmaster.
+    pub(crate) fn reset(&self) {
+        self.lines.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clear();
+        self.closed.store(false, Ordering::SeqCst);
+    }
+
+    /// The kept lines, joined by newlines.
+    pub(crate) fn text(&self) -> String {
+        let lines = self.lines.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        lines.iter().map(String::as_str).collect::<Vec<_>>().join("\n")
+    }
+
+    /// Whether every writer of the stderr pipe has gone, so no more lines can arrive.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+}
+
+/// The signal for each stop mode: the one place where this mapping exists (STYLE rule 15).
+fn stop_signal(mode: StopMode) -> Signal {
+    match mode {
+        StopMode::Smart => Signal::SIGTERM,
+        StopMode::Fast => Signal::SIGINT,
+        StopMode::Immediate => Signal::SIGQUIT,
+    }
+}
+
+/// Asks the postmaster to shut down in `mode`; [`PgError::NotRunning`] if `id` is no longer that process.
+pub(crate) fn signal_stop(id: PostmasterId, mode: StopMode) -> Result<(), PgError> {
+    send(id, stop_signal(mode))
+}
+
+/// Asks the postmaster to reload its configuration files (SIGHUP).
+pub(crate) fn signal_reload(id: PostmasterId) -> Result<(), PgError> {
+    send(id, Signal::SIGHUP)
+}
+
+fn send(id: PostmasterId, sig: Signal) -> Result<(), PgError> {
+    if !is_alive(id) {
+        return Err(PgError::NotRunning);
+    }
+    match signal::kill(Pid::from_raw(pid_i32(id.pid)?), sig) {
+        Ok(()) => Ok(()),
+        Err(Errno::ESRCH) => Err(PgError::NotRunning),
+        Err(errno) => Err(PgError::Io {
+            context: format!("send {sig} to postmaster {}", id.pid),
+            source: std::io::Error::from(errno),
+        }),
+    }
+}
+
+fn pid_i32(pid: u32) -> Result<i32, PgError> {
+    i32::try_from(pid).map_err(|_| PgError::Config(format!("pid {pid} is out of range")))
+}
+
+/// Whether `id` is still that process: it exists, is not a zombie, and started when `id` says.
+pub(crate) fn is_alive(id: PostmasterId) -> bool {
+    pid_exists(id.pid) && process_start_time(id.pid) == Some(id.start_time)
+}
+
+/// `kill(pid, 0)` says the pid exists (EPERM: exists but belongs to someone else) and it is not a zombie.
+fn pid_exists(pid: u32) -> bool {
+    let Ok(raw) = i32::try_from(pid) else { return false };
+    let exists = match signal::kill(Pid::from_raw(raw), None) {
+        Ok(()) | Err(Errno::EPERM) => true,
+        Err(_) => false,
+    };
+    exists && !is_zombie(pid)
+}
+
+fn is_zombie(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).is_some_and(|state| state == "Z")
+}
+
+/// The start time of `pid` in seconds since the epoch, or `None` if it is gone or unreadable.
+pub(crate) fn process_start_time(pid: u32) -> Option<u64> {
+    let pid_stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (proc_stat, ticks) = boot_facts()?;
+    pidfile::process_start_time(&pid_stat, proc_stat, *ticks).ok()
+}
+
+/// `/proc/stat` (for its `btime` line) and the clock tick rate; both are fixed until reboot, so read once.
+fn boot_facts() -> Option<&'static (String, u64)> {
+    static FACTS: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    FACTS
+        .get_or_init(|| {
+            let proc_stat = std::fs::read_to_string("/proc/stat").ok()?;
+            let btime_line = proc_stat.lines().find(|line| line.starts_with("btime "))?.to_owned();
+            let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok()??;
+            Some((btime_line, u64::try_from(ticks).ok()?))
+        })
+        .as_ref()
+}
+
+/// What [`pidfile::adopt_decision`] needs to know about `pid`, read from `kill(pid, 0)` and `/proc`.
+pub(crate) fn process_facts(pid: u32, data_dir: &Path) -> ProcessFacts {
+    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+    let exe_name = std::fs::read_link(proc_dir.join("exe")).ok().map(|exe| exe.to_string_lossy().into_owned());
+    let data_dir_matches = std::fs::read_link(proc_dir.join("cwd")).ok().map(|cwd| {
+        let canonical = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+        cwd == canonical
+    });
+    ProcessFacts {
+        alive: pid_exists(pid),
+        is_self: pid == std::process::id(),
+        is_parent: pid == std::os::unix::process::parent_id(),
+        process_start_time_epoch: process_start_time(pid),
+        exe_name,
+        data_dir_matches,
+    }
+}
+
+/// Standard output and error of a helper program that succeeded.
+#[derive(Debug)]
+pub(crate) struct ProgramOutput {
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+}
+
+/// Runs `bin_dir/program args` as `owner` (or ourselves) with `env`, in `/`, and waits for it.
+/// A non-zero exit is [`PgError::CommandFailed`] with the last lines of its output.
+pub(crate) async fn run_program(
+    bin_dir: &Path,
+    program: &'static str,
+    args: &[OsString],
+    env: &[(&str, OsString)],
+    owner: Option<&Owner>,
+) -> Result<ProgramOutput, PgError> {
+    let path = bin_dir.join(program);
+    let mut command = command_as(&path, owner);
+    command.args(args).envs(env.iter().map(|(key, value)| (*key, value))).stdout(Stdio::piped());
+    command.stderr(Stdio::piped());
+    tracing::debug!(program, ?args, "running");
+    let output = command.output().await.map_err(crate::postgres::files::io_context("run", &path))?;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    if output.status.success() {
+        return Ok(ProgramOutput { stdout, stderr });
+    }
+    Err(PgError::CommandFailed {
+        program: program.to_owned(),
+        status: describe_status(output.status),
+        stderr_tail: last_lines(&format!("{stdout}{stderr}"), 15),
+    })
+}
+
+/// A command for `path` with a scrubbed environment, stdin closed, running in `/` as `owner`.
+fn command_as(path: &Path, owner: Option<&Owner>) -> Command {
+    let mut command = Command::new(path);
+    command.current_dir("/").stdin(Stdio::null());
+    for key in SCRUBBED_ENV {
+        command.env_remove(key);
+    }
+    if let Some(owner) = owner {
+        // std calls setgroups(0) before setuid when root sets a uid, so no supplementary group of root leaks.
+        command.uid(owner.uid).gid(owner.gid).env("HOME", &owner.home).env("USER", &owner.name);
+        command.env("LOGNAME", &owner.name);
+    }
+    command
+}
+
+/// A postmaster this process spawned; the `Child` is kept only to reap it and learn its exit status.
+pub(crate) struct Spawned {
+    pub(crate) id: PostmasterId,
+    pub(crate) child: Child,
+}
+
+/// Spawns `postgres -D <data_dir>` in its own process group (so a signal to raftgres's group, or raftgres
+/// dying, does not reach it) and forwards its stderr, on `tasks`, to tracing target `postgres` and `log_tail`.
+pub(crate) fn spawn_postmaster(
+    bin_dir: &Path,
+    data_dir: &Path,
+    owner: Option<&Owner>,
+    tasks: &TaskTracker,
+    cancel: CancellationToken,
+    log_tail: Arc<LogTail>,
+) -> Result<Spawned, PgError> {
+    let path = bin_dir.join("postgres");
+    let mut command = command_as(&path, owner);
+    command.arg("-D").arg(data_dir).stdout(Stdio::null()).stderr(Stdio::piped()).process_group(0);
+    let mut child = command.spawn().map_err(crate::postgres::files::io_context("spawn", &path))?;
+    let pid = child.id().ok_or(PgError::NotRunning)?;
+    // Read right after fork: the pid cannot have been reused yet because we have not reaped it.
+    let start_time = process_start_time(pid).unwrap_or_default();
+    let id = PostmasterId { pid, start_time };
+    if let Some(stderr) = child.stderr.take() {
+        let forward = forward_stderr(stderr, cancel, log_tail);
+        tasks.spawn(forward.instrument(tracing::info_span!(parent: None, "pg", pid)));
+    }
+    tracing::info!(pid, data_dir = %data_dir.display(), "spawned postgres");
+    Ok(Spawned { id, child })
+}
+
+/// Re-emits each stderr line until every writer has closed the pipe or `cancel` fires. After a cancel the read
+/// end is closed, so PostgreSQL's later log writes fail with EPIPE (it ignores SIGPIPE) instead of blocking
+/// on a full pipe: the same as when raftgres dies.
+async fn forward_stderr(stderr: ChildStderr, cancel: CancellationToken, log_tail: Arc<LogTail>) {
+    let mut lines = BufReader::new(stderr).lines();
+    loop {
+        let next = tokio::select! {
+            next = lines.next_line() => next,
+            () = cancel.cancelled() => break,
+        };
+        match next {
+            Ok(Some(line)) => {
+                emit_log_line(&line);
+                log_tail.push(line);
+            }
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!(target: "postgres", error = %e, "stderr pipe of postgres failed");
+                break;
+            }
+        }
+    }
+    log_tail.closed.store(true, Ordering::SeqCst);
+}
+
+/// The tracing level for a PostgreSQL log line, from its severity word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LineLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+}
+
+fn line_level(line: &str) -> LineLevel {
+    const SEVERITIES: [(&str, LineLevel); 6] = [
+        ("PANIC:", LineLevel::Error),
+        ("FATAL:", LineLevel::Warn),
+        ("ERROR:", LineLevel::Warn),
+        ("WARNING:", LineLevel::Warn),
+        ("DEBUG", LineLevel::Debug),
+        ("LOG:", LineLevel::Info),
+    ];
+    let first_match = SEVERITIES
+        .iter()
+        .filter_map(|(word, level)| line.find(word).map(|idx| (idx, *level)))
+        .min_by_key(|(idx, _)| *idx);
+    first_match.map_or(LineLevel::Info, |(_, level)| level)
+}
+
+fn emit_log_line(line: &str) {
+    match line_level(line) {
+        LineLevel::Error => tracing::error!(target: "postgres", "{line}"),
+        LineLevel::Warn => tracing::warn!(target: "postgres", "{line}"),
+        LineLevel::Info => tracing::info!(target: "postgres", "{line}"),
+        LineLevel::Debug => tracing::debug!(target: "postgres", "{line}"),
+    }
+}
+
+/// Waits until the postmaster `id` exits and returns its exit status when known (only for our own child),
+/// or `None` in the outer option when `cancel` fires first. An own child is reaped here; an adopted one is
+/// polled every 200 ms.
+pub(crate) async fn wait_for_exit(
+    id: PostmasterId,
+    child: Option<Child>,
+    cancel: CancellationToken,
+) -> Option<Option<ExitStatus>> {
+    if let Some(mut child) = child {
+        return tokio::select! {
+            status = child.wait() => Some(status.ok()),
+            () = cancel.cancelled() => None,
+        };
+    }
+    loop {
+        if !is_alive(id) {
+            return Some(None);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(POLL_INTERVAL) => {}
+            () = cancel.cancelled() => return None,
+        }
+    }
+}
+
+/// "exit code 1", "signal 9", for messages.
+pub(crate) fn describe_status(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(sig)) => format!("signal {sig}"),
+        _ => status.to_string(),
+    }
+}
+
+/// The last `n` non-empty lines of `text`.
+pub(crate) fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().filter(|line| !line.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Starts the fence guard (`raftgres guard`) as its own process group, so it outlives a killed
+/// or frozen raftgres; it reads `file` and stops the postmaster when the lease written there
+/// runs out. Its messages go to `file` + `.log`.
+pub fn spawn_guard(file: &Path) -> Result<u32, PgError> {
+    use std::os::unix::process::CommandExt;
+    let binary =
+        std::env::current_exe().map_err(|source| PgError::Io { context: "find the raftgres binary".into(), source })?;
+    let log_path = file.with_extension("log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|source| PgError::Io { context: format!("open {}", log_path.display()), source })?;
+    let log_err =
+        log.try_clone().map_err(|source| PgError::Io { context: "duplicate the guard log".into(), source })?;
+    let child = std::process::Command::new(binary)
+        .arg("guard")
+        .arg("--file")
+        .arg(file)
+        .arg("--parent")
+        .arg(std::process::id().to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(log)
+        .stderr(log_err)
+        .process_group(0)
+        .spawn()
+        .map_err(|source| PgError::Io { context: "spawn the fence guard".into(), source })?;
+    Ok(child.id())
+}
+
+/// Stops the postmaster `id` at once (SIGQUIT) if it is still that process; for the fence guard.
+pub fn fence_postmaster(id: PostmasterId) -> Result<bool, PgError> {
+    if !is_alive(id) {
+        return Ok(false);
+    }
+    signal_stop(id, StopMode::Immediate)?;
+    Ok(true)
+}
+
+/// Whether the raftgres process `pid` is alive (the guard's parent check).
+pub fn pid_alive(pid: u32) -> bool {
+    pid_exists(pid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_levels_follow_the_severity_word() {
+        assert_eq!(line_level("2024-01-01 00:00:00 UTC [1] LOG:  database system is ready"), LineLevel::Info);
+        assert_eq!(line_level("2024-01-01 00:00:00 UTC [1] FATAL:  role \"x\" does not exist"), LineLevel::Warn);
+        assert_eq!(line_level("... [1] PANIC:  could not write"), LineLevel::Error);
+        assert_eq!(line_level("... [1] LOG:  statement: SELECT 'ERROR:'"), LineLevel::Info);
+        assert_eq!(line_level("\tcontinuation"), LineLevel::Info);
+    }
+
+    #[test]
+    fn our_own_process_is_alive_and_a_wrong_start_time_is_not() {
+        let pid = std::process::id();
+        let start_time = process_start_time(pid).expect("/proc is readable in tests");
+        assert!(is_alive(PostmasterId { pid, start_time }));
+        assert!(!is_alive(PostmasterId { pid, start_time: start_time + 100 }));
+        let facts = process_facts(pid, Path::new("/nonexistent"));
+        assert!(facts.alive && facts.is_self && facts.data_dir_matches == Some(false));
+    }
+
+    #[test]
+    fn last_lines_skips_blank_lines() {
+        assert_eq!(last_lines("a\n\nb\nc\n\n", 2), "b\nc");
+        assert_eq!(last_lines("", 2), "");
+    }
+}

@@ -1,0 +1,286 @@
+//! What this node knows about itself, published by the HA loop after every cycle through a
+//! `watch` channel: the REST API's health endpoints, `/patroni` and `/metrics` answer from the
+//! latest [`NodeStatus`] and never run SQL per request.
+//!
+//! Internal type: it does not derive `Serialize`; the API builds Patroni's wire types from it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+use std::time::SystemTime;
+
+use tokio::time::Instant;
+
+use crate::postgres::types::Lsn;
+use crate::postgres::types::SystemId;
+use crate::postgres::types::TimelineId;
+
+/// PostgreSQL state, with Patroni's strings and metric indexes (contract §1.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PgState {
+    /// `initializing new cluster` (0).
+    InitializingNewCluster,
+    /// `initdb failed` (1).
+    InitdbFailed,
+    /// `creating replica` (4).
+    CreatingReplica,
+    /// `running` (5).
+    Running,
+    /// `starting` (6).
+    Starting,
+    /// `start failed` (8).
+    StartFailed,
+    /// `restarting` (9).
+    Restarting,
+    /// `restart failed` (10).
+    RestartFailed,
+    /// `stopping` (11).
+    Stopping,
+    /// `stopped` (12).
+    #[default]
+    Stopped,
+    /// `stop failed` (13).
+    StopFailed,
+    /// `crashed` (14).
+    Crashed,
+    /// `unknown` (-1): believed running but the probe failed.
+    Unknown,
+}
+
+impl PgState {
+    /// Patroni's state string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PgState::InitializingNewCluster => "initializing new cluster",
+            PgState::InitdbFailed => "initdb failed",
+            PgState::CreatingReplica => "creating replica",
+            PgState::Running => "running",
+            PgState::Starting => "starting",
+            PgState::StartFailed => "start failed",
+            PgState::Restarting => "restarting",
+            PgState::RestartFailed => "restart failed",
+            PgState::Stopping => "stopping",
+            PgState::Stopped => "stopped",
+            PgState::StopFailed => "stop failed",
+            PgState::Crashed => "crashed",
+            PgState::Unknown => "unknown",
+        }
+    }
+
+    /// Patroni's numeric index for `patroni_postgres_state`.
+    pub fn index(self) -> i32 {
+        match self {
+            PgState::InitializingNewCluster => 0,
+            PgState::InitdbFailed => 1,
+            PgState::CreatingReplica => 4,
+            PgState::Running => 5,
+            PgState::Starting => 6,
+            PgState::StartFailed => 8,
+            PgState::Restarting => 9,
+            PgState::RestartFailed => 10,
+            PgState::Stopping => 11,
+            PgState::Stopped => 12,
+            PgState::StopFailed => 13,
+            PgState::Crashed => 14,
+            PgState::Unknown => -1,
+        }
+    }
+}
+
+/// The role this node reports (Patroni's member `role`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Role {
+    /// Running as a writable primary.
+    Primary,
+    /// Running in recovery, following a primary.
+    Replica,
+    /// Leader of a standby cluster.
+    StandbyLeader,
+    /// Just demoted.
+    Demoted,
+    /// No data directory yet.
+    #[default]
+    Uninitialized,
+    /// Promotion in progress.
+    Promoted,
+}
+
+impl Role {
+    /// Patroni's role string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Replica => "replica",
+            Role::StandbyLeader => "standby_leader",
+            Role::Demoted => "demoted",
+            Role::Uninitialized => "uninitialized",
+            Role::Promoted => "promoted",
+        }
+    }
+}
+
+/// WAL positions as PostgreSQL reports them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum WalPosition {
+    /// Nothing known (PostgreSQL down or probe failed).
+    #[default]
+    Unknown,
+    /// A primary's flush position.
+    Primary {
+        /// `pg_current_wal_flush_lsn()`.
+        location: Lsn,
+    },
+    /// A replica's positions.
+    Replica {
+        /// Written/received position (`pg_stat_wal_receiver.written_lsn`, else receive, else replay).
+        received: Option<Lsn>,
+        /// `pg_last_wal_replay_lsn()`.
+        replayed: Option<Lsn>,
+        /// `pg_last_xact_replay_timestamp()` rendered as text.
+        replayed_timestamp: Option<String>,
+        /// `pg_is_wal_replay_paused()`.
+        paused: bool,
+        /// `pg_stat_wal_receiver.latest_end_lsn` (internal, for lag math).
+        latest_end: Option<Lsn>,
+    },
+}
+
+impl WalPosition {
+    /// The furthest position this node has (primary: flush; replica: max(received, replayed)).
+    pub fn furthest(&self) -> Option<Lsn> {
+        match self {
+            WalPosition::Unknown => None,
+            WalPosition::Primary { location } => Some(*location),
+            WalPosition::Replica { received, replayed, .. } => (*received).max(*replayed),
+        }
+    }
+}
+
+/// One row of `pg_stat_replication` on a primary.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ReplicationRow {
+    /// Connected role.
+    pub usename: String,
+    /// `application_name` (raftgres sets it to the member name).
+    pub application_name: String,
+    /// Client address.
+    pub client_addr: Option<String>,
+    /// `streaming`, `catchup`, …
+    pub state: String,
+    /// `async`, `sync`, `quorum`, `potential`.
+    pub sync_state: String,
+    /// Priority in `synchronous_standby_names`.
+    pub sync_priority: i32,
+    /// Flushed position on the standby.
+    pub flush_lsn: Option<Lsn>,
+    /// Replayed position on the standby.
+    pub replay_lsn: Option<Lsn>,
+}
+
+/// What the local PostgreSQL looked like at the last probe.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PgStatus {
+    /// State string source.
+    pub state: PgState,
+    /// Role from `pg_is_in_recovery()` (or the internal role when the probe failed).
+    pub role: Role,
+    /// `server_version_num`.
+    pub server_version: Option<u32>,
+    /// `pg_postmaster_start_time()` as `YYYY-MM-DD HH:MM:SS.ffffff+TZ`.
+    pub postmaster_start_time: Option<String>,
+    /// Current timeline.
+    pub timeline: Option<TimelineId>,
+    /// System identifier from pg_control.
+    pub system_identifier: Option<SystemId>,
+    /// WAL positions.
+    pub wal: WalPosition,
+    /// Replicas only: `streaming` or `in archive recovery`.
+    pub replication_state: Option<String>,
+    /// Primary only: walsenders.
+    pub replication: Vec<ReplicationRow>,
+    /// A changed parameter needs a restart.
+    pub pending_restart: bool,
+    /// Per parameter: (old value, new value).
+    pub pending_restart_reason: BTreeMap<String, (String, String)>,
+}
+
+/// What the cluster view (replicated store) told us at the last cycle.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClusterSummary {
+    /// Name in the `leader` key.
+    pub leader: Option<String>,
+    /// `status.optime` written by the leader.
+    pub leader_optime: Option<Lsn>,
+    /// Members named in the `sync` key.
+    pub sync_standbys: Vec<String>,
+    /// `synchronous_mode` is `quorum`.
+    pub quorum_mode: bool,
+}
+
+/// Everything the API needs to answer about this node without touching PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct NodeStatus {
+    /// Member name.
+    pub name: String,
+    /// Cluster name.
+    pub scope: String,
+    /// Local PostgreSQL.
+    pub pg: PgStatus,
+    /// This node holds the leader lease until then (own monotonic clock); the API's "leader".
+    pub leader_until: Option<Instant>,
+    /// Create revision of the leader key while we hold it.
+    pub fencing_token: Option<u64>,
+    /// The cluster view, `None` when it is older than `ttl` (stale or unreachable store).
+    pub cluster: Option<ClusterSummary>,
+    /// Wall time of the last successful read of the store.
+    pub dcs_last_seen: Option<SystemTime>,
+    /// Maintenance mode.
+    pub paused: bool,
+    /// Effective tags (YAML/JSON map).
+    pub tags: serde_json::Map<String, serde_json::Value>,
+    /// Named in the `sync` key while `synchronous_mode` is on.
+    pub sync_standby: bool,
+    /// Named in the `sync` key while `synchronous_mode` is quorum.
+    pub quorum_standby: bool,
+    /// The last HA decision's sentence.
+    pub reason: String,
+    /// When the next HA cycle is due.
+    pub next_cycle_at: Instant,
+    /// Current `ttl`.
+    pub ttl: Duration,
+    /// Current `loop_wait`.
+    pub loop_wait: Duration,
+    /// Current `maximum_lag_on_failover`, bytes.
+    pub maximum_lag_on_failover: u64,
+    /// Failsafe mode keeps this primary running without the store.
+    pub failsafe_active: bool,
+}
+
+impl NodeStatus {
+    /// A status for a node that has not run a cycle yet.
+    pub fn initial(name: &str, scope: &str, now: Instant) -> Self {
+        NodeStatus {
+            name: name.to_string(),
+            scope: scope.to_string(),
+            pg: PgStatus::default(),
+            leader_until: None,
+            fencing_token: None,
+            cluster: None,
+            dcs_last_seen: None,
+            paused: false,
+            tags: serde_json::Map::new(),
+            sync_standby: false,
+            quorum_standby: false,
+            reason: "starting".into(),
+            next_cycle_at: now,
+            ttl: Duration::from_secs(5),
+            loop_wait: Duration::from_secs(1),
+            maximum_lag_on_failover: 1 << 20,
+            failsafe_active: false,
+        }
+    }
+
+    /// True while this node holds a valid leader lease at `now`.
+    pub fn is_leader(&self, now: Instant) -> bool {
+        self.leader_until.is_some_and(|until| now < until)
+    }
+}

@@ -1,0 +1,41 @@
+//! Bootstrap: three nodes → exactly one primary, two replicas streaming through active slots,
+//! and a row written on the primary appears on both replicas.
+
+use std::time::Duration;
+
+use crate::harness::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bootstrap_gives_one_primary_and_two_streaming_replicas() {
+    if !pg_available("bootstrap_gives_one_primary_and_two_streaming_replicas") {
+        return;
+    }
+    let (spec, dir) = spec();
+    let (tc, primary) = start(spec, dir).await;
+    let c = &tc.cluster;
+    let replicas: Vec<usize> = (1..=3).filter(|n| *n != primary).collect();
+    for node in 1..=3 {
+        let want = node != primary;
+        assert_eq!(in_recovery(c, node).await, Some(want), "node{node} recovery state\n{}", logs(c));
+    }
+    let streaming = "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'";
+    eventually(Duration::from_secs(30), "both replicas stream from the primary", || async {
+        (count(c, primary, streaming).await == Some(2)).then_some(())
+    })
+    .await;
+    let active_slots = "SELECT count(*) FROM pg_replication_slots WHERE active AND slot_type = 'physical'";
+    eventually(Duration::from_secs(30), "both replicas use their physical slots", || async {
+        (count(c, primary, active_slots).await == Some(2)).then_some(())
+    })
+    .await;
+    assert!(
+        execute(c, primary, "CREATE TABLE bootstrap_check (id int); INSERT INTO bootstrap_check VALUES (42)").await
+    );
+    for replica in replicas {
+        eventually(Duration::from_secs(30), &format!("the row reaches node{replica}"), || async {
+            (count(c, replica, "SELECT count(*) FROM bootstrap_check WHERE id = 42").await == Some(1)).then_some(())
+        })
+        .await;
+    }
+    c.stop_all().await.expect("stop the cluster");
+}

@@ -1,0 +1,92 @@
+//! Crash failover with pg_rewind rejoin, graceful stop of the primary, and a whole-cluster
+//! restart.
+
+use std::time::Duration;
+
+use crate::harness::*;
+
+const TABLE: &str = "CREATE TABLE IF NOT EXISTS acked (id bigint PRIMARY KEY)";
+
+/// Inserts ids `from..to` one by one on `node`; returns the ids the server acknowledged.
+async fn write_rows(c: &raftgres::demo::cluster::LocalCluster, node: usize, from: i64, to: i64) -> Vec<i64> {
+    let Some(client) = connect(c, node).await else { return vec![] };
+    let mut acked = Vec::new();
+    for id in from..to {
+        if client.execute("INSERT INTO acked VALUES ($1)", &[&id]).await.is_ok() {
+            acked.push(id);
+        }
+    }
+    acked
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn crash_of_primary_fails_over_and_old_primary_rejoins_with_rewind() {
+    if !pg_available("crash_of_primary_fails_over_and_old_primary_rejoins_with_rewind") {
+        return;
+    }
+    let (spec, dir) = spec();
+    let (tc, old) = start(spec, dir).await;
+    let c = &tc.cluster;
+    assert!(execute(c, old, TABLE).await);
+    let acked = write_rows(c, old, 0, 200).await;
+    assert_eq!(acked.len(), 200);
+    c.kill_node(old).await.expect("kill -9 the primary's raftgres");
+    c.kill_postmaster(old).expect("kill -9 the primary's postmaster");
+    let new = new_primary(c, old, Duration::from_secs(60)).await;
+    assert!(execute(c, new, "INSERT INTO acked VALUES (1000000)").await, "writes succeed on the new primary");
+    // Asynchronous replication: report (not assert) acknowledged rows the new primary lacks.
+    let present = count(c, new, "SELECT count(*) FROM acked WHERE id < 200").await.unwrap_or(0);
+    println!("async mode: {} of {} acknowledged rows missing after the crash failover", 200 - present, acked.len());
+    c.start_node(old).expect("restart the old primary's raftgres");
+    eventually(Duration::from_secs(90), "the old primary rejoins as a replica", || async {
+        (in_recovery(c, old).await == Some(true)).then_some(())
+    })
+    .await;
+    let streaming_from_new = format!(
+        "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'node{old}' AND state = 'streaming'"
+    );
+    eventually(Duration::from_secs(60), "the old primary streams from the new one", || async {
+        (count(c, new, &streaming_from_new).await == Some(1)).then_some(())
+    })
+    .await;
+    eventually(Duration::from_secs(30), "the old primary has the new primary's row", || async {
+        (count(c, old, "SELECT count(*) FROM acked WHERE id = 1000000").await == Some(1)).then_some(())
+    })
+    .await;
+    let log = std::fs::read_to_string(c.dir().join(format!("node{old}/raftgres.log"))).unwrap_or_default();
+    assert!(log.contains("pg_rewind"), "the old primary went through pg_rewind\n{}", logs(c));
+    c.stop_all().await.expect("stop the cluster");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn graceful_stop_hands_over_and_whole_cluster_restart_keeps_data() {
+    if !pg_available("graceful_stop_hands_over_and_whole_cluster_restart_keeps_data") {
+        return;
+    }
+    let (spec, dir) = spec();
+    let (tc, old) = start(spec, dir).await;
+    let c = &tc.cluster;
+    assert!(execute(c, old, TABLE).await);
+    assert_eq!(write_rows(c, old, 0, 100).await.len(), 100);
+    c.stop_node(old).await.expect("SIGTERM the primary's raftgres");
+    let new = new_primary(c, old, Duration::from_secs(30)).await;
+    assert_eq!(count(c, new, "SELECT count(*) FROM acked").await, Some(100), "a graceful handover loses nothing");
+    assert_eq!(write_rows(c, new, 100, 150).await.len(), 50);
+    c.start_node(old).expect("start the old primary again");
+    eventually(Duration::from_secs(60), "the old primary rejoins as a replica", || async {
+        (in_recovery(c, old).await == Some(true)).then_some(())
+    })
+    .await;
+    c.stop_all().await.expect("stop all three nodes");
+    c.start_all().expect("start all three nodes");
+    let primary = c
+        .wait_healthy(tokio::time::Instant::now() + Duration::from_secs(90))
+        .await
+        .unwrap_or_else(|e| panic!("cluster did not heal after a full restart: {e:#}\n{}", logs(c)));
+    eventually(Duration::from_secs(60), "all 150 rows are on the primary after the restart", || async {
+        let primary = c.primary().await.unwrap_or(primary);
+        (count(c, primary, "SELECT count(*) FROM acked").await == Some(150)).then_some(())
+    })
+    .await;
+    c.stop_all().await.expect("stop the cluster");
+}

@@ -1,0 +1,164 @@
+//! Shared test harness: a local cluster of `raftgres run` processes on free ports, SQL helpers
+//! and `eventually`.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Once;
+use std::time::Duration;
+
+use raftgres::demo::cluster::ClusterSpec;
+use raftgres::demo::cluster::LocalCluster;
+use tokio::time::Instant;
+
+/// Installs a tracing subscriber once.
+pub fn init_tracing() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    });
+}
+
+/// Polls `probe` until it returns `Some` or `deadline` passes; panics naming `what`.
+pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        if Instant::now() >= end {
+            panic!("timed out after {deadline:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// PostgreSQL binaries, or `None` with a printed reason.
+pub fn pg_available(test: &str) -> bool {
+    match raftgres::demo::cluster::find_pg_bin_dir() {
+        Ok(_) => true,
+        Err(e) => {
+            println!("skipping {test}: {e:#}");
+            false
+        }
+    }
+}
+
+/// Three consecutive free loopback ports.
+pub fn free_port_block(n: u16) -> u16 {
+    loop {
+        let first = match std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()) {
+            Ok(addr) => addr.port(),
+            Err(_) => continue,
+        };
+        if first > 65000 {
+            continue;
+        }
+        let all_free = (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", first + i)).is_ok());
+        if all_free {
+            return first;
+        }
+    }
+}
+
+/// The raftgres binary under test.
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_raftgres"))
+}
+
+/// A running test cluster and its temp dir.
+pub struct TestCluster {
+    pub cluster: LocalCluster,
+    _dir: tempfile::TempDir,
+}
+
+/// Spec for a 3-node cluster on free ports in a fresh temp dir under /tmp (short socket paths).
+pub fn spec() -> (ClusterSpec, tempfile::TempDir) {
+    let dir = tempfile::Builder::new().prefix("rgit").tempdir_in("/tmp").expect("create temp dir");
+    let mut spec = ClusterSpec::new(dir.path(), binary());
+    spec.pg_port = free_port_block(3);
+    spec.api_port = free_port_block(3);
+    spec.raft_port = free_port_block(3);
+    (spec, dir)
+}
+
+/// Generates and starts `spec`, waits until healthy; returns the cluster and primary index.
+pub async fn start(spec: ClusterSpec, dir: tempfile::TempDir) -> (TestCluster, usize) {
+    init_tracing();
+    let cluster = LocalCluster::generate(spec).expect("generate the cluster");
+    cluster.start_all().expect("start the nodes");
+    let primary = cluster
+        .wait_healthy(Instant::now() + Duration::from_secs(90))
+        .await
+        .unwrap_or_else(|e| panic!("cluster did not become healthy: {e:#}\n{}", logs(&cluster)));
+    (TestCluster { cluster, _dir: dir }, primary)
+}
+
+/// The tail of every node's log, for failure messages.
+pub fn logs(cluster: &LocalCluster) -> String {
+    let mut out = String::new();
+    for node in 1..=cluster.n_nodes() {
+        let path = cluster.dir().join(format!("node{node}")).join("raftgres.log");
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().filter(|l| !l.contains("DEBUG")).collect();
+        let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+        out.push_str(&format!("--- node{node} ---\n{tail}\n"));
+    }
+    out
+}
+
+/// Connects to node `node_idx`'s PostgreSQL as the superuser.
+pub async fn connect(cluster: &LocalCluster, node_idx: usize) -> Option<tokio_postgres::Client> {
+    let conn = format!(
+        "host=127.0.0.1 port={} user=postgres password={} dbname=postgres connect_timeout=2",
+        cluster.pg_port(node_idx),
+        cluster.password()
+    );
+    let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls).await.ok()?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Some(client)
+}
+
+/// `SELECT pg_is_in_recovery()` on node `node_idx`, `None` when it does not answer.
+pub async fn in_recovery(cluster: &LocalCluster, node_idx: usize) -> Option<bool> {
+    let client = connect(cluster, node_idx).await?;
+    let row = tokio::time::timeout(Duration::from_secs(2), client.query_one("SELECT pg_is_in_recovery()", &[]))
+        .await
+        .ok()?
+        .ok()?;
+    Some(row.get(0))
+}
+
+/// Runs one statement on node `node_idx`; true when it succeeded.
+pub async fn execute(cluster: &LocalCluster, node_idx: usize, sql: &str) -> bool {
+    let Some(client) = connect(cluster, node_idx).await else { return false };
+    matches!(tokio::time::timeout(Duration::from_secs(5), client.batch_execute(sql)).await, Ok(Ok(())))
+}
+
+/// `SELECT count(*)` of a query on node `node_idx`.
+pub async fn count(cluster: &LocalCluster, node_idx: usize, sql: &str) -> Option<i64> {
+    let client = connect(cluster, node_idx).await?;
+    let row = tokio::time::timeout(Duration::from_secs(5), client.query_one(sql, &[])).await.ok()?.ok()?;
+    Some(row.get(0))
+}
+
+/// Waits until exactly one running node is primary and different from `not`; returns it.
+pub async fn new_primary(cluster: &LocalCluster, not: usize, deadline: Duration) -> usize {
+    eventually(deadline, &format!("a node other than node{not} is primary"), || async {
+        let mut primaries = Vec::new();
+        for node in 1..=cluster.n_nodes() {
+            if node != not && cluster.is_running(node) && in_recovery(cluster, node).await == Some(false) {
+                primaries.push(node);
+            }
+        }
+        (primaries.len() == 1).then(|| primaries[0])
+    })
+    .await
+}

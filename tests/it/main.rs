@@ -1,0 +1,15 @@
+//! The single integration-test binary: real PostgreSQL 15 processes, real `raftgres run`
+//! processes, real sockets on free loopback ports, temp directories.
+//!
+//! No timing assertions: waits use `eventually(deadline, probe)`. Tests that need PostgreSQL
+//! check for it at run time and print why they skip.
+
+mod api;
+mod cli;
+mod cluster;
+mod config;
+mod failover;
+mod guard;
+mod harness;
+mod partition;
+mod sync;
