@@ -6,9 +6,11 @@
 //! Keeper side: only the current Raft leader expires sessions, on its own monotonic clock, by
 //! proposing a conditional `ExpireSession`. Every deadline it derives from a renewal is at least
 //! `apply-observed time + ttl`, which is later than the holder's `send time + ttl - margin`, so
-//! the holder always knows it lost the lease before anyone else can take it. After a Raft
-//! leader change the new keeper grants every session a full TTL (strict mode) or the stamped
-//! remaining time plus the configured clock skew (stamped mode).
+//! the holder always knows it lost the lease before anyone else can take it. Every node, leader
+//! or follower, notes when it saw each renewal applied; after a Raft leader change the new
+//! keeper keeps those deadlines (strict mode: a renewal is applied after it was sent, so this
+//! needs no clock sync; a session it never saw renewed gets a full TTL from now), or uses the
+//! stamped remaining time plus the configured clock skew (stamped mode).
 //! This module must not read PostgreSQL state or decide anything about promotion.
 
 use std::collections::HashMap;
@@ -71,9 +73,21 @@ struct Deadline {
 }
 
 /// Deadline for a session when a keeper takes over.
-fn takeover_deadline(mode: LeaseMode, now: Instant, wall_now_ms: u64, renewed_stamp_ms: u64, ttl: Duration) -> Instant {
+///
+/// `observed` is the deadline this node derived from the last renewal it saw applied (as a
+/// follower or in an earlier term): that renewal was sent before it was applied here, so
+/// `applied + ttl` is later than the holder's own `sent + ttl - margin` and needs no clock sync,
+/// only clocks that advance at the same rate — the assumption strict mode always made.
+fn takeover_deadline(
+    mode: LeaseMode,
+    now: Instant,
+    wall_now_ms: u64,
+    renewed_stamp_ms: u64,
+    ttl: Duration,
+    observed: Option<Instant>,
+) -> Instant {
     match mode {
-        LeaseMode::Strict => now + ttl,
+        LeaseMode::Strict => observed.map_or(now + ttl, |at| at.min(now + ttl)),
         LeaseMode::Stamped { max_clock_skew_ms } => {
             let ttl_ms = ttl.as_millis() as u64;
             let remaining_ms = (renewed_stamp_ms + ttl_ms).saturating_sub(wall_now_ms).min(ttl_ms);
@@ -82,11 +96,16 @@ fn takeover_deadline(mode: LeaseMode, now: Instant, wall_now_ms: u64, renewed_st
     }
 }
 
-/// Runs the lease keeper until `inner` is cancelled: idle while this node is not the Raft
-/// leader, expiring overdue sessions while it is.
+/// Runs the lease keeper until `inner` is cancelled. On every node it notes when each session's
+/// latest renewal was applied locally; while this node is the Raft leader it also expires
+/// overdue sessions.
 pub(crate) async fn run_keeper(inner: Arc<Inner>) {
     let cancel = inner.cancel_token();
     let mut metrics = inner.raft().metrics();
+    let mut view = inner.subscribe();
+    let mut seen: HashMap<SessionId, Deadline> = HashMap::new();
+    let state = view.borrow_and_update().clone();
+    observe(&mut seen, &state, Instant::now());
     loop {
         let leading_term = {
             let m = metrics.borrow_and_update();
@@ -96,11 +115,17 @@ pub(crate) async fn run_keeper(inner: Arc<Inner>) {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 changed = metrics.changed() => if changed.is_err() { return },
+                changed = view.changed() => {
+                    if changed.is_err() { return; }
+                    let state = view.borrow_and_update().clone();
+                    observe(&mut seen, &state, Instant::now());
+                }
             }
             continue;
         };
         // Our state machine must include every entry committed by earlier leaders before we
         // trust its sessions: ensure_linearizable commits a blank entry of our term and waits.
+        // Renewals applied meanwhile are observed afterwards, later than they happened: safe.
         let confirm = tokio::time::timeout(inner.config().election_timeout_max * 2, inner.raft().ensure_linearizable());
         match tokio::select! { _ = cancel.cancelled() => return, res = confirm => res } {
             Ok(Ok(_)) => {}
@@ -112,7 +137,7 @@ pub(crate) async fn run_keeper(inner: Arc<Inner>) {
             Err(_) => continue,
         }
         info!(term, "lease keeper active");
-        keep_leases(&inner, term).await;
+        keep_leases(&inner, term, &mut seen, &mut view).await;
         info!(term, "lease keeper stopped");
         if cancel.is_cancelled() {
             return;
@@ -120,19 +145,27 @@ pub(crate) async fn run_keeper(inner: Arc<Inner>) {
     }
 }
 
-/// Tracks deadlines while this node leads `term`.
-async fn keep_leases(inner: &Arc<Inner>, term: u64) {
+/// Tracks deadlines while this node leads `term`, starting from the renewals it has `seen`.
+async fn keep_leases(
+    inner: &Arc<Inner>,
+    term: u64,
+    seen: &mut HashMap<SessionId, Deadline>,
+    view: &mut tokio::sync::watch::Receiver<Arc<ClusterState>>,
+) {
     let cancel = inner.cancel_token();
     let mode = inner.config().lease_mode;
     let mut metrics = inner.raft().metrics();
-    let mut view = inner.subscribe();
-    let mut deadlines: HashMap<SessionId, Deadline> = HashMap::new();
     let now = Instant::now();
+    let state = view.borrow_and_update().clone();
+    observe(seen, &state, now);
     let wall = wall_ms();
-    for (id, session) in view.borrow_and_update().sessions.iter() {
-        let at = takeover_deadline(mode, now, wall, session.renewed_stamp_ms, Duration::from_millis(session.ttl_ms));
-        deadlines.insert(*id, Deadline { at, renewed_rev: session.renewed_rev, proposed_at: None });
+    for (id, session) in state.sessions.iter() {
+        let ttl = Duration::from_millis(session.ttl_ms);
+        let observed = seen.get(id).filter(|d| d.renewed_rev == session.renewed_rev).map(|d| d.at);
+        let at = takeover_deadline(mode, now, wall, session.renewed_stamp_ms, ttl, observed);
+        seen.insert(*id, Deadline { at, renewed_rev: session.renewed_rev, proposed_at: None });
     }
+    let deadlines = seen;
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     loop {
         tokio::select! {
@@ -145,10 +178,10 @@ async fn keep_leases(inner: &Arc<Inner>, term: u64) {
             changed = view.changed() => {
                 if changed.is_err() { return; }
                 let state = view.borrow_and_update().clone();
-                observe(&mut deadlines, &state, Instant::now());
+                observe(deadlines, &state, Instant::now());
             }
             _ = tick.tick() => {
-                if !expire_overdue(inner, &mut deadlines).await { return; }
+                if !expire_overdue(inner, deadlines).await { return; }
             }
         }
     }
@@ -203,13 +236,46 @@ mod tests {
     #[track_caller]
     fn check(mode: LeaseMode, renewed_stamp_ms: u64, wall_now_ms: u64, want_ms: u64) {
         let now = Instant::now();
-        let at = takeover_deadline(mode, now, wall_now_ms, renewed_stamp_ms, Duration::from_secs(5));
+        let at = takeover_deadline(mode, now, wall_now_ms, renewed_stamp_ms, Duration::from_secs(5), None);
         assert_eq!(at.duration_since(now), Duration::from_millis(want_ms));
     }
 
     #[test]
-    fn strict_takeover_grants_a_full_ttl() {
+    fn strict_takeover_without_an_observed_renewal_grants_a_full_ttl() {
         check(LeaseMode::Strict, 0, 1_000_000, 5000);
+    }
+
+    #[test]
+    fn strict_takeover_keeps_the_deadline_of_a_renewal_seen_as_follower() {
+        let now = Instant::now();
+        let seen = now + Duration::from_millis(1200);
+        let at = takeover_deadline(LeaseMode::Strict, now, 0, 0, Duration::from_secs(5), Some(seen));
+        assert_eq!(at, seen, "applied 3.8 s ago: 1.2 s left, not a fresh ttl");
+        let past = now.checked_sub(Duration::from_secs(1)).unwrap_or(now);
+        let at = takeover_deadline(LeaseMode::Strict, now, 0, 0, Duration::from_secs(5), Some(past));
+        assert_eq!(at, past, "an overdue session is expired at once");
+    }
+
+    #[test]
+    fn observe_restarts_the_deadline_only_on_a_newer_renewal() {
+        use crate::state::Session;
+        let t0 = Instant::now();
+        let mut state = ClusterState::default();
+        let session = Session { node: 1, owner: "pg1".into(), ttl_ms: 5000, granted_rev: 7, renewed_rev: 7, renewed_stamp_ms: 0 };
+        state.sessions.insert(SessionId(1), session);
+        let mut seen = HashMap::new();
+        observe(&mut seen, &state, t0);
+        let later = t0 + Duration::from_secs(2);
+        observe(&mut seen, &state, later);
+        assert_eq!(seen[&SessionId(1)].at, t0 + Duration::from_secs(5), "same renewal: deadline unchanged");
+        if let Some(s) = state.sessions.get_mut(&SessionId(1)) {
+            s.renewed_rev = 8;
+        }
+        observe(&mut seen, &state, later);
+        assert_eq!(seen[&SessionId(1)].at, later + Duration::from_secs(5));
+        state.sessions.clear();
+        observe(&mut seen, &state, later);
+        assert!(seen.is_empty(), "vanished sessions are forgotten");
     }
 
     #[test]

@@ -11,18 +11,21 @@ pub const NAMESPACE: &str = "/service/";
 /// Default HA timing (dynamic `ttl`, seconds).
 ///
 /// Patroni defaults to 30/10/10 with minimums 20/1/3 because its DCS round trips cross the
-/// network to etcd or Consul. raftgres' DCS is an embedded Raft replica on a LAN whose
-/// election takes about 2 × `election_timeout_max` (≈ 2 s), so 5/1/2 keeps Patroni's rule
-/// `loop_wait + 2 * retry_timeout <= ttl` and still survives one Raft re-election.
-pub const TTL: Duration = Duration::from_secs(5);
+/// network to etcd or Consul. raftgres' DCS is an embedded Raft replica on a LAN: a renewal is
+/// one commit (milliseconds) and a Raft election takes about one `election_timeout_max` (≈ 1 s).
+/// 3/1/1 keeps Patroni's rule `loop_wait + 2 * retry_timeout <= ttl`; the primary renews every
+/// `loop_wait` and its lease is good for `ttl - 0.5 s` after each renewal, so it rides out a Raft
+/// re-election (≈ 1 s) plus one missed cycle; a dead primary's lease runs out 2–3 s after its
+/// last renewal, which is most of the crash failover time.
+pub const TTL: Duration = Duration::from_secs(3);
 /// Default sleep between HA cycles (dynamic `loop_wait`).
 pub const LOOP_WAIT: Duration = Duration::from_secs(1);
 /// Default bound of one DCS or PostgreSQL operation including retries (dynamic `retry_timeout`).
-pub const RETRY_TIMEOUT: Duration = Duration::from_secs(2);
+pub const RETRY_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Smallest accepted `ttl`: a renewal must commit within `ttl - margin - loop_wait`, and below
-/// 4 s a slow fsync or a GC pause on one node would cost the primary its lease.
-pub const MIN_TTL: Duration = Duration::from_secs(4);
+/// Smallest accepted `ttl`: a renewal must commit within `ttl - margin - loop_wait` (1.5 s at
+/// 3 s), and below that a Raft re-election or a slow fsync would cost the primary its lease.
+pub const MIN_TTL: Duration = Duration::from_secs(3);
 /// Smallest accepted `loop_wait` (Patroni's minimum too).
 pub const MIN_LOOP_WAIT: Duration = Duration::from_secs(1);
 /// Smallest accepted `retry_timeout`; Patroni's minimum of 3 s is sized for remote DCS clusters.

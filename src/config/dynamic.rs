@@ -41,7 +41,7 @@ impl Default for Timing {
 /// Applies Patroni's rule (§2.4) with raftgres' minimums and returns the timing to use plus
 /// one warning per change, worded as Patroni logs them.
 ///
-/// Values below the minimums (ttl 4 s, loop_wait 1 s, retry_timeout 1 s; Patroni's 20/1/3 are
+/// Values below the minimums (ttl 3 s, loop_wait 1 s, retry_timeout 1 s; Patroni's 20/1/3 are
 /// sized for a remote DCS) are raised. Then, if even `1 + 2 * retry_timeout > ttl`, loop_wait
 /// becomes 1 and retry_timeout `(ttl - 1) / 2` rounded down to whole seconds (Patroni's `//`);
 /// otherwise, if the rule is violated, loop_wait is lowered to `ttl - 2 * retry_timeout`.

@@ -428,11 +428,11 @@ fn timing_rule_matches_patroni() {
     );
     check_timing(
         (2.0, 0.0, 0.0),
-        (4.0, 1.0, 1.0),
+        (3.0, 1.0, 1.0),
         &[
             "loop_wait=0 can't be smaller than 1, adjusting...",
             "retry_timeout=0 can't be smaller than 1, adjusting...",
-            "ttl=2 can't be smaller than 4, adjusting...",
+            "ttl=2 can't be smaller than 3, adjusting...",
         ],
     );
     check_timing((4.5, 0.5, 1.5), (4.5, 1.0, 1.5), &["loop_wait=0.5 can't be smaller than 1, adjusting..."]);

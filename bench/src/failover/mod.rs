@@ -196,10 +196,13 @@ fn setup_notes(bench: &BenchCluster, routes: &[Route], args: &Args) -> Vec<Strin
     let labels: Vec<&str> = routes.iter().map(Route::label).collect();
     let mut notes = vec![
         format!(
-            "failover: {} nodes, default HA timing (ttl 5 s, loop_wait 1 s, retry_timeout 2 s), {} crash runs then {} \
+            "failover: {} nodes, default HA timing (ttl {} s, loop_wait {} s, retry_timeout {} s), {} crash runs then {} \
              switchover runs; one client per route ({}) INSERTs every {} ms (statement_timeout 1 s, new connection \
              after any error)",
             cluster::N_NODES,
+            raftgres::config::defaults::TTL.as_secs(),
+            raftgres::config::defaults::LOOP_WAIT.as_secs(),
+            raftgres::config::defaults::RETRY_TIMEOUT.as_secs(),
             args.runs,
             args.runs,
             labels.join("; "),

@@ -26,8 +26,11 @@ pub struct RaftStatus {
     pub lag: BTreeMap<NodeId, u64>,
     /// On the leader: ms since a quorum last acknowledged it.
     pub millis_since_quorum_ack: Option<u64>,
-    /// Voter ids of the current membership.
+    /// Voter ids of the current membership (the union of both halves while a change is in joint state).
     pub voters: Vec<NodeId>,
+    /// The current membership is a single configuration whose log entry this node has applied:
+    /// no membership change is in flight as far as this node knows.
+    pub membership_settled: bool,
 }
 
 pub(super) fn status(m: &RaftMetrics) -> RaftStatus {
@@ -53,5 +56,7 @@ pub(super) fn status(m: &RaftMetrics) -> RaftStatus {
         lag,
         millis_since_quorum_ack: m.millis_since_quorum_ack,
         voters: m.membership_config.membership().voter_ids().collect(),
+        membership_settled: m.membership_config.membership().get_joint_config().len() == 1
+            && m.membership_config.log_id().map(|l| l.index) <= m.last_applied.map(|l| l.index),
     }
 }

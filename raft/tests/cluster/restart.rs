@@ -16,9 +16,11 @@ async fn wiped_follower_rejoins_and_votes_again() {
     cluster.put(leader, "after-wipe", "2").await;
     cluster.converged("before-wipe", "1").await;
     cluster.converged("after-wipe", "2").await;
-    eventually(Duration::from_secs(30), "the wiped node is a voter again", || async {
+    eventually(Duration::from_secs(30), "the wiped node is a voter again, membership committed, caught up", || async {
         let status = cluster.node(leader).status();
-        (status.voters.contains(&follower) && status.voters.len() == 3).then_some(())
+        let caught_up = status.lag.get(&follower).is_some_and(|lag| *lag == 0);
+        (status.voters.contains(&follower) && status.voters.len() == 3 && status.membership_settled && caught_up)
+            .then_some(())
     })
     .await;
     // With the third node stopped, commits need the rejoined node's vote and acknowledgement.
