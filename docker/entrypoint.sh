@@ -7,6 +7,8 @@
 #   RAFTGRES_RESTAPI_CONNECT_ADDRESS     <hostname>:8008
 #   RAFTGRES_POSTGRESQL_CONNECT_ADDRESS  <hostname>:5432
 #   RAFTGRES_CTL_USERNAME/_PASSWORD      the REST API credentials
+#   RAFTGRES_RAFT_TLS_CERTFILE/_KEYFILE  /etc/raftgres/certs/<name>.crt and .key, written by the
+#                                        compose `certs` service (`raftgres certs init`)
 # The hostname must resolve to this container on the peers' network, as a compose service name
 # does. RAFTGRES_RAFT_NODE_ID and the passwords have no default: raftgres names what is missing.
 # Anything else (haproxy, bash, psql) is executed as given.
@@ -19,8 +21,10 @@ if [ "${1:-}" = raftgres ] && [ "${2:-}" = run ]; then
     : "${RAFTGRES_POSTGRESQL_CONNECT_ADDRESS:=$host:5432}"
     : "${RAFTGRES_CTL_USERNAME:=${RAFTGRES_RESTAPI_USERNAME:-}}"
     : "${RAFTGRES_CTL_PASSWORD:=${RAFTGRES_RESTAPI_PASSWORD:-}}"
+    : "${RAFTGRES_RAFT_TLS_CERTFILE:=/etc/raftgres/certs/$RAFTGRES_NAME.crt}"
+    : "${RAFTGRES_RAFT_TLS_KEYFILE:=/etc/raftgres/certs/$RAFTGRES_NAME.key}"
     export RAFTGRES_NAME RAFTGRES_RESTAPI_CONNECT_ADDRESS RAFTGRES_POSTGRESQL_CONNECT_ADDRESS \
-        RAFTGRES_CTL_USERNAME RAFTGRES_CTL_PASSWORD
+        RAFTGRES_CTL_USERNAME RAFTGRES_CTL_PASSWORD RAFTGRES_RAFT_TLS_CERTFILE RAFTGRES_RAFT_TLS_KEYFILE
     # raftgres creates the PostgreSQL data directory itself (0700, owned by postgres); the volume
     # root must stay enterable by postgres, and the raft directory is root's alone.
     mkdir -p /var/lib/raftgres/raft

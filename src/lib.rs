@@ -5,6 +5,7 @@
 //! [`postgres`] (the PostgreSQL supervisor and its pure parsers).
 
 pub mod api;
+pub mod chaos;
 pub mod cli;
 pub mod config;
 pub mod dcs;

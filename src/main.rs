@@ -33,6 +33,10 @@ enum Command {
     /// Start a local three-node cluster (three `raftgres run` processes with real PostgreSQL
     /// on 127.0.0.1, plus HAProxy when installed) and keep it running until Ctrl-C.
     Demo(raftgres::demo::DemoArgs),
+    /// Chaos test: a local three-node cluster under seeded faults with a write workload, then
+    /// checks for split brain, lost acknowledged writes, liveness and clean logs; exits non-zero
+    /// on any violation.
+    Chaos(raftgres::chaos::ChaosArgs),
     /// Internal: the fence guard `raftgres run` starts next to PostgreSQL; it stops the postmaster
     /// when the lease raftgres last wrote to FILE runs out (raftgres killed or frozen).
     #[command(hide = true)]
@@ -44,6 +48,9 @@ enum Command {
         #[arg(long)]
         parent: u32,
     },
+    /// Certificates of the raft peer port's mutual TLS (`certs init`).
+    #[command(subcommand)]
+    Certs(raftgres::cli::certs::CertsCommand),
     #[command(flatten)]
     Ctl(raftgres::cli::CtlCommand),
 }
@@ -99,7 +106,17 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             }
         }
         Command::Guard { file, parent } => raftgres::postgres::guard::run(file, parent).await,
+        Command::Certs(command) => raftgres::cli::certs::run(command),
         Command::Ctl(command) => raftgres::cli::run(command).await,
+        Command::Chaos(args) => {
+            raftgres::telemetry::init("warn");
+            let n_violations = raftgres::chaos::run(args).await?;
+            if n_violations > 0 {
+                // The summary on stdout ends with `violations: N`; the exit status says it too.
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Demo(args) => {
             raftgres::telemetry::init("info");
             let shutdown = CancellationToken::new();

@@ -53,11 +53,14 @@ async fn run_inner(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let ha_token = CancellationToken::new();
     let fence_token = CancellationToken::new();
 
-    let settings = ha_settings(&config);
+    // The REST API holds scheduled restarts; the HA loop publishes them in the member key.
+    let restarts = std::sync::Arc::new(crate::api::actions::restart::RestartSchedule::default());
+    let settings = HaSettings { scheduled_restart: restarts.subscribe(), ..ha_settings(&config) };
     let ha = HaLoop::new(settings, dcs.clone(), pg.clone(), status_tx);
     let is_primary = ha.primary_flag();
-    let api_state = crate::api::ApiState::for_node(status_rx, dcs.clone(), ha.requests(), &config.restapi)
+    let mut api_state = crate::api::ApiState::for_node(status_rx, dcs.clone(), ha.requests(), &config.restapi)
         .context("set up the REST API (restapi)")?;
+    api_state.restarts = restarts;
     let api_shutdown = api_token.clone();
     tracker.spawn(
         async move {
@@ -68,6 +71,7 @@ async fn run_inner(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         .instrument(tracing::info_span!("api")),
     );
 
+    tracker.spawn(reload_peer_tls_on_sighup(raft.clone(), api_token.clone()).instrument(tracing::info_span!("tls")));
     let ha_handle = tokio::spawn(ha.run(ha_token.clone()).instrument(tracing::info_span!("ha")));
     let guard_file = config.raft.data_dir.join("fence-guard");
     match crate::postgres::process::spawn_guard(&guard_file) {
@@ -93,6 +97,33 @@ async fn run_inner(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     Ok(())
 }
 
+/// SIGHUP re-reads the raft peer certificates (`raft.tls`): new peer connections use them, open
+/// ones stay up, and a file that does not load leaves the old certificates in use.
+async fn reload_peer_tls_on_sighup(raft: raft::RaftNode, stop: CancellationToken) {
+    use tokio::signal::unix::signal;
+    use tokio::signal::unix::SignalKind;
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(hangup) => hangup,
+        Err(e) => {
+            warn!(error = %e, "failed to listen for SIGHUP; peer certificates reload only on restart");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            received = hangup.recv() => if received.is_none() { return },
+        }
+        match raft.reload_tls().await {
+            Ok(Some(summary)) => info!(certificate = %summary, "SIGHUP: reloaded the raft peer certificate"),
+            Ok(None) => info!("SIGHUP: raft peer traffic is plaintext (raft.insecure); no certificate to reload"),
+            Err(e) => {
+                tracing::error!("failed to reload the raft peer certificate on SIGHUP: {e:#}; the old one stays in use")
+            }
+        }
+    }
+}
+
 /// The HA loop's local settings from the static config.
 pub fn ha_settings(config: &Config) -> HaSettings {
     let pg = &config.postgresql;
@@ -107,6 +138,7 @@ pub fn ha_settings(config: &Config) -> HaSettings {
         remove_data_directory_on_rewind_failure: pg.remove_data_directory_on_rewind_failure,
         raft_node_id: config.raft.node_id,
         stop_postgres_on_shutdown: true,
+        scheduled_restart: watch::channel(None).1,
     }
 }
 

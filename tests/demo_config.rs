@@ -49,7 +49,8 @@ fn every_node_config_loads_without_warnings_and_ports_are_consecutive() {
         assert_eq!(config.restapi.connect_address.to_string(), format!("127.0.0.1:{}", 8008 + offset));
         assert_eq!(config.raft.listen.to_string(), format!("127.0.0.1:{}", 7000 + offset));
         assert_eq!(config.raft.node_id, node_idx as u64);
-        assert!(config.raft.insecure);
+        assert!(!config.raft.insecure);
+        assert_eq!(config.raft.tls, Some(cluster.node(node_idx).peer_tls()), "peer TLS by default");
         let peers: Vec<(u64, String, String, String)> =
             config.raft.peers.iter().map(|p| (p.id, p.name.clone(), p.raft_addr.clone(), p.api_addr.clone())).collect();
         let expected: Vec<(u64, String, String, String)> = (1..=3u16)
@@ -154,8 +155,8 @@ fn haproxy_config_uses_the_rest_health_checks() {
     let cluster = LocalCluster::generate(spec(tmp.path())).expect("generate");
     let cfg = haproxy::render(HaproxyPorts::default(), cluster.nodes());
     let expected = [
-        "listen primary\n    bind 127.0.0.1:5000\n    option httpchk GET /primary\n    http-check expect status 200\n",
-        "listen standbys\n    bind 127.0.0.1:5001\n    balance roundrobin\n    option httpchk GET /replica\n",
+        "listen primary\n    bind 127.0.0.1:5000\n    option httpchk /primary\n    http-check expect status 200\n",
+        "listen standbys\n    bind 127.0.0.1:5001\n    balance roundrobin\n    option httpchk /replica\n",
         "    default-server inter 1s fall 2 rise 1 on-marked-down shutdown-sessions\n",
         "    server node1 127.0.0.1:5432 maxconn 100 check port 8008\n",
         "    server node2 127.0.0.1:5433 maxconn 100 check port 8009\n",

@@ -209,7 +209,9 @@ impl Cluster {
         }
         let mut cluster = Cluster { nodes: Vec::new() };
         for id in 1..=N_NODES {
-            let cfg = RaftConfig::new(id, CLUSTER_NAME, peers.clone(), dir.join(format!("node{id}")));
+            let mut cfg = RaftConfig::new(id, CLUSTER_NAME, peers.clone(), dir.join(format!("node{id}")));
+            // Loopback only: the benchmark measures consensus, not TLS.
+            cfg.transport = raft::config::PeerTransport::Insecure;
             match RaftNode::start(cfg).await {
                 Ok(node) => cluster.nodes.push(node),
                 Err(e) => {

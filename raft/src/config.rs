@@ -1,6 +1,7 @@
 //! Static configuration of one Raft replica (the `raft:` section of raftgres' YAML).
 //!
-//! PURE validation: duplicate ids, names or addresses are rejected naming the offending entry.
+//! PURE validation: duplicate ids, names or addresses are rejected naming the offending entry;
+//! the peer transport must be TLS unless plaintext is asked for and every address is loopback.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -40,6 +41,28 @@ pub enum LeaseMode {
     },
 }
 
+/// The PEM files of the peer transport's mutual TLS (`raft.tls`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The cluster's private CA (`raft.tls.cafile`): peers must present a certificate it signed.
+    pub cafile: PathBuf,
+    /// This node's certificate (`raft.tls.certfile`), naming this node.
+    pub certfile: PathBuf,
+    /// This node's private key (`raft.tls.keyfile`).
+    pub keyfile: PathBuf,
+}
+
+/// How peers talk to each other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerTransport {
+    /// Nothing configured: refused by [`RaftConfig::validate`], so TLS is the default.
+    Unset,
+    /// Plaintext HTTP (`raft.insecure: true`), allowed only when every address is loopback.
+    Insecure,
+    /// Mutual TLS with the cluster's private CA.
+    Tls(TlsFiles),
+}
+
 /// Configuration of one replica.
 #[derive(Debug, Clone)]
 pub struct RaftConfig {
@@ -71,6 +94,8 @@ pub struct RaftConfig {
     pub cache_capacity: u64,
     /// Largest peer message accepted, bytes.
     pub max_message_bytes: usize,
+    /// Peer transport: mutual TLS, or plaintext on loopback only.
+    pub transport: PeerTransport,
 }
 
 /// Default sled cache: small, our state is a few KiB.
@@ -98,6 +123,7 @@ impl RaftConfig {
             bootstrap_timeout: Duration::from_secs(30),
             cache_capacity: DEFAULT_CACHE_CAPACITY,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            transport: PeerTransport::Unset,
         }
     }
 
@@ -142,8 +168,53 @@ impl RaftConfig {
                 "must be greater than raft.election_timeout_min".into(),
             ));
         }
-        Ok(())
+        self.validate_transport()
     }
+
+    /// Checks the peer transport: TLS, or plaintext with loopback addresses only.
+    pub fn validate_transport(&self) -> Result<(), RaftError> {
+        match &self.transport {
+            PeerTransport::Tls(_) => Ok(()),
+            PeerTransport::Unset => Err(config_error(
+                "raft.tls",
+                "missing; peer traffic must be authenticated: run `raftgres certs init --nodes NAME,NAME,... --dir DIR` \
+                 and set raft.tls.cafile, raft.tls.certfile and raft.tls.keyfile (or raft.insecure: true for a \
+                 cluster whose raft addresses are all loopback)"
+                    .into(),
+            )),
+            PeerTransport::Insecure => {
+                let mut addresses = vec![("raft.listen".to_string(), self.listen.as_str())];
+                addresses.push(("raft.advertise".to_string(), self.advertise.as_str()));
+                for (idx, peer) in self.peers.iter().enumerate() {
+                    addresses.push((format!("raft.peers[{idx}].raft_addr"), peer.raft_addr.as_str()));
+                }
+                for (path, addr) in addresses {
+                    if !addr.is_empty() && !is_loopback(addr) {
+                        return Err(config_error(
+                            "raft.insecure",
+                            format!(
+                                "plaintext peer traffic is allowed only on loopback, but {path} is {addr}; \
+                                 configure raft.tls (see `raftgres certs init`) and remove raft.insecure"
+                            ),
+                        ));
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Whether the host of `host:port` (or `[v6]:port`) is a loopback address or `localhost`.
+pub fn is_loopback(addr: &str) -> bool {
+    let host = match addr.strip_prefix('[') {
+        Some(rest) => rest.split_once(']').map(|(host, _)| host).unwrap_or(rest),
+        None => addr.rsplit_once(':').map(|(host, _)| host).unwrap_or(addr),
+    };
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Rejects duplicate ids, names and addresses in a static peer list, naming the entry.
@@ -241,6 +312,54 @@ mod tests {
     #[test]
     fn empty_list_is_rejected() {
         check(vec![], Some("raft.peers: is empty"));
+    }
+
+    fn insecure(listen: &str, peers: Vec<PeerConfig>) -> RaftConfig {
+        let mut cfg = RaftConfig::new(1, "c", peers, PathBuf::from("/nonexistent"));
+        cfg.listen = listen.into();
+        cfg.transport = PeerTransport::Insecure;
+        cfg
+    }
+
+    #[test]
+    fn insecure_on_loopback_passes() {
+        let cfg = insecure("127.0.0.1:0", vec![peer(1, "a", "127.0.0.1:1"), peer(2, "b", "[::1]:2")]);
+        assert!(cfg.validate().is_ok(), "{:?}", cfg.validate());
+        let cfg = insecure("localhost:7000", vec![peer(1, "a", "localhost:7000"), peer(2, "b", "127.0.0.2:2")]);
+        assert!(cfg.validate().is_ok(), "{:?}", cfg.validate());
+    }
+
+    #[test]
+    fn insecure_with_a_remote_peer_names_the_key() {
+        let cfg = insecure("127.0.0.1:1", vec![peer(1, "a", "127.0.0.1:1"), peer(2, "b", "10.0.0.2:7000")]);
+        let msg = cfg.validate().err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(msg.starts_with("raft.insecure: "), "{msg}");
+        assert!(msg.contains("raft.peers[1].raft_addr is 10.0.0.2:7000"), "{msg}");
+    }
+
+    #[test]
+    fn insecure_with_a_wildcard_listener_names_the_key() {
+        let cfg = insecure("0.0.0.0:7000", vec![peer(1, "a", "127.0.0.1:7000")]);
+        let msg = cfg.validate().err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(msg.contains("raft.listen is 0.0.0.0:7000"), "{msg}");
+    }
+
+    #[test]
+    fn no_transport_is_refused_with_the_command_to_run() {
+        let cfg = RaftConfig::new(1, "c", vec![peer(1, "a", "127.0.0.1:1")], PathBuf::from("/nonexistent"));
+        let msg = cfg.validate().err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(msg.starts_with("raft.tls: missing"), "{msg}");
+        assert!(msg.contains("raftgres certs init"), "{msg}");
+    }
+
+    #[test]
+    fn loopback_detection() {
+        for addr in ["127.0.0.1:1", "[::1]:1", "localhost:1", "LOCALHOST:1", "127.5.6.7:1"] {
+            assert!(is_loopback(addr), "{addr}");
+        }
+        for addr in ["10.0.0.1:1", "[::]:1", "0.0.0.0:1", "pg1:1", ":1", "localhost.example.com:1"] {
+            assert!(!is_loopback(addr), "{addr}");
+        }
     }
 
     #[test]

@@ -30,6 +30,10 @@ pub enum RaftError {
     /// A peer sent something we could not accept.
     #[error("peer protocol: {0}")]
     Protocol(String),
+    /// Peer TLS: a certificate or key could not be loaded, is not valid now, or does not name
+    /// this node; the text says which file and what to do.
+    #[error("peer TLS: {0}")]
+    Tls(String),
     /// Raft stopped (shutdown or a fatal error).
     #[error("raft stopped: {0}")]
     Stopped(String),

@@ -261,7 +261,8 @@ mod tests {
         use crate::state::Session;
         let t0 = Instant::now();
         let mut state = ClusterState::default();
-        let session = Session { node: 1, owner: "pg1".into(), ttl_ms: 5000, granted_rev: 7, renewed_rev: 7, renewed_stamp_ms: 0 };
+        let session =
+            Session { node: 1, owner: "pg1".into(), ttl_ms: 5000, granted_rev: 7, renewed_rev: 7, renewed_stamp_ms: 0 };
         state.sessions.insert(SessionId(1), session);
         let mut seen = HashMap::new();
         observe(&mut seen, &state, t0);

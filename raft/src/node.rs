@@ -110,6 +110,7 @@ impl RaftNode {
         )
         .await
         .map_err(|e| RaftError::Stopped(format!("start raft: {e}")))?;
+        client.watch_membership(raft.metrics());
         let listener = tokio::net::TcpListener::bind(&cfg.listen)
             .await
             .map_err(|e| RaftError::io(format!("bind raft peer listener {}", cfg.listen), e))?;
@@ -132,9 +133,10 @@ impl RaftNode {
         let span = tracing::info_span!("raft", node = cfg.node_id);
         let app = crate::network::server::router(inner.clone(), cfg.max_message_bytes);
         let server_cancel = inner.cancel.clone();
+        let tls = inner.client.tls().cloned();
         inner.tasks.spawn(
             async move {
-                let serve = axum::serve(listener, app).with_graceful_shutdown(server_cancel.cancelled_owned());
+                let serve = crate::network::server::serve(listener, app, tls, server_cancel.cancelled_owned());
                 if let Err(e) = serve.await {
                     warn!(error = %e, "raft peer listener stopped");
                 }
@@ -155,6 +157,16 @@ impl RaftNode {
     /// Address the peer listener is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.inner.local_addr
+    }
+
+    /// Re-reads the peer certificate files (what SIGHUP does): new connections use them, open
+    /// ones continue, and on error the old files stay in use. `None` on a plaintext cluster.
+    pub async fn reload_tls(&self) -> Result<Option<crate::network::tls::CertSummary>, RaftError> {
+        let Some(tls) = self.inner.client.tls().cloned() else { return Ok(None) };
+        tokio::task::spawn_blocking(move || tls.reload())
+            .await
+            .map_err(|e| RaftError::Tls(format!("reload task: {e}")))?
+            .map(Some)
     }
 
     /// This process's session (new for every start of the node).

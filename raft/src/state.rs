@@ -28,6 +28,11 @@ pub const WATCHED_KEYS: [&str; 6] = ["leader", "failover", "sync", "config", "in
 /// Prefix of member keys.
 pub const MEMBERS_PREFIX: &str = "members/";
 
+/// Key the state machine writes when an expired session held `leader`: who held it, the stamp
+/// of its last renewal and of the expiry (JSON, ms since the epoch). The promoting node turns
+/// it into the failover's timeline in `history`.
+pub const LEADER_EXPIRY_KEY: &str = "last_leader_expiry";
+
 /// A stored value with its revisions (etcd's `create_revision`/`mod_revision`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Versioned {
@@ -141,6 +146,16 @@ impl ClusterState {
             Command::Txn { guards, ops } => self.apply_txn(rev, guards, ops),
             Command::ExpireSession { session, expected_renewed_rev } => match self.sessions.get(session) {
                 Some(s) if s.renewed_rev == *expected_renewed_rev => {
+                    let held_leader = self.keys.get("leader").is_some_and(|v| v.session == Some(*session));
+                    if held_leader {
+                        let (owner, last_renewal_ms) = (s.owner.clone(), s.renewed_stamp_ms);
+                        let record = serde_json::json!({
+                            "member": owner,
+                            "last_renewal_ms": last_renewal_ms,
+                            "expired_ms": self.clock_ms,
+                        });
+                        self.put(rev, LEADER_EXPIRY_KEY, &record.to_string(), None);
+                    }
                     self.drop_session(*session);
                     CommandResult::Applied { rev, renewed: None }
                 }

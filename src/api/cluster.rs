@@ -43,7 +43,7 @@ pub async fn get_cluster(State(state): State<ApiState>) -> Result<Response, ApiE
 /// `GET /history`: the timeline switches, `[]` without any.
 pub async fn get_history(State(state): State<ApiState>) -> Result<Response, ApiError> {
     let view = state.control()?.dcs.view();
-    Ok(Json(view.history).into_response())
+    Ok(Json(view.history_raw).into_response())
 }
 
 /// `GET /failsafe`: the members a failsafe primary last reported, 502 when there is no such key.
@@ -100,6 +100,8 @@ pub fn cluster_json(view: &ClusterView, dynamic: &DynamicView, scope: &str) -> C
                 port: host_port.map(|(_, port)| port).filter(|port| *port != 0),
                 timeline: member.timeline,
                 pending_restart: member.pending_restart,
+                pending_restart_reason: member.pending_restart_reason.clone(),
+                scheduled_restart: member.scheduled_restart.clone(),
                 tags: member.tags.clone(),
                 receive_lsn,
                 receive_lag,
@@ -224,6 +226,23 @@ mod tests {
             json["scheduled_switchover"],
             json!({"at": "2025-06-01T13:00:00+00:00", "from": "pg1", "to": "pg3"})
         );
+    }
+
+    #[test]
+    fn restarts_come_from_the_member_key() {
+        let mut view = view();
+        let pg3 = view.members.get_mut("pg3").expect("pg3");
+        pg3.pending_restart = true;
+        let reason = json!({"max_connections": {"old_value": "100", "new_value": "200"}});
+        pg3.pending_restart_reason = reason.as_object().cloned().expect("object");
+        let schedule = json!({"schedule": "2026-11-22T13:00:00+00:00", "postgres_version": 150004});
+        pg3.scheduled_restart = schedule.as_object().cloned();
+        let json = serde_json::to_value(cluster_json(&view, &DynamicView::default(), "batman")).expect("json");
+        assert_eq!(json["members"][2]["pending_restart"], json!(true));
+        assert_eq!(json["members"][2]["pending_restart_reason"], reason);
+        assert_eq!(json["members"][2]["scheduled_restart"], schedule);
+        let pg2 = json["members"][1].as_object().expect("object");
+        assert!(!pg2.contains_key("pending_restart_reason") && !pg2.contains_key("scheduled_restart"), "{pg2:?}");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use tokio::time::Instant;
 
 use crate::api::types::PatroniStatus;
 use crate::api::types::Xlog;
+use crate::dcs::view::FailoverTimeline;
 use crate::postgres::types::Lsn;
 use crate::status::NodeStatus;
 use crate::status::PgState;
@@ -54,6 +55,8 @@ pub struct RaftFacts {
     pub last_applied: u64,
     /// Timeline switches recorded in `history` (promotions of a new primary).
     pub n_failovers: usize,
+    /// How the last promotion unfolded, from its `history` line.
+    pub last_failover: Option<FailoverTimeline>,
 }
 
 /// raftgres's own metrics, appended to [`render`] by servers with a raft store.
@@ -80,7 +83,42 @@ pub fn render_raft(status: &NodeStatus, facts: &RaftFacts) -> String {
         "Promotions of a new primary recorded in the cluster history (timeline switches).",
         facts.n_failovers,
     );
+    if let Some(timeline) = &facts.last_failover {
+        failover_metrics(&mut out, timeline);
+    }
     out.text
+}
+
+/// The last promotion's phases in seconds: from the old primary's last lease renewal for a
+/// failover, from the start of `pg_promote` for a switchover (whose lease was handed over).
+fn failover_metrics(out: &mut Metrics, timeline: &FailoverTimeline) {
+    let origin = timeline.last_renewal_ms.unwrap_or(timeline.promote_started_ms);
+    let since = |ms: u64| ms.saturating_sub(origin) as f64 / 1000.0;
+    let name = "raftgres_last_failover_seconds";
+    out.help(
+        name,
+        "Phases of the last promotion, in seconds from the old primary's last lease renewal (failover) or from the \
+         start of pg_promote (switchover).",
+    );
+    out.line(&format!("# TYPE {name} gauge"));
+    let base = out.labels.trim_end_matches('}').to_string();
+    let kind = escape_label(&timeline.kind);
+    let phases = [
+        ("lease_expired", timeline.lease_expired_ms),
+        ("promote_started", Some(timeline.promote_started_ms)),
+        ("promoted", Some(timeline.promoted_ms)),
+        ("first_healthy", timeline.first_healthy_ms),
+    ];
+    for (phase, at) in phases {
+        if let Some(at) = at {
+            out.line(&format!(r#"{name}{base},kind="{kind}",phase="{phase}"}} {}"#, since(at)));
+        }
+    }
+    out.gauge(
+        "raftgres_last_failover_timestamp_seconds",
+        "Epoch seconds at which the last promoted primary left recovery.",
+        timeline.promoted_ms as f64 / 1000.0,
+    );
 }
 
 /// Version, running state, start time and role.
@@ -307,4 +345,51 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let day_of_year = (153 * shifted_month + 2) / 5 + day - 1;
     let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
     era * 146_097 + day_of_era - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(timeline: Option<FailoverTimeline>) -> RaftFacts {
+        RaftFacts { term: 3, n_failovers: 1, last_failover: timeline, ..RaftFacts::default() }
+    }
+
+    #[test]
+    fn a_failover_reports_its_phases_from_the_last_renewal() {
+        let status = NodeStatus::initial("pg2", "demo", Instant::now());
+        let timeline = FailoverTimeline {
+            kind: "failover".into(),
+            last_renewal_ms: Some(10_000),
+            lease_expired_ms: Some(12_600),
+            promote_started_ms: 12_700,
+            promoted_ms: 12_750,
+            first_healthy_ms: Some(12_800),
+        };
+        let text = render_raft(&status, &facts(Some(timeline)));
+        for line in [
+            r#"raftgres_last_failover_seconds{scope="demo",name="pg2",kind="failover",phase="lease_expired"} 2.6"#,
+            r#"raftgres_last_failover_seconds{scope="demo",name="pg2",kind="failover",phase="promoted"} 2.75"#,
+            r#"raftgres_last_failover_seconds{scope="demo",name="pg2",kind="failover",phase="first_healthy"} 2.8"#,
+            r#"raftgres_last_failover_timestamp_seconds{scope="demo",name="pg2"} 12.75"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+        }
+        assert_eq!(text.matches("# TYPE raftgres_last_failover_seconds gauge").count(), 1);
+    }
+
+    #[test]
+    fn a_switchover_counts_from_the_promotion_start_and_no_history_means_no_phases() {
+        let status = NodeStatus::initial("pg1", "demo", Instant::now());
+        let timeline = FailoverTimeline {
+            kind: "switchover".into(),
+            promote_started_ms: 5_000,
+            promoted_ms: 5_200,
+            ..FailoverTimeline::default()
+        };
+        let text = render_raft(&status, &facts(Some(timeline)));
+        assert!(text.contains(r#"kind="switchover",phase="promoted"} 0.2"#), "{text}");
+        assert!(!text.contains("lease_expired"), "{text}");
+        assert!(!render_raft(&status, &facts(None)).contains("raftgres_last_failover"));
+    }
 }

@@ -6,7 +6,8 @@
 //! evaluator's code with no body, because that is what HAProxy's `option httpchk` reads.
 //! The cluster endpoints (`/cluster`, `/history`, `/config`, `/failsafe`) read the raft store through [`Dcs`];
 //! the actions (`/switchover`, `/failover`, `/restart`, `/reload`, `/reinitialize`) are protected by
-//! [`security`] and carried out by the HA loop. Health answers come from the HA loop's [`NodeStatus`] watch
+//! [`security`] and carried out by the HA loop; so is raftgres' `DELETE /cluster` (`raftgres remove`), which
+//! wipes the cluster's keys itself. Health answers come from the HA loop's [`NodeStatus`] watch
 //! channel only; the API never touches PostgreSQL. The server speaks HTTPS when `restapi.certfile` is set
 //! ([`tls`]).
 
@@ -169,7 +170,10 @@ pub fn router(state: ApiState) -> Router {
         ("liveness", status_route(get(status::get_liveness))),
         ("readiness", status_route(get(status::get_readiness))),
         ("metrics", status_route(get(status::get_metrics))),
-        ("cluster", status_route(get(cluster::get_cluster))),
+        (
+            "cluster",
+            status_route(get(cluster::get_cluster).delete(actions::remove::delete_cluster.layer(guard.clone()))),
+        ),
         ("history", status_route(get(cluster::get_history))),
         ("failsafe", status_route(get(cluster::get_failsafe))),
         (

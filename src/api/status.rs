@@ -76,6 +76,7 @@ pub async fn get_metrics(State(state): State<ApiState>) -> Response {
             last_log_index: raft.last_log_index,
             last_applied: raft.last_applied,
             n_failovers: control.dcs.view().history.len(),
+            last_failover: control.dcs.view().last_timeline,
         }
     });
     let mut text = metrics::render(&state.status.borrow(), Instant::now());

@@ -264,6 +264,12 @@ pub struct ClusterMember {
     /// A changed parameter needs a restart.
     #[serde(default, skip_serializing_if = "is_false")]
     pub pending_restart: bool,
+    /// Per parameter that needs a restart: `{"old_value", "new_value"}`, as the member key holds it.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub pending_restart_reason: serde_json::Map<String, serde_json::Value>,
+    /// The member's scheduled restart (`{schedule, [restart_pending], [role], [postgres_version], [timeout]}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_restart: Option<serde_json::Map<String, serde_json::Value>>,
     /// Member tags.
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub tags: serde_json::Map<String, serde_json::Value>,

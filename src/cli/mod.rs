@@ -6,10 +6,12 @@
 //! cluster only through a node's REST API, house rule 5); [`cluster`] the `GET /cluster` view and member
 //! selection; [`list`] `list`/`topology`/`history`; [`switchover`]; [`actions`] restart/reload/reinit;
 //! [`config`] show/edit-config and pause/resume; [`raft`] `members` and `remove`; [`table`] the output formats;
-//! [`prompt`] the questions. Errors are returned as `anyhow` errors; `main` prints them as one `error: …` line
+//! [`prompt`] the questions; [`certs`] `certs init`, the raft peer certificates (no node involved).
+//! Errors are returned as `anyhow` errors; `main` prints them as one `error: …` line
 //! and exits 1.
 
 pub mod actions;
+pub mod certs;
 pub mod client;
 pub mod cluster;
 pub mod config;
@@ -54,7 +56,13 @@ pub enum CtlCommand {
     EditConfig(EditConfigArgs),
     /// Show the history of failovers and switchovers (timeline switches).
     History(HistoryArgs),
-    /// Remove the cluster's information from the store, after typed confirmations.
+    /// Wipe every key of the cluster from the raft store (leader, members, config, initialize, history, …).
+    ///
+    /// Refused while the leader runs PostgreSQL: first `raftgres pause`, then stop PostgreSQL on the leader (a paused
+    /// leader whose PostgreSQL stopped gives the leader key up). The nodes keep running: they register again and,
+    /// with maintenance mode gone along with the `config` key, start PostgreSQL from their data directories with
+    /// their bootstrap dynamic configuration and elect a leader, which writes `initialize` and `config` again.
+    /// To take a cluster down for good, stop raftgres on every node instead (the store lives in the nodes).
     Remove(RemoveArgs),
     /// The Raft replica set: list its nodes, add one, remove one.
     #[command(subcommand)]
@@ -277,6 +285,9 @@ pub struct RemoveArgs {
     /// The cluster to remove (must be the scope the nodes serve).
     #[arg(value_name = "CLUSTER")]
     pub cluster: String,
+    /// Do not ask for the cluster name, "Yes I am aware" and the leader's name.
+    #[arg(long)]
+    pub force: bool,
     /// Which nodes to talk to.
     #[command(flatten)]
     pub target: Target,
@@ -373,7 +384,9 @@ pub async fn run(command: CtlCommand) -> anyhow::Result<()> {
             let client = ApiClient::new(&args.cluster.target)?;
             list::run_history(&client, args.cluster.cluster.as_deref(), args.format).await
         }
-        CtlCommand::Remove(args) => raft::remove_cluster(&ApiClient::new(&args.target)?, &args.cluster).await,
+        CtlCommand::Remove(args) => {
+            raft::remove_cluster(&ApiClient::new(&args.target)?, &args.cluster, args.force).await
+        }
         CtlCommand::Members(MembersCommand::List { format, target }) => {
             raft::list(&ApiClient::new(&target)?, format).await
         }

@@ -1,12 +1,15 @@
 //! `raftgres members list|add|remove` (the Raft replica set, raftgres' own) over `GET /raft`, `POST /raft/members`
-//! and `DELETE /raft/members/{id}`; and `raftgres remove <cluster>`, patronictl's typed confirmations.
+//! and `DELETE /raft/members/{id}`; and `raftgres remove <cluster>` over `DELETE /cluster`, with patronictl's
+//! typed confirmations.
 //!
-//! Any node serves membership changes: it forwards them to the Raft leader.
+//! Any node serves membership changes: it forwards them to the Raft leader. Any node serves the removal too: it
+//! wipes the cluster's keys through Raft, and refuses while the leader runs PostgreSQL.
 
 use anyhow::Context as _;
 use reqwest::Method;
 use serde_json::Value;
 
+use crate::cli::client;
 use crate::cli::client::ApiClient;
 use crate::cli::cluster;
 use crate::cli::prompt;
@@ -106,11 +109,49 @@ async fn read_raft(client: &ApiClient) -> anyhow::Result<Value> {
     Ok(raft)
 }
 
-/// `remove <cluster>`: patronictl's three typed confirmations, then the deletion of every key of the cluster.
-pub async fn remove_cluster(client: &ApiClient, cluster_name: &str) -> anyhow::Result<()> {
+/// `remove <cluster>`: patronictl's typed confirmations (unless `force`), then `DELETE /cluster`, which wipes every
+/// key of the cluster from the raft store. Refused (by the node, and here before asking) while the leader runs.
+pub async fn remove_cluster(client: &ApiClient, cluster_name: &str, force: bool) -> anyhow::Result<()> {
     let cluster = cluster::fetch(client).await?;
     cluster.check_name(Some(cluster_name))?;
     switchover::print_table(client).await;
+    if let Some(leader) = cluster.leader().filter(|leader| leader.state == "running") {
+        anyhow::bail!(
+            "This cluster has a running leader ({}); pause the cluster (raftgres pause) and stop PostgreSQL on it \
+             first",
+            leader.name
+        );
+    }
+    if !force {
+        confirm_removal(&cluster, cluster_name).await?;
+    }
+    let body = serde_json::json!({ "cluster": cluster_name });
+    let mut failures = Vec::new();
+    let mut nodes = cluster.bases_leader_first(client);
+    for node in client.nodes() {
+        if !nodes.contains(node) {
+            nodes.push(node.clone());
+        }
+    }
+    for node in &nodes {
+        match client.send(node, Method::DELETE, "/cluster", Some(&body)).await {
+            Ok(reply) if reply.is_success() => {
+                let removed: Value = reply.json()?;
+                let n_keys = removed.get("removed").and_then(Value::as_array).map_or(0, Vec::len);
+                println!("Success: removed cluster {cluster_name} from the raft store ({n_keys} keys)");
+                return Ok(());
+            }
+            // A refusal is the cluster's answer; another node would say the same.
+            Ok(reply) if reply.status < 500 => anyhow::bail!("{}", reply.text()),
+            Ok(reply) => failures.push(format!("{}: {}", client::display_url(node), reply.summary())),
+            Err(e) => failures.push(format!("{}: {e}", client::display_url(node))),
+        }
+    }
+    anyhow::bail!("cannot remove cluster {cluster_name}; nothing was removed (tried {})", failures.join(", "))
+}
+
+/// patronictl's questions: the cluster name, "Yes I am aware", and the leader's name when there is a leader.
+async fn confirm_removal(cluster: &cluster::Cluster, cluster_name: &str) -> anyhow::Result<()> {
     let action = "remove the cluster";
     if prompt::ask_required("Please confirm the cluster name to remove", action).await? != cluster_name {
         anyhow::bail!("Cluster names specified do not match");
@@ -127,12 +168,7 @@ pub async fn remove_cluster(client: &ApiClient, cluster_name: &str) -> anyhow::R
             anyhow::bail!("You did not specify the current leader of the cluster");
         }
     }
-    // patronictl deletes the DCS keys itself; raftgres' store is reachable only through a node's REST API, which
-    // has no endpoint for this (Patroni's has none either).
-    anyhow::bail!(
-        "cannot remove cluster {cluster_name}: the REST API has no endpoint that deletes a cluster from the raft \
-         store; nothing was removed"
-    )
+    Ok(())
 }
 
 #[cfg(test)]

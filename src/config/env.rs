@@ -97,6 +97,9 @@ const FIXED: &[(&str, &str, Kind, bool)] = &[
     ("RAFT_DATA_DIR", "raft.data_dir", Kind::Str, false),
     ("RAFT_PEERS", "raft.peers", Kind::List, false),
     ("RAFT_INSECURE", "raft.insecure", Kind::Bool, false),
+    ("RAFT_TLS_CAFILE", "raft.tls.cafile", Kind::Str, false),
+    ("RAFT_TLS_CERTFILE", "raft.tls.certfile", Kind::Str, false),
+    ("RAFT_TLS_KEYFILE", "raft.tls.keyfile", Kind::Str, false),
     ("RAFT_LEASE_MODE", "raft.lease_mode", Kind::Str, false),
     ("RAFT_MAX_CLOCK_SKEW", "raft.max_clock_skew", Kind::Str, false),
     // Patroni's pysyncobj keys: mapped so the schema check can explain the raftgres equivalents.

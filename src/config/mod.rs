@@ -128,6 +128,11 @@ impl Config {
         res.election_timeout_min = raft_section.election_timeout_min;
         res.election_timeout_max = raft_section.election_timeout_max;
         res.lease_mode = raft_section.lease_mode;
+        res.transport = match (&raft_section.tls, raft_section.insecure) {
+            (Some(files), _) => raft::config::PeerTransport::Tls(files.clone()),
+            (None, true) => raft::config::PeerTransport::Insecure,
+            (None, false) => raft::config::PeerTransport::Unset,
+        };
         res
     }
 }
@@ -323,8 +328,10 @@ pub struct RaftSection {
     pub data_dir: PathBuf,
     /// Every member of the cluster, this node included.
     pub peers: Vec<PeerConfig>,
-    /// Plaintext peer traffic is explicitly allowed (the raft crate has no peer TLS yet).
+    /// Plaintext peer traffic is explicitly allowed (loopback addresses only).
     pub insecure: bool,
+    /// The peer transport's mutual TLS files (`raft.tls`); required unless `insecure`.
+    pub tls: Option<raft::config::TlsFiles>,
     /// How a new Raft leader sets session deadlines (`strict` or `stamped` + `max_clock_skew`).
     pub lease_mode: LeaseMode,
     /// Raft heartbeat interval.

@@ -125,6 +125,11 @@ fn raft(root: &mut Section<'_>, warnings: &mut Vec<String>) -> Res<RaftSection> 
         })?,
     };
     let insecure = sec.flag("insecure")?;
+    let tls = raft_tls(&mut sec, warnings)?;
+    if insecure && tls.is_some() {
+        let message = "is set together with raft.tls; remove raft.insecure to use TLS".to_string();
+        return Err(invalid(sec.path_of("insecure"), message));
+    }
     let heartbeat_interval = sec.duration("heartbeat_interval", Unit::Millis)?;
     let election_timeout_min = sec.duration("election_timeout_min", Unit::Millis)?;
     let election_timeout_max = sec.duration("election_timeout_max", Unit::Millis)?;
@@ -137,11 +142,23 @@ fn raft(root: &mut Section<'_>, warnings: &mut Vec<String>) -> Res<RaftSection> 
         data_dir: PathBuf::from(data_dir),
         peers,
         insecure,
+        tls,
         lease_mode,
         heartbeat_interval: heartbeat_interval.unwrap_or(defaults::RAFT_HEARTBEAT_INTERVAL),
         election_timeout_min: election_timeout_min.unwrap_or(defaults::RAFT_ELECTION_TIMEOUT_MIN),
         election_timeout_max: election_timeout_max.unwrap_or(defaults::RAFT_ELECTION_TIMEOUT_MAX),
     })
+}
+
+/// `raft.tls: {cafile, certfile, keyfile}`: the files `raftgres certs init` writes.
+fn raft_tls(parent: &mut Section<'_>, warnings: &mut Vec<String>) -> Res<Option<raft::config::TlsFiles>> {
+    let Some(mut sec) = parent.section("tls")? else { return Ok(None) };
+    let hint = "set the file `raftgres certs init` wrote for this node";
+    let cafile = PathBuf::from(sec.required_str("cafile", hint)?);
+    let certfile = PathBuf::from(sec.required_str("certfile", hint)?);
+    let keyfile = PathBuf::from(sec.required_str("keyfile", hint)?);
+    sec.finish(warnings);
+    Ok(Some(raft::config::TlsFiles { cafile, certfile, keyfile }))
 }
 
 fn own_raft_addr(peers: &[PeerConfig], node_id: u64) -> Option<super::HostPort> {

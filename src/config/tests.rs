@@ -21,6 +21,7 @@ raft:
   node_id: 1
   listen: "127.0.0.1:7001"
   data_dir: /tmp/raft
+  insecure: true
   peers:
     - {id: 1, name: pg1, raft_addr: "127.0.0.1:7001", api_addr: "127.0.0.1:8008"}
     - {id: 2, name: pg2, raft_addr: "127.0.0.1:7002", api_addr: "127.0.0.1:8009"}
@@ -317,6 +318,7 @@ fn load_from_env_builds_from_variables_alone() {
         ("RAFTGRES_RAFT_LISTEN", "127.0.0.1:7001"),
         ("RAFTGRES_RAFT_DATA_DIR", "/tmp/raft"),
         ("RAFTGRES_RAFT_PEERS", "{id: 1, name: pg1, raft_addr: '127.0.0.1:7001'}"),
+        ("RAFTGRES_RAFT_INSECURE", "true"),
         ("PATRONI_POSTGRESQL_LISTEN", "127.0.0.1,::1:5432"),
         ("PATRONI_POSTGRESQL_CONNECT_ADDRESS", "127.0.0.1:5432"),
         ("PATRONI_POSTGRESQL_DATA_DIR", "/tmp/pg"),
@@ -532,4 +534,36 @@ fn lenient_dynamic_parse_falls_back_to_defaults() {
     assert_eq!(config.view().timing.ttl, defaults::TTL);
     assert!(config.view().pause);
     assert_eq!(warnings, ["ttl: expected a number of seconds, got \"abc\"; using the default"]);
+}
+
+#[test]
+fn peer_transport_must_be_tls_or_loopback_plaintext() {
+    check_error(
+        "raft: {insecure: null}",
+        "raft.tls: missing; peer traffic must be authenticated: run `raftgres certs init --nodes NAME,NAME,... --dir \
+         DIR` and set raft.tls.cafile, raft.tls.certfile and raft.tls.keyfile (or raft.insecure: true for a cluster \
+         whose raft addresses are all loopback)",
+    );
+    check_error(
+        "raft: {peers: [{id: 1, name: pg1, raft_addr: '127.0.0.1:7001'}, {id: 2, name: pg2, raft_addr: '10.0.0.2:7001'}]}",
+        "raft.insecure: plaintext peer traffic is allowed only on loopback, but raft.peers[1].raft_addr is \
+         10.0.0.2:7001; configure raft.tls (see `raftgres certs init`) and remove raft.insecure",
+    );
+    check_error(
+        "raft: {tls: {cafile: /c/ca.crt, certfile: /c/pg1.crt, keyfile: /c/pg1.key}}",
+        "raft.insecure: is set together with raft.tls; remove raft.insecure to use TLS",
+    );
+    check_error(
+        "raft: {insecure: null, tls: {cafile: /c/ca.crt}}",
+        "raft.tls.certfile: missing; set the file `raftgres certs init` wrote for this node",
+    );
+    let tls = "raft: {insecure: null, tls: {cafile: /c/ca.crt, certfile: /c/pg1.crt, keyfile: /c/pg1.key}, \
+               listen: '0.0.0.0:7001', advertise: '10.0.0.1:7001'}";
+    let config = load_patched(tls, &[]).unwrap_or_else(|e| panic!("{e}")).config;
+    let files = raft::config::TlsFiles {
+        cafile: PathBuf::from("/c/ca.crt"),
+        certfile: PathBuf::from("/c/pg1.crt"),
+        keyfile: PathBuf::from("/c/pg1.key"),
+    };
+    assert_eq!(config.raft_config().transport, raft::config::PeerTransport::Tls(files));
 }

@@ -25,6 +25,9 @@ pub fn validate(config: &Config) -> Result<Vec<String>, ConfigError> {
     check_raft_timers(config)?;
     check_tls(config)?;
     check_timing_rule(config)?;
+    // Peer TLS or loopback-only plaintext (`raft.tls` / `raft.insecure`); last, so an older config
+    // with another mistake hears about that one first.
+    config.raft_config().validate_transport().map_err(from_raft)?;
     timing_advice(config, &mut warnings);
     Ok(warnings)
 }

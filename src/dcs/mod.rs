@@ -20,6 +20,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use self::view::ClusterView;
+use self::view::FailoverTimeline;
 use self::view::HistoryLine;
 use self::view::MemberData;
 use self::view::StatusData;
@@ -62,6 +63,10 @@ pub struct Dcs {
 
 fn json<T: serde::Serialize>(key: &str, value: &T) -> Result<String, DcsError> {
     serde_json::to_string(value).map_err(|source| DcsError::Encode { key: key.to_string(), source })
+}
+
+fn json_value<T: serde::Serialize>(key: &str, value: &T) -> Result<Value, DcsError> {
+    serde_json::to_value(value).map_err(|source| DcsError::Encode { key: key.to_string(), source })
 }
 
 /// Key of a member.
@@ -184,6 +189,18 @@ impl Dcs {
         self.txn(Command::put("initialize", system_id, Guard::ValueEq(String::new())), timeout).await
     }
 
+    /// Writes a missing `initialize` (after `raftgres remove`), guarded by our session holding `leader`.
+    pub async fn restore_initialize(&self, system_id: &str, timeout: Duration) -> Result<bool, DcsError> {
+        let cmd = Command::Txn {
+            guards: vec![
+                ("leader".into(), Guard::SessionIs(self.node.session_id())),
+                ("initialize".into(), Guard::Absent),
+            ],
+            ops: vec![Op::Put { key: "initialize".into(), value: system_id.to_string(), attach: None }],
+        };
+        self.txn(cmd, timeout).await
+    }
+
     /// Gives the bootstrap up so another node may try.
     pub async fn cancel_initialization(&self, timeout: Duration) -> Result<bool, DcsError> {
         self.txn(Command::delete("initialize", Guard::ValueEq(String::new())), timeout).await
@@ -230,19 +247,31 @@ impl Dcs {
         self.txn(cmd, timeout).await
     }
 
-    /// Appends a line to `history` (leader only, guarded by our session holding `leader`).
-    pub async fn append_history(&self, line: HistoryLine, timeout: Duration) -> Result<bool, DcsError> {
-        let mut history = self.view().history;
-        history.push(line);
-        let value: Vec<Value> = history
-            .into_iter()
-            .map(|(tl, lsn, reason, ts, leader)| {
-                Value::Array(vec![tl.into(), lsn.into(), reason.into(), ts.into(), leader.into()])
-            })
-            .collect();
+    /// Deletes every key of the cluster (Patroni's `delete_cluster`, for `raftgres remove`); sessions and the Raft
+    /// membership stay. Unguarded: the caller checks first that no leader runs.
+    pub async fn delete_cluster(&self, timeout: Duration) -> Result<(), DcsError> {
+        self.node.write(Command::DeletePrefix { prefix: String::new() }, timeout).await?;
+        Ok(())
+    }
+
+    /// Appends a line to `history` (leader only, guarded by our session holding `leader`), with the
+    /// promotion's timeline as a sixth element when known. Earlier lines are kept as stored.
+    pub async fn append_history(
+        &self,
+        line: HistoryLine,
+        timeline: Option<&FailoverTimeline>,
+        timeout: Duration,
+    ) -> Result<bool, DcsError> {
+        let mut history = self.view().history_raw;
+        let (tl, lsn, reason, ts, leader) = line;
+        let mut items = vec![tl.into(), lsn.into(), reason.into(), ts.into(), leader.into()];
+        if let Some(timeline) = timeline {
+            items.push(json_value("history", timeline)?);
+        }
+        history.push(Value::Array(items));
         let cmd = Command::Txn {
             guards: vec![("leader".into(), Guard::SessionIs(self.node.session_id()))],
-            ops: vec![Op::Put { key: "history".into(), value: json("history", &value)?, attach: None }],
+            ops: vec![Op::Put { key: "history".into(), value: json("history", &history)?, attach: None }],
         };
         self.txn(cmd, timeout).await
     }

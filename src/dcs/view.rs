@@ -54,6 +54,12 @@ pub struct MemberData {
     /// A parameter change needs a restart.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pending_restart: bool,
+    /// Per parameter that needs a restart: `{"old_value": running, "new_value": configured}`.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub pending_restart_reason: Map<String, Value>,
+    /// The restart scheduled through `POST /restart` (`{schedule, [restart_pending], [role], …}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_restart: Option<Map<String, Value>>,
     /// Maintenance mode seen by this member.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pause: bool,
@@ -142,6 +148,41 @@ pub struct StatusData {
 /// One line of `history`: `[timeline, switch_lsn, reason, timestamp, new_leader]`.
 pub type HistoryLine = (u32, u64, String, String, String);
 
+/// How one promotion unfolded: raftgres stores it as a sixth element of its `history` line
+/// (Patroni's readers take the first five). Times are ms since the epoch; `last_renewal_ms` and
+/// `lease_expired_ms` are stamps of the Raft leader that expired the old primary's session.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailoverTimeline {
+    /// `failover` (the old primary's lease expired) or `switchover` (it handed the lease over).
+    pub kind: String,
+    /// The old primary's last successful lease renewal (failovers only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_renewal_ms: Option<u64>,
+    /// Its session expired (failovers only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_expired_ms: Option<u64>,
+    /// This node held the lease and started `pg_promote`.
+    pub promote_started_ms: u64,
+    /// PostgreSQL left recovery.
+    pub promoted_ms: u64,
+    /// The first HA cycle after promotion published a primary that holds the lease, i.e. the
+    /// first moment `GET /primary` answers 200.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_healthy_ms: Option<u64>,
+}
+
+/// The record the state machine leaves when the leader's session expires
+/// (`raft::state::LEADER_EXPIRY_KEY`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderExpiry {
+    /// Member whose session expired.
+    pub member: String,
+    /// Its last renewal.
+    pub last_renewal_ms: u64,
+    /// The expiry.
+    pub expired_ms: u64,
+}
+
 /// The `leader` key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaderKey {
@@ -181,6 +222,12 @@ pub struct ClusterView {
     pub sync: Option<Versioned<SyncData>>,
     /// Timeline history.
     pub history: Vec<HistoryLine>,
+    /// The raw `history` lines, as stored (with raftgres' timelines as sixth elements).
+    pub history_raw: Vec<Value>,
+    /// The timeline of the last promotion, when its history line carries one.
+    pub last_timeline: Option<FailoverTimeline>,
+    /// The last expiry of a leader's session.
+    pub leader_expiry: Option<LeaderExpiry>,
     /// Leader status (optime, slots).
     pub status: Option<StatusData>,
     /// `failsafe` member map.
@@ -214,6 +261,12 @@ impl ClusterView {
             }),
             sync: versioned::<SyncData>(state, "sync"),
             history: parse_json("history").and_then(|v| parse_history(&v)).unwrap_or_default(),
+            history_raw: parse_json("history").and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default(),
+            last_timeline: parse_json("history").and_then(|v| {
+                let last = v.as_array()?.last()?.as_array()?.get(5)?.clone();
+                serde_json::from_value(last).ok()
+            }),
+            leader_expiry: parse_json(raft::state::LEADER_EXPIRY_KEY).and_then(|v| serde_json::from_value(v).ok()),
             status: parse_json("status").and_then(|v| serde_json::from_value(v).ok()),
             failsafe: parse_json("failsafe").and_then(|v| serde_json::from_value(v).ok()),
             revision: state.last_rev,

@@ -149,6 +149,7 @@ impl LocalCluster {
         for node in &nodes {
             files::create_traversable_dir(&node.dir)?;
         }
+        files::ensure_peer_certs(&nodes)?;
         let credentials = match files::existing_credentials(&dir, &nodes)? {
             Some(credentials) => credentials,
             None => Credentials { superuser: files::generate_password(), replication: files::generate_password() },

@@ -51,6 +51,34 @@ pub fn existing_credentials(dir: &Path, nodes: &[NodeLayout]) -> anyhow::Result<
         .map(|(superuser, replication)| Credentials { superuser, replication }))
 }
 
+/// Makes sure every node has its raft peer certificate (`NodeLayout::peer_tls`), as
+/// `raftgres certs init` would write them: when any file is missing, a new CA and new
+/// certificates for every node; otherwise the existing ones are kept (a second run reuses them).
+pub fn ensure_peer_certs(nodes: &[NodeLayout]) -> anyhow::Result<()> {
+    use raft::network::certs::ClusterCa;
+    use raft::network::certs::Validity;
+    let complete = nodes.iter().all(|node| {
+        let files = node.peer_tls();
+        files.cafile.is_file() && files.certfile.is_file() && files.keyfile.is_file()
+    });
+    if complete {
+        return Ok(());
+    }
+    let ca = ClusterCa::generate(nodeconf::SCOPE, Validity::days_from_now(raft::network::certs::DEFAULT_CA_DAYS))
+        .context("create the demo's peer CA")?;
+    let ca_pem = ca.pem().cert_pem;
+    let validity = Validity::days_from_now(raft::network::certs::DEFAULT_NODE_DAYS);
+    for node in nodes {
+        let hosts = [nodeconf::HOST.to_string(), "localhost".to_string()];
+        let pair = ca.issue_node(&node.name, &hosts, validity).context("issue a demo peer certificate")?;
+        let files = node.peer_tls();
+        raft::network::certs::write_file(&files.cafile, &ca_pem, 0o644)?;
+        raft::network::certs::write_file(&files.certfile, &pair.cert_pem, 0o644)?;
+        raft::network::certs::write_file(&files.keyfile, &pair.key_pem, 0o600)?;
+    }
+    Ok(())
+}
+
 /// Creates `dir` (and its parents) with mode 0755, and sets 0755 on it if it existed.
 pub fn create_traversable_dir(dir: &Path) -> anyhow::Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;

@@ -1,6 +1,8 @@
 //! HAProxy in front of a local cluster, configured exactly like Patroni's tutorial: the primary
-//! port routes to the node whose REST API answers 200 on `GET /primary`, the replica port
-//! round-robins over the nodes answering 200 on `GET /replica`, and a stats page shows both.
+//! port routes to the node whose REST API answers 200 on `/primary`, the replica port
+//! round-robins over the nodes answering 200 on `/replica`, and a stats page shows both.
+//! `option httpchk <uri>` without a method makes HAProxy probe with `OPTIONS <uri> HTTP/1.0`, as
+//! the tutorial's HAProxy does; the REST API answers it with the health verdict and no body.
 //!
 //! [`render`] is PURE; [`find`] looks for the program and [`Haproxy`] runs it in the foreground
 //! (`-db`) as a child of the demo. HAProxy is optional: nothing here installs it.
@@ -69,7 +71,7 @@ fn listen(res: &mut String, name: &str, port: u16, check_path: &str, balance: Op
     if let Some(balance) = balance {
         let _ = writeln!(res, "    balance {balance}");
     }
-    let _ = writeln!(res, "    option httpchk GET {check_path}");
+    let _ = writeln!(res, "    option httpchk {check_path}");
     res.push_str("    http-check expect status 200\n");
     res.push_str("    default-server inter 1s fall 2 rise 1 on-marked-down shutdown-sessions\n");
     for node in nodes {
@@ -136,5 +138,6 @@ mod tests {
         assert!(cfg.contains("    server node1 127.0.0.1:5432 maxconn 100 check port 8008\n"), "{cfg}");
         assert!(cfg.contains("    server node2 127.0.0.1:5433 maxconn 100 check port 8009\n"), "{cfg}");
         assert!(cfg.contains("listen standbys\n    bind 127.0.0.1:5001\n    balance roundrobin\n"), "{cfg}");
+        assert!(cfg.contains("    option httpchk /replica\n    http-check expect status 200\n"), "{cfg}");
     }
 }

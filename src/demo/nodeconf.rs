@@ -67,6 +67,15 @@ impl NodeLayout {
         self.dir.join("pgpass")
     }
 
+    /// The raft peer port's mutual TLS files (`raft.tls`), written by `files::ensure_peer_certs`.
+    pub fn peer_tls(&self) -> raft::config::TlsFiles {
+        raft::config::TlsFiles {
+            cafile: self.dir.join("peer-ca.crt"),
+            certfile: self.dir.join("peer.crt"),
+            keyfile: self.dir.join("peer.key"),
+        }
+    }
+
     /// The raftgres process id, written when the node is started.
     pub fn pid_path(&self) -> PathBuf {
         self.dir.join("raftgres.pid")
@@ -239,7 +248,14 @@ fn node_tree(layout: &NodeLayout, inputs: &NodeInputs<'_>) -> anyhow::Result<Yam
         ("node_id", Yaml::from(own_id)),
         ("listen", text(&layout.raft_addr())),
         ("data_dir", path(&layout.raft_dir())),
-        ("insecure", Yaml::Bool(true)),
+        ("tls", {
+            let files = layout.peer_tls();
+            map([
+                ("cafile", path(&files.cafile)),
+                ("certfile", path(&files.certfile)),
+                ("keyfile", path(&files.keyfile)),
+            ])
+        }),
         ("peers", Yaml::Sequence(peers)),
     ]);
     let restapi = json!({"listen": layout.api_addr(), "connect_address": layout.api_addr()});

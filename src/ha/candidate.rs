@@ -3,6 +3,7 @@
 //! `process_manual_failover_from_leader`, without I/O: peer positions arrive in the
 //! observation, gathered by the executor before the race.
 
+use std::collections::BTreeSet;
 use std::time::SystemTime;
 
 use super::types::Action;
@@ -12,6 +13,7 @@ use super::types::HaConfig;
 use super::types::Observation;
 use super::types::PgProcess;
 use super::types::Reason;
+use crate::config::SynchronousMode;
 use crate::dcs::view::ClusterView;
 use crate::dcs::view::MemberData;
 use crate::status::Role;
@@ -49,7 +51,7 @@ pub fn race(obs: &Observation, view: &ClusterView, cfg: &HaConfig, role: Role) -
             return Decision::idle(Reason::NotHealthiest("I am the former leader of the requested switchover".into()));
         }
         // The candidate is gone: everybody but the old leader races, without the lag check.
-        return match healthiest(obs, cfg, None) {
+        return match healthiest(obs, cfg, None).and_then(|()| quorum_votes(obs, view, cfg)) {
             Ok(()) => Decision::new(race_actions(), Reason::PromotedByAcquiringLock),
             Err(why) => Decision::idle(Reason::NotHealthiest(why)),
         };
@@ -60,10 +62,54 @@ pub fn race(obs: &Observation, view: &ClusterView, cfg: &HaConfig, role: Role) -
     if !super::sync::may_race(view, &cfg.name, cfg.synchronous_mode) {
         return Decision::idle(Reason::NotSynchronous);
     }
-    match healthiest(obs, cfg, Some(view)) {
+    match healthiest(obs, cfg, Some(view)).and_then(|()| quorum_votes(obs, view, cfg)) {
         Ok(()) => Decision::new(race_actions(), Reason::PromotedByAcquiringLock),
         Err(why) => Decision::idle(Reason::NotHealthiest(why)),
     }
+}
+
+/// Quorum mode (`synchronous_mode: quorum`): Ok when this node provably holds every acknowledged commit.
+///
+/// A commit is acknowledged by the primary and any `n` standbys of `synchronous_standby_names`, and the
+/// primary keeps the `sync` key such that any `quorum + 1` members of its voting set (`sync_standby` plus
+/// `leader`) include one of them (see `sync::quorum`). So a member of the set that sees `quorum` other members
+/// of the set, none ahead of it, holds every acknowledged commit; an outsider needs `quorum + 1` such votes.
+/// Votes come only from members that reported a running PostgreSQL (a WAL position) and are not primaries.
+/// The former leader is the exception Patroni makes: it holds every commit it acknowledged, so it may race
+/// when nobody is ahead of it.
+/// Failure scenario this prevents: (1) `ANY 1 (b,c)`, key `{b,c}`, quorum 1; (2) a commit is acknowledged by
+/// the primary and c; (3) the primary and c die; (4) b alone would promote without that commit, but it has
+/// no vote (c is gone), so it waits until c or the old primary returns.
+pub fn quorum_votes(obs: &Observation, view: &ClusterView, cfg: &HaConfig) -> Result<(), String> {
+    if cfg.synchronous_mode != SynchronousMode::Quorum {
+        return Ok(());
+    }
+    let Some(key) = view.sync.as_ref().map(|s| &s.value).filter(|key| key.leader.is_some()) else {
+        // No quorum state was ever published: the ordinary race rules apply.
+        return Ok(());
+    };
+    let PgProcess::Running(status) = &obs.pg else {
+        return Err("postgres is not running".into());
+    };
+    let my_wal = status.wal.furthest().unwrap_or_default();
+    let leader = key.leader.as_deref().unwrap_or_default();
+    let mut voting_set: BTreeSet<String> = key.members().into_iter().collect();
+    voting_set.insert(leader.to_string());
+    let mut votes: i64 = if voting_set.contains(&cfg.name) { 0 } else { -1 };
+    let mut n_ahead = 0;
+    let voters = obs.peers.iter().filter(|p| p.name != cfg.name && p.reachable && voting_set.contains(&p.name));
+    for peer in voters.filter(|p| !p.is_primary) {
+        match peer.wal.filter(|wal| wal.0 > 0) {
+            None => {}
+            Some(wal) if wal > my_wal => n_ahead += usize::from(peer.name != leader),
+            Some(_) => votes += 1,
+        }
+    }
+    let is_former_leader = cfg.name == leader && n_ahead == 0;
+    if (votes >= i64::from(key.quorum) || is_former_leader) && votes > 100 {
+        return Ok(());
+    }
+    Err(format!("{} of the {} quorum votes needed from {voting_set:?}", votes.max(0), key.quorum))
 }
 
 /// Ok when no eligible peer is better; the error says who is.
@@ -191,5 +237,131 @@ mod due_tests {
         check(Some("2025-06-01T11:59:40+00:00"), "2025-06-01T12:00:00Z", Due::Now);
         check(Some("2025-06-01T13:59:00+02:00"), "2025-06-01T12:00:00Z", Due::Stale);
         check(Some("next tuesday"), "2025-06-01T12:00:00Z", Due::Stale);
+    }
+}
+
+#[cfg(test)]
+mod quorum_tests {
+    use super::*;
+    use crate::dcs::view::SyncData;
+    use crate::dcs::view::Versioned;
+    use crate::ha::types::DataDir;
+    use crate::ha::types::PeerReport;
+    use crate::postgres::types::Lsn;
+    use crate::status::PgState;
+    use crate::status::PgStatus;
+    use crate::status::WalPosition;
+
+    /// A peer as (name, is_primary, reachable, wal; 0 = PostgreSQL not running).
+    type Peer = (&'static str, bool, bool, u64);
+
+    /// Node `me` at WAL 100; the key `{leader: pg1, sync_standby: voters, quorum}`.
+    #[track_caller]
+    fn check(me: &str, voters: &str, quorum: u32, peers: &[Peer], expected: Result<(), &str>) {
+        let cfg = HaConfig {
+            name: me.into(),
+            ttl: std::time::Duration::from_secs(30),
+            paused: false,
+            nofailover: false,
+            failover_priority: 1,
+            maximum_lag_on_failover: 1 << 20,
+            use_pg_rewind: false,
+            remove_data_directory_on_rewind_failure: false,
+            check_timeline: false,
+            synchronous_mode: SynchronousMode::Quorum,
+        };
+        let wal = WalPosition::Replica {
+            received: Some(Lsn(100)),
+            replayed: Some(Lsn(100)),
+            replayed_timestamp: None,
+            paused: false,
+            latest_end: None,
+        };
+        let status = PgStatus { state: PgState::Running, role: Role::Replica, wal, ..PgStatus::default() };
+        let obs = Observation {
+            data_dir: DataDir::Empty,
+            pg: PgProcess::Running(Box::new(status)),
+            holds_lease: false,
+            leader_key_is_mine: false,
+            dcs_ok: true,
+            action: None,
+            peers: peers
+                .iter()
+                .map(|(name, is_primary, reachable, wal)| PeerReport {
+                    name: name.to_string(),
+                    member: MemberData::default(),
+                    reachable: *reachable,
+                    is_primary: *is_primary,
+                    wal: Some(Lsn(*wal)),
+                })
+                .collect(),
+            following: None,
+            rewind_failed: false,
+        };
+        let mut view = ClusterView::default();
+        let value = SyncData {
+            leader: Some("pg1".into()),
+            sync_standby: (!voters.is_empty()).then(|| voters.to_string()),
+            quorum,
+        };
+        view.sync = Some(Versioned { value, mod_rev: 5 });
+        let res = quorum_votes(&obs, &view, &cfg);
+        match expected {
+            Ok(()) => assert_eq!(res, Ok(()), "{me} with {peers:?}"),
+            Err(text) => {
+                let why = res.expect_err("the candidate must refuse");
+                assert!(why.starts_with(text), "{why:?} does not start with {text:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn voter_with_a_vote_from_the_other_voter_may_promote() {
+        check("pg2", "pg2,pg3", 1, &[("pg3", false, true, 100)], Ok(()));
+        check("pg2", "pg2,pg3", 1, &[("pg3", false, true, 90)], Ok(()));
+    }
+
+    #[test]
+    fn voter_refuses_without_enough_votes() {
+        // pg3 is gone: it may hold a commit pg2 lacks.
+        check("pg2", "pg2,pg3", 1, &[], Err("0 of the 1 quorum votes"));
+        check("pg2", "pg2,pg3", 1, &[("pg3", false, false, 100)], Err("0 of the 1 quorum votes"));
+        // Member key without a running PostgreSQL: no position, no vote.
+        check("pg2", "pg2,pg3", 1, &[("pg3", false, true, 0)], Err("0 of the 1 quorum votes"));
+        // A voter ahead of us is no vote.
+        check("pg2", "pg2,pg3", 1, &[("pg3", false, true, 200)], Err("0 of the 1 quorum votes"));
+        // A still-running primary is no vote.
+        check("pg2", "pg2,pg3", 1, &[("pg3", true, true, 100)], Err("0 of the 1 quorum votes"));
+        check("pg2", "pg2,pg3,pg4", 2, &[("pg3", false, true, 100)], Err("1 of the 2 quorum votes"));
+    }
+
+    #[test]
+    fn non_voters_never_vote() {
+        check("pg2", "pg2,pg3", 1, &[("pg4", false, true, 50)], Err("0 of the 1 quorum votes"));
+    }
+
+    #[test]
+    fn former_leader_running_as_replica_votes() {
+        check("pg2", "pg2,pg3", 1, &[("pg1", false, true, 100)], Ok(()));
+    }
+
+    #[test]
+    fn outsider_needs_one_more_vote() {
+        check("pg4", "pg2,pg3", 1, &[("pg2", false, true, 100)], Err("0 of the 1 quorum votes"));
+        check("pg4", "pg2,pg3", 1, &[("pg2", false, true, 100), ("pg3", false, true, 100)], Ok(()));
+        // With only the old primary in the set, an outsider needs the old primary's vote.
+        check("pg4", "", 0, &[], Err("0 of the 0 quorum votes"));
+        check("pg4", "", 0, &[("pg1", false, true, 100)], Ok(()));
+    }
+
+    #[test]
+    fn sole_voter_with_quorum_zero_promotes_alone() {
+        check("pg2", "pg2", 0, &[], Ok(()));
+    }
+
+    #[test]
+    fn former_leader_needs_nobody_unless_someone_is_ahead() {
+        check("pg1", "pg2,pg3", 1, &[], Ok(()));
+        check("pg1", "pg2,pg3", 1, &[("pg2", false, true, 200)], Err("0 of the 1 quorum votes"));
     }
 }

@@ -205,6 +205,7 @@ fn member(ctx: &Context<'_>, pg_status: &PgStatus) -> MemberData {
         api_url: &ctx.settings.api_url,
         tags: &ctx.settings.tags,
         raft_node_id: ctx.settings.raft_node_id,
+        scheduled_restart: ctx.settings.scheduled_restart.borrow().clone(),
     };
     observe::member_data(&identity, pg_status, false)
 }
@@ -264,6 +265,10 @@ async fn lease_write(
 
 /// Stops a primary that may no longer write: immediate mode, the lock is not touched.
 pub async fn demote_now(pg: &Supervisor) {
+    // UNSAFE CHAOS BREAK (test only, `raftgres chaos --break no-demote`): skip the demotion.
+    if crate::chaos::unsafe_break_no_demote() {
+        return;
+    }
     if let Err(e) = pg.stop(StopMode::Immediate).await {
         error!(error = %e, "failed to stop postgres while demoting; a human must check this node");
     }

@@ -36,6 +36,8 @@ const IDLE_POLL: Duration = Duration::from_millis(100);
 /// What the fence guard file should say now.
 fn guard_line(lease_until: Option<Instant>, primary: bool, pg: &Supervisor) -> GuardLine {
     let owner = std::process::id();
+    // UNSAFE CHAOS BREAK (test only, `raftgres chaos --break no-demote`): the guard never fences.
+    let primary = primary && !crate::chaos::unsafe_break_no_demote();
     let deadline = lease_until.filter(|_| primary).zip(pg.postmaster_id()).map(|(until, id)| {
         let remaining = until.saturating_duration_since(Instant::now());
         (guard::monotonic_ns().saturating_add(remaining.as_nanos() as u64), id)
@@ -67,7 +69,8 @@ pub async fn run(
         }
         let wake = match lease.leader_valid_until {
             Some(until) if now >= until => {
-                if is_primary.load(Ordering::SeqCst) && pg.is_running() {
+                // UNSAFE CHAOS BREAK (test only): `&& !unsafe_break_no_demote()` keeps a lapsed primary up.
+                if is_primary.load(Ordering::SeqCst) && pg.is_running() && !crate::chaos::unsafe_break_no_demote() {
                     error!("leader lease expired while running as primary; stopping postgres immediately");
                     if let Err(e) = pg.stop(StopMode::Immediate).await {
                         error!(error = %e, "failed to stop postgres at lease expiry; a human must check this node");

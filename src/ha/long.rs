@@ -11,6 +11,8 @@ use tracing::warn;
 use super::ActionOutcome;
 use super::HaSettings;
 use crate::config::dynamic::Timing;
+use crate::dcs::view::FailoverTimeline;
+use crate::dcs::view::LeaderExpiry;
 use crate::dcs::view::StatusData;
 use crate::dcs::Dcs;
 use crate::postgres::supervisor::ConnTarget;
@@ -194,26 +196,62 @@ pub async fn promote(
         // promotion took 5.0 s instead of 10 ms). Let the reload land first.
         tokio::time::sleep(RELOAD_BEFORE_PROMOTE).await;
     }
+    let promote_started_ms = raft::lease::wall_ms();
     if let Err(e) = pg.promote(timeout).await {
         error!(error = %e, "failed to promote postgres");
         return ActionOutcome::default();
     }
+    let promoted_ms = raft::lease::wall_ms();
     info!("promoted postgres to primary");
     // Without a checkpoint on the new timeline, pg_rewind on the old primary still sees the
-    // old timeline in our pg_control and wrongly reports that no rewind is needed.
-    if let Err(e) = pg.checkpoint().await {
-        warn!(error = %e, "checkpoint after promote failed");
-    }
+    // old timeline in our pg_control and wrongly reports that no rewind is needed. It runs
+    // in the background: the new primary is published (and HAProxy routes to it) meanwhile.
+    let checkpointer = pg.clone();
+    tokio::spawn(async move {
+        if let Err(e) = checkpointer.checkpoint().await {
+            warn!(error = %e, "checkpoint after promote failed");
+        }
+    });
     let old_timeline = before.as_ref().and_then(|s| s.timeline).map(|t| t.0).unwrap_or(1);
     let switch_lsn = match before.as_ref().map(|s| &s.wal) {
         Some(wal @ WalPosition::Replica { .. }) => wal.furthest().map(|l| l.0).unwrap_or(0),
         _ => 0,
     };
-    let line = (old_timeline, switch_lsn, "no recovery target specified".to_string(), now_iso(), me);
-    if let Err(e) = dcs.append_history(line, timing.retry_timeout).await {
-        warn!(error = %e, "failed to record the timeline switch in history");
+    let line = (old_timeline, switch_lsn, "no recovery target specified".to_string(), now_iso(), me.clone());
+    let view = dcs.view();
+    let previous_promotion_ms = view.last_timeline.as_ref().map(|t| t.promoted_ms);
+    let expiry = view.leader_expiry.as_ref();
+    let timeline = failover_timeline(expiry, previous_promotion_ms, &me, promote_started_ms, promoted_ms, timing);
+    // The history line is written by the HA loop's next cycle, once it has published this node
+    // as a healthy primary, so the timeline can carry that moment too.
+    ActionOutcome { following: Some(None), promotion: Some((line, timeline)), ..ActionOutcome::default() }
+}
+
+/// How this promotion came about: a failover when another leader's session expired after the
+/// previous promotion and at most ten ttls ago (the state machine's record of it), else a
+/// switchover (the old primary released the lease).
+pub fn failover_timeline(
+    expiry: Option<&LeaderExpiry>,
+    previous_promotion_ms: Option<u64>,
+    me: &str,
+    promote_started_ms: u64,
+    promoted_ms: u64,
+    timing: Timing,
+) -> FailoverTimeline {
+    let recent_ms = timing.ttl.as_millis() as u64 * 10;
+    let expiry = expiry.filter(|e| {
+        e.member != me
+            && e.expired_ms + recent_ms >= promote_started_ms
+            && previous_promotion_ms.is_none_or(|previous| e.expired_ms > previous)
+    });
+    FailoverTimeline {
+        kind: if expiry.is_some() { "failover" } else { "switchover" }.to_string(),
+        last_renewal_ms: expiry.map(|e| e.last_renewal_ms),
+        lease_expired_ms: expiry.map(|e| e.expired_ms),
+        promote_started_ms,
+        promoted_ms,
+        first_healthy_ms: None,
     }
-    ActionOutcome { following: Some(None), ..ActionOutcome::default() }
 }
 
 /// Planned switchover: stop with a shutdown checkpoint (connected replicas receive every WAL
@@ -237,4 +275,43 @@ pub async fn graceful_demote(pg: Supervisor, dcs: Dcs, status: Option<StatusData
 /// Now as ISO 8601 with offset, as Patroni writes history timestamps.
 pub fn now_iso() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn expiry(member: &str, expired_ms: u64) -> LeaderExpiry {
+        LeaderExpiry { member: member.into(), last_renewal_ms: expired_ms - 3000, expired_ms }
+    }
+
+    #[test]
+    fn promotions_are_classified_by_the_leader_expiry_record() {
+        let timing = Timing {
+            ttl: Duration::from_secs(3),
+            loop_wait: Duration::from_secs(1),
+            retry_timeout: Duration::from_secs(1),
+        };
+        let kind = |e: Option<LeaderExpiry>, previous: Option<u64>, me: &str| {
+            failover_timeline(e.as_ref(), previous, me, 100_000, 100_200, timing).kind
+        };
+        assert_eq!(kind(Some(expiry("pg1", 99_000)), None, "pg2"), "failover");
+        assert_eq!(kind(Some(expiry("pg1", 99_000)), Some(90_000), "pg2"), "failover");
+        assert_eq!(
+            kind(Some(expiry("pg1", 99_000)), Some(99_500), "pg2"),
+            "switchover",
+            "expiry older than the last promotion"
+        );
+        assert_eq!(kind(Some(expiry("pg1", 60_000)), None, "pg2"), "switchover", "more than ten ttls ago");
+        assert_eq!(kind(Some(expiry("pg2", 99_000)), None, "pg2"), "switchover", "our own old session");
+        assert_eq!(kind(None, None, "pg2"), "switchover");
+        let timeline = failover_timeline(Some(&expiry("pg1", 99_000)), None, "pg2", 100_000, 100_200, timing);
+        assert_eq!((timeline.last_renewal_ms, timeline.lease_expired_ms), (Some(96_000), Some(99_000)));
+        assert_eq!(
+            (timeline.promote_started_ms, timeline.promoted_ms, timeline.first_healthy_ms),
+            (100_000, 100_200, None)
+        );
+    }
 }

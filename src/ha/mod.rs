@@ -42,6 +42,8 @@ use self::types::PgProcess;
 use crate::config::dynamic::DynamicConfig;
 use crate::config::dynamic::Timing;
 use crate::dcs::view::ClusterView;
+use crate::dcs::view::FailoverTimeline;
+use crate::dcs::view::HistoryLine;
 use crate::dcs::Dcs;
 use crate::postgres::supervisor::Supervisor;
 use crate::status::NodeStatus;
@@ -70,6 +72,8 @@ pub struct HaSettings {
     pub raft_node_id: u64,
     /// Stop PostgreSQL when raftgres stops (default true).
     pub stop_postgres_on_shutdown: bool,
+    /// The restart the REST API scheduled on this node, published in the member key (`scheduled_restart`).
+    pub scheduled_restart: watch::Receiver<Option<Map<String, Value>>>,
 }
 
 /// A long action running in the background.
@@ -89,6 +93,8 @@ pub struct ActionOutcome {
     pub rewind_failed: bool,
     /// The action failed; the text is reported to a waiting API request.
     pub failed: Option<String>,
+    /// A promotion: its `history` line and timeline, written once the node is published healthy.
+    pub promotion: Option<(HistoryLine, FailoverTimeline)>,
 }
 
 /// Mutable state carried between cycles (kept explicit, not as scattered flags).
@@ -101,6 +107,8 @@ struct LoopState {
     n_cycles: u64,
     last_dcs_ok: Option<Instant>,
     last_dcs_seen_wall: Option<SystemTime>,
+    /// A finished promotion whose `history` line is still to be written.
+    pending_history: Option<(HistoryLine, FailoverTimeline)>,
 }
 
 /// The HA loop of one node.
@@ -227,6 +235,9 @@ impl HaLoop {
                     self.state.following = following;
                 }
                 self.state.rewind_failed = outcome.rewind_failed;
+                if outcome.promotion.is_some() {
+                    self.state.pending_history = outcome.promotion;
+                }
                 info!(action = running.kind.describe(), "long action finished");
                 outcome.failed.map_or_else(|| Ok("restarted successfully".to_string()), |e| Err((503, e)))
             }
@@ -340,6 +351,7 @@ impl HaLoop {
         if let Some(following) = result.following {
             self.state.following = following;
         }
+        self.restore_cluster_keys(&data_dir).await;
         if result.clear_rewind_failed {
             self.state.rewind_failed = false;
         }
@@ -387,7 +399,27 @@ impl HaLoop {
             status.loop_wait = timing.loop_wait;
             status.tags = settings_tags;
             status.maximum_lag_on_failover = max_lag;
+            sync::publish_flags(status, &view, self.dynamic.view().synchronous_mode);
         });
+        self.record_promotion().await;
+    }
+
+    /// Writes the last promotion's `history` line, stamping the first cycle that published this
+    /// node as a primary holding the lease (what `GET /primary` answers 200 on).
+    async fn record_promotion(&mut self) {
+        let Some((line, mut timeline)) = self.state.pending_history.take() else { return };
+        let healthy = {
+            let status = self.status_tx.borrow();
+            status.pg.role == crate::status::Role::Primary
+                && status.leader_until.is_some_and(|until| Instant::now() < until)
+        };
+        if healthy {
+            timeline.first_healthy_ms = Some(raft::lease::wall_ms());
+        }
+        info!(?timeline, "recording the promotion in history");
+        if let Err(e) = self.dcs.append_history(line, Some(&timeline), self.timing.retry_timeout).await {
+            warn!(error = %e, "failed to record the timeline switch in history");
+        }
     }
 
     /// One cycle while a long action runs: renew the lease when we hold the key, publish.
@@ -399,6 +431,7 @@ impl HaLoop {
                 api_url: &self.settings.api_url,
                 tags: &self.settings.tags,
                 raft_node_id: self.settings.raft_node_id,
+                scheduled_restart: self.settings.scheduled_restart.borrow().clone(),
             };
             let member = observe::member_data(&identity, &pg_status, self.dynamic.view().pause);
             match self.dcs.renew_leader(&member, None, self.timing.ttl, self.timing.retry_timeout).await {
@@ -430,6 +463,30 @@ impl HaLoop {
         });
     }
 
+    /// As Patroni's leader does, writes `initialize` and `config` again when they are missing (`raftgres remove`
+    /// wiped them): the system identifier of our data directory and the dynamic configuration we run with.
+    async fn restore_cluster_keys(&self, data_dir: &types::DataDir) {
+        let view = self.dcs.view();
+        if !self.dcs.leader_key_is_mine(&view) {
+            return;
+        }
+        let timeout = self.timing.retry_timeout;
+        if let (None, types::DataDir::Initialized { system_id, .. }) = (&view.initialize, data_dir) {
+            match self.dcs.restore_initialize(&system_id.to_string(), timeout).await {
+                Ok(true) => info!(system_id = %system_id, "wrote the missing initialize key"),
+                Ok(false) => {}
+                Err(e) => warn!(error = %e, "failed to write the missing initialize key"),
+            }
+        }
+        if view.config.is_none() {
+            match self.dcs.write_config_if_absent(self.dynamic.document(), timeout).await {
+                Ok(true) => info!("wrote the missing dynamic configuration"),
+                Ok(false) => {}
+                Err(e) => warn!(error = %e, "failed to write the missing dynamic configuration"),
+            }
+        }
+    }
+
     /// The store is trusted while a write succeeded within `ttl` (or before the first one).
     fn dcs_ok(&self, now: Instant) -> bool {
         match self.state.last_dcs_ok {
@@ -444,6 +501,7 @@ impl HaLoop {
             api_url: &self.settings.api_url,
             tags: &self.settings.tags,
             raft_node_id: self.settings.raft_node_id,
+            scheduled_restart: self.settings.scheduled_restart.borrow().clone(),
         };
         let member = observe::member_data(&identity, pg_status, self.dynamic.view().pause);
         match self.dcs.touch_member(&member, self.timing.ttl, self.timing.retry_timeout).await {

@@ -101,6 +101,8 @@ pub struct MemberIdentity<'a> {
     pub tags: &'a Map<String, Value>,
     /// Raft node id.
     pub raft_node_id: u64,
+    /// The restart scheduled through the REST API, if any.
+    pub scheduled_restart: Option<Map<String, Value>>,
 }
 
 /// PURE: the member key from the latest PostgreSQL status.
@@ -125,10 +127,23 @@ pub fn member_data(id: &MemberIdentity<'_>, pg: &PgStatus, paused: bool) -> Memb
         replication_state: pg.replication_state.clone(),
         timeline: pg.timeline.map(|t| t.0),
         tags,
-        pending_restart: pg.pending_restart,
+        pending_restart: pg.pending_restart || !pg.pending_restart_reason.is_empty(),
+        pending_restart_reason: pending_restart_reason(pg),
+        scheduled_restart: id.scheduled_restart.clone(),
         pause: paused,
         raft_node_id: Some(id.raft_node_id),
     }
+}
+
+/// PURE: Patroni's `pending_restart_reason` of the member key, `{param: {old_value, new_value}}`.
+fn pending_restart_reason(pg: &PgStatus) -> Map<String, Value> {
+    let reasons = pg.pending_restart_reason.iter();
+    reasons
+        .map(|(param, (old_value, new_value))| {
+            let diff = serde_json::json!({"old_value": old_value, "new_value": new_value});
+            (param.clone(), diff)
+        })
+        .collect()
 }
 
 /// PURE: the `status` key a leader writes.

@@ -8,6 +8,8 @@
 //! acknowledges commits B never received; (3) the primary dies; (4) B, still named in `sync`,
 //! promotes and those acknowledged commits are lost. Narrowing the key first closes step (4).
 
+pub mod quorum;
+
 use std::collections::BTreeSet;
 
 use crate::config::SynchronousMode;
@@ -17,6 +19,7 @@ use crate::postgres::sync::render_synchronous_standby_names;
 use crate::postgres::sync::Strictness;
 use crate::postgres::sync::SyncMode;
 use crate::postgres::sync::SyncRequest;
+use crate::status::NodeStatus;
 use crate::status::ReplicationRow;
 
 /// The standby name strict mode waits for when no eligible standby is left (refused as a
@@ -106,6 +109,11 @@ pub fn plan(
             key_after: None,
         };
     }
+    if policy.mode == SynchronousMode::Quorum {
+        // Quorum commit lists every eligible standby; `synchronous_node_count` is how many must confirm.
+        let active: BTreeSet<String> = candidates(view, me, rows, primary_lsn, policy).into_iter().collect();
+        return quorum::plan(view, me, &active, rows, primary_lsn, current_guc, policy);
+    }
     let node_count = policy.node_count.max(1) as usize;
     let wanted: BTreeSet<String> =
         candidates(view, me, rows, primary_lsn, policy).into_iter().take(node_count).collect();
@@ -116,9 +124,9 @@ pub fn plan(
     let keep: BTreeSet<String> = named.intersection(&wanted).cloned().collect();
     let key_is_mine = current_key.is_some_and(|k| k.leader.as_deref() == Some(me));
     let key_before = (!key_is_mine || keep != named).then(|| Some(key(me, &keep)));
-    let mode = if policy.mode == SynchronousMode::Quorum { SyncMode::Quorum } else { SyncMode::Priority };
+    let mode = SyncMode::Priority;
     let strictness = if policy.strict { Strictness::Strict } else { Strictness::Relaxed };
-    let num = (mode == SyncMode::Quorum).then_some(1);
+    let num = None;
     let guc_value = if wanted.is_empty() && policy.strict {
         // Patroni 4.1.4 writes `*` here, which lets *any* standby (even a `nosync` one)
         // acknowledge commits; a name no standby uses keeps commits waiting, which is what
@@ -142,13 +150,26 @@ pub fn plan(
 
 /// Whether `me` may race for the leader key under synchronous replication: only members the
 /// `sync` key names (and its leader) hold every acknowledged commit.
+/// In quorum mode anybody may race; `candidate::quorum_votes` decides whether it gathered enough votes.
 pub fn may_race(view: &ClusterView, me: &str, mode: SynchronousMode) -> bool {
-    if mode == SynchronousMode::Off {
+    if matches!(mode, SynchronousMode::Off | SynchronousMode::Quorum) {
         return true;
     }
     match view.sync.as_ref().map(|s| &s.value) {
         Some(key) if key.leader.is_some() => key.leader.as_deref() == Some(me) || key.members().iter().any(|m| m == me),
         _ => true,
+    }
+}
+
+/// PURE: sets `sync_standby` / `quorum_standby` of the published status (Patroni's `/sync`, `/quorum`) from
+/// the `sync` key and the mode, and marks the cluster summary as quorum mode.
+pub fn publish_flags(status: &mut NodeStatus, view: &ClusterView, mode: SynchronousMode) {
+    let named =
+        view.sync.as_ref().is_some_and(|s| s.value.leader.is_some() && s.value.members().contains(&status.name));
+    status.sync_standby = named && mode == SynchronousMode::On;
+    status.quorum_standby = named && mode == SynchronousMode::Quorum;
+    if let Some(cluster) = status.cluster.as_mut() {
+        cluster.quorum_mode = mode == SynchronousMode::Quorum;
     }
 }
 

@@ -94,7 +94,9 @@ async fn store_server() -> StoreServer {
         raft_addr: format!("127.0.0.1:{raft_port}"),
         api_addr: String::new(),
     }];
-    let node = raft::RaftNode::start(raft::RaftConfig::new(1, "apitest", peers, dir.path().join("raft")))
+    let mut raft_config = raft::RaftConfig::new(1, "apitest", peers, dir.path().join("raft"));
+    raft_config.transport = raft::config::PeerTransport::Insecure;
+    let node = raft::RaftNode::start(raft_config)
         .await
         .expect("start a single-node raft");
     eventually(Duration::from_secs(30), "the single raft node leads", || async {

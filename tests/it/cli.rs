@@ -15,7 +15,7 @@ use crate::harness::*;
 /// How long one CLI invocation may take (a switchover polls for up to 20 s, a restart waits for PostgreSQL).
 const CLI_TIMEOUT: Duration = Duration::from_secs(240);
 /// raftgres' default `ttl` (the demo cluster does not change it).
-const TTL: Duration = Duration::from_secs(5);
+const TTL: Duration = Duration::from_secs(3);
 /// The pretty table's header, as patronictl 4.1 prints it.
 const HEADER: [&str; 9] = ["Member", "Host", "Role", "State", "TL", "Receive LSN", "Lag", "Replay LSN", "Lag"];
 
@@ -269,7 +269,6 @@ async fn cli_lists_and_reconfigures_a_live_cluster() {
     let error = ctl(c, &["reinit", &format!("node{primary}"), "--force"]).await.failed();
     assert!(error.contains("is not a replica"), "{error}");
     let primary = healthy(c).await;
-    check_remove(c, primary).await;
     check_one_node_stopped(c, primary).await;
     c.stop_all().await.expect("stop the cluster");
 }
@@ -349,7 +348,11 @@ async fn check_pending_restart(c: &LocalCluster) {
     })
     .await;
     let pretty = ctl(c, &["list"]).await.ok();
-    assert!(cells(pretty.lines().nth(1).unwrap_or_default()).contains(&"Pending restart".to_string()), "{pretty}");
+    let header = cells(pretty.lines().nth(1).unwrap_or_default());
+    assert!(header.contains(&"Pending restart".to_string()), "{pretty}");
+    assert!(header.contains(&"Pending restart reason".to_string()), "{pretty}");
+    let json = list_json(c).await;
+    assert!(json.iter().all(|row| row["Pending restart reason"] == "max_connections: 100->150"), "{json:?}");
     let out = ctl(c, &["restart", "--pending", "--force"]).await.ok();
     assert_eq!(out.matches("Success: restart on member").count(), 3, "{out}");
     wait_setting(c, "max_connections", "150").await;
@@ -412,19 +415,6 @@ async fn check_members(c: &LocalCluster, primary: usize) {
 async fn members_json(c: &LocalCluster) -> Vec<Value> {
     let out = ctl(c, &["members", "list", "-f", "json"]).await.ok();
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("members list -f json is not JSON ({e}): {out}"))
-}
-
-/// `remove`: the typed confirmations, then the refusal (no REST endpoint deletes a cluster).
-async fn check_remove(c: &LocalCluster, primary: usize) {
-    let error = ctl_with(c, &["remove", "demo"], "other\n").await.failed();
-    assert_eq!(error, "error: Cluster names specified do not match");
-    let error = ctl_with(c, &["remove", "demo"], "demo\nYes\n").await.failed();
-    assert_eq!(error, "error: You did not exactly type \"Yes I am aware\"");
-    let answers = format!("demo\nYes I am aware\nnode{primary}\n");
-    let error = ctl_with(c, &["remove", "demo"], &answers).await.failed();
-    assert!(error.contains("nothing was removed"), "{error}");
-    let error = ctl(c, &["remove", "demo"]).await.failed();
-    assert!(error.contains("standard input is closed"), "{error}");
 }
 
 /// With one node stopped, every read still works through the others; with none answering, one clear error.
@@ -546,4 +536,130 @@ fn write_script(path: &Path, text: &str) {
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::write(path, text).expect("write the script");
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("make the script executable");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cli_remove_wipes_the_cluster_from_the_store() {
+    if !pg_available("cli_remove_wipes_the_cluster_from_the_store") {
+        return;
+    }
+    let (spec, dir) = spec();
+    let (tc, primary) = start(spec, dir).await;
+    let c = &tc.cluster;
+    check_scheduled_restart(c, primary).await;
+    check_remove_refused(c, primary).await;
+
+    // Maintenance mode, then PostgreSQL stopped under the running nodes: the leader gives the key up.
+    let out = ctl(c, &["pause", "--wait"]).await.ok();
+    assert!(out.ends_with("Success: cluster management is paused\n"), "{out}");
+    c.stop_postmasters().await.expect("stop PostgreSQL on every node");
+    eventually(Duration::from_secs(60), "no leader and every member stopped", || async {
+        let cluster = cluster_json(c).await?;
+        let members = cluster["members"].as_array()?;
+        let stopped = members.len() == 3 && members.iter().all(|m| m["role"] != "leader" && m["state"] == "stopped");
+        stopped.then_some(())
+    })
+    .await;
+
+    let error = ctl_with(c, &["remove", "demo"], "other\n").await.failed();
+    assert_eq!(error, "error: Cluster names specified do not match");
+    let error = ctl_with(c, &["remove", "demo"], "demo\nYes\n").await.failed();
+    assert_eq!(error, "error: You did not exactly type \"Yes I am aware\"");
+    let error = ctl(c, &["remove", "demo"]).await.failed();
+    assert!(error.contains("standard input is closed"), "{error}");
+    assert!(ctl(c, &["list"]).await.ok().contains(" Maintenance mode: on\n"), "a declined remove changes nothing");
+
+    let ran = ctl_with(c, &["remove", "demo"], "demo\nYes I am aware\n").await;
+    assert!(ran.stderr.contains("You are about to remove all information in DCS for demo"), "{}", ran.stderr);
+    let out = ran.ok_in(c);
+    let n_keys: usize = out
+        .rsplit_once("Success: removed cluster demo from the raft store (")
+        .and_then(|(_, rest)| rest.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no success line:\n{out}"));
+    // config, initialize, status and the three members at least.
+    assert!(n_keys >= 6, "{out}");
+
+    // The `config` key (with `pause`) went with the rest: the nodes start PostgreSQL again and elect a leader,
+    // which writes `config` back from its bootstrap dynamic configuration.
+    healthy(c).await;
+    let config = eventually(Duration::from_secs(60), "the leader wrote the dynamic configuration again", || async {
+        let ran = ctl(c, &["show-config"]).await;
+        (ran.code == Some(0)).then_some(ran.stdout)
+    })
+    .await;
+    assert!(!config.contains("pause"), "{config}");
+    eventually(Duration::from_secs(30), "the new leader wrote the initialize key again", || async {
+        (1..=c.n_nodes())
+            .any(|node| {
+                let log = std::fs::read_to_string(c.dir().join(format!("node{node}/raftgres.log"))).unwrap_or_default();
+                log.lines().map(strip_ansi).any(|line| line.contains("wrote the missing initialize key"))
+            })
+            .then_some(())
+    })
+    .await;
+    assert!(!ctl(c, &["list"]).await.ok().contains("Maintenance mode"), "the removal ended maintenance mode");
+    c.stop_all().await.expect("stop the cluster");
+}
+
+/// `GET /cluster` from the first node that answers.
+async fn cluster_json(c: &LocalCluster) -> Option<Value> {
+    for node in 1..=c.n_nodes() {
+        let Ok(res) = reqwest::get(format!("{}/cluster", c.api(node))).await else { continue };
+        if let Ok(json) = res.json::<Value>().await {
+            return Some(json);
+        }
+    }
+    None
+}
+
+/// A scheduled restart shows in `GET /cluster` and in `list`'s `Scheduled restart` column until it is deleted.
+async fn check_scheduled_restart(c: &LocalCluster, primary: usize) {
+    let replica = (1..=3).find(|node| *node != primary).expect("a replica");
+    let name = format!("node{replica}");
+    let later = (chrono::Local::now() + chrono::Duration::hours(1)).format("%Y-%m-%dT%H:%M").to_string();
+    let out = ctl(c, &["restart", &name, "--scheduled", &later, "--force"]).await.ok();
+    assert!(out.contains(&format!("Success: restart scheduled on member {name}")), "{out}");
+    let schedule = eventually(Duration::from_secs(30), "the scheduled restart in GET /cluster", || async {
+        let cluster = cluster_json(c).await?;
+        let member = cluster["members"].as_array()?.iter().find(|m| m["name"] == name.as_str())?.clone();
+        member["scheduled_restart"]["schedule"].as_str().map(String::from)
+    })
+    .await;
+    let json = list_json(c).await;
+    assert_eq!(json[replica - 1]["Scheduled restart"], schedule.as_str(), "{json:?}");
+    assert!(json.iter().filter(|row| row.get("Scheduled restart").is_some()).count() == 1, "{json:?}");
+    let pretty = ctl(c, &["list"]).await.ok();
+    assert!(cells(pretty.lines().nth(1).unwrap_or_default()).contains(&"Scheduled restart".to_string()), "{pretty}");
+    let deleted = reqwest::Client::new().delete(format!("{}/restart", c.api(replica))).send().await;
+    assert_eq!(deleted.map(|res| res.status().as_u16()).ok(), Some(200), "DELETE /restart");
+    eventually(Duration::from_secs(30), "no scheduled restart in list", || async {
+        list_json(c).await.iter().all(|row| row.get("Scheduled restart").is_none()).then_some(())
+    })
+    .await;
+}
+
+/// With a running leader, `remove` and `DELETE /cluster` refuse and nothing is removed.
+async fn check_remove_refused(c: &LocalCluster, primary: usize) {
+    let running_leader = format!(
+        "This cluster has a running leader (node{primary}); pause the cluster (raftgres pause) and stop PostgreSQL \
+         on it first"
+    );
+    let error = ctl(c, &["remove", "demo", "--force"]).await.failed();
+    assert_eq!(error, format!("error: {running_leader}"));
+    let error = ctl_with(c, &["remove", "demo"], "demo\nYes I am aware\n").await.failed();
+    assert_eq!(error, format!("error: {running_leader}"));
+    let error = ctl(c, &["remove", "other", "--force"]).await.failed();
+    assert_eq!(error, "error: the nodes serve cluster \"demo\", not \"other\"");
+    let http = reqwest::Client::new();
+    let url = format!("{}/cluster", c.api(primary));
+    let res = http.delete(&url).json(&serde_json::json!({"cluster": "demo"})).send().await.expect("DELETE /cluster");
+    assert_eq!(res.status().as_u16(), 409);
+    let body: Value = res.json().await.expect("a JSON error");
+    assert_eq!(body, serde_json::json!({"error": running_leader}));
+    let res = http.delete(&url).json(&serde_json::json!({"cluster": "other"})).send().await.expect("DELETE /cluster");
+    assert_eq!(res.status().as_u16(), 400);
+    let res = http.delete(&url).send().await.expect("DELETE /cluster");
+    assert!(matches!(res.status().as_u16(), 400 | 411), "a body naming the cluster is required");
+    assert_eq!(list_json(c).await.len(), 3, "nothing was removed");
+    assert_eq!(healthy(c).await, primary);
 }

@@ -19,6 +19,29 @@ async fn write_rows(c: &raftgres::demo::cluster::LocalCluster, node: usize, from
     acked
 }
 
+/// The new primary recorded the failover's timeline in `/history` and `/metrics`, in order:
+/// old primary's last renewal, lease expiry, promote start, promotion, first healthy cycle.
+async fn check_failover_timeline(c: &raftgres::demo::cluster::LocalCluster, new: usize) {
+    let history_url = format!("{}/history", c.api(new));
+    let timeline = eventually(Duration::from_secs(30), "a history line with the failover's timeline", || async {
+        let history: serde_json::Value = reqwest::get(&history_url).await.ok()?.json().await.ok()?;
+        let last = history.as_array()?.last()?.as_array()?.get(5)?.clone();
+        (last["kind"] == "failover").then_some(last)
+    })
+    .await;
+    let at = |phase: &str| timeline[phase].as_u64().unwrap_or_else(|| panic!("{phase} missing in {timeline}"));
+    let phases = ["last_renewal_ms", "lease_expired_ms", "promote_started_ms", "promoted_ms", "first_healthy_ms"];
+    let times: Vec<u64> = phases.iter().map(|p| at(p)).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "phases out of order: {timeline}");
+    let metrics = reqwest::get(format!("{}/metrics", c.api(new))).await.expect("GET /metrics");
+    let text = metrics.text().await.expect("metrics body");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("raftgres_last_failover_seconds{") && l.contains(r#"phase="first_healthy""#)),
+        "no failover timeline in /metrics:\n{text}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn crash_of_primary_fails_over_and_old_primary_rejoins_with_rewind() {
     if !pg_available("crash_of_primary_fails_over_and_old_primary_rejoins_with_rewind") {
@@ -34,6 +57,7 @@ async fn crash_of_primary_fails_over_and_old_primary_rejoins_with_rewind() {
     c.kill_postmaster(old).expect("kill -9 the primary's postmaster");
     let new = new_primary(c, old, Duration::from_secs(60)).await;
     assert!(execute(c, new, "INSERT INTO acked VALUES (1000000)").await, "writes succeed on the new primary");
+    check_failover_timeline(c, new).await;
     // Asynchronous replication: report (not assert) acknowledged rows the new primary lacks.
     let present = count(c, new, "SELECT count(*) FROM acked WHERE id < 200").await.unwrap_or(0);
     println!("async mode: {} of {} acknowledged rows missing after the crash failover", 200 - present, acked.len());

@@ -5,11 +5,13 @@
 //! check for it at run time and print why they skip.
 
 mod api;
+mod chaos;
 mod cli;
 mod cluster;
 mod config;
 mod failover;
 mod guard;
+mod haproxy;
 mod harness;
 mod partition;
 mod sync;

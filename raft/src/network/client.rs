@@ -1,8 +1,16 @@
 //! Client side of the peer transport: openraft's `RaftNetworkFactory` over one shared HTTP
 //! client, plus the calls a node makes to its peers (forwarded writes, read index, status,
 //! membership). Connection refusal maps to `Unreachable` so openraft backs off.
+//!
+//! With TLS every call verifies that the server's certificate names the node it is addressed
+//! to: the name comes from the static peer list, then the live membership, then the records
+//! openraft hands to `new_client`; only a node known by none of them is checked against the
+//! URL host (certificates name the node's addresses too).
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use openraft::error::InstallSnapshotError;
@@ -22,12 +30,15 @@ use openraft::raft::VoteRequest;
 use openraft::raft::VoteResponse;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::sync::watch;
 
 use super::decode;
 use super::encode;
+use super::tls::PeerTls;
 use super::Wire;
 use super::DECODE_LIMIT;
 use super::PROTOCOL_VERSION;
+use crate::config::PeerTransport;
 use crate::config::RaftConfig;
 use crate::NodeId;
 use crate::PeerNode;
@@ -54,15 +65,19 @@ pub enum CallError {
     },
 }
 
-/// Shared peer client: one `reqwest::Client` for every peer and RPC.
+/// Shared peer client: one plaintext `reqwest::Client`, or with TLS one client per peer name
+/// (each verifying that name), cached by [`PeerTls`].
 #[derive(Clone)]
 pub struct PeerClient {
     http: reqwest::Client,
+    tls: Option<Arc<PeerTls>>,
     cfg: Arc<RaftConfig>,
+    membership: Arc<OnceLock<watch::Receiver<crate::typ::RaftMetrics>>>,
+    learned: Arc<Mutex<HashMap<NodeId, String>>>,
 }
 
 impl PeerClient {
-    /// Builds the shared client.
+    /// Builds the shared client; with TLS this loads and checks the certificate files.
     pub fn new(cfg: Arc<RaftConfig>) -> Result<Self, crate::RaftError> {
         let http = reqwest::Client::builder()
             .connect_timeout(cfg.election_timeout_min)
@@ -71,12 +86,61 @@ impl PeerClient {
             .no_proxy()
             .build()
             .map_err(|e| crate::RaftError::Protocol(format!("build peer HTTP client: {e}")))?;
-        Ok(PeerClient { http, cfg })
+        let tls = match &cfg.transport {
+            PeerTransport::Tls(files) => {
+                Some(Arc::new(PeerTls::load(files, &cfg.me().name, cfg.election_timeout_min)?))
+            }
+            PeerTransport::Insecure => None,
+            PeerTransport::Unset => {
+                cfg.validate_transport()?;
+                None
+            }
+        };
+        Ok(PeerClient {
+            http,
+            tls,
+            cfg,
+            membership: Arc::new(OnceLock::new()),
+            learned: Arc::new(Mutex::new(HashMap::new())),
+        })
     }
 
     /// The config this client speaks for.
     pub fn config(&self) -> &RaftConfig {
         &self.cfg
+    }
+
+    /// The TLS state, `None` on a plaintext (loopback) cluster.
+    pub fn tls(&self) -> Option<&Arc<PeerTls>> {
+        self.tls.as_ref()
+    }
+
+    /// Lets the client look peer names up in the live membership.
+    pub fn watch_membership(&self, metrics: watch::Receiver<crate::typ::RaftMetrics>) {
+        let _ = self.membership.set(metrics);
+    }
+
+    /// Remembers the name of a node openraft replicates to.
+    fn learn(&self, id: NodeId, name: &str) {
+        if !name.is_empty() {
+            self.learned.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(id, name.to_string());
+        }
+    }
+
+    /// The member name of node `id`: static peers, then the membership, then learned records.
+    pub fn name_of(&self, id: NodeId) -> Option<String> {
+        if let Some(peer) = self.cfg.peers.iter().find(|p| p.id == id) {
+            return Some(peer.name.clone());
+        }
+        if let Some(metrics) = self.membership.get() {
+            let metrics = metrics.borrow();
+            if let Some(node) = metrics.membership_config.membership().get_node(&id) {
+                if !node.name.is_empty() {
+                    return Some(node.name.clone());
+                }
+            }
+        }
+        self.learned.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&id).cloned()
     }
 
     /// Sends `body` to `path` of node `to` at `addr` and decodes the answer.
@@ -91,9 +155,16 @@ impl PeerClient {
         let wire =
             Wire { version: PROTOCOL_VERSION, cluster_id: self.cfg.cluster_id(), from: self.cfg.node_id, to, body };
         let bytes = encode(&wire).map_err(|message| CallError::Network { addr: addr.to_string(), message })?;
-        let url = format!("http://{addr}{path}");
-        let res = self
-            .http
+        let (http, url) = match &self.tls {
+            None => (self.http.clone(), format!("http://{addr}{path}")),
+            Some(tls) => {
+                let http = tls
+                    .client_for(self.name_of(to).as_deref())
+                    .map_err(|e| CallError::Network { addr: addr.to_string(), message: e.to_string() })?;
+                (http, format!("https://{addr}{path}"))
+            }
+        };
+        let res = http
             .post(&url)
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
             .timeout(timeout)
@@ -150,6 +221,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
 
     async fn new_client(&mut self, target: NodeId, node: &PeerNode) -> Self::Network {
         let addr = self.client.config().peer_addr(target, node);
+        self.client.learn(target, &node.name);
         PeerConnection { client: self.client.clone(), target, addr }
     }
 }

@@ -1,12 +1,15 @@
-//! The peer transport: bincode bodies over HTTP on a peer-only listener.
+//! The peer transport: bincode bodies over HTTPS with mutual TLS (`tls`, certificates from
+//! `certs`) on a peer-only listener; plaintext HTTP only with `raft.insecure` on loopback.
 //!
 //! Every message is a [`Wire`] carrying the protocol version, the cluster id and the sender and
 //! target node ids; the receiver rejects any mismatch with an error response and a log line.
 //! Bodies are decoded with a size limit. This module must not serve the REST API: the peer
 //! port and the REST port are separate listeners.
 
+pub mod certs;
 pub mod client;
 pub mod server;
+pub mod tls;
 
 use std::collections::BTreeMap;
 

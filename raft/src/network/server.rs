@@ -4,10 +4,15 @@
 //! and hands the body to openraft or to the node. Bad input gets an error response (400) and a
 //! WARN line, never a panic. A node that is still deciding whether it may take part (pristine
 //! bootstrap or rejoin after a wiped disk) answers Raft RPCs with 503.
+//!
+//! With TLS the handshake has already checked that the client certificate comes from the
+//! cluster's CA; [`open`] then checks that it names the node the message claims to come from
+//! (403 and a WARN line otherwise), so a node can speak only for itself.
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
+use axum::extract::ConnectInfo;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -25,6 +30,10 @@ use tracing::warn;
 
 use super::decode;
 use super::encode;
+use super::tls::cert_names;
+use super::tls::PeerIdentity;
+use super::tls::PeerTls;
+use super::tls::PeerTlsListener;
 use super::MembershipChange;
 use super::Wire;
 use super::DECODE_LIMIT;
@@ -48,6 +57,26 @@ pub fn router(inner: Arc<Inner>, max_body_bytes: usize) -> Router {
         .with_state(inner)
 }
 
+/// Serves `app` on `listener` until `shutdown`: over mutual TLS when `tls` is set, else plaintext.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    tls: Option<Arc<PeerTls>>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    match tls {
+        Some(tls) => {
+            let listener = PeerTlsListener::new(listener, tls)?;
+            let service = app.into_make_service_with_connect_info::<PeerIdentity>();
+            axum::serve(listener, service).with_graceful_shutdown(shutdown).await
+        }
+        None => {
+            let service = app.into_make_service_with_connect_info::<PeerIdentity>();
+            axum::serve(listener, service).with_graceful_shutdown(shutdown).await
+        }
+    }
+}
+
 fn reject(path: &str, status: StatusCode, message: String) -> Response {
     warn!(path, %status, reason = %message, "rejected peer message");
     (status, message).into_response()
@@ -63,7 +92,12 @@ fn reply<T: Serialize>(path: &str, value: &T) -> Response {
 /// Decodes and checks the envelope; returns the sender and body, or the error response.
 /// The response is returned unboxed: it is built once per rejected message, off the hot path.
 #[allow(clippy::result_large_err)]
-fn open<T: DeserializeOwned>(inner: &Inner, path: &str, bytes: &Bytes) -> Result<(NodeId, T), Response> {
+fn open<T: DeserializeOwned>(
+    inner: &Inner,
+    peer: &PeerIdentity,
+    path: &str,
+    bytes: &Bytes,
+) -> Result<(NodeId, T), Response> {
     let wire: Wire<T> = decode::<Wire<T>, DECODE_LIMIT>(bytes)
         .map_err(|e| reject(path, StatusCode::BAD_REQUEST, format!("undecodable peer message: {e}")))?;
     let cfg = inner.config();
@@ -97,7 +131,57 @@ fn open<T: DeserializeOwned>(inner: &Inner, path: &str, bytes: &Bytes) -> Result
             ),
         ));
     }
+    authorize(inner, peer, wire.from).map_err(|message| reject(path, StatusCode::FORBIDDEN, message))?;
     Ok((wire.from, wire.body))
+}
+
+/// Checks that the client certificate names node `from`; the error says why not.
+fn authorize(inner: &Inner, peer: &PeerIdentity, from: NodeId) -> Result<(), String> {
+    let cfg = inner.config();
+    let Some(cert) = &peer.cert else {
+        return match cfg.transport {
+            crate::config::PeerTransport::Tls(_) => {
+                Err(format!("message from node {from} at {} carries no client certificate", peer.addr))
+            }
+            _ => Ok(()),
+        };
+    };
+    let known = known_names(inner);
+    match known.iter().find(|(id, _)| *id == from) {
+        Some((_, name)) if cert_names(cert, name) => Ok(()),
+        Some((_, name)) => {
+            let claimed =
+                known.iter().find(|(_, other)| cert_names(cert, other)).map(|(id, name)| format!("{name} (node {id})"));
+            Err(format!(
+                "message claims to come from node {from} ({name}) but the client certificate from {} does not name \
+                 {name:?}{}; a node may only speak for itself",
+                peer.addr,
+                claimed.map(|c| format!(" (it names {c})")).unwrap_or_default()
+            ))
+        }
+        // A node not yet in the membership (joining): it must not use a member's name.
+        None => match known.iter().find(|(_, name)| cert_names(cert, name)) {
+            Some((id, name)) => Err(format!(
+                "message claims to come from unknown node {from} but the client certificate from {} names member \
+                 {name:?} (node {id})",
+                peer.addr
+            )),
+            None => Ok(()),
+        },
+    }
+}
+
+/// Names of the nodes this node knows: the static peers, then the membership.
+fn known_names(inner: &Inner) -> Vec<(NodeId, String)> {
+    let mut names: Vec<(NodeId, String)> = inner.config().peers.iter().map(|p| (p.id, p.name.clone())).collect();
+    let metrics = inner.raft().metrics();
+    let metrics = metrics.borrow();
+    for (id, node) in metrics.membership_config.membership().nodes() {
+        if !node.name.is_empty() && !names.iter().any(|(known, _)| known == id) {
+            names.push((*id, node.name.clone()));
+        }
+    }
+    names
 }
 
 fn guarded(inner: &Inner, path: &str) -> Option<Response> {
@@ -108,42 +192,54 @@ fn guarded(inner: &Inner, path: &str) -> Option<Response> {
     None
 }
 
-async fn append(State(inner): State<Arc<Inner>>, bytes: Bytes) -> Response {
+async fn append(
+    State(inner): State<Arc<Inner>>,
+    ConnectInfo(peer): ConnectInfo<PeerIdentity>,
+    bytes: Bytes,
+) -> Response {
     const PATH: &str = "/raft/append";
     if let Some(res) = guarded(&inner, PATH) {
         return res;
     }
-    match open::<AppendEntriesRequest<TypeConfig>>(&inner, PATH, &bytes) {
+    match open::<AppendEntriesRequest<TypeConfig>>(&inner, &peer, PATH, &bytes) {
         Ok((_, req)) => reply(PATH, &inner.raft().append_entries(req).await),
         Err(res) => res,
     }
 }
 
-async fn vote(State(inner): State<Arc<Inner>>, bytes: Bytes) -> Response {
+async fn vote(State(inner): State<Arc<Inner>>, ConnectInfo(peer): ConnectInfo<PeerIdentity>, bytes: Bytes) -> Response {
     const PATH: &str = "/raft/vote";
     if let Some(res) = guarded(&inner, PATH) {
         return res;
     }
-    match open::<VoteRequest<NodeId>>(&inner, PATH, &bytes) {
+    match open::<VoteRequest<NodeId>>(&inner, &peer, PATH, &bytes) {
         Ok((_, req)) => reply(PATH, &inner.raft().vote(req).await),
         Err(res) => res,
     }
 }
 
-async fn snapshot(State(inner): State<Arc<Inner>>, bytes: Bytes) -> Response {
+async fn snapshot(
+    State(inner): State<Arc<Inner>>,
+    ConnectInfo(peer): ConnectInfo<PeerIdentity>,
+    bytes: Bytes,
+) -> Response {
     const PATH: &str = "/raft/snapshot";
     if let Some(res) = guarded(&inner, PATH) {
         return res;
     }
-    match open::<InstallSnapshotRequest<TypeConfig>>(&inner, PATH, &bytes) {
+    match open::<InstallSnapshotRequest<TypeConfig>>(&inner, &peer, PATH, &bytes) {
         Ok((_, req)) => reply(PATH, &inner.raft().install_snapshot(req).await),
         Err(res) => res,
     }
 }
 
-async fn write(State(inner): State<Arc<Inner>>, bytes: Bytes) -> Response {
+async fn write(
+    State(inner): State<Arc<Inner>>,
+    ConnectInfo(peer): ConnectInfo<PeerIdentity>,
+    bytes: Bytes,
+) -> Response {
     const PATH: &str = "/raft/write";
-    match open::<Envelope>(&inner, PATH, &bytes) {
+    match open::<Envelope>(&inner, &peer, PATH, &bytes) {
         // Served in a task: a dropped HTTP request must not cancel a write half-way.
         Ok((_, envelope)) => {
             let task_inner = inner.clone();
@@ -156,25 +252,37 @@ async fn write(State(inner): State<Arc<Inner>>, bytes: Bytes) -> Response {
     }
 }
 
-async fn read_index(State(inner): State<Arc<Inner>>, bytes: Bytes) -> Response {
+async fn read_index(
+    State(inner): State<Arc<Inner>>,
+    ConnectInfo(peer): ConnectInfo<PeerIdentity>,
+    bytes: Bytes,
+) -> Response {
     const PATH: &str = "/raft/read-index";
-    match open::<()>(&inner, PATH, &bytes) {
+    match open::<()>(&inner, &peer, PATH, &bytes) {
         Ok(_) => reply(PATH, &inner.serve_read_index().await),
         Err(res) => res,
     }
 }
 
-async fn status(State(inner): State<Arc<Inner>>, bytes: Bytes) -> Response {
+async fn status(
+    State(inner): State<Arc<Inner>>,
+    ConnectInfo(peer): ConnectInfo<PeerIdentity>,
+    bytes: Bytes,
+) -> Response {
     const PATH: &str = "/raft/status";
-    match open::<()>(&inner, PATH, &bytes) {
+    match open::<()>(&inner, &peer, PATH, &bytes) {
         Ok(_) => reply(PATH, &inner.peer_status().await),
         Err(res) => res,
     }
 }
 
-async fn membership(State(inner): State<Arc<Inner>>, bytes: Bytes) -> Response {
+async fn membership(
+    State(inner): State<Arc<Inner>>,
+    ConnectInfo(peer): ConnectInfo<PeerIdentity>,
+    bytes: Bytes,
+) -> Response {
     const PATH: &str = "/raft/membership";
-    match open::<MembershipChange>(&inner, PATH, &bytes) {
+    match open::<MembershipChange>(&inner, &peer, PATH, &bytes) {
         Ok((from, change)) => {
             let task_inner = inner.clone();
             match tokio::spawn(async move { task_inner.serve_membership(from, change).await }).await {

@@ -273,3 +273,25 @@ fn delete_prefix_removes_the_cluster_keys() {
     state.apply(2, &Envelope { origin: 1, seq: 2, stamp_ms: 0, cmd: Command::DeletePrefix { prefix: String::new() } });
     assert!(state.keys.is_empty());
 }
+
+#[test]
+fn expiry_of_the_leader_session_records_its_last_renewal_and_expiry() {
+    let mut state = ClusterState::default();
+    let steps = [
+        (1, 1, acquire(ME, "pg1")),
+        (1, 2, renew(ME, "pg1")),
+        (2, 1, Command::Txn { guards: vec![], ops: vec![keep_alive(OTHER, "pg2")] }),
+        (9, 1, Command::ExpireSession { session: OTHER, expected_renewed_rev: 3 }),
+    ];
+    for (idx, (origin, seq, cmd)) in steps.into_iter().enumerate() {
+        let rev = idx as u64 + 1;
+        state.apply(rev, &Envelope { origin, seq, stamp_ms: 1000 * rev, cmd });
+    }
+    assert_eq!(state.get(LEADER_EXPIRY_KEY), None, "a session without the leader key leaves no record");
+    let expire = Command::ExpireSession { session: ME, expected_renewed_rev: 2 };
+    state.apply(5, &Envelope { origin: 9, seq: 2, stamp_ms: 5000, cmd: expire });
+    let record: serde_json::Value =
+        serde_json::from_str(&state.get(LEADER_EXPIRY_KEY).expect("a record").value).expect("JSON");
+    assert_eq!(record, serde_json::json!({"member": "pg1", "last_renewal_ms": 2000, "expired_ms": 5000}));
+    assert_eq!(state.get("leader"), None);
+}

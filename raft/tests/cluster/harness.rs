@@ -88,7 +88,10 @@ impl TestCluster {
                 api_addr: String::new(),
             })
             .collect();
-        RaftConfig::new(id, "test-cluster", peers, self.data_dir(id))
+        let mut cfg = RaftConfig::new(id, "test-cluster", peers, self.data_dir(id));
+        // Plaintext on loopback: these tests are about consensus; raft/tests/tls.rs covers TLS.
+        cfg.transport = raft::config::PeerTransport::Insecure;
+        cfg
     }
 
     /// Data directory of node `id`.

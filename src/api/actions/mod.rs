@@ -1,9 +1,11 @@
 //! The action endpoints (contract §1.8-§1.11): switchover and failover ([`failover`]), restarts ([`restart`]),
-//! `POST /reload` and `POST /reinitialize` (here). Validation is PURE ([`validate`]); the work is done by the
-//! HA loop (through [`HaRequest`]) or by the leader's loop reading the `failover` key, never by the API itself:
-//! the API never touches PostgreSQL.
+//! `POST /reload` and `POST /reinitialize` (here), and raftgres' `DELETE /cluster` ([`remove`]). Validation is
+//! PURE ([`validate`]); the work is done by the HA loop (through [`HaRequest`]) or by the leader's loop reading
+//! the `failover` key, never by the API itself: the API never touches PostgreSQL. `DELETE /cluster` is the one
+//! action that writes the store itself (it deletes every key).
 
 pub mod failover;
+pub mod remove;
 pub mod restart;
 pub mod validate;
 

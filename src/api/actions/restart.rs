@@ -3,8 +3,8 @@
 //! behind a timer task that hands them to the loop when due.
 //!
 //! A scheduled restart is cancelled when the postmaster's start time changes before it is due (PostgreSQL was
-//! restarted some other way). It is published under `scheduled_restart` in `GET /patroni`; unlike Patroni it is
-//! not published in the member key (the HA loop owns that key).
+//! restarted some other way). It is published under `scheduled_restart` in `GET /patroni`, and, as in Patroni, in
+//! the member key: the HA loop owns that key, so it reads the schedule through [`RestartSchedule::subscribe`].
 
 use std::sync::Mutex;
 use std::sync::MutexGuard;
@@ -20,6 +20,7 @@ use chrono::Utc;
 use serde_json::Map;
 use serde_json::Value;
 use tokio::sync::oneshot;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::validate;
@@ -31,9 +32,17 @@ use crate::api::ApiState;
 use crate::ha::requests::HaRequest;
 
 /// The one restart this node may have scheduled.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RestartSchedule {
     slot: Mutex<Option<Scheduled>>,
+    /// [`RestartSchedule::describe`] after every change, for the HA loop's member key.
+    published: watch::Sender<Option<Map<String, Value>>>,
+}
+
+impl Default for RestartSchedule {
+    fn default() -> Self {
+        RestartSchedule { slot: Mutex::new(None), published: watch::Sender::new(None) }
+    }
 }
 
 #[derive(Debug)]
@@ -49,46 +58,65 @@ impl RestartSchedule {
         self.slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// The scheduled restart as [`RestartSchedule::describe`] shows it, updated on every change.
+    pub fn subscribe(&self) -> watch::Receiver<Option<Map<String, Value>>> {
+        self.published.subscribe()
+    }
+
+    /// Publishes what `slot` now holds to the receivers of [`RestartSchedule::subscribe`].
+    fn publish(&self, slot: &Option<Scheduled>) {
+        self.published.send_replace(describe(slot.as_ref()));
+    }
+
     /// `scheduled_restart` of the status object, when a restart is scheduled.
     pub fn describe(&self) -> Option<Map<String, Value>> {
-        let slot = self.slot();
-        let scheduled = slot.as_ref()?;
-        let mut res = Map::new();
-        res.insert("schedule".into(), Value::from(scheduled.at.to_rfc3339()));
-        if scheduled.request.restart_pending {
-            res.insert("restart_pending".into(), Value::Bool(true));
-        }
-        if let Some(role) = scheduled.request.role {
-            res.insert("role".into(), Value::from(role.as_str()));
-        }
-        if let Some(version) = scheduled.request.postgres_version {
-            res.insert("postgres_version".into(), Value::from(version));
-        }
-        if let Some(timeout) = scheduled.request.timeout {
-            res.insert("timeout".into(), Value::from(timeout));
-        }
-        Some(res)
+        describe(self.slot().as_ref())
     }
 
     /// Removes the scheduled restart; true when there was one.
     pub fn cancel(&self) -> bool {
-        match self.slot().take() {
+        let mut slot = self.slot();
+        let res = match slot.take() {
             Some(scheduled) => {
                 scheduled.timer.abort();
                 true
             }
             None => false,
-        }
+        };
+        self.publish(&slot);
+        res
     }
 
     /// Takes the restart scheduled under `id`, if it is still the scheduled one.
     fn take(&self, id: u64) -> Option<RestartRequest> {
         let mut slot = self.slot();
         if slot.as_ref().is_some_and(|scheduled| scheduled.id == id) {
-            return slot.take().map(|scheduled| scheduled.request);
+            let res = slot.take().map(|scheduled| scheduled.request);
+            self.publish(&slot);
+            return res;
         }
         None
     }
+}
+
+/// `scheduled_restart` of the status object and the member key.
+fn describe(scheduled: Option<&Scheduled>) -> Option<Map<String, Value>> {
+    let scheduled = scheduled?;
+    let mut res = Map::new();
+    res.insert("schedule".into(), Value::from(scheduled.at.to_rfc3339()));
+    if scheduled.request.restart_pending {
+        res.insert("restart_pending".into(), Value::Bool(true));
+    }
+    if let Some(role) = scheduled.request.role {
+        res.insert("role".into(), Value::from(role.as_str()));
+    }
+    if let Some(version) = scheduled.request.postgres_version {
+        res.insert("postgres_version".into(), Value::from(version));
+    }
+    if let Some(timeout) = scheduled.request.timeout {
+        res.insert("timeout".into(), Value::from(timeout));
+    }
+    Some(res)
 }
 
 /// `POST /restart`.
@@ -133,6 +161,7 @@ fn schedule(state: &ApiState, request: RestartRequest, at: DateTime<FixedOffset>
     });
     tracing::info!(at = %at.to_rfc3339(), "restart scheduled");
     *slot = Some(Scheduled { id, request, at, timer });
+    state.restarts.publish(&slot);
     reply::text(202, "Restart scheduled")
 }
 

@@ -53,6 +53,28 @@ fn json_rows_leave_out_empty_values() {
 }
 
 #[test]
+fn a_scheduled_restart_gets_its_column() {
+    let mut document = cluster();
+    document["members"][1]["scheduled_restart"] =
+        json!({"schedule": "2026-11-22T13:00:00+00:00", "postgres_version": "15.4", "restart_pending": true});
+    let got = render_list(&document, Format::Tsv, false);
+    let mut lines = got.lines();
+    assert!(
+        lines.next().is_some_and(|header| header.ends_with("\tPending restart reason\tScheduled restart")),
+        "{got}"
+    );
+    assert!(lines.next().is_some_and(|node1| node1.ends_with("\t\t\t")), "{got}");
+    assert!(
+        lines.next().is_some_and(|node2| node2.ends_with("\t\t2026-11-22T13:00:00+00:00 if version < 15.4")),
+        "{got}"
+    );
+    let pretty = render_list(&document, Format::Pretty, false);
+    let header = pretty.lines().nth(1).unwrap_or_default();
+    assert!(header.ends_with("| Scheduled restart                           |"), "{pretty}");
+    assert!(pretty.contains("| 2026-11-22T13:00:00+00:00 if version < 15.4 |\n"), "{pretty}");
+}
+
+#[test]
 fn lags_are_mebibytes_rounded_half_to_even() {
     assert_eq!(lag_mb(&json!(0)), json!(0));
     assert_eq!(lag_mb(&json!(1_572_864)), json!(2), "1.5 MiB rounds to 2");

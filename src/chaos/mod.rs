@@ -1,0 +1,430 @@
+//! `raftgres chaos`: a local three-node cluster with real PostgreSQL under a seeded sequence of
+//! faults, a write workload and a write-probe sampler, then four checkers (single primary, no lost
+//! acknowledged write, liveness, clean logs) and a summary ending with `violations: N`.
+//!
+//! Modules: [`schedule`] (the seeded plan, pure), [`faults`] (inject and heal), [`workload`]
+//! (clients), [`sampler`] (write probes and lease views), [`history`] (what is recorded),
+//! [`checkers`] (pure), [`report`] (pure), [`net`] (short-timeout SQL and REST access).
+//! It drives nodes only from outside, through [`LocalCluster`] and a [`ProxyMesh`] on the raft
+//! links; the one thing it can change inside a node is the deliberately broken mode
+//! ([`BREAK_ENV`]), which exists to prove the checkers can fail.
+
+pub mod checkers;
+pub mod faults;
+pub mod history;
+pub mod net;
+pub mod report;
+pub mod sampler;
+pub mod schedule;
+pub mod workload;
+
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicI64;
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use anyhow::Context;
+use raft::faultproxy::ProxyMesh;
+use serde_json::json;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use self::checkers::Violation;
+use self::history::FaultRecord;
+use self::history::Outcome;
+use self::history::Recorder;
+use self::net::Endpoints;
+use self::report::Summary;
+use self::schedule::FaultKind;
+use self::schedule::Plan;
+use crate::demo::cluster::ClusterSpec;
+use crate::demo::cluster::LocalCluster;
+
+/// The environment variable that turns on a deliberately broken node (`no-demote`: a primary
+/// never stops itself). Only the chaos harness sets it, with `--break`; see [`unsafe_break_no_demote`].
+pub const BREAK_ENV: &str = "CHAOS_UNSAFE_BREAK";
+/// `ttl`, `loop_wait`, `retry_timeout` (seconds) of the chaos cluster: more slack than the
+/// defaults (5, 1, 2) because six processes share a small machine with the harness, and a raft
+/// write that misses `retry_timeout` only from CPU starvation would make noise, not findings.
+const TIMING: (u64, u64, u64) = (10, 1, 3);
+/// How long the cluster may take to become healthy at start.
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the workload keeps running once the cluster healed, to show writes work again.
+const AFTER_HEAL: Duration = Duration::from_secs(5);
+/// How long the replicas may take to replay everything the primary has.
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `raftgres chaos`'s flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ChaosArgs {
+    /// Seconds of fault injection (the run takes longer: start, heal, convergence, checks).
+    #[arg(long, default_value_t = 120)]
+    pub duration: u64,
+    /// Seed of the fault plan; the same seed replays the same sequence of faults.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// `sync` (synchronous_mode on: no acknowledged write may be lost) or `async` (losses counted).
+    #[arg(long, default_value = "sync", value_parser = ["sync", "async"])]
+    pub mode: String,
+    /// Cluster directory (configs, data, logs); an old chaos directory there is wiped first.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Keep the directory after a clean run (it is always kept after a violation).
+    #[arg(long)]
+    pub keep: bool,
+    /// Number of writing clients.
+    #[arg(long, default_value_t = 3)]
+    pub clients: usize,
+    /// Only these fault kinds, comma-separated (default: all).
+    #[arg(long, default_value = "")]
+    pub faults: String,
+    /// Seconds the cluster may take to heal once the faults stop (the liveness bound).
+    #[arg(long, default_value_t = 60)]
+    pub liveness_bound: u64,
+    /// Seconds the cluster may take to recover after one fault; a fault it does not recover from
+    /// is a liveness violation and ends the fault loop.
+    #[arg(long, default_value_t = 120)]
+    pub recovery_timeout: u64,
+    /// Test the harness: run deliberately broken nodes (`no-demote`).
+    #[arg(long, hide = true, value_parser = ["no-demote"])]
+    pub r#break: Option<String>,
+}
+
+/// Whether this node runs deliberately broken: a primary that must stop itself (lost lease, a
+/// newer leader key, fence deadline, guard deadline) does not. Set only by `raftgres chaos
+/// --break no-demote` to prove its checkers catch a split brain; never set it on a real cluster.
+pub fn unsafe_break_no_demote() -> bool {
+    static BROKEN: OnceLock<bool> = OnceLock::new();
+    *BROKEN.get_or_init(|| {
+        let broken = std::env::var(BREAK_ENV).is_ok_and(|value| value == "no-demote");
+        if broken {
+            tracing::warn!(env = BREAK_ENV, "UNSAFE: running with self-demotion disabled for a chaos test");
+        }
+        broken
+    })
+}
+
+/// Runs the chaos test and prints its summary; returns the number of violations.
+pub async fn run(args: ChaosArgs) -> anyhow::Result<usize> {
+    let kinds = schedule::parse_kinds(&args.faults).map_err(anyhow::Error::msg)?;
+    if args.r#break.is_some() {
+        // Inherited by the `raftgres run` children; set before any of them starts.
+        std::env::set_var(BREAK_ENV, "no-demote");
+    }
+    let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from(format!("/tmp/raftgres-chaos-{}", args.seed)));
+    prepare_dir(&dir)?;
+    let mut spec = ClusterSpec::new(&dir, std::env::current_exe().context("find the raftgres binary")?);
+    spec.pg_port = free_port_block(3)?;
+    spec.api_port = free_port_block(3)?;
+    spec.raft_port = free_port_block(3)?;
+    let targets: BTreeMap<u64, String> =
+        (1..=3u64).map(|id| (id, format!("127.0.0.1:{}", spec.raft_port + id as u16 - 1))).collect();
+    let mesh = ProxyMesh::start(&targets).await.context("start the raft proxy mesh")?;
+    for from in 1..=3u64 {
+        for to in (1..=3u64).filter(|to| *to != from) {
+            spec.raft_addr_override.insert((from, to), mesh.addr(from, to));
+        }
+    }
+    let sync = args.mode == "sync";
+    spec.dcs_overrides = json!({
+        "synchronous_mode": if sync { "on" } else { "off" },
+        "ttl": TIMING.0,
+        "loop_wait": TIMING.1,
+        "retry_timeout": TIMING.2,
+    });
+    let cluster = LocalCluster::generate(spec)?;
+    println!("chaos: cluster in {} (seed {}, mode {})", dir.display(), args.seed, args.mode);
+    let outcome = drive(&cluster, &mesh, &args, &kinds, sync).await;
+    if let Err(e) = cluster.stop_all().await {
+        tracing::warn!("failed to {e:#}");
+    }
+    mesh.shutdown().await;
+    let summary = outcome?;
+    print!("{}", report::render(&summary));
+    let n_violations = summary.violations.len();
+    if n_violations == 0 && !args.keep {
+        drop(cluster);
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            tracing::warn!(dir = %dir.display(), "failed to remove the chaos directory: {e}");
+        }
+    } else {
+        println!("chaos: logs and data kept in {}", dir.display());
+    }
+    Ok(n_violations)
+}
+
+/// The whole run on a generated cluster: start, workload and sampler, faults, heal, checks.
+async fn drive(
+    cluster: &LocalCluster,
+    mesh: &ProxyMesh,
+    args: &ChaosArgs,
+    kinds: &[FaultKind],
+    sync: bool,
+) -> anyhow::Result<Summary> {
+    cluster.start_all()?;
+    let primary = cluster.wait_healthy(Instant::now() + START_TIMEOUT).await?;
+    let http = reqwest::Client::builder().timeout(net::HTTP_TIMEOUT).build().context("build the HTTP client")?;
+    let endpoints = Endpoints {
+        pg_ports: (1..=cluster.n_nodes()).map(|idx| cluster.pg_port(idx)).collect(),
+        apis: (1..=cluster.n_nodes()).map(|idx| cluster.api(idx)).collect(),
+        password: cluster.password().to_string(),
+        http,
+    };
+    let setup = endpoints.connect(primary).await.context("connect to the primary")?;
+    setup
+        .batch_execute(&format!("{};{}", workload::WRITES_DDL, sampler::PROBES_DDL))
+        .await
+        .context("create the chaos tables")?;
+    drop(setup);
+    let recorder = Recorder::new();
+    let stop = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    let next_id = Arc::new(AtomicI64::new(1));
+    for client_idx in 0..args.clients {
+        tasks.spawn(workload::client(endpoints.clone(), client_idx, next_id.clone(), recorder.clone(), stop.clone()));
+    }
+    for node_idx in 1..=cluster.n_nodes() {
+        tasks.spawn(sampler::run(endpoints.clone(), node_idx, recorder.clone(), stop.clone()));
+    }
+    let mut summary = Summary {
+        replay: replay_line(args),
+        mode: args.mode.clone(),
+        duration: Duration::from_secs(args.duration),
+        ..Summary::default()
+    };
+    let mut violations = Vec::new();
+    let faults_from_ms = recorder.now_ms();
+    inject_faults(cluster, mesh, args, kinds, primary, &recorder, &mut summary, &mut violations).await;
+    let faults_to_ms = recorder.now_ms();
+    for (node, how) in faults::repair(cluster, mesh).await {
+        violations.push(exit_violation(node, &how));
+    }
+    let heal_start = Instant::now();
+    let bound = Duration::from_secs(args.liveness_bound);
+    let final_primary = cluster.wait_healthy(heal_start + bound).await;
+    summary.healed_in = final_primary.as_ref().ok().map(|_| heal_start.elapsed());
+    violations.extend(checkers::liveness(summary.healed_in, bound));
+    tokio::time::sleep(AFTER_HEAL).await;
+    stop.cancel();
+    while tasks.join_next().await.is_some() {}
+    // An unhealthy cluster still gets checked: the node that says it is primary, else the last
+    // holder of the leader key seen, stands in for the final primary.
+    let last_holder = recorder.with(|history| history.grants.iter().max_by_key(|g| g.token).map(|g| g.holder));
+    let final_primary = match final_primary {
+        Ok(primary) => primary,
+        Err(_) => endpoints.find_primary().await.or(last_holder).unwrap_or(1),
+    };
+    let converge = if summary.healed_in.is_some() { CONVERGE_TIMEOUT } else { Duration::ZERO };
+    let (present, converged) = converge_and_read(&endpoints, final_primary, converge).await?;
+    recorder.with(|history| {
+        summary.n_acked = history.writes.iter().filter(|w| w.outcome == Outcome::Acked).count();
+        summary.n_failed = history.writes.iter().filter(|w| w.outcome == Outcome::Failed).count();
+        summary.n_unknown = history.writes.iter().filter(|w| w.outcome == Outcome::Unknown).count();
+        summary.n_probes = history.probes.len();
+        summary.n_probes_accepted = history.probes.iter().filter(|p| p.accepted).count();
+        summary.n_grants = history.grants.len().saturating_sub(1);
+        summary.max_write_gap = checkers::max_write_gap(&history.writes, faults_from_ms, faults_to_ms);
+        violations.extend(checkers::single_primary(&history.probes, &history.grants));
+        summary.lost = checkers::lost_writes(&history.writes, &present, &converged, final_primary, sync);
+        summary.faults = history.faults.clone();
+    });
+    violations.extend(summary.lost.violations.iter().cloned());
+    violations.extend(checkers::log_lines(&read_logs(cluster), &[]));
+    summary.violations = violations;
+    Ok(summary)
+}
+
+/// The fault loop: until `--duration` has passed, rest, inject, heal, wait for recovery.
+#[allow(clippy::too_many_arguments)]
+async fn inject_faults(
+    cluster: &LocalCluster,
+    mesh: &ProxyMesh,
+    args: &ChaosArgs,
+    kinds: &[FaultKind],
+    mut primary: usize,
+    recorder: &Recorder,
+    summary: &mut Summary,
+    violations: &mut Vec<Violation>,
+) {
+    let deadline = Instant::now() + Duration::from_secs(args.duration);
+    let mut plan = Plan::new(args.seed, kinds);
+    while Instant::now() < deadline {
+        let Some(fault) = plan.next() else { break };
+        tokio::time::sleep(fault.rest).await;
+        let started_ms = recorder.now_ms();
+        let injected = faults::inject(cluster, mesh, &fault, primary).await;
+        for (node, how) in faults::repair(cluster, mesh).await {
+            violations.push(exit_violation(node, &how));
+        }
+        let healed_ms = recorder.now_ms();
+        let injected = match injected {
+            Ok(injected) => injected,
+            Err(e) => {
+                tracing::info!(kind = %fault.kind, "fault skipped: {e:#}");
+                *summary.skipped.entry(fault.kind).or_default() += 1;
+                continue;
+            }
+        };
+        let recovery_timeout = Duration::from_secs(args.recovery_timeout);
+        let recovered = cluster.wait_healthy(Instant::now() + recovery_timeout).await;
+        let recovered_ms = recovered.as_ref().ok().map(|_| recorder.now_ms());
+        println!(
+            "chaos: {:>7.1} s  {:<18} {}  recovered in {}",
+            started_ms as f64 / 1000.0,
+            fault.kind.as_str(),
+            injected.detail,
+            recovered_ms.map_or("-".to_string(), |ms| format!("{:.1} s", ms.saturating_sub(healed_ms) as f64 / 1000.0))
+        );
+        let record = FaultRecord {
+            kind: fault.kind,
+            nodes: injected.nodes,
+            detail: injected.detail.clone(),
+            started_ms,
+            healed_ms,
+            recovered_ms,
+        };
+        recorder.with(|history| history.faults.push(record));
+        match recovered {
+            Ok(now_primary) => primary = now_primary,
+            Err(e) => {
+                violations.push(Violation {
+                    checker: checkers::Checker::Liveness,
+                    at_ms: Some(healed_ms),
+                    detail: format!("no recovery within {} s after {}: {e:#}", args.recovery_timeout, injected.detail),
+                });
+                // More faults on a cluster that did not recover would prove nothing more.
+                break;
+            }
+        }
+    }
+}
+
+fn exit_violation(node: usize, how: &str) -> Violation {
+    Violation {
+        checker: checkers::Checker::Logs,
+        at_ms: None,
+        detail: format!("node{node}'s raftgres exited on its own ({how})"),
+    }
+}
+
+/// Waits until every replica has replayed what the primary has, then reads the client ids each
+/// node holds; also returns the replicas that did catch up.
+async fn converge_and_read(
+    endpoints: &Endpoints,
+    primary: usize,
+    timeout: Duration,
+) -> anyhow::Result<(BTreeMap<usize, BTreeSet<i64>>, BTreeSet<usize>)> {
+    let target = match endpoints.connect(primary).await {
+        Some(client) => {
+            client.query_one("SELECT pg_current_wal_lsn()::text", &[]).await.ok().map(|row| row.get::<_, String>(0))
+        }
+        None => None,
+    };
+    let target = target.unwrap_or_else(|| "0/0".to_string());
+    let deadline = Instant::now() + timeout;
+    let mut present = BTreeMap::new();
+    let mut converged = BTreeSet::new();
+    for node in 1..=endpoints.n_nodes() {
+        if node != primary && wait_replayed(endpoints, node, &target, deadline).await {
+            converged.insert(node);
+        }
+        let Some(client) = endpoints.connect(node).await else {
+            tracing::warn!(node, "cannot read the ids of this node");
+            continue;
+        };
+        let rows = match client.query("SELECT id FROM chaos_writes", &[]).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(node, "failed to read the ids: {e}");
+                continue;
+            }
+        };
+        present.insert(node, rows.iter().map(|row| row.get::<_, i64>(0)).collect());
+    }
+    Ok((present, converged))
+}
+
+async fn wait_replayed(endpoints: &Endpoints, node: usize, target: &str, deadline: Instant) -> bool {
+    while Instant::now() < deadline {
+        if let Some(client) = endpoints.connect(node).await {
+            let sql = "SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn";
+            if let Ok(row) = client.query_one(sql, &[&target]).await {
+                if row.get::<_, Option<bool>>(0) == Some(true) {
+                    return true;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    tracing::warn!(node, "the replica did not replay up to {target} in time");
+    false
+}
+
+/// Every node's log lines (node index, line).
+fn read_logs(cluster: &LocalCluster) -> Vec<(usize, String)> {
+    let mut lines = Vec::new();
+    for node in 1..=cluster.n_nodes() {
+        let path = cluster.node(node).log_path();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => lines.extend(text.lines().map(|line| (node, line.to_string()))),
+            Err(e) => tracing::warn!(path = %path.display(), "failed to read the log: {e}"),
+        }
+    }
+    lines
+}
+
+fn replay_line(args: &ChaosArgs) -> String {
+    let mut line = format!("raftgres chaos --duration {} --seed {} --mode {}", args.duration, args.seed, args.mode);
+    if !args.faults.is_empty() {
+        line.push_str(&format!(" --faults {}", args.faults));
+    }
+    if let Some(broken) = &args.r#break {
+        line.push_str(&format!(" --break {broken}"));
+    }
+    line
+}
+
+/// Removes an earlier chaos directory at `dir` (one holding `node1/raftgres.yml`); refuses a
+/// non-empty directory that is not one.
+fn prepare_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    let Ok(mut entries) = std::fs::read_dir(dir) else { return Ok(()) };
+    if entries.next().is_none() {
+        return Ok(());
+    }
+    if !dir.join("node1").join("raftgres.yml").is_file() {
+        anyhow::bail!("{} is not empty and holds no earlier chaos cluster; choose another --dir", dir.display());
+    }
+    for node in 1..=3 {
+        let node_dir = dir.join(format!("node{node}"));
+        if let Some(pid) = crate::demo::procs::live_process_from_pid_file(
+            &node_dir.join("raftgres.pid"),
+            &node_dir.join("raftgres.yml"),
+        ) {
+            anyhow::bail!("node{node} of an earlier run still runs as pid {pid} in {}; stop it first", dir.display());
+        }
+        if crate::demo::procs::postmaster_of(&node_dir.join("data")).is_some() {
+            anyhow::bail!("a PostgreSQL of an earlier run still runs in {}; stop it first", node_dir.display());
+        }
+    }
+    std::fs::remove_dir_all(dir).with_context(|| format!("remove the earlier chaos directory {}", dir.display()))
+}
+
+/// `n` consecutive free loopback ports.
+fn free_port_block(n: u16) -> anyhow::Result<u16> {
+    for _ in 0..200 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").context("bind a loopback port")?;
+        let first = listener.local_addr().context("read the bound port")?.port();
+        drop(listener);
+        if first > 65000 {
+            continue;
+        }
+        if (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", first + i)).is_ok()) {
+            return Ok(first);
+        }
+    }
+    anyhow::bail!("found no {n} consecutive free loopback ports")
+}

@@ -1,0 +1,74 @@
+//! The chaos harness end to end, as `raftgres chaos` subprocesses: a short synchronous-mode run
+//! must find 0 violations, and a run with deliberately broken nodes (`--break no-demote`: a
+//! primary cut off from Raft never stops itself) must find a split brain. The two runs take
+//! turns (a lock), so at most one chaos cluster runs at a time.
+
+use std::process::Command;
+use std::process::Output;
+use std::sync::Mutex;
+
+use crate::harness::*;
+
+/// One chaos cluster at a time: six PostgreSQL and raftgres processes are enough for two cores.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn chaos(args: &[&str]) -> (Output, String) {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let dir = tempfile::Builder::new().prefix("rgchaos").tempdir_in("/tmp").expect("create temp dir");
+    let output = Command::new(binary())
+        .arg("chaos")
+        .args(args)
+        .arg("--dir")
+        .arg(dir.path())
+        .output()
+        .expect("run raftgres chaos");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let report = format!("{stdout}\n--- stderr ---\n{}", String::from_utf8_lossy(&output.stderr));
+    (output, report)
+}
+
+/// The `N` of the last line, `violations: N`.
+fn violations(report: &str, stdout: &[u8]) -> usize {
+    let text = String::from_utf8_lossy(stdout);
+    let last = text.lines().last().unwrap_or_default();
+    let n = last.strip_prefix("violations: ").unwrap_or_else(|| panic!("the last line is `violations: N`\n{report}"));
+    n.parse().unwrap_or_else(|_| panic!("a count after `violations: `\n{report}"))
+}
+
+#[test]
+fn a_short_sync_chaos_run_finds_no_violation() {
+    if !pg_available("a_short_sync_chaos_run_finds_no_violation") {
+        return;
+    }
+    let (output, report) = chaos(&["--duration", "60", "--seed", "11", "--mode", "sync", "--clients", "2"]);
+    assert_eq!(violations(&report, &output.stdout), 0, "{report}");
+    assert!(output.status.success(), "exit status 0 with no violation\n{report}");
+    assert!(report.contains("total"), "the summary lists the faults\n{report}");
+}
+
+#[test]
+fn a_chaos_run_with_broken_demotion_finds_a_split_brain() {
+    if !pg_available("a_chaos_run_with_broken_demotion_finds_a_split_brain") {
+        return;
+    }
+    let args = [
+        "--duration",
+        "20",
+        "--seed",
+        "3",
+        "--faults",
+        "isolate-raft",
+        "--break",
+        "no-demote",
+        "--clients",
+        "2",
+        "--recovery-timeout",
+        "30",
+        "--liveness-bound",
+        "20",
+    ];
+    let (output, report) = chaos(&args);
+    assert!(violations(&report, &output.stdout) > 0, "the checkers catch the broken nodes\n{report}");
+    assert!(!output.status.success(), "a non-zero exit status on violations\n{report}");
+    assert!(report.contains("VIOLATION [single primary]"), "a split brain is reported\n{report}");
+}
