@@ -77,7 +77,7 @@ fn main() -> ExitCode {
 async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Run { config } => {
-            let loaded = raftgres::config::load(&config, &raftgres::config::process_env())?;
+            let loaded = raftgres::config::load::load_private(&config, &raftgres::config::process_env())?;
             raftgres::telemetry::init(loaded.config.log.level.as_filter());
             for warning in &loaded.warnings {
                 tracing::warn!(warning = %warning, "configuration");
@@ -91,7 +91,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             raftgres::node::run(loaded.config, shutdown).await
         }
         Command::Check { config } => {
-            let loaded = raftgres::config::load(&config, &raftgres::config::process_env())?;
+            let loaded = raftgres::config::load::load_private(&config, &raftgres::config::process_env())?;
             for warning in &loaded.warnings {
                 println!("warning: {warning}");
             }

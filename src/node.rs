@@ -131,7 +131,11 @@ pub fn ha_settings(config: &Config) -> HaSettings {
         name: config.name.clone(),
         scope: config.scope.clone(),
         conn_url: format!("postgres://{}/postgres", pg.connect_address),
-        api_url: format!("http://{}/patroni", config.restapi.connect_address),
+        api_url: format!(
+            "{}://{}/patroni",
+            if config.restapi.certfile.is_some() { "https" } else { "http" },
+            config.restapi.connect_address
+        ),
         tags: config.tags.0.clone(),
         bootstrap_dcs: config.bootstrap.dcs.document().clone(),
         use_pg_rewind: pg.use_pg_rewind.then_some(true),

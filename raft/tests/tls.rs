@@ -232,7 +232,9 @@ async fn a_node_from_another_ca_cannot_vote_or_join() {
     let res = client.post(&url).body(vote_body(4, leader, term + 100)).send().await;
     assert!(res.is_err(), "a foreign client certificate must fail the handshake: {res:?}");
     eventually(Duration::from_secs(10), "the refusal is logged with its reason", || async {
-        (logged("refused raft peer connection: TLS handshake failed") && logged("invalid peer certificate: UnknownIssuer")).then_some(())
+        (logged("refused raft peer connection: TLS handshake failed")
+            && logged("invalid peer certificate: UnknownIssuer"))
+        .then_some(())
     })
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -196,11 +196,16 @@ pub fn allowed(ip: IpAddr, networks: &[(IpAddr, u8)], member_ips: &[IpAddr]) -> 
         || member_ips.iter().any(|member| in_network(ip, *member, if member.is_ipv4() { 32 } else { 128 }))
 }
 
-/// Equality whose running time depends only on the lengths, so a guess leaks nothing about the key.
+/// Equality whose running time depends only on the length of `given`, which the caller chose: neither the
+/// contents nor the length of `expected` (the key) shows in the timing, so a guess learns nothing about it.
 pub fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
+    if expected.is_empty() {
+        // Never the case for a basic-auth key (`base64(":")` is four bytes); refuse rather than divide by zero.
+        return false;
+    }
     let mut diff = u8::from(given.len() != expected.len());
-    for (idx, expected_byte) in expected.iter().enumerate() {
-        diff |= given.get(idx).copied().unwrap_or(0) ^ expected_byte;
+    for (idx, given_byte) in given.iter().enumerate() {
+        diff |= given_byte ^ expected[idx % expected.len()];
     }
     std::hint::black_box(diff) == 0
 }
@@ -328,6 +333,8 @@ mod tests {
         assert!(!constant_time_eq(b"ab", b"abc"));
         assert!(!constant_time_eq(b"abcd", b"abc"));
         assert!(!constant_time_eq(b"", b"abc"));
+        assert!(!constant_time_eq(b"abcabc", b"abc"), "a repeated key is not the key");
+        assert!(!constant_time_eq(b"", b""), "an empty key never matches");
     }
 
     #[track_caller]

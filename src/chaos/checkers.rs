@@ -237,6 +237,11 @@ pub const ALLOWED_ERRORS: &[Allowed] = &[
         reason: "the fence doing its job: a frozen or partitioned primary lost its lease",
     },
     Allowed {
+        pattern: "failed to start postgres error=postgres exited during start-up",
+        reason: "a postmaster killed while starting, or started while the killed one's lock file still named a \
+                 live (zombie) pid; raftgres starts it again and liveness catches one that never starts",
+    },
+    Allowed {
         pattern: "the leader lock belongs to someone else; demoting self now",
         reason: "a primary that was cut off learns, once healed, that the key moved; it demotes",
     },

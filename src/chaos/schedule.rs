@@ -65,14 +65,16 @@ impl FaultKind {
         ALL_KINDS.into_iter().find(|kind| kind.as_str() == text)
     }
 
-    /// How long the fault lasts before it is healed: (shortest, longest).
+    /// How long the fault lasts before it is healed: (shortest, longest). Freezes and cuts reach
+    /// past the chaos cluster's `ttl` (10 s) often enough to force failovers, and stay under it
+    /// often enough to test a primary that keeps its lease.
     fn hold_range(self) -> (Duration, Duration) {
         let secs = |lo, hi| (Duration::from_secs(lo), Duration::from_secs(hi));
         match self {
             FaultKind::KillPostmaster | FaultKind::CleanRestart | FaultKind::RestartAll => secs(0, 2),
             FaultKind::KillRaftgres | FaultKind::KillBoth => secs(1, 6),
-            FaultKind::FreezeRaftgres | FaultKind::FreezePostmaster => secs(2, 10),
-            FaultKind::IsolateRaft | FaultKind::OneWayRaft => secs(3, 15),
+            FaultKind::FreezeRaftgres | FaultKind::FreezePostmaster => secs(2, 15),
+            FaultKind::IsolateRaft | FaultKind::OneWayRaft => secs(4, 20),
         }
     }
 

@@ -41,7 +41,11 @@ pub async fn client(
 ) {
     let mut conn: Option<(usize, Client)> = None;
     while !stop.is_cancelled() {
-        let Some((node, client)) = conn.take().or(connect_to_primary(&endpoints).await) else {
+        let reused = match conn.take() {
+            Some(open) => Some(open),
+            None => connect_to_primary(&endpoints).await,
+        };
+        let Some((node, client)) = reused else {
             pause(&stop, RETRY_PAUSE).await;
             continue;
         };

@@ -5,6 +5,12 @@
 //! Precedence, as in Patroni: with a config path, the file(s) plus environment overrides;
 //! without one ([`load_from_env`]), the `RAFTGRES_CONFIGURATION` / `PATRONI_CONFIGURATION`
 //! document if set (other variables are then ignored), else the variables alone.
+//!
+//! [`load_private`] is what `raftgres run` and `raftgres check` use: it also refuses a file that
+//! holds a password (any key ending in `password`) and that every user may read. Group-readable
+//! is fine (a `0640` file with a service group is the usual Patroni deployment); the error names
+//! the file and the `chmod` to run. The check runs after the pure checks, so a broken file is
+//! first told what is broken.
 
 use std::ffi::OsStr;
 use std::path::Path;
@@ -39,6 +45,74 @@ pub struct Loaded {
 pub fn load(path: &Path, env: &EnvMap) -> Result<Loaded, ConfigError> {
     let tree = read_tree(path)?;
     with_overrides(tree, env)
+}
+
+/// Loads like [`load`], then refuses any of the files that holds a password and is readable by
+/// every user (mode `o+r`): what `raftgres run` and `raftgres check` call.
+pub fn load_private(path: &Path, env: &EnvMap) -> Result<Loaded, ConfigError> {
+    let documents = read_documents(path)?;
+    let loaded = with_overrides(merge_documents(&documents), env)?;
+    for (file, document) in &documents {
+        let secrets = secret_keys(document);
+        if secrets.is_empty() {
+            continue;
+        }
+        let metadata = std::fs::metadata(file).map_err(|source| ConfigError::Read { path: file.clone(), source })?;
+        check_secret_mode(file, std::os::unix::fs::PermissionsExt::mode(&metadata.permissions()), &secrets)?;
+    }
+    Ok(loaded)
+}
+
+/// PURE: the error for a file holding `secrets` (key paths) whose `mode` lets every user read it.
+pub fn check_secret_mode(file: &Path, mode: u32, secrets: &[String]) -> Result<(), ConfigError> {
+    if mode & 0o004 == 0 {
+        return Ok(());
+    }
+    let shown = match secrets {
+        [one] => one.clone(),
+        [first, rest @ ..] => format!("{first} and {} more", rest.len()),
+        [] => return Ok(()),
+    };
+    let file = file.display();
+    Err(invalid(
+        file.to_string(),
+        format!(
+            "holds passwords ({shown}) and every user may read it (mode {:04o}); run: chmod 600 {file} \
+             (or chmod o-rwx {file} to keep group access)",
+            mode & 0o7777
+        ),
+    ))
+}
+
+/// PURE: the key paths of `tree` that hold a secret: a non-empty value under a key ending in
+/// `password` (`password`, `sslpassword`, `keyfile_password`), in document order.
+pub fn secret_keys(tree: &Value) -> Vec<String> {
+    let mut found = Vec::new();
+    collect_secret_keys(tree, "", &mut found);
+    found
+}
+
+fn collect_secret_keys(value: &Value, path: &str, found: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map {
+                let child_path = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+                let holds_value = !matches!(child, Value::Null | Value::Object(_) | Value::Array(_))
+                    && child.as_str().is_none_or(|text| !text.is_empty());
+                if key.to_ascii_lowercase().ends_with("password") && holds_value {
+                    found.push(child_path);
+                } else {
+                    collect_secret_keys(child, &child_path, found);
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (idx, item) in items.iter().enumerate() {
+                collect_secret_keys(item, &format!("{path}[{idx}]"), found);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Loads one YAML document (`origin` names it in errors) with the environment overrides.
@@ -81,10 +155,19 @@ fn read_file(path: &Path) -> Result<String, ConfigError> {
 }
 
 fn read_tree(path: &Path) -> Result<Value, ConfigError> {
+    Ok(merge_documents(&read_documents(path)?))
+}
+
+fn merge_documents(documents: &[(PathBuf, Value)]) -> Value {
+    documents.iter().fold(Value::Object(Map::new()), |tree, (_, document)| merge_patch(&tree, document))
+}
+
+/// The file at `path`, or the `*.yml` and `*.yaml` files of the directory `path` in sorted order.
+fn read_documents(path: &Path) -> Result<Vec<(PathBuf, Value)>, ConfigError> {
     let read_error = |source| ConfigError::Read { path: path.to_path_buf(), source };
     let metadata = std::fs::metadata(path).map_err(read_error)?;
     if !metadata.is_dir() {
-        return document_tree(&read_file(path)?, &path.display().to_string());
+        return Ok(vec![(path.to_path_buf(), document_tree(&read_file(path)?, &path.display().to_string())?)]);
     }
     let mut files = Vec::new();
     for entry in std::fs::read_dir(path).map_err(read_error)? {
@@ -98,12 +181,12 @@ fn read_tree(path: &Path) -> Result<Value, ConfigError> {
         return Err(read_error(std::io::Error::new(std::io::ErrorKind::NotFound, "no *.yml or *.yaml files")));
     }
     files.sort();
-    let mut tree = Value::Object(Map::new());
+    let mut documents = Vec::with_capacity(files.len());
     for file in files {
         let document = document_tree(&read_file(&file)?, &file.display().to_string())?;
-        tree = merge_patch(&tree, &document);
+        documents.push((file, document));
     }
-    Ok(tree)
+    Ok(documents)
 }
 
 /// Checks what the configuration expects of this host: the PostgreSQL programs, and that
@@ -246,5 +329,92 @@ mod tests {
         let path_var = std::env::join_paths([dir.path().join("a"), dir.path().join("b")]).expect("join");
         let res = find_bin_dir("postgres_test_only", Some(&path_var));
         assert_eq!(res, Some(dir.path().join("b")));
+    }
+
+    #[test]
+    fn secret_keys_name_every_password_but_not_empty_ones() {
+        let tree = serde_json::json!({
+            "restapi": {"authentication": {"username": "u", "password": "p"}, "keyfile_password": 1234},
+            "postgresql": {
+                "authentication": {"superuser": {"password": ""}, "rewind": {"sslpassword": "x", "password": null}},
+                "parameters": {"password_encryption": "scram-sha-256"}
+            },
+            "list": [{"Password": "q"}]
+        });
+        let res = secret_keys(&tree);
+        let expected = [
+            "list[0].Password",
+            "postgresql.authentication.rewind.sslpassword",
+            "restapi.authentication.password",
+            "restapi.keyfile_password",
+        ];
+        assert_eq!(res, expected);
+    }
+
+    #[track_caller]
+    fn check_mode(mode: u32, expected: Option<&str>) {
+        let secrets = vec!["ctl.authentication.password".to_string()];
+        let res = check_secret_mode(Path::new("/etc/raftgres/n1.yml"), mode, &secrets).map_err(|e| e.to_string());
+        match expected {
+            None => assert_eq!(res, Ok(()), "mode {mode:o}"),
+            Some(want) => assert_eq!(res.err().as_deref(), Some(want), "mode {mode:o}"),
+        }
+    }
+
+    #[test]
+    fn world_readable_secrets_are_refused_group_readable_are_not() {
+        check_mode(0o600, None);
+        check_mode(0o640, None);
+        check_mode(0o660, None);
+        check_mode(0o400, None);
+        check_mode(
+            0o644,
+            Some(
+                "/etc/raftgres/n1.yml: holds passwords (ctl.authentication.password) and every user may read it \
+                 (mode 0644); run: chmod 600 /etc/raftgres/n1.yml (or chmod o-rwx /etc/raftgres/n1.yml to keep group \
+                 access)",
+            ),
+        );
+        assert!(check_mode_is_err(0o604));
+        assert!(check_mode_is_err(0o100644));
+        assert!(check_secret_mode(Path::new("x"), 0o644, &[]).is_ok(), "no secrets, no refusal");
+    }
+
+    fn check_mode_is_err(mode: u32) -> bool {
+        check_secret_mode(Path::new("x"), mode, &["password".to_string()]).is_err()
+    }
+
+    const WITH_PASSWORD: &str = "ctl:\n  authentication: {username: admin, password: s3cret}\n";
+
+    fn write_with_mode(path: &Path, text: &str, mode: u32) {
+        std::fs::write(path, text).expect("write config");
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+
+    #[test]
+    fn load_private_checks_each_file_of_a_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_with_mode(&dir.path().join("00-public.yml"), "scope: demo\n", 0o644);
+        write_with_mode(&dir.path().join("10-secret.yml"), WITH_PASSWORD, 0o644);
+        let documents = read_documents(dir.path()).expect("read");
+        let flagged: Vec<&Path> =
+            documents.iter().filter(|(_, doc)| !secret_keys(doc).is_empty()).map(|(file, _)| file.as_path()).collect();
+        assert_eq!(flagged, [dir.path().join("10-secret.yml").as_path()]);
+        // The pure checks fail first on this incomplete document, as they do for any broken file.
+        let res = load_private(dir.path(), &EnvMap::new()).map(|_| ()).map_err(|e| e.to_string());
+        assert!(res.is_err_and(|e| !e.contains("every user may read")));
+    }
+
+    #[test]
+    fn load_private_refuses_a_world_readable_example() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/examples/node1.yml");
+        let text = std::fs::read_to_string(example).expect("read the example");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("node1.yml");
+        write_with_mode(&file, &text, 0o644);
+        let err = load_private(&file, &EnvMap::new()).map(|_| ()).expect_err("0644 with passwords");
+        assert!(err.to_string().contains(&format!("run: chmod 600 {}", file.display())), "{err}");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        assert!(load_private(&file, &EnvMap::new()).is_ok());
     }
 }

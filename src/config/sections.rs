@@ -509,10 +509,19 @@ fn tags(sec: Option<Section<'_>>, warnings: &mut Vec<String>) -> Res<Tags> {
         sec.int_at_least(tag, "an integer priority", 0)?;
     }
     sec.str("replicatefrom")?;
+    // The well-known tags are stored typed (`"yes"` → true, `"2"` → 2): the HA loop, the member
+    // key and the API read them as JSON booleans and integers.
     let mut map = Map::new();
     for key in sec.keys() {
         if let Some(value) = sec.raw(key) {
-            map.insert(key.clone(), value.clone());
+            let typed = if BOOL_TAGS.contains(&key.as_str()) {
+                super::walk::parse_bool(value).map(Value::Bool)
+            } else if key == "failover_priority" || key == "sync_priority" {
+                super::walk::parse_int(value).map(Value::from)
+            } else {
+                None
+            };
+            map.insert(key.clone(), typed.unwrap_or_else(|| value.clone()));
         }
     }
     let res = Tags(map);

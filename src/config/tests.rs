@@ -207,18 +207,22 @@ fn patroni_only_settings_are_warned() {
 #[test]
 fn timing_warnings_come_from_bootstrap_dcs() {
     check_warnings(
-        "bootstrap: {dcs: {ttl: 3}}",
+        "bootstrap: {dcs: {ttl: 2, retry_timeout: 2}}",
         &[
-            "bootstrap.dcs: ttl=3 can't be smaller than 4, adjusting...",
-            "bootstrap.dcs: Violated the rule \"loop_wait + 2*retry_timeout <= ttl\", where ttl=4. \
+            "bootstrap.dcs: ttl=2 can't be smaller than 3, adjusting...",
+            "bootstrap.dcs: Violated the rule \"loop_wait + 2*retry_timeout <= ttl\", where ttl=3. \
              Adjusting loop_wait from 1 to 1 and retry_timeout from 2 to 1",
-            "raft.election_timeout_max: a raft election can take 2s but bootstrap.dcs retry_timeout is 1s; \
-             DCS operations may time out during a re-election",
         ],
     );
     check_warnings(
+        "raft: {election_timeout_min: 1000, election_timeout_max: 2000}",
+        &["raft.election_timeout_max: a raft election can take 3s but the primary's lease only rides out 1.5s \
+           without a renewal (bootstrap.dcs ttl 3s - 0.1 ttl or 0.5s - loop_wait 1s); raise ttl or lower \
+           election_timeout_max, or a raft re-election makes the primary demote"],
+    );
+    check_warnings(
         "watchdog: {safety_margin: 5}",
-        &["watchdog.safety_margin: 5s leaves no watchdog timeout with bootstrap.dcs ttl 5s; lower it"],
+        &["watchdog.safety_margin: 5s leaves no watchdog timeout with bootstrap.dcs ttl 3s; lower it"],
     );
 }
 
@@ -372,7 +376,9 @@ fn raft_keys_accept_durations_and_stamped_leases() {
 
 #[test]
 fn connect_addresses_default_from_the_peer_list() {
-    let patch = "raft: {listen: '0.0.0.0:7001'}\nrestapi: {connect_address: null}";
+    // A wildcard listener is not loopback, so it needs peer TLS.
+    let patch = "raft: {listen: '0.0.0.0:7001', insecure: null, tls: {cafile: c, certfile: c, keyfile: k}}\n\
+                 restapi: {connect_address: null}";
     let config = load_patched(patch, &[]).unwrap_or_else(|e| panic!("{e}")).config;
     assert_eq!(config.raft.advertise.to_string(), "127.0.0.1:7001");
     assert_eq!(config.restapi.connect_address.to_string(), "127.0.0.1:8008");
@@ -566,4 +572,15 @@ fn peer_transport_must_be_tls_or_loopback_plaintext() {
         keyfile: PathBuf::from("/c/pg1.key"),
     };
     assert_eq!(config.raft_config().transport, raft::config::PeerTransport::Tls(files));
+}
+
+#[test]
+fn well_known_tags_are_stored_typed() {
+    let loaded = load_patched("tags: {nofailover: 'yes', nosync: 'off', failover_priority: '2', rack: 'r1'}", &[])
+        .unwrap_or_else(|e| panic!("load failed: {e}"));
+    let tags = &loaded.config.tags.0;
+    assert_eq!(tags.get("nofailover"), Some(&json!(true)));
+    assert_eq!(tags.get("nosync"), Some(&json!(false)));
+    assert_eq!(tags.get("failover_priority"), Some(&json!(2)));
+    assert_eq!(tags.get("rack"), Some(&json!("r1")), "other tags are kept as written");
 }

@@ -147,15 +147,20 @@ fn check_timing_rule(config: &Config) -> Result<(), ConfigError> {
 fn timing_advice(config: &Config, warnings: &mut Vec<String>) {
     let (timing, timing_warnings) = config.bootstrap.dcs.timing();
     warnings.extend(timing_warnings.into_iter().map(|w| format!("bootstrap.dcs: {w}")));
-    // A Raft election takes up to about 2 × election_timeout_max; a DCS operation bounded by
-    // retry_timeout should survive one, or every election makes the primary demote.
-    let election = config.raft.election_timeout_max * 2;
-    if election > timing.retry_timeout {
+    // A Raft election takes about 1.5 × election_timeout_max (timeout, randomisation, one vote
+    // round). The primary renews every loop_wait and its lease holds ttl - margin after each
+    // renewal, so an election must fit in ttl - margin - loop_wait or it costs the primary its lease.
+    let election = config.raft.election_timeout_max * 3 / 2;
+    let budget = timing.ttl.saturating_sub(raft::lease::margin(timing.ttl)).saturating_sub(timing.loop_wait);
+    if election > budget {
         warnings.push(format!(
-            "raft.election_timeout_max: a raft election can take {} but bootstrap.dcs retry_timeout is {}; \
-             DCS operations may time out during a re-election",
+            "raft.election_timeout_max: a raft election can take {} but the primary's lease only rides out {} \
+             without a renewal (bootstrap.dcs ttl {} - 0.1 ttl or 0.5s - loop_wait {}); raise ttl or lower \
+             election_timeout_max, or a raft re-election makes the primary demote",
             secs(election),
-            secs(timing.retry_timeout)
+            secs(budget),
+            secs(timing.ttl),
+            secs(timing.loop_wait)
         ));
     }
     let watchdog = &config.watchdog;

@@ -106,7 +106,7 @@ pub fn quorum_votes(obs: &Observation, view: &ClusterView, cfg: &HaConfig) -> Re
         }
     }
     let is_former_leader = cfg.name == leader && n_ahead == 0;
-    if (votes >= i64::from(key.quorum) || is_former_leader) && votes > 100 {
+    if votes >= i64::from(key.quorum) || is_former_leader {
         return Ok(());
     }
     Err(format!("{} of the {} quorum votes needed from {voting_set:?}", votes.max(0), key.quorum))

@@ -446,6 +446,11 @@ impl HaLoop {
             }
             types::Reason::InProgressRenewing(kind)
         } else {
+            // Keep our session and member key alive through a long action (a clone, a rewind
+            // and restart): without them the primary would take us for gone and drop our
+            // replication slot, and the replica we are starting could not stream.
+            let pg_status = self.status_tx.borrow().pg.clone();
+            self.touch_member(&pg_status).await;
             types::Reason::InProgress(kind)
         };
         let sentence = reason.to_string();

@@ -114,6 +114,11 @@ pub fn plan(
         let active: BTreeSet<String> = candidates(view, me, rows, primary_lsn, policy).into_iter().collect();
         return quorum::plan(view, me, &active, rows, primary_lsn, current_guc, policy);
     }
+    if current_key.is_some_and(|k| k.leader.as_deref() == Some(me) && k.quorum > 0) {
+        // Leaving quorum mode: its voters need not each hold every commit, so first let only the
+        // leader be promotable; the next cycle names confirmed synchronous standbys again.
+        return SyncPlan { key_before: Some(Some(key(me, &BTreeSet::new()))), guc: None, key_after: None };
+    }
     let node_count = policy.node_count.max(1) as usize;
     let wanted: BTreeSet<String> =
         candidates(view, me, rows, primary_lsn, policy).into_iter().take(node_count).collect();
@@ -313,6 +318,21 @@ mod tests {
             "pg2",
             off,
             SyncPlan { key_before: Some(None), guc: Some(None), key_after: None },
+        );
+    }
+
+    #[test]
+    fn leaving_quorum_mode_first_lets_only_the_leader_be_promoted() {
+        let mut v = view(Some("pg2,pg3"));
+        if let Some(sync) = v.sync.as_mut() {
+            sync.value.quorum = 1;
+        }
+        check(
+            v,
+            vec![row("pg2", "quorum", 1000), row("pg3", "quorum", 1000)],
+            "ANY 1 (pg2,pg3)",
+            ON,
+            SyncPlan { key_before: Some(Some(sd(""))), guc: None, key_after: None },
         );
     }
 

@@ -87,20 +87,25 @@ pub(crate) fn io_context(verb: &str, path: &Path) -> impl FnOnce(io::Error) -> P
 
 /// Writes `contents` to `path` so that after a crash the file holds either the old or the new contents:
 /// write a temporary file next to it, set mode and owner, fsync, rename over `path`, fsync the directory.
+///
+/// The temporary file is always new (a stale one is removed first, and `O_EXCL` never follows a symlink) and
+/// gets its mode and owner through the open handle before any content is written, so a secret such as the
+/// pgpass file is never readable by others, even in a shared directory like `/tmp` (Patroni's default pgpass
+/// is `/tmp/pgpass0`) where another user could plant a symlink under the temporary name.
 pub(crate) fn write_durable(path: &Path, contents: &[u8], mode: u32, owner: Option<&Owner>) -> Result<(), PgError> {
     let dir = parent_dir(path);
     let file_name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{file_name}.raftgres-tmp"));
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(io_context("create", &tmp))?;
-    fs::set_permissions(&tmp, fs::Permissions::from_mode(mode)).map_err(io_context("chmod", &tmp))?;
+    match fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_context("remove the stale", &tmp)(e)),
+    }
+    let mut file =
+        OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp).map_err(io_context("create", &tmp))?;
+    file.set_permissions(fs::Permissions::from_mode(mode)).map_err(io_context("chmod", &tmp))?;
     if let Some(owner) = owner {
-        std::os::unix::fs::chown(&tmp, Some(owner.uid), Some(owner.gid)).map_err(io_context("chown", &tmp))?;
+        std::os::unix::fs::fchown(&file, Some(owner.uid), Some(owner.gid)).map_err(io_context("chown", &tmp))?;
     }
     file.write_all(contents).map_err(io_context("write", &tmp))?;
     file.sync_all().map_err(io_context("fsync", &tmp))?;
@@ -401,6 +406,33 @@ mod tests {
         remove_durable(&path).unwrap();
         remove_durable(&path).unwrap();
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn durable_write_of_a_secret_ignores_a_planted_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "keep").unwrap();
+        let path = dir.path().join("pgpass");
+        // Another user's symlink under the temporary name, as could be planted in /tmp.
+        std::os::unix::fs::symlink(&victim, dir.path().join(".pgpass.raftgres-tmp")).unwrap();
+        write_durable(&path, b"*:*:*:postgres:secret\n", 0o600, None).unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "keep");
+        assert_eq!(fs::metadata(&victim).unwrap().mode() & 0o777, 0o644 & !umask_bits());
+        assert_eq!(fs::read_to_string(&path).unwrap(), "*:*:*:postgres:secret\n");
+        assert_eq!(fs::symlink_metadata(&path).unwrap().mode() & 0o777, 0o600);
+        // A stale world-readable leftover of a crash is replaced, not reused with its mode.
+        fs::write(dir.path().join(".pgpass.raftgres-tmp"), "old").unwrap();
+        fs::set_permissions(dir.path().join(".pgpass.raftgres-tmp"), fs::Permissions::from_mode(0o666)).unwrap();
+        write_durable(&path, b"new", 0o600, None).unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+    }
+
+    fn umask_bits() -> u32 {
+        let probe = tempfile::tempdir().unwrap();
+        let file = probe.path().join("p");
+        fs::write(&file, "").unwrap();
+        0o666 & !(fs::metadata(&file).unwrap().mode() & 0o777)
     }
 
     #[test]

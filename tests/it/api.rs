@@ -96,9 +96,7 @@ async fn store_server() -> StoreServer {
     }];
     let mut raft_config = raft::RaftConfig::new(1, "apitest", peers, dir.path().join("raft"));
     raft_config.transport = raft::config::PeerTransport::Insecure;
-    let node = raft::RaftNode::start(raft_config)
-        .await
-        .expect("start a single-node raft");
+    let node = raft::RaftNode::start(raft_config).await.expect("start a single-node raft");
     eventually(Duration::from_secs(30), "the single raft node leads", || async {
         (node.status().leader == Some(1)).then_some(())
     })

@@ -14,4 +14,5 @@ mod guard;
 mod haproxy;
 mod harness;
 mod partition;
+mod peer_tls;
 mod sync;

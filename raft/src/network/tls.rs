@@ -406,6 +406,10 @@ async fn accept_loop(listener: TcpListener, tls: Arc<PeerTls>, tx: mpsc::Sender<
                     let cert = stream.get_ref().1.peer_certificates().and_then(|certs| certs.first()).cloned();
                     let _ = tx.send((stream, PeerIdentity { addr, cert: cert.map(Arc::new) })).await;
                 }
+                // A bare TCP connect (port check, load balancer probe) closes before any TLS record.
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    tracing::debug!(peer = %addr, "raft peer connection closed before the TLS handshake");
+                }
                 // The log line an operator needs when a node with a foreign or expired certificate knocks.
                 Ok(Err(e)) => warn!(peer = %addr, error = %e, "refused raft peer connection: TLS handshake failed"),
                 Err(_) => warn!(peer = %addr, "refused raft peer connection: TLS handshake timed out"),

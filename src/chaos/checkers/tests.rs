@@ -150,11 +150,14 @@ fn log_lines_allow_the_expected_and_catch_the_rest() {
         (2, "2026-01-01T00:00:01Z ERROR raftgres::x: something broke".to_string()),
         (3, "thread 'tokio-runtime-worker' panicked at src/ha/mod.rs:1:1:".to_string()),
         (3, "2026-01-01T00:00:00Z  WARN postgres: ERROR: relation does not exist".to_string()),
+        (1, "2026-01-01T00:00:02Z ERROR raftgres::ha::long: failed to start postgres error=postgres exited during start-up (signal 9); last log lines:".to_string()),
+        (3, "2026-01-01T00:00:02Z ERROR raftgres::ha::long: pg_rewind failed leader=\"node1\" error=exit code 1".to_string()),
     ];
     let found = log_lines(&lines, &[]);
-    assert_eq!(found.len(), 2, "{found:#?}");
+    assert_eq!(found.len(), 3, "{found:#?}");
     assert!(found[0].detail.contains("something broke"));
     assert!(found[1].detail.contains("panic"));
+    assert!(found[2].detail.contains("pg_rewind failed"));
 }
 
 #[test]

@@ -1,0 +1,8 @@
+//! cargo-fuzz target `rest_body`: the body is `tests/fuzz_targets/mod.rs`, shared with the stable short run.
+
+#![no_main]
+
+#[path = "../../tests/fuzz_targets/mod.rs"]
+mod targets;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| targets::rest_body(data));
