@@ -144,7 +144,6 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<usize> {
     }
     mesh.shutdown().await;
     let summary = outcome?;
-    print!("{}", report::render(&summary));
     let n_violations = summary.violations.len();
     if n_violations == 0 && !args.keep {
         drop(cluster);
@@ -154,6 +153,8 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<usize> {
     } else {
         println!("chaos: logs and data kept in {}", dir.display());
     }
+    // Last, so the output ends with `violations: N`.
+    print!("{}", report::render(&summary));
     Ok(n_violations)
 }
 

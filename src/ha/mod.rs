@@ -97,12 +97,18 @@ pub struct ActionOutcome {
     pub promotion: Option<(HistoryLine, FailoverTimeline)>,
 }
 
+/// How long a node whose pg_rewind failed waits before trying again.
+const REWIND_RETRY_AFTER: Duration = Duration::from_secs(10);
+
 /// Mutable state carried between cycles (kept explicit, not as scattered flags).
 #[derive(Default)]
 struct LoopState {
     running: Option<Running>,
     following: Option<String>,
     rewind_failed: bool,
+    /// When the last pg_rewind failed: it is retried after [`REWIND_RETRY_AFTER`] (the source
+    /// may just have been starting up), unless the data directory may be wiped instead.
+    rewind_failed_at: Option<Instant>,
     last_reason: String,
     n_cycles: u64,
     last_dcs_ok: Option<Instant>,
@@ -235,6 +241,7 @@ impl HaLoop {
                     self.state.following = following;
                 }
                 self.state.rewind_failed = outcome.rewind_failed;
+                self.state.rewind_failed_at = outcome.rewind_failed.then(Instant::now);
                 if outcome.promotion.is_some() {
                     self.state.pending_history = outcome.promotion;
                 }
@@ -291,6 +298,11 @@ impl HaLoop {
     }
 
     async fn cycle(&mut self) {
+        if self.state.rewind_failed_at.is_some_and(|at| at.elapsed() >= REWIND_RETRY_AFTER) {
+            info!("retrying pg_rewind");
+            self.state.rewind_failed = false;
+            self.state.rewind_failed_at = None;
+        }
         let view = self.dcs.view();
         self.refresh_dynamic(&view);
         if let Some(kind) = self.state.running.as_ref().map(|r| r.kind) {
