@@ -24,6 +24,7 @@ use super::types::PgProcess;
 use super::types::Reason;
 use crate::dcs::view::ClusterView;
 use crate::status::Role;
+use crate::status::WalPosition;
 
 /// Decides one HA cycle.
 pub fn decide(obs: &Observation, view: &ClusterView, cfg: &HaConfig, now: SystemTime) -> Decision {
@@ -165,8 +166,29 @@ fn running(obs: &Observation, view: &ClusterView, cfg: &HaConfig, role: Role, no
         }
         return Decision::new(vec![Action::Demote(DemoteMode::ImmediateNoLock)], Reason::DemotingNotLeader);
     }
+    if !cfg.paused && cfg.use_pg_rewind && diverged(&obs.pg, view) {
+        let name = leader.name.clone();
+        return Decision::new(vec![Action::RewindReplica(name.clone())], Reason::ReplicaDiverged(name));
+    }
     if obs.following.as_deref() != Some(leader.name.as_str()) && !cfg.paused {
         return Decision::new(vec![Action::Follow(leader.name.clone())], Reason::FollowingLeader(leader.name.clone()));
     }
     Decision::idle(Reason::FollowingLeader(leader.name.clone()))
+}
+
+/// A replica that cannot stream because it replayed WAL past the point where the cluster's
+/// current timeline forked off its own (after a restart of every node, a lagging replica may
+/// have won the race): `history` says timeline `tl` ended at `switch`, and we replayed beyond.
+fn diverged(pg: &PgProcess, view: &ClusterView) -> bool {
+    let PgProcess::Running(status) = pg else { return false };
+    if status.replication_state.as_deref() == Some("streaming") {
+        return false;
+    }
+    let (Some(timeline), WalPosition::Replica { replayed: Some(replayed), .. }) = (status.timeline, &status.wal) else {
+        return false;
+    };
+    if timeline.0 >= view.timeline() {
+        return false;
+    }
+    view.history.iter().any(|(tl, switch, ..)| *tl == timeline.0 && *switch > 0 && replayed.0 > *switch)
 }

@@ -315,6 +315,11 @@ fn spawn_long(
                 let rewind_from = rewind.then_some(target);
                 (kind, Box::pin(super::long::start_replica(pg, role, leader.clone(), rewind_from)))
             }
+            Action::RewindReplica(leader) => {
+                let target = target_of(ctx.view, leader)?;
+                let role = StartRole::Replica { primary: target.clone(), slot: Some(my_slot) };
+                (ActionKind::Rewind, Box::pin(super::long::rewind_running_replica(pg, role, leader.clone(), target)))
+            }
             Action::StartReplica { leader: None, .. } => {
                 (ActionKind::Start, Box::pin(super::long::start(pg, StartRole::Standby, Some(None))))
             }

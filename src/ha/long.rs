@@ -148,6 +148,20 @@ pub async fn start_replica(
     start(pg, role, Some(Some(leader))).await
 }
 
+/// Stop a diverged replica cleanly, pg_rewind it from the leader and start it as its replica.
+pub async fn rewind_running_replica(
+    pg: Supervisor,
+    role: StartRole,
+    leader: String,
+    target: ConnTarget,
+) -> ActionOutcome {
+    if let Err(e) = pg.stop(StopMode::Fast).await {
+        error!(leader, error = %e, "failed to stop the diverged replica for pg_rewind");
+        return ActionOutcome::default();
+    }
+    start_replica(pg, role, leader, Some(target)).await
+}
+
 /// Restart a replica to follow another leader.
 pub async fn restart(pg: Supervisor, role: StartRole, leader: String) -> ActionOutcome {
     match pg.restart(role).await {

@@ -467,3 +467,52 @@ fn only_the_synchronous_standby_races_in_sync_mode() {
     let named = HaConfig { name: "pg2".into(), ..c };
     check(obs(pg(Role::Replica, 100)), v, named, vec![Action::AcquireLease, Action::Promote], "promoted self");
 }
+
+/// A replica on timeline 1 that replayed up to `replayed` and streams or not; the cluster's
+/// history says timeline 1 ended at 150 (the leader forked timeline 2 off there).
+fn diverged_case(
+    replayed: u64,
+    streaming: bool,
+    use_pg_rewind: bool,
+    paused: bool,
+) -> (Observation, ClusterView, HaConfig) {
+    let mut process = pg(Role::Replica, replayed);
+    if let PgProcess::Running(status) = &mut process {
+        status.replication_state = Some(if streaming { "streaming" } else { "in archive recovery" }.into());
+    }
+    let o = Observation { following: Some("pg2".into()), ..obs(process) };
+    let mut v = view(Some("pg2"));
+    v.history = vec![(1, 150, "no recovery target specified".into(), String::new(), "pg2".into())];
+    (o, v, HaConfig { use_pg_rewind, paused, ..cfg() })
+}
+
+#[test]
+fn replica_that_replayed_past_the_fork_point_is_rewound() {
+    let (o, v, c) = diverged_case(200, false, true, false);
+    check(
+        o,
+        v,
+        c,
+        vec![Action::RewindReplica("pg2".into())],
+        "replayed past the point where pg2's timeline forked off",
+    );
+}
+
+#[test]
+fn replica_behind_the_fork_point_or_streaming_just_follows() {
+    for (replayed, streaming, use_pg_rewind, paused) in [
+        (150, false, true, false),
+        (100, false, true, false),
+        (200, true, true, false),
+        (200, false, false, false),
+        (200, false, true, true),
+    ] {
+        let (o, v, c) = diverged_case(replayed, streaming, use_pg_rewind, paused);
+        let decision = decide(&o, &v, &c, SystemTime::UNIX_EPOCH);
+        assert!(
+            !decision.actions.contains(&Action::RewindReplica("pg2".into())),
+            "replayed {replayed} streaming {streaming} use_pg_rewind {use_pg_rewind} paused {paused}: {:?}",
+            decision.actions
+        );
+    }
+}

@@ -190,6 +190,9 @@ pub enum Action {
     Demote(DemoteMode),
     /// Delete the data directory and clone again (only when the config allows it).
     WipeAndClone(String),
+    /// Stop a replica that replayed past the point where the leader's timeline forked off,
+    /// pg_rewind it from this member and start it again as its replica.
+    RewindReplica(String),
     /// Clear a consumed `failover` key.
     ClearFailover,
 }
@@ -245,6 +248,8 @@ pub enum Reason {
     WaitingForLeader,
     /// Rewind failed and wiping is not allowed.
     RewindFailed(String),
+    /// A replica replayed WAL the new leader never had (it forked its timeline off earlier).
+    ReplicaDiverged(String),
     /// Taking over the lease of this member's previous process.
     TakingOverOwnLease,
     /// Synchronous mode: not named in the `sync` key.
@@ -283,6 +288,9 @@ impl fmt::Display for Reason {
             Reason::Paused(inner) => write!(f, "PAUSE: {inner}"),
             Reason::WaitingForLeader => write!(f, "waiting for a leader to follow"),
             Reason::RewindFailed(l) => write!(f, "pg_rewind from {l} failed; will retry (set remove_data_directory_on_rewind_failure to reclone)"),
+            Reason::ReplicaDiverged(l) => {
+                write!(f, "replayed past the point where {l}'s timeline forked off; running pg_rewind from {l}")
+            }
             Reason::TakingOverOwnLease => write!(f, "taking over the leader lock of my previous process"),
             Reason::NotSynchronous => write!(
                 f,
