@@ -70,13 +70,14 @@ pub async fn get_readiness(State(state): State<ApiState>, uri: Uri) -> StatusCod
 pub async fn get_metrics(State(state): State<ApiState>) -> Response {
     let facts = state.control.as_ref().map(|control| {
         let raft = control.dcs.node().status();
+        let view = control.dcs.view();
         metrics::RaftFacts {
             term: raft.term,
             is_raft_leader: raft.leader == Some(raft.node_id),
             last_log_index: raft.last_log_index,
             last_applied: raft.last_applied,
-            n_failovers: control.dcs.view().history.len(),
-            last_failover: control.dcs.view().last_timeline,
+            n_failovers: view.history.len(),
+            last_failover: view.last_timeline,
         }
     });
     let mut text = metrics::render(&state.status.borrow(), Instant::now());

@@ -140,7 +140,9 @@ pub async fn start_replica(
             Ok(RewindOutcome::Rewound) => info!(leader, "pg_rewind brought the old primary onto the new timeline"),
             Ok(RewindOutcome::NotNeeded) => info!(leader, "no rewind needed"),
             Err(e) => {
-                error!(leader, error = %e, "pg_rewind failed");
+                // Retried by the HA loop after a pause (the leader may still be starting), so
+                // not an ERROR: a human acts only if it keeps failing.
+                warn!(leader, error = %e, "pg_rewind failed; will retry");
                 return ActionOutcome { rewind_failed: true, ..ActionOutcome::default() };
             }
         }
