@@ -2,43 +2,35 @@
 //! through tokio-rustls, the TLS stack already in the dependency tree (reqwest uses it), with the aws-lc-rs
 //! provider.
 //!
-//! [`TlsListener`] is an `axum::serve::Listener`: a background task accepts TCP connections and runs each
-//! handshake in its own task with a timeout (a slow client cannot stall the others); finished handshakes are
-//! handed to axum together with the [`PeerInfo`] the access checks need. The certificate is re-read by
+//! [`TlsListener`] is the raft crate's accept loop (`raft::network::tls::listener`, shared with the peer
+//! transport) with [`TlsHandle`] as its policy: finished handshakes are handed to axum together with the
+//! [`PeerInfo`] the access checks need, and failed ones are logged at DEBUG. The certificate is re-read by
 //! [`TlsHandle::reload`] (`POST /reload`), and new connections use the new one.
 //! Not supported: `keyfile_password` (encrypted keys) and `ciphers`; the first is refused at start-up.
 
 use std::fs;
-use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::RwLock;
-use std::time::Duration;
 
 use anyhow::Context;
 use axum::extract::connect_info::Connected;
 use axum::serve::IncomingStream;
+use raft::network::tls::listener::ListenerPolicy;
+use raft::network::tls::listener::NoDelay;
+use raft::network::tls::listener::Refusal;
 use tokio::net::TcpListener;
-use tokio::net::TcpStream;
-use tokio::sync::mpsc;
-use tokio::sync::Semaphore;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::CertificateDer;
 use tokio_rustls::rustls::pki_types::PrivateKeyDer;
-use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 use crate::api::security::PeerInfo;
 use crate::config::RestApiConfig;
 use crate::config::VerifyClient;
-
-/// How long a client may take to finish the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshakes running at once; more connections wait in the kernel's backlog.
-const MAX_HANDSHAKES: usize = 128;
 
 /// Where the certificate, key and client CA come from, and the client-certificate policy.
 #[derive(Debug, Clone)]
@@ -86,10 +78,6 @@ impl TlsHandle {
         *self.current.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(config);
         Ok(())
     }
-
-    fn acceptor(&self) -> TlsAcceptor {
-        TlsAcceptor::from(self.current.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone())
-    }
 }
 
 /// Builds the rustls configuration from the PEM files.
@@ -133,68 +121,34 @@ fn read_certs(path: &Path, key: &str) -> anyhow::Result<Vec<CertificateDer<'stat
 }
 
 /// Accepts TCP connections and hands out finished TLS sessions.
-pub struct TlsListener {
-    sessions: mpsc::Receiver<(TlsStream<TcpStream>, PeerInfo)>,
-    local_addr: SocketAddr,
-}
+pub type TlsListener = raft::network::tls::listener::TlsListener<TlsHandle>;
 
-impl TlsListener {
-    /// Starts accepting on `listener`; the accept task ends when this listener is dropped.
-    pub fn new(listener: TcpListener, tls: Arc<TlsHandle>) -> io::Result<TlsListener> {
-        let local_addr = listener.local_addr()?;
-        let (tx, sessions) = mpsc::channel(MAX_HANDSHAKES);
-        tokio::spawn(accept_loop(listener, tls, tx));
-        Ok(TlsListener { sessions, local_addr })
+impl ListenerPolicy for TlsHandle {
+    type Identity = PeerInfo;
+    const MAX_HANDSHAKES: usize = 128;
+    const NO_DELAY: NoDelay = NoDelay::Off;
+
+    fn acceptor(&self) -> TlsAcceptor {
+        TlsAcceptor::from(self.current.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone())
     }
-}
 
-async fn accept_loop(listener: TcpListener, tls: Arc<TlsHandle>, tx: mpsc::Sender<(TlsStream<TcpStream>, PeerInfo)>) {
-    let limit = Arc::new(Semaphore::new(MAX_HANDSHAKES));
-    loop {
-        let accepted = tokio::select! {
-            _ = tx.closed() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let (tcp, addr) = match accepted {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // EMFILE and friends: back off briefly instead of spinning, as axum's own listener does.
-                tracing::warn!(error = %e, "failed to accept a REST API connection");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = limit.clone().acquire_owned().await else { return };
-        let acceptor = tls.acceptor();
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => {
-                    let client_cert = stream.get_ref().1.peer_certificates().is_some_and(|certs| !certs.is_empty());
-                    let _ = tx.send((stream, PeerInfo { addr, client_cert })).await;
-                }
-                Ok(Err(e)) => tracing::debug!(client = %addr, error = %e, "TLS handshake failed"),
-                Err(_) => tracing::debug!(client = %addr, "TLS handshake timed out"),
-            }
-        });
+    fn identity(addr: SocketAddr, session: &rustls::ServerConnection) -> PeerInfo {
+        let client_cert = session.peer_certificates().is_some_and(|certs| !certs.is_empty());
+        PeerInfo { addr, client_cert }
     }
-}
 
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = PeerInfo;
+    fn local_identity(addr: SocketAddr) -> PeerInfo {
+        PeerInfo { addr, client_cert: false }
+    }
 
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.sessions.recv().await {
-            Some(session) => session,
-            // The accept task only ends when this listener is dropped; wait for the shutdown instead.
-            None => std::future::pending().await,
+    fn log_refusal(refusal: Refusal<'_>) {
+        match refusal {
+            Refusal::Accept(e) => tracing::warn!(error = %e, "failed to accept a REST API connection"),
+            Refusal::Handshake { addr, error } => {
+                tracing::debug!(client = %addr, error = %error, "TLS handshake failed")
+            }
+            Refusal::Timeout { addr } => tracing::debug!(client = %addr, "TLS handshake timed out"),
         }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        Ok(PeerInfo { addr: self.local_addr, client_cert: false })
     }
 }
 

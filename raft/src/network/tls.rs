@@ -9,6 +9,10 @@
 //! [`PeerTls`] holds the loaded files behind a lock so [`PeerTls::reload`] (SIGHUP) swaps them
 //! without touching open connections: new handshakes and new HTTP clients use the new files.
 //! Loading is blocking file I/O, done at start-up or in `spawn_blocking`.
+//! The accept loop is [`listener`], shared with the REST API's HTTPS listener; [`PeerTls`] is its
+//! policy (the peer's certificate as identity, refused handshakes at WARN).
+
+pub mod listener;
 
 use std::collections::HashMap;
 use std::fs;
@@ -21,9 +25,6 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
-use tokio::net::TcpStream;
-use tokio::sync::mpsc;
-use tokio::sync::Semaphore;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::client::danger::HandshakeSignatureValid;
 use tokio_rustls::rustls::client::danger::ServerCertVerified;
@@ -38,18 +39,17 @@ use tokio_rustls::rustls::pki_types::UnixTime;
 use tokio_rustls::rustls::CertificateError;
 use tokio_rustls::rustls::DigitallySignedStruct;
 use tokio_rustls::rustls::SignatureScheme;
-use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tracing::info;
 use tracing::warn;
 
+use self::listener::ListenerPolicy;
+use self::listener::NoDelay;
+use self::listener::Refusal;
+use self::listener::TlsListener;
 use crate::config::TlsFiles;
 use crate::error::RaftError;
 
-/// How long a peer may take to finish the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshakes running at once.
-const MAX_HANDSHAKES: usize = 64;
 /// A certificate expiring sooner than this is reported at WARN on every load.
 const EXPIRY_WARNING: Duration = Duration::from_secs(30 * 86_400);
 
@@ -133,11 +133,6 @@ impl PeerTls {
 
     fn loaded(&self) -> Arc<Loaded> {
         self.current.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
-    }
-
-    /// The acceptor for the next inbound connection.
-    pub fn acceptor(&self) -> TlsAcceptor {
-        TlsAcceptor::from(self.loaded().server.clone())
     }
 
     /// An HTTP client that presents this node's certificate and accepts only a server
@@ -365,73 +360,39 @@ pub struct PeerIdentity {
 }
 
 /// Accepts TCP connections and hands out finished TLS sessions with their client certificate.
-pub struct PeerTlsListener {
-    sessions: mpsc::Receiver<(TlsStream<TcpStream>, PeerIdentity)>,
-    local_addr: SocketAddr,
-}
+pub type PeerTlsListener = TlsListener<PeerTls>;
 
-impl PeerTlsListener {
-    /// Starts accepting on `listener`; the accept task ends when this listener is dropped.
-    pub fn new(listener: TcpListener, tls: Arc<PeerTls>) -> std::io::Result<PeerTlsListener> {
-        let local_addr = listener.local_addr()?;
-        let (tx, sessions) = mpsc::channel(MAX_HANDSHAKES);
-        tokio::spawn(accept_loop(listener, tls, tx));
-        Ok(PeerTlsListener { sessions, local_addr })
+impl ListenerPolicy for PeerTls {
+    type Identity = PeerIdentity;
+    const MAX_HANDSHAKES: usize = 64;
+    const NO_DELAY: NoDelay = NoDelay::On;
+
+    fn acceptor(&self) -> TlsAcceptor {
+        TlsAcceptor::from(self.loaded().server.clone())
     }
-}
 
-async fn accept_loop(listener: TcpListener, tls: Arc<PeerTls>, tx: mpsc::Sender<(TlsStream<TcpStream>, PeerIdentity)>) {
-    let limit = Arc::new(Semaphore::new(MAX_HANDSHAKES));
-    loop {
-        let accepted = tokio::select! {
-            _ = tx.closed() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let (tcp, addr) = match accepted {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                warn!(error = %e, "failed to accept a raft peer connection");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = tcp.set_nodelay(true);
-        let Ok(permit) = limit.clone().acquire_owned().await else { return };
-        let acceptor = tls.acceptor();
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => {
-                    let cert = stream.get_ref().1.peer_certificates().and_then(|certs| certs.first()).cloned();
-                    let _ = tx.send((stream, PeerIdentity { addr, cert: cert.map(Arc::new) })).await;
-                }
-                // A bare TCP connect (port check, load balancer probe) closes before any TLS record.
-                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                    tracing::debug!(peer = %addr, "raft peer connection closed before the TLS handshake");
-                }
-                // The log line an operator needs when a node with a foreign or expired certificate knocks.
-                Ok(Err(e)) => warn!(peer = %addr, error = %e, "refused raft peer connection: TLS handshake failed"),
-                Err(_) => warn!(peer = %addr, "refused raft peer connection: TLS handshake timed out"),
-            }
-        });
+    fn identity(addr: SocketAddr, session: &rustls::ServerConnection) -> PeerIdentity {
+        let cert = session.peer_certificates().and_then(|certs| certs.first()).cloned();
+        PeerIdentity { addr, cert: cert.map(Arc::new) }
     }
-}
 
-impl axum::serve::Listener for PeerTlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = PeerIdentity;
+    fn local_identity(addr: SocketAddr) -> PeerIdentity {
+        PeerIdentity { addr, cert: None }
+    }
 
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.sessions.recv().await {
-            Some(session) => session,
-            // The accept task only ends when this listener is dropped; wait for the shutdown.
-            None => std::future::pending().await,
+    fn log_refusal(refusal: Refusal<'_>) {
+        match refusal {
+            Refusal::Accept(e) => warn!(error = %e, "failed to accept a raft peer connection"),
+            // A bare TCP connect (port check, load balancer probe) closes before any TLS record.
+            Refusal::Handshake { addr, error } if error.kind() == std::io::ErrorKind::UnexpectedEof => {
+                tracing::debug!(peer = %addr, "raft peer connection closed before the TLS handshake");
+            }
+            // The log line an operator needs when a node with a foreign or expired certificate knocks.
+            Refusal::Handshake { addr, error } => {
+                warn!(peer = %addr, error = %error, "refused raft peer connection: TLS handshake failed");
+            }
+            Refusal::Timeout { addr } => warn!(peer = %addr, "refused raft peer connection: TLS handshake timed out"),
         }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(PeerIdentity { addr: self.local_addr, cert: None })
     }
 }
 
