@@ -56,7 +56,9 @@ async fn run_inner(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     // The REST API holds scheduled restarts; the HA loop publishes them in the member key.
     let restarts = std::sync::Arc::new(crate::api::actions::restart::RestartSchedule::default());
     let settings = HaSettings { scheduled_restart: restarts.subscribe(), ..ha_settings(&config) };
-    let ha = HaLoop::new(settings, dcs.clone(), pg.clone(), status_tx);
+    let peer_http = crate::api::peer_client(config.restapi.cafile.as_deref())
+        .context("build the HTTP client for peer status requests (restapi.cafile)")?;
+    let ha = HaLoop::new(settings, dcs.clone(), pg.clone(), status_tx, peer_http);
     let is_primary = ha.primary_flag();
     let mut api_state = crate::api::ApiState::for_node(status_rx, dcs.clone(), ha.requests(), &config.restapi)
         .context("set up the REST API (restapi)")?;

@@ -148,8 +148,9 @@ impl ApiState {
     }
 }
 
-/// The client for the candidates' `GET /patroni`, trusting `cafile` besides the system roots.
-fn peer_client(cafile: Option<&std::path::Path>) -> anyhow::Result<reqwest::Client> {
+/// The client for peers' `GET /patroni` (the switchover pre-check here, the HA loop's leader race), trusting
+/// `cafile` besides the system roots.
+pub fn peer_client(cafile: Option<&std::path::Path>) -> anyhow::Result<reqwest::Client> {
     use anyhow::Context as _;
     let mut builder = reqwest::Client::builder().timeout(actions::failover::CANDIDATE_TIMEOUT);
     if let Some(cafile) = cafile {

@@ -1,7 +1,8 @@
 //! PURE: the leader race (is this node the healthiest eligible one?) and the leader's handling
 //! of a requested switchover. Patroni's `is_healthiest_node` and
 //! `process_manual_failover_from_leader`, without I/O: peer positions arrive in the
-//! observation, gathered by the executor before the race.
+//! observation, asked live from each peer's REST API by the shell before the race
+//! (`observe::race_peers`), never read from member keys that may be up to `ttl` old.
 
 use std::collections::BTreeSet;
 use std::time::SystemTime;
@@ -66,6 +67,15 @@ pub fn race(obs: &Observation, view: &ClusterView, cfg: &HaConfig, role: Role) -
         Ok(()) => Decision::new(race_actions(), Reason::PromotedByAcquiringLock),
         Err(why) => Decision::idle(Reason::NotHealthiest(why)),
     }
+}
+
+/// Whether this cycle may end in [`race`] judging peers: the leader key is vacant, the store is trusted, and
+/// this node runs PostgreSQL as a replica that is allowed to promote (not paused; a `nofailover` node only
+/// when a `failover` key may name it). The shell then asks every peer live for its status
+/// (`observe::race_peers`) instead of trusting member keys; outside a race no peer is asked.
+pub fn races_for_vacant_key(view: &ClusterView, pg: &PgProcess, cfg: &HaConfig, dcs_ok: bool) -> bool {
+    let replica = matches!(pg, PgProcess::Running(status) if status.role != Role::Primary);
+    view.leader.is_none() && dcs_ok && replica && !cfg.paused && (!cfg.nofailover || view.failover.is_some())
 }
 
 /// Quorum mode (`synchronous_mode: quorum`): Ok when this node provably holds every acknowledged commit.
@@ -363,5 +373,73 @@ mod quorum_tests {
     fn former_leader_needs_nobody_unless_someone_is_ahead() {
         check("pg1", "pg2,pg3", 1, &[], Ok(()));
         check("pg1", "pg2,pg3", 1, &[("pg2", false, true, 200)], Err("0 of the 1 quorum votes"));
+    }
+}
+
+#[cfg(test)]
+mod race_peers_tests {
+    use super::*;
+    use crate::dcs::view::FailoverData;
+    use crate::dcs::view::LeaderKey;
+    use crate::dcs::view::Versioned;
+    use crate::status::PgState;
+    use crate::status::PgStatus;
+
+    /// Who asks peers live: (leader key held by someone, our role or None when stopped, paused, nofailover,
+    /// failover key present, store trusted).
+    #[track_caller]
+    fn check(
+        leader: bool,
+        role: Option<Role>,
+        paused: bool,
+        nofailover: bool,
+        failover: bool,
+        dcs_ok: bool,
+        want: bool,
+    ) {
+        let mut view = ClusterView::default();
+        if leader {
+            view.leader = Some(LeaderKey { name: "pg1".into(), session: None, create_rev: 1, mod_rev: 1 });
+        }
+        if failover {
+            let value = FailoverData { leader: None, member: Some("pg2".into()), scheduled_at: None };
+            view.failover = Some(Versioned { value, mod_rev: 4 });
+        }
+        let pg = match role {
+            Some(role) => {
+                PgProcess::Running(Box::new(PgStatus { state: PgState::Running, role, ..PgStatus::default() }))
+            }
+            None => PgProcess::Stopped,
+        };
+        let cfg = HaConfig {
+            name: "pg2".into(),
+            ttl: std::time::Duration::from_secs(30),
+            paused,
+            nofailover,
+            failover_priority: if nofailover { 0 } else { 1 },
+            maximum_lag_on_failover: 1 << 20,
+            use_pg_rewind: false,
+            remove_data_directory_on_rewind_failure: false,
+            check_timeline: false,
+            synchronous_mode: SynchronousMode::Quorum,
+        };
+        assert_eq!(races_for_vacant_key(&view, &pg, &cfg, dcs_ok), want);
+    }
+
+    #[test]
+    fn only_a_replica_about_to_race_asks_its_peers() {
+        let replica = Some(Role::Replica);
+        check(false, replica, false, false, false, true, true);
+        // A leader exists: follow it, no race.
+        check(true, replica, false, false, false, true, false);
+        // Already primary: takes the key without judging peers; stopped: starts first.
+        check(false, Some(Role::Primary), false, false, false, true, false);
+        check(false, None, false, false, false, true, false);
+        // Paused, or a store we do not trust: nobody races.
+        check(false, replica, true, false, false, true, false);
+        check(false, replica, false, false, false, false, false);
+        // nofailover races only where a failover key may name it.
+        check(false, replica, false, true, false, true, false);
+        check(false, replica, false, true, true, true, true);
     }
 }

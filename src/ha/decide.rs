@@ -62,14 +62,30 @@ fn decide_inner(obs: &Observation, view: &ClusterView, cfg: &HaConfig, now: Syst
     }
     match &obs.pg {
         PgProcess::Stopped => stopped(obs, view, cfg),
-        PgProcess::Unresponsive => {
-            if obs.leader_key_is_mine {
-                Decision::new(vec![Action::RenewLease], Reason::LeaderWithLock)
-            } else {
-                Decision::idle(Reason::WaitingForLeader)
-            }
-        }
+        PgProcess::Unresponsive => unresponsive(obs, view, cfg),
         PgProcess::Running(status) => running(obs, view, cfg, status.role, now),
+    }
+}
+
+/// PostgreSQL runs but does not answer (still recovering towards a consistent state, or hung).
+/// With another member holding the leader key, a server that does not follow that leader is
+/// dealt with as if it answered: a replica configured for a former leader is restarted to follow
+/// the current one (streaming from a former leader it might never reach consistency and would
+/// wait forever), and a server we do not know to be a replica (a former primary, or one adopted
+/// after a restart of raftgres) is stopped, so the next cycle starts it as a replica, with
+/// pg_rewind if its control file says it was a primary.
+fn unresponsive(obs: &Observation, view: &ClusterView, cfg: &HaConfig) -> Decision {
+    if obs.leader_key_is_mine {
+        return Decision::new(vec![Action::RenewLease], Reason::LeaderWithLock);
+    }
+    let Some(leader) = view.leader.as_ref().filter(|l| l.name != cfg.name && !cfg.paused) else {
+        return Decision::idle(Reason::WaitingForLeader);
+    };
+    let name = leader.name.clone();
+    match obs.following.as_deref() {
+        Some(following) if following == name => Decision::idle(Reason::FollowingLeader(name)),
+        Some(_) => Decision::new(vec![Action::Follow(name.clone())], Reason::FollowingLeader(name)),
+        None => Decision::new(vec![Action::Demote(DemoteMode::ImmediateNoLock)], Reason::StoppingUnresponsive(name)),
     }
 }
 

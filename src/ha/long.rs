@@ -16,6 +16,7 @@ use crate::dcs::view::LeaderExpiry;
 use crate::dcs::view::StatusData;
 use crate::dcs::Dcs;
 use crate::postgres::supervisor::ConnTarget;
+use crate::postgres::supervisor::PgError;
 use crate::postgres::supervisor::RewindOutcome;
 use crate::postgres::supervisor::StartRole;
 use crate::postgres::supervisor::StopMode;
@@ -106,10 +107,7 @@ pub async fn clone(pg: Supervisor, leader: String, target: ConnTarget, slot: Str
     let role = StartRole::Replica { primary: target, slot: Some(slot) };
     match pg.start(role).await {
         Ok(()) => ActionOutcome { following: Some(Some(leader)), ..ActionOutcome::default() },
-        Err(e) => {
-            error!(error = %e, "failed to start the new replica");
-            ActionOutcome::default()
-        }
+        Err(e) => started_or_failed(e, Some(Some(leader)), "failed to start the new replica"),
     }
 }
 
@@ -117,11 +115,20 @@ pub async fn clone(pg: Supervisor, leader: String, target: ConnTarget, slot: Str
 pub async fn start(pg: Supervisor, role: StartRole, following: Option<Option<String>>) -> ActionOutcome {
     match pg.start(role).await {
         Ok(()) => ActionOutcome { following, ..ActionOutcome::default() },
-        Err(e) => {
-            error!(error = %e, "failed to start postgres");
-            ActionOutcome::default()
-        }
+        Err(e) => started_or_failed(e, following, "failed to start postgres"),
     }
+}
+
+/// The outcome of a start that did not finish: a server still recovering runs configured to
+/// follow `following`, so the HA loop waits for it (and restarts it only if the leader moves);
+/// anything else is an error and the loop decides again from what it observes.
+fn started_or_failed(e: PgError, following: Option<Option<String>>, what: &str) -> ActionOutcome {
+    if let PgError::NotReady { .. } = e {
+        warn!(error = %e, "postgres is still starting; waiting for it in the next cycles");
+        return ActionOutcome { following, ..ActionOutcome::default() };
+    }
+    error!(error = %e, "{what}");
+    ActionOutcome::default()
 }
 
 /// Optionally pg_rewind from the leader, then start as its replica.
@@ -168,10 +175,7 @@ pub async fn rewind_running_replica(
 pub async fn restart(pg: Supervisor, role: StartRole, leader: String) -> ActionOutcome {
     match pg.restart(role).await {
         Ok(()) => ActionOutcome { following: Some(Some(leader)), ..ActionOutcome::default() },
-        Err(e) => {
-            error!(leader, error = %e, "failed to restart postgres to follow the new leader");
-            ActionOutcome::default()
-        }
+        Err(e) => started_or_failed(e, Some(Some(leader)), "failed to restart postgres to follow the new leader"),
     }
 }
 
@@ -199,9 +203,14 @@ pub async fn promote(
     sync: super::sync::SyncPolicy,
 ) -> ActionOutcome {
     let before = pg.probe().await.ok().map(PgStatus::from);
-    // Before accepting writes: in strict synchronous mode commits must wait for a standby from
-    // the first transaction on; otherwise start standalone until the next cycle picks standbys.
-    let initial_sync = (sync.mode != crate::config::SynchronousMode::Off && sync.strict).then_some("*");
+    // Before accepting writes: the `sync` key names only us (see `sync::promote_plan`), then in strict
+    // synchronous mode commits wait for a standby from the first transaction on; otherwise start
+    // standalone until the next cycle picks standbys.
+    let plan = super::sync::promote_plan(&dcs.view(), &me, &sync);
+    if !narrow_sync_key(&dcs, plan.key.as_ref(), timeout).await {
+        return ActionOutcome::default();
+    }
+    let initial_sync = plan.guc.as_deref();
     let current = pg.synchronous_standby_names().await.ok();
     if current.as_deref() != Some(initial_sync.unwrap_or("")) {
         if let Err(e) = pg.set_synchronous_standby_names(initial_sync).await {
@@ -241,6 +250,30 @@ pub async fn promote(
     // The history line is written by the HA loop's next cycle, once it has published this node
     // as a healthy primary, so the timeline can carry that moment too.
     ActionOutcome { following: Some(None), promotion: Some((line, timeline)), ..ActionOutcome::default() }
+}
+
+/// Writes the narrowed `sync` key before a promotion; `false` when it could not be written and the promotion must
+/// wait. Not promoting is the safe side: we keep the leader key and retry next cycle (Patroni's "Postponing
+/// promotion because synchronous replication state was updated by somebody else"), whereas promoting under the
+/// old key would let its voters promote without the commits we are about to acknowledge alone. A conflict
+/// means the key changed since our view (or our session no longer holds `leader`).
+async fn narrow_sync_key(dcs: &Dcs, key: Option<&crate::dcs::view::SyncData>, timeout: Duration) -> bool {
+    let Some(key) = key else { return true };
+    let mod_rev = dcs.view().sync.as_ref().map(|s| s.mod_rev);
+    match dcs.write_sync(Some(key), mod_rev, timeout).await {
+        Ok(true) => {
+            info!(sync = ?key, "narrowed the sync key to this node before promoting");
+            true
+        }
+        Ok(false) => {
+            info!("postponing promotion: the sync key or the leader key changed concurrently");
+            false
+        }
+        Err(e) => {
+            warn!(error = %e, "postponing promotion: failed to write the sync key");
+            false
+        }
+    }
 }
 
 /// How this promotion came about: a failover when another leader's session expired after the

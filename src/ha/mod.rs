@@ -129,11 +129,20 @@ pub struct HaLoop {
     timing: Timing,
     requests: tokio::sync::mpsc::Receiver<requests::HaRequest>,
     requests_tx: tokio::sync::mpsc::Sender<requests::HaRequest>,
+    /// Asks peers' `GET /patroni` during the leader race (`observe::race_peers`).
+    peer_http: reqwest::Client,
 }
 
 impl HaLoop {
-    /// A loop over `dcs` and `pg`, publishing into `status_tx`.
-    pub fn new(settings: HaSettings, dcs: Dcs, pg: Supervisor, status_tx: watch::Sender<NodeStatus>) -> Self {
+    /// A loop over `dcs` and `pg`, publishing into `status_tx`; `peer_http` reaches the other members' REST APIs
+    /// (the REST API's peer client, trusting `restapi.cafile`).
+    pub fn new(
+        settings: HaSettings,
+        dcs: Dcs,
+        pg: Supervisor,
+        status_tx: watch::Sender<NodeStatus>,
+        peer_http: reqwest::Client,
+    ) -> Self {
         let (dynamic, _) = DynamicConfig::parse_lenient(settings.bootstrap_dcs.clone());
         let (timing, _) = dynamic.timing();
         let (requests_tx, requests) = tokio::sync::mpsc::channel(16);
@@ -148,6 +157,7 @@ impl HaLoop {
             state: LoopState::default(),
             dynamic,
             timing,
+            peer_http,
         }
     }
 
@@ -319,7 +329,20 @@ impl HaLoop {
         let process = observe::pg_process(&self.pg).await;
         self.is_primary.store(process.role() == Some(crate::status::Role::Primary), Ordering::SeqCst);
         let leader_key_is_mine = self.dcs.leader_key_is_mine(&view);
-        let peers = if view.leader.is_none() { observe::peers_from_view(&view, &self.settings.name) } else { vec![] };
+        let cfg = self.ha_config();
+        if candidate::races_for_vacant_key(&view, &process, &cfg, dcs_ok) {
+            // Peers racing at the same instant ask us too: they must read this probe, taken after the key
+            // went vacant, not the status of our previous cycle (which they would not count as a vote).
+            let probed = observe::status_without_probe(&process, &data_dir, PgState::Running);
+            self.status_tx.send_modify(|status| observe::publish_race_probe(status, probed, &view, dcs_ok));
+        }
+        let peer_query = observe::PeerQuery {
+            http: &self.peer_http,
+            timeout: self.timing.retry_timeout.min(observe::PEER_STATUS_TIMEOUT),
+            view: &view,
+            cfg: &cfg,
+        };
+        let peers = observe::race_peers(&peer_query, &process, dcs_ok).await;
         let obs = observe::observation(
             data_dir.clone(),
             process.clone(),
@@ -331,7 +354,6 @@ impl HaLoop {
             self.state.following.clone(),
             self.state.rewind_failed,
         );
-        let cfg = self.ha_config();
         let decision = decide::decide(&obs, &view, &cfg, SystemTime::now());
         let sentence = decision.reason.to_string();
         if sentence != self.state.last_reason {

@@ -153,6 +153,55 @@ pub fn plan(
     SyncPlan { key_before, guc, key_after }
 }
 
+/// What a node that won the leader key does to synchronous replication before `pg_promote`, in this order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromotePlan {
+    /// Write the `sync` key first: `{leader: me, sync_standby: null, quorum: 0}`; `None` when it already says so
+    /// or synchronous replication is off.
+    pub key: Option<SyncData>,
+    /// Then `synchronous_standby_names` (`None` clears it).
+    pub guc: Option<String>,
+}
+
+/// PURE: the synchronous replication pre-step of a promotion by `me` (Patroni's
+/// `process_sync_replication_prepromote`).
+///
+/// The `sync` key is narrowed to this node before PostgreSQL accepts its first write, in both modes: until the
+/// first cycle as primary names standbys, only this node holds every commit it acknowledges.
+/// Failure scenario this prevents (quorum): (1) key `{leader: a, sync_standby: b,c, quorum: 1}`; (2) a dies, b
+/// gathers c's vote, takes the leader key and promotes with an empty `synchronous_standby_names`; (3) b
+/// acknowledges commits alone and dies before its first cycle rewrites the key; (4) c, with a's vote once a
+/// returns as a replica, still satisfies the old key and promotes without those commits. With the narrowed key,
+/// c needs b's vote and waits for b. Mode `on` has the same window (the old key names a and b).
+/// Patroni 4.x keeps the old quorum key here and sets `ANY k (old voters)` instead; narrowing trades the
+/// ability to fail over during that first cycle for a key that never names a member lacking a commit.
+///
+/// Strict mode must not acknowledge a commit on this node alone, nor on a standby the planner would not choose
+/// (`*` lets even a `nosync` one acknowledge): it starts with the placeholder no standby uses, as the planner
+/// does when no standby is eligible; the first cycle as primary names the real standbys.
+pub fn promote_plan(view: &ClusterView, me: &str, policy: &SyncPolicy) -> PromotePlan {
+    if policy.mode == SynchronousMode::Off {
+        return PromotePlan { key: None, guc: None };
+    }
+    let narrowed = key(me, &BTreeSet::new());
+    let key = (view.sync.as_ref().map(|s| &s.value) != Some(&narrowed)).then_some(narrowed);
+    let guc = policy.strict.then(|| strict_placeholder_guc(policy.mode)).flatten();
+    PromotePlan { key, guc }
+}
+
+/// PURE: `synchronous_standby_names` that holds every commit (strict mode with no standby to name):
+/// `ANY 1 (placeholder)` in quorum mode, the bare placeholder otherwise.
+pub fn strict_placeholder_guc(mode: SynchronousMode) -> Option<String> {
+    let placeholder: BTreeSet<String> = [STRICT_PLACEHOLDER.to_string()].into();
+    let mode = if mode == SynchronousMode::Quorum { SyncMode::Quorum } else { SyncMode::Priority };
+    render_synchronous_standby_names(&SyncRequest {
+        mode,
+        standbys: &placeholder,
+        num: Some(1),
+        strictness: Strictness::Strict,
+    })
+}
+
 /// Whether `me` may race for the leader key under synchronous replication: only members the
 /// `sync` key names (and its leader) hold every acknowledged commit.
 /// In quorum mode anybody may race; `candidate::quorum_votes` decides whether it gathered enough votes.
@@ -334,6 +383,36 @@ mod tests {
             ON,
             SyncPlan { key_before: Some(Some(sd(""))), guc: None, key_after: None },
         );
+    }
+
+    #[track_caller]
+    fn check_promote(sync: Option<SyncData>, policy: SyncPolicy, want_key: bool, want_guc: Option<&str>) {
+        let mut v = view(None);
+        v.sync = sync.map(|value| Versioned { value, mod_rev: 7 });
+        let plan = promote_plan(&v, "pg2", &policy);
+        let narrowed = SyncData { leader: Some("pg2".into()), sync_standby: None, quorum: 0 };
+        assert_eq!(plan.key, want_key.then_some(narrowed), "key for {policy:?}");
+        assert_eq!(plan.guc.as_deref(), want_guc, "guc for {policy:?}");
+    }
+
+    #[test]
+    fn promotion_narrows_the_key_before_accepting_writes() {
+        let quorum = SyncPolicy { mode: SynchronousMode::Quorum, ..ON };
+        let strict_quorum = SyncPolicy { strict: true, ..quorum };
+        let quorum_key = SyncData { quorum: 1, ..sd("pg2,pg3") };
+        let placeholder_any = format!("ANY 1 ({STRICT_PLACEHOLDER})");
+        // Quorum: the old voters lose their say before the first write; strict waits for a name nobody has.
+        check_promote(Some(quorum_key.clone()), quorum, true, None);
+        check_promote(Some(quorum_key.clone()), strict_quorum, true, Some(placeholder_any.as_str()));
+        check_promote(None, quorum, true, None);
+        // Mode on: the same window, the same narrowing.
+        check_promote(Some(sd("pg2")), ON, true, None);
+        check_promote(Some(sd("pg2")), SyncPolicy { strict: true, ..ON }, true, Some(STRICT_PLACEHOLDER));
+        // Already narrowed to us (a retried promotion): nothing to write.
+        let ours = SyncData { leader: Some("pg2".into()), sync_standby: None, quorum: 0 };
+        check_promote(Some(ours), quorum, false, None);
+        // Off: the key and the GUC are the planner's business.
+        check_promote(Some(quorum_key), SyncPolicy { mode: SynchronousMode::Off, ..ON }, false, None);
     }
 
     #[test]

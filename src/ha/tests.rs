@@ -133,6 +133,41 @@ fn follow_new_leader_after_failover() {
 }
 
 #[test]
+fn unresponsive_postgres_rows() {
+    let unresponsive = |following: Option<&str>, mine: bool| Observation {
+        following: following.map(str::to_string),
+        leader_key_is_mine: mine,
+        holds_lease: mine,
+        ..obs(PgProcess::Unresponsive)
+    };
+    let follow = |name: &str| vec![Action::Follow(name.into())];
+    let stop = vec![Action::Demote(DemoteMode::ImmediateNoLock)];
+    let rows: Vec<(Observation, Option<&str>, Vec<Action>, &str)> = vec![
+        (unresponsive(None, true), Some("pg1"), vec![Action::RenewLease], "no action. I am the leader with the lock"),
+        (
+            unresponsive(Some("pg2"), false),
+            Some("pg2"),
+            vec![],
+            "no action. I am a secondary, and following a leader (pg2)",
+        ),
+        (
+            unresponsive(Some("pg3"), false),
+            Some("pg2"),
+            follow("pg2"),
+            "no action. I am a secondary, and following a leader (pg2)",
+        ),
+        (unresponsive(None, false), Some("pg2"), stop, "stopping postgres: it does not answer"),
+        (unresponsive(Some("pg3"), false), None, vec![], "waiting for a leader to follow"),
+        (unresponsive(None, false), Some("pg1"), vec![], "waiting for a leader to follow"),
+    ];
+    for (o, leader, actions, reason) in rows {
+        check(o, view(leader), cfg(), actions, reason);
+    }
+    let paused = HaConfig { paused: true, ..cfg() };
+    check(unresponsive(Some("pg3"), false), view(Some("pg2")), paused, vec![], "PAUSE: waiting for a leader to follow");
+}
+
+#[test]
 fn demote_because_not_having_lock() {
     check(
         obs(pg(Role::Primary, 100)),

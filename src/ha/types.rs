@@ -250,6 +250,8 @@ pub enum Reason {
     RewindFailed(String),
     /// A replica replayed WAL the new leader never had (it forked its timeline off earlier).
     ReplicaDiverged(String),
+    /// PostgreSQL does not answer and is not known to follow the leader: stopped, to start as its replica.
+    StoppingUnresponsive(String),
     /// Taking over the lease of this member's previous process.
     TakingOverOwnLease,
     /// Synchronous mode: not named in the `sync` key.
@@ -291,6 +293,10 @@ impl fmt::Display for Reason {
             Reason::ReplicaDiverged(l) => {
                 write!(f, "replayed past the point where {l}'s timeline forked off; running pg_rewind from {l}")
             }
+            Reason::StoppingUnresponsive(l) => write!(
+                f,
+                "stopping postgres: it does not answer and is not known to follow the leader ({l}); it starts as a replica next"
+            ),
             Reason::TakingOverOwnLease => write!(f, "taking over the leader lock of my previous process"),
             Reason::NotSynchronous => write!(
                 f,

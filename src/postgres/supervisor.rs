@@ -34,6 +34,8 @@ pub const DEFAULT_RUN_AS: &str = "postgres";
 const REQUIRED_PROGRAMS: [&str; 5] = ["postgres", "initdb", "pg_basebackup", "pg_rewind", "pg_controldata"];
 
 /// How often start-up and shutdown are checked.
+/// How long a start as a standby without a primary waits for PostgreSQL to accept connections.
+const STANDBY_READY_WAIT: Duration = Duration::from_secs(5);
 const WAIT_STEP: Duration = Duration::from_millis(100);
 
 /// Everything the supervisor needs to know about the local PostgreSQL (the lead maps the YAML config onto it).
@@ -185,6 +187,19 @@ pub enum PgError {
         /// What was awaited.
         what: String,
         /// The last PostgreSQL log lines, if relevant.
+        log_tail: String,
+    },
+    /// The postmaster runs but did not accept connections within the start timeout (a replica
+    /// still replaying WAL towards a consistent state, a primary in long crash recovery). It is
+    /// left running, configured for the role it was started in.
+    #[error(
+        "PostgreSQL is running but did not accept connections within {seconds}s (still recovering?){}",
+        log_suffix(log_tail)
+    )]
+    NotReady {
+        /// The start timeout.
+        seconds: u64,
+        /// The last PostgreSQL log lines.
         log_tail: String,
     },
     /// The postmaster exited while starting.
@@ -394,7 +409,8 @@ impl Supervisor {
     /// Writes the managed configuration for `role`, spawns `postgres -D`, and waits until `postmaster.pid`
     /// says ready (or standby) and an SQL probe succeeds, within `start_timeout`. Fails with
     /// [`PgError::AlreadyRunning`] if a postmaster runs (adopted or not) instead of starting a second one.
-    /// On timeout PostgreSQL is left running (it may still be replaying WAL): stop it to give up.
+    /// On timeout ([`PgError::NotReady`]) PostgreSQL is left running, configured for `role` (it may
+    /// still be replaying WAL): stop it to give up. A [`StartRole::Standby`] waits at most 5 s.
     pub async fn start(&self, role: StartRole) -> Result<(), PgError> {
         self.shielded("start", move |this| async move { this.start_locked(role).await }).await
     }
@@ -591,7 +607,14 @@ impl Supervisor {
         )?;
         let id = spawned.id;
         self.track(id, Some(spawned.child));
-        self.wait_ready(id).await?;
+        // A standby without a primary can only replay what its pg_wal holds: if its consistent
+        // point lies beyond, it waits for WAL forever. Do not hold the HA loop for the whole
+        // start timeout then: it restarts the server as a replica once a leader exists.
+        let timeout = match role {
+            StartRole::Standby => self.inner.cfg.start_timeout.min(STANDBY_READY_WAIT),
+            _ => self.inner.cfg.start_timeout,
+        };
+        self.wait_ready(id, timeout).await?;
         tracing::info!(pid = id.pid, role = ?role, "PostgreSQL is ready");
         Ok(())
     }
@@ -628,8 +651,7 @@ impl Supervisor {
         self.state().socket_dir.clone()
     }
 
-    async fn wait_ready(&self, id: PostmasterId) -> Result<(), PgError> {
-        let timeout = self.inner.cfg.start_timeout;
+    async fn wait_ready(&self, id: PostmasterId, timeout: Duration) -> Result<(), PgError> {
         let deadline = Instant::now() + timeout;
         let pid_path = self.inner.cfg.data_dir.join("postmaster.pid");
         loop {
@@ -642,8 +664,7 @@ impl Supervisor {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                let what = format!("PostgreSQL to accept connections within {}s", timeout.as_secs());
-                return Err(PgError::Timeout { what, log_tail: self.inner.log_tail.text() });
+                return Err(PgError::NotReady { seconds: timeout.as_secs(), log_tail: self.inner.log_tail.text() });
             }
             tokio::time::sleep(WAIT_STEP).await;
         }

@@ -20,6 +20,7 @@ use std::collections::BTreeSet;
 use super::SyncPlan;
 use super::SyncPolicy;
 use super::STRICT_PLACEHOLDER;
+use crate::config::SynchronousMode;
 use crate::dcs::view::ClusterView;
 use crate::dcs::view::SyncData;
 use crate::postgres::sync::parse_synchronous_standby_names;
@@ -134,15 +135,8 @@ fn target(active: &BTreeSet<String>, current: Option<&QuorumKey>, policy: &SyncP
     if active.is_empty() {
         if policy.strict {
             // Commits wait for a standby nobody can be; the key keeps the voters that hold every commit.
-            let placeholder: BTreeSet<String> = [STRICT_PLACEHOLDER.to_string()].into();
-            let request = SyncRequest {
-                mode: SyncMode::Quorum,
-                standbys: &placeholder,
-                num: Some(1),
-                strictness: Strictness::Strict,
-            };
             return Target {
-                guc: render_synchronous_standby_names(&request),
+                guc: super::strict_placeholder_guc(SynchronousMode::Quorum),
                 ack: AckRule { standbys: BTreeSet::new(), num: 1, any_standby: false },
                 key: current.cloned().unwrap_or_else(QuorumKey::leader_only),
             };
