@@ -136,6 +136,10 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<usize> {
         "loop_wait": TIMING.1,
         "retry_timeout": TIMING.2,
     });
+    // A pg_rewind whose source dies half-way (a kill during the rewind) leaves a data directory that only a new
+    // clone repairs; with the default (false) raftgres keeps it for a human and the node stays down, which the
+    // liveness checker would report. Operators who prefer self-healing set the same.
+    spec.remove_data_directory_on_rewind_failure = true;
     let cluster = LocalCluster::generate(spec)?;
     println!("chaos: cluster in {} (seed {}, mode {})", dir.display(), args.seed, args.mode);
     let outcome = drive(&cluster, &mesh, &args, &kinds, sync).await;

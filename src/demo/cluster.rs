@@ -79,6 +79,8 @@ pub struct ClusterSpec {
     /// Merged into every node's `restapi` section (e.g. `{"authentication": {"username": …, "password": …}}`);
     /// `null` for none.
     pub restapi_overrides: Value,
+    /// `postgresql.remove_data_directory_on_rewind_failure` of every node (clone again when pg_rewind fails).
+    pub remove_data_directory_on_rewind_failure: bool,
 }
 
 impl ClusterSpec {
@@ -96,6 +98,7 @@ impl ClusterSpec {
             dcs_overrides: Value::Null,
             tags: BTreeMap::new(),
             restapi_overrides: Value::Null,
+            remove_data_directory_on_rewind_failure: false,
         }
     }
 }
@@ -164,6 +167,7 @@ impl LocalCluster {
                 dcs_overrides: &spec.dcs_overrides,
                 tags: spec.tags.get(&node.node_idx),
                 restapi_overrides: &spec.restapi_overrides,
+                remove_data_directory_on_rewind_failure: spec.remove_data_directory_on_rewind_failure,
             };
             let yaml = nodeconf::render_node_config(node, &inputs)?;
             files::write_private(&node.config_path(), &yaml)?;

@@ -212,6 +212,8 @@ pub struct NodeInputs<'a> {
     pub tags: Option<&'a Map<String, Value>>,
     /// Merged into `restapi` with `PATCH /config` semantics.
     pub restapi_overrides: &'a Value,
+    /// `postgresql.remove_data_directory_on_rewind_failure`.
+    pub remove_data_directory_on_rewind_failure: bool,
 }
 
 /// The node YAML of `layout`: a comment header, then the configuration.
@@ -314,6 +316,7 @@ fn postgresql(layout: &NodeLayout, inputs: &NodeInputs<'_>) -> Yaml {
         ("authentication", authentication),
         ("parameters", map([("unix_socket_directories", path(&layout.dir))])),
         ("use_pg_rewind", Yaml::Bool(true)),
+        ("remove_data_directory_on_rewind_failure", Yaml::Bool(inputs.remove_data_directory_on_rewind_failure)),
     ])
 }
 

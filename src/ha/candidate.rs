@@ -307,6 +307,7 @@ mod quorum_tests {
                 .collect(),
             following: None,
             rewind_failed: false,
+            rewind_incomplete: false,
         };
         let mut view = ClusterView::default();
         let value = SyncData {

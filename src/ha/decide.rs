@@ -124,6 +124,9 @@ fn stopped(obs: &Observation, view: &ClusterView, cfg: &HaConfig) -> Decision {
         return Decision::new(actions, Reason::WaitingForLeader);
     }
     let leader = view.leader.as_ref();
+    if obs.rewind_incomplete {
+        return rewind_incomplete(obs, view, cfg);
+    }
     if obs.leader_key_is_mine {
         let reason =
             if was_primary { Reason::StartingPrimaryAfterFailure } else { Reason::PromotingBecauseIHoldTheLock };
@@ -146,6 +149,21 @@ fn stopped(obs: &Observation, view: &ClusterView, cfg: &HaConfig) -> Decision {
             Decision::new(vec![Action::StartReplica { leader: Some(name), rewind }], reason)
         }
         None => Decision::new(vec![Action::StartReplica { leader: None, rewind: false }], Reason::StartingAsSecondary),
+    }
+}
+
+/// An interrupted pg_rewind replaced some files with the source's and not others: the data directory is neither
+/// the old history nor the new one. Starting it could serve or stream corrupt pages, and a second pg_rewind
+/// might no longer find the target's own WAL past the fork. Only a new clone repairs it.
+fn rewind_incomplete(obs: &Observation, view: &ClusterView, cfg: &HaConfig) -> Decision {
+    let mut actions = if obs.leader_key_is_mine { vec![Action::ReleaseLease] } else { vec![] };
+    match view.leader.as_ref().filter(|l| l.name != cfg.name) {
+        Some(leader) if cfg.remove_data_directory_on_rewind_failure => {
+            actions.push(Action::WipeAndClone(leader.name.clone()));
+            Decision::new(actions, Reason::CloningFrom(leader.name.clone()))
+        }
+        Some(leader) => Decision::new(actions, Reason::RewindIncomplete(leader.name.clone())),
+        None => Decision::new(actions, Reason::WaitingForLeader),
     }
 }
 

@@ -115,6 +115,8 @@ struct LoopState {
     last_dcs_seen_wall: Option<SystemTime>,
     /// A finished promotion whose `history` line is still to be written.
     pending_history: Option<(HistoryLine, FailoverTimeline)>,
+    /// Whether a replica found running at start-up was checked against the leader (see `adopt_following`).
+    adopted_checked: bool,
 }
 
 /// The HA loop of one node.
@@ -329,6 +331,7 @@ impl HaLoop {
         let process = observe::pg_process(&self.pg).await;
         self.is_primary.store(process.role() == Some(crate::status::Role::Primary), Ordering::SeqCst);
         let leader_key_is_mine = self.dcs.leader_key_is_mine(&view);
+        self.adopt_following(&view, &process).await;
         let cfg = self.ha_config();
         if candidate::races_for_vacant_key(&view, &process, &cfg, dcs_ok) {
             // Peers racing at the same instant ask us too: they must read this probe, taken after the key
@@ -353,6 +356,7 @@ impl HaLoop {
             peers,
             self.state.following.clone(),
             self.state.rewind_failed,
+            self.pg.rewind_incomplete(),
         );
         let decision = decide::decide(&obs, &view, &cfg, SystemTime::now());
         let sentence = decision.reason.to_string();
@@ -440,6 +444,32 @@ impl HaLoop {
 
     /// Writes the last promotion's `history` line, stamping the first cycle that published this
     /// node as a primary holding the lease (what `GET /primary` answers 200 on).
+    /// Once, on the first cycle that sees a running replica and a leader: if this raftgres restarted while
+    /// PostgreSQL kept running already configured to follow that leader, note so, and the replica keeps
+    /// running (and streaming, and acknowledging synchronous commits) instead of being restarted to follow it.
+    async fn adopt_following(&mut self, view: &ClusterView, process: &types::PgProcess) {
+        if self.state.adopted_checked || self.state.following.is_some() {
+            return;
+        }
+        let types::PgProcess::Running(status) = process else { return };
+        let Some(leader) = view.leader.as_ref().filter(|l| l.name != self.settings.name) else { return };
+        self.state.adopted_checked = true;
+        if status.role != crate::status::Role::Replica {
+            return;
+        }
+        let Some((host, port)) = view.members.get(&leader.name).and_then(|m| m.host_port()) else { return };
+        let target = crate::postgres::supervisor::ConnTarget { host, port };
+        let slot = crate::postgres::slots::slot_name(&self.settings.name);
+        match self.pg.follows(&target, &slot).await {
+            Ok(true) => {
+                info!(leader = %leader.name, "the running replica already follows the leader; keeping it running");
+                self.state.following = Some(leader.name.clone());
+            }
+            Ok(false) => {}
+            Err(e) => debug!(error = %e, "could not read the running replica's recovery settings"),
+        }
+    }
+
     async fn record_promotion(&mut self) {
         let Some((line, mut timeline)) = self.state.pending_history.take() else { return };
         let healthy = {

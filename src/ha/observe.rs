@@ -214,8 +214,20 @@ pub fn observation(
     peers: Vec<PeerReport>,
     following: Option<String>,
     rewind_failed: bool,
+    rewind_incomplete: bool,
 ) -> Observation {
-    Observation { data_dir, pg, holds_lease, leader_key_is_mine, dcs_ok, action, peers, following, rewind_failed }
+    Observation {
+        data_dir,
+        pg,
+        holds_lease,
+        leader_key_is_mine,
+        dcs_ok,
+        action,
+        peers,
+        following,
+        rewind_failed,
+        rewind_incomplete,
+    }
 }
 
 /// What this member publishes under `members/<name>`.

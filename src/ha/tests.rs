@@ -73,6 +73,7 @@ fn obs(pg: PgProcess) -> Observation {
         peers: vec![],
         following: None,
         rewind_failed: false,
+        rewind_incomplete: false,
     }
 }
 
@@ -130,6 +131,21 @@ fn follows_the_leader() {
 fn follow_new_leader_after_failover() {
     let o = Observation { following: Some("pg3".into()), ..obs(pg(Role::Replica, 90)) };
     check(o, view(Some("pg2")), cfg(), vec![Action::Follow("pg2".into())], "no action. I am a secondary");
+}
+
+#[test]
+fn interrupted_rewind_is_never_started_only_cloned() {
+    let o = |was_primary| Observation {
+        data_dir: initialized(was_primary),
+        rewind_incomplete: true,
+        ..obs(PgProcess::Stopped)
+    };
+    let reason = "an interrupted pg_rewind left the data directory unusable";
+    check(o(false), view(Some("pg2")), cfg(), vec![], reason);
+    check(o(true), view(Some("pg2")), cfg(), vec![], reason);
+    let wipe = HaConfig { remove_data_directory_on_rewind_failure: true, ..cfg() };
+    check(o(false), view(Some("pg2")), wipe.clone(), vec![Action::WipeAndClone("pg2".into())], "trying to bootstrap from leader");
+    check(o(false), view(None), wipe, vec![], "waiting for a leader to follow");
 }
 
 #[test]

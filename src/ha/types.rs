@@ -122,6 +122,9 @@ pub struct Observation {
     pub following: Option<String>,
     /// The last rewind attempt from the current leader failed.
     pub rewind_failed: bool,
+    /// A pg_rewind began changing the data directory and did not finish (`Supervisor::rewind_incomplete`): it
+    /// must never be started or rewound again, only cloned anew.
+    pub rewind_incomplete: bool,
 }
 
 /// The policy the decision applies (dynamic config + local tags).
@@ -250,6 +253,8 @@ pub enum Reason {
     RewindFailed(String),
     /// A replica replayed WAL the new leader never had (it forked its timeline off earlier).
     ReplicaDiverged(String),
+    /// An interrupted pg_rewind left the data directory unusable, and wiping it is not allowed.
+    RewindIncomplete(String),
     /// PostgreSQL does not answer and is not known to follow the leader: stopped, to start as its replica.
     StoppingUnresponsive(String),
     /// Taking over the lease of this member's previous process.
@@ -293,6 +298,10 @@ impl fmt::Display for Reason {
             Reason::ReplicaDiverged(l) => {
                 write!(f, "replayed past the point where {l}'s timeline forked off; running pg_rewind from {l}")
             }
+            Reason::RewindIncomplete(l) => write!(
+                f,
+                "an interrupted pg_rewind left the data directory unusable; not starting it (raftgres reinit, or set remove_data_directory_on_rewind_failure to clone from {l})"
+            ),
             Reason::StoppingUnresponsive(l) => write!(
                 f,
                 "stopping postgres: it does not answer and is not known to follow the leader ({l}); it starts as a replica next"

@@ -126,6 +126,9 @@ impl Supervisor {
             return Err(e);
         }
         self.forget_conf();
+        // A fresh copy: whatever an interrupted pg_rewind left behind is gone.
+        let marker = self.rewind_marker();
+        files::blocking("remove the rewind marker", move || files::remove_durable(&marker)).await?;
         tracing::info!(host = %from.host, port = from.port, "cloned the data directory");
         Ok(())
     }
@@ -139,6 +142,8 @@ impl Supervisor {
             }
             this.empty_data_dir().await?;
             this.forget_conf();
+            let marker = this.rewind_marker();
+            files::blocking("remove the rewind marker", move || files::remove_durable(&marker)).await?;
             tracing::warn!(data_dir = %this.inner.cfg.data_dir.display(), "removed the contents of the data directory");
             Ok(())
         })

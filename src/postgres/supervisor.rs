@@ -368,6 +368,19 @@ impl Supervisor {
         })
     }
 
+    /// Whether the running server is a replica streaming settings-wise from `primary` through `slot`: its
+    /// `primary_conninfo` is the one a start as that leader's replica writes. Lets a restarted raftgres keep an
+    /// adopted replica running instead of restarting it to follow the leader it already follows.
+    pub async fn follows(&self, primary: &ConnTarget, slot: &str) -> Result<bool, PgError> {
+        let expected = files::replica_conninfo(&self.inner.cfg, &primary.host, primary.port)?;
+        Ok(match self.recovery_conf_from_server().await? {
+            files::RecoveryConf::Replica { primary_conninfo, slot: Some(current) } => {
+                primary_conninfo == expected && current == slot
+            }
+            _ => false,
+        })
+    }
+
     /// The configuration, with absolute paths.
     pub fn config(&self) -> &PgConfig {
         &self.inner.cfg
