@@ -34,6 +34,15 @@ pub const DEFAULT_RUN_AS: &str = "postgres";
 const REQUIRED_PROGRAMS: [&str; 5] = ["postgres", "initdb", "pg_basebackup", "pg_rewind", "pg_controldata"];
 
 /// How often start-up and shutdown are checked.
+/// How often, and how far apart, a start refused by a just-killed postmaster's socket lock file is tried again.
+const LOCK_FILE_RETRIES: u32 = 20;
+const LOCK_FILE_RETRY_STEP: Duration = Duration::from_millis(250);
+
+/// PURE: PostgreSQL refused to start because a socket lock file names a process that still exists.
+fn socket_lock_held(log_tail: &str) -> bool {
+    log_tail.contains("lock file") && log_tail.contains("already exists")
+}
+
 /// How long a start as a standby without a primary waits for PostgreSQL to accept connections.
 const STANDBY_READY_WAIT: Duration = Duration::from_secs(5);
 const WAIT_STEP: Duration = Duration::from_millis(100);
@@ -608,18 +617,6 @@ impl Supervisor {
             StartRole::Standby => RecoveryConf::Replica { primary_conninfo: String::new(), slot: None },
         };
         self.write_conf(recovery).await?;
-        self.inner.log_tail.reset();
-        let cfg = &self.inner.cfg;
-        let spawned = process::spawn_postmaster(
-            &cfg.bin_dir,
-            &cfg.data_dir,
-            self.inner.owner.as_ref(),
-            &self.inner.tasks,
-            self.inner.cancel.clone(),
-            self.inner.log_tail.clone(),
-        )?;
-        let id = spawned.id;
-        self.track(id, Some(spawned.child));
         // A standby without a primary can only replay what its pg_wal holds: if its consistent
         // point lies beyond, it waits for WAL forever. Do not hold the HA loop for the whole
         // start timeout then: it restarts the server as a replica once a leader exists.
@@ -627,8 +624,40 @@ impl Supervisor {
             StartRole::Standby => self.inner.cfg.start_timeout.min(STANDBY_READY_WAIT),
             _ => self.inner.cfg.start_timeout,
         };
-        self.wait_ready(id, timeout).await?;
-        tracing::info!(pid = id.pid, role = ?role, "PostgreSQL is ready");
+        let mut lock_retries = 0;
+        loop {
+            self.inner.log_tail.reset();
+            let cfg = &self.inner.cfg;
+            let spawned = process::spawn_postmaster(
+                &cfg.bin_dir,
+                &cfg.data_dir,
+                self.inner.owner.as_ref(),
+                &self.inner.tasks,
+                self.inner.cancel.clone(),
+                self.inner.log_tail.clone(),
+            )?;
+            let id = spawned.id;
+            self.track(id, Some(spawned.child));
+            match self.wait_ready(id, timeout).await {
+                Err(PgError::StartFailed { log_tail, .. })
+                    if lock_retries < LOCK_FILE_RETRIES && socket_lock_held(&log_tail) =>
+                {
+                    // A postmaster killed with SIGKILL stays a zombie until its parent reaps it, and PostgreSQL
+                    // takes a lock file naming a pid that still exists for a live server. It clears in moments.
+                    lock_retries += 1;
+                    tracing::info!(
+                        attempt = lock_retries,
+                        "the killed postmaster's socket lock is still held; starting again shortly"
+                    );
+                    tokio::time::sleep(LOCK_FILE_RETRY_STEP).await;
+                }
+                result => {
+                    result?;
+                    break;
+                }
+            }
+        }
+        tracing::info!(role = ?role, "PostgreSQL is ready");
         Ok(())
     }
 
@@ -764,6 +793,14 @@ mod tests {
         let creds = Credentials { username: "postgres".into(), password: Some("secret".into()) };
         let shown = format!("{creds:?}");
         assert!(shown.contains("postgres") && shown.contains("redacted") && !shown.contains("secret"));
+    }
+
+    #[test]
+    fn a_just_killed_postmasters_socket_lock_is_recognised() {
+        let tail = "FATAL:  lock file \"/tmp/.s.PGSQL.37577.lock\" already exists\n\
+                    HINT:  Is another postmaster (PID 18846) using socket file \"/tmp/.s.PGSQL.37577\"?";
+        assert!(socket_lock_held(tail));
+        assert!(!socket_lock_held("FATAL:  data directory \"/data\" has invalid permissions"));
     }
 
     #[test]
