@@ -1,36 +1,71 @@
 //! The fence guard: when raftgres on the primary is killed or frozen, PostgreSQL (which outlives
 //! raftgres by design) is stopped by the guard process when the lease runs out, before any
-//! replica can promote; so at no sampled instant do two nodes accept writes.
+//! replica can promote; so no probe ever proves two nodes accepting writes at once.
 
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use raftgres::demo::cluster::LocalCluster;
 use tokio_util::sync::CancellationToken;
 
 use crate::harness::*;
 
-/// Samples `pg_is_in_recovery()` on every node every 100 ms; returns the rounds with two or
-/// more writable nodes.
-fn sampler(c: Arc<TestCluster>, stop: CancellationToken) -> tokio::task::JoinHandle<(usize, Vec<Vec<usize>>)> {
+/// One `pg_is_in_recovery()` probe: the node, when it was sent and answered, and whether it was writable.
+struct Probe {
+    node: usize,
+    sent: Instant,
+    answered: Instant,
+    writable: bool,
+}
+
+/// Probes `pg_is_in_recovery()` on every node at once, every 100 ms, until `stop`; returns every answer.
+fn sampler(c: Arc<TestCluster>, stop: CancellationToken) -> tokio::task::JoinHandle<Vec<Probe>> {
     tokio::spawn(async move {
-        let mut n_rounds = 0;
-        let mut violations = Vec::new();
+        let mut probes = Vec::new();
         while !stop.is_cancelled() {
-            let mut writable = Vec::new();
+            let mut round = tokio::task::JoinSet::new();
             for node in 1..=c.cluster.n_nodes() {
-                if in_recovery(&c.cluster, node).await == Some(false) {
-                    writable.push(node);
-                }
+                let c = c.clone();
+                round.spawn(async move {
+                    let sent = Instant::now();
+                    let answer = in_recovery(&c.cluster, node).await;
+                    answer.map(|in_recovery| Probe { node, sent, answered: Instant::now(), writable: !in_recovery })
+                });
             }
-            if writable.len() > 1 {
-                violations.push(writable);
+            while let Some(joined) = round.join_next().await {
+                probes.extend(joined.ok().flatten());
             }
-            n_rounds += 1;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        (n_rounds, violations)
+        probes
     })
+}
+
+/// PURE: the proven overlaps of two writable primaries. In this test `old` is writable from the start until it is
+/// fenced, and any other node from its promotion to the end; so a probe of `old` sent after another node's
+/// writable probe was answered, and still writable, proves both were writable at that instant. (Comparing probes
+/// of one round instead would accuse a primary fenced between two slow probes.)
+fn overlaps(probes: &[Probe], old: usize) -> Vec<String> {
+    let mut found = Vec::new();
+    let promoted: Vec<&Probe> = probes.iter().filter(|p| p.node != old && p.writable).collect();
+    let mut promoted_nodes: Vec<usize> = promoted.iter().map(|p| p.node).collect();
+    promoted_nodes.sort_unstable();
+    promoted_nodes.dedup();
+    if promoted_nodes.len() > 1 {
+        found.push(format!("more than one node was promoted: {promoted_nodes:?}"));
+    }
+    if let Some(first) = promoted.iter().min_by_key(|p| p.answered) {
+        for late in probes.iter().filter(|p| p.node == old && p.writable && p.sent >= first.answered) {
+            found.push(format!(
+                "node{old} still writable {:?} after node{} was seen writable",
+                late.sent.duration_since(first.answered),
+                first.node
+            ));
+        }
+    }
+    found
 }
 
 async fn manager_loss(freeze: bool) {
@@ -60,8 +95,9 @@ async fn manager_loss(freeze: bool) {
     })
     .await;
     stop.cancel();
-    let (n_rounds, violations) = samples.await.expect("sampler");
-    assert!(n_rounds > 10, "enough samples were taken");
+    let probes = samples.await.expect("sampler");
+    assert!(probes.len() > 30, "enough samples were taken: {}", probes.len());
+    let violations = overlaps(&probes, old);
     assert!(violations.is_empty(), "two writable primaries at once: {violations:?}\n{}", logs(cl));
     let guard_log =
         std::fs::read_to_string(cl.dir().join(format!("node{old}/raft/fence-guard.log"))).unwrap_or_default();
@@ -82,4 +118,21 @@ async fn frozen_manager_primary_is_fenced_before_a_replica_promotes() {
     if pg_available("frozen_manager_primary_is_fenced_before_a_replica_promotes") {
         manager_loss(true).await;
     }
+}
+
+#[test]
+fn overlap_needs_a_writable_old_primary_probed_after_the_new_one_answered() {
+    let t0 = Instant::now();
+    let at = |ms: u64| t0 + Duration::from_millis(ms);
+    let probe = |node, sent, answered, writable| Probe { node, sent: at(sent), answered: at(answered), writable };
+    // One slow round: node1 answered writable at 900 ms for a probe sent at 0, node2 writable at 50 ms.
+    // node1 may have been fenced right after 0: no proof.
+    let slow_round = [probe(1, 0, 900, true), probe(2, 0, 50, true), probe(1, 1000, 1010, false)];
+    assert!(overlaps(&slow_round, 1).is_empty());
+    // node1 still writable for a probe sent after node2's writable answer: proven.
+    let late = [probe(2, 0, 50, true), probe(1, 60, 70, true)];
+    assert_eq!(overlaps(&late, 1).len(), 1);
+    // Two different nodes promoted.
+    let two = [probe(2, 0, 50, true), probe(3, 100, 150, true)];
+    assert_eq!(overlaps(&two, 1), vec!["more than one node was promoted: [2, 3]".to_string()]);
 }
