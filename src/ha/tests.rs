@@ -144,7 +144,13 @@ fn interrupted_rewind_is_never_started_only_cloned() {
     check(o(false), view(Some("pg2")), cfg(), vec![], reason);
     check(o(true), view(Some("pg2")), cfg(), vec![], reason);
     let wipe = HaConfig { remove_data_directory_on_rewind_failure: true, ..cfg() };
-    check(o(false), view(Some("pg2")), wipe.clone(), vec![Action::WipeAndClone("pg2".into())], "trying to bootstrap from leader");
+    check(
+        o(false),
+        view(Some("pg2")),
+        wipe.clone(),
+        vec![Action::WipeAndClone("pg2".into())],
+        "trying to bootstrap from leader",
+    );
     check(o(false), view(None), wipe, vec![], "waiting for a leader to follow");
 }
 
