@@ -418,18 +418,7 @@ fn prepare_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     std::fs::remove_dir_all(dir).with_context(|| format!("remove the earlier chaos directory {}", dir.display()))
 }
 
-/// `n` consecutive free loopback ports.
+/// `n` consecutive free loopback ports below the ephemeral range for the chaos cluster.
 fn free_port_block(n: u16) -> anyhow::Result<u16> {
-    for _ in 0..200 {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").context("bind a loopback port")?;
-        let first = listener.local_addr().context("read the bound port")?.port();
-        drop(listener);
-        if first > 65000 {
-            continue;
-        }
-        if (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", first + i)).is_ok()) {
-            return Ok(first);
-        }
-    }
-    anyhow::bail!("found no {n} consecutive free loopback ports")
+    crate::demo::ports::free_port_block(n).with_context(|| format!("find {n} consecutive free loopback ports"))
 }

@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod files;
 pub mod haproxy;
 pub mod nodeconf;
+pub mod ports;
 pub mod probe;
 pub mod procs;
 #[cfg(test)]

@@ -49,21 +49,9 @@ pub fn pg_available(test: &str) -> bool {
     }
 }
 
-/// Three consecutive free loopback ports.
+/// `n` consecutive free loopback ports, below the ephemeral range (see `raftgres::demo::ports`).
 pub fn free_port_block(n: u16) -> u16 {
-    loop {
-        let first = match std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()) {
-            Ok(addr) => addr.port(),
-            Err(_) => continue,
-        };
-        if first > 65000 {
-            continue;
-        }
-        let all_free = (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", first + i)).is_ok());
-        if all_free {
-            return first;
-        }
-    }
+    raftgres::demo::ports::free_port_block(n).expect("free loopback ports below the ephemeral range")
 }
 
 /// The raftgres binary under test.
