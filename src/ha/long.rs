@@ -107,7 +107,7 @@ pub async fn clone(pg: Supervisor, leader: String, target: ConnTarget, slot: Str
     let role = StartRole::Replica { primary: target, slot: Some(slot) };
     match pg.start(role).await {
         Ok(()) => ActionOutcome { following: Some(Some(leader)), ..ActionOutcome::default() },
-        Err(e) => started_or_failed(e, Some(Some(leader)), "failed to start the new replica"),
+        Err(e) => started_or_failed(e, Some(Some(leader)), "failed to start the new replica").await,
     }
 }
 
@@ -115,21 +115,27 @@ pub async fn clone(pg: Supervisor, leader: String, target: ConnTarget, slot: Str
 pub async fn start(pg: Supervisor, role: StartRole, following: Option<Option<String>>) -> ActionOutcome {
     match pg.start(role).await {
         Ok(()) => ActionOutcome { following, ..ActionOutcome::default() },
-        Err(e) => started_or_failed(e, following, "failed to start postgres"),
+        Err(e) => started_or_failed(e, following, "failed to start postgres").await,
     }
 }
 
 /// The outcome of a start that did not finish: a server still recovering runs configured to
 /// follow `following`, so the HA loop waits for it (and restarts it only if the leader moves);
-/// anything else is an error and the loop decides again from what it observes.
-fn started_or_failed(e: PgError, following: Option<Option<String>>, what: &str) -> ActionOutcome {
+/// anything else is an error and the loop decides again from what it observes, after a pause (a
+/// start that fails at once, say on a port someone else took, would otherwise be retried in a
+/// tight loop).
+async fn started_or_failed(e: PgError, following: Option<Option<String>>, what: &str) -> ActionOutcome {
     if let PgError::NotReady { .. } = e {
         warn!(error = %e, "postgres is still starting; waiting for it in the next cycles");
         return ActionOutcome { following, ..ActionOutcome::default() };
     }
     error!(error = %e, "{what}");
+    tokio::time::sleep(FAILED_START_PAUSE).await;
     ActionOutcome::default()
 }
+
+/// How long a failed start waits before the HA loop decides again.
+const FAILED_START_PAUSE: Duration = Duration::from_secs(1);
 
 /// Optionally pg_rewind from the leader, then start as its replica.
 pub async fn start_replica(
@@ -175,7 +181,7 @@ pub async fn rewind_running_replica(
 pub async fn restart(pg: Supervisor, role: StartRole, leader: String) -> ActionOutcome {
     match pg.restart(role).await {
         Ok(()) => ActionOutcome { following: Some(Some(leader)), ..ActionOutcome::default() },
-        Err(e) => started_or_failed(e, Some(Some(leader)), "failed to restart postgres to follow the new leader"),
+        Err(e) => started_or_failed(e, Some(Some(leader)), "failed to restart postgres to follow the new leader").await,
     }
 }
 
