@@ -301,6 +301,22 @@ fn is_error_line(line: &str) -> bool {
     line.split_whitespace().take(3).any(|word| word == "ERROR")
 }
 
+/// Async mode: for each change of the leader key (consecutive fencing tokens both seen on accepted probes), the
+/// bytes of WAL the old primary had flushed past the first position seen under the new one: WAL (and the
+/// commits in it) the new timeline does not have. A lower bound, since the new primary wrote on before its
+/// first probe; 0 where the new primary started at or past the old one's last position.
+pub fn failover_lag(probes: &[Probe]) -> Vec<u64> {
+    let mut by_token: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+    for probe in probes.iter().filter(|p| p.accepted) {
+        let (Some(token), Some(lsn)) = (probe.token, probe.wal_lsn) else { continue };
+        let range = by_token.entry(token).or_insert((lsn, lsn));
+        range.0 = range.0.min(lsn);
+        range.1 = range.1.max(lsn);
+    }
+    let ranges: Vec<(u64, u64)> = by_token.into_values().collect();
+    ranges.windows(2).map(|pair| pair[0].1.saturating_sub(pair[1].0)).collect()
+}
+
 /// The longest stretch without any acknowledged client write between `from_ms` and `to_ms`.
 pub fn max_write_gap(writes: &[WriteOp], from_ms: u64, to_ms: u64) -> Duration {
     let mut acks: Vec<u64> = writes

@@ -54,6 +54,8 @@ pub struct Probe {
     /// The fencing token (leader key create revision) the node's own view said it held, read
     /// just before and just after the insert (the larger); `None` when it held none or did not answer.
     pub token: Option<u64>,
+    /// The node's flushed WAL position (`pg_current_wal_flush_lsn()`) read with an accepted probe.
+    pub wal_lsn: Option<u64>,
 }
 
 /// A leader key seen in some node's view: `holder` holds it with `token` no later than `seen_ms`.

@@ -233,6 +233,7 @@ async fn drive(
         summary.n_probes_accepted = history.probes.iter().filter(|p| p.accepted).count();
         summary.n_grants = history.grants.len().saturating_sub(1);
         summary.max_write_gap = checkers::max_write_gap(&history.writes, faults_from_ms, faults_to_ms);
+        summary.failover_lag = checkers::failover_lag(&history.probes);
         violations.extend(checkers::single_primary(&history.probes, &history.grants));
         summary.lost = checkers::lost_writes(&history.writes, &present, &converged, final_primary, sync);
         summary.faults = history.faults.clone();

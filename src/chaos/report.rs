@@ -43,6 +43,9 @@ pub struct Summary {
     pub lost: LostReport,
     /// The longest time without an acknowledged write while faults ran.
     pub max_write_gap: Duration,
+    /// Async mode: per leader change, bytes of the old primary's WAL past the new one's first position
+    /// ([`super::checkers::failover_lag`]).
+    pub failover_lag: Vec<u64>,
     /// How long the cluster took to heal once the faults stopped.
     pub healed_in: Option<Duration>,
     /// Every violation.
@@ -88,6 +91,18 @@ pub fn render(summary: &Summary) -> String {
     ];
     for (label, value) in rows {
         let _ = writeln!(out, "{label:<24} {value}");
+    }
+    if summary.mode == "async" {
+        let lost = summary.failover_lag.iter().filter(|bytes| **bytes > 0);
+        let _ = writeln!(
+            out,
+            "{:<24} {} of {} leader changes lost WAL; max {} bytes, total {} bytes",
+            "WAL lost at failover",
+            lost.clone().count(),
+            summary.failover_lag.len(),
+            summary.failover_lag.iter().max().copied().unwrap_or(0),
+            lost.sum::<u64>()
+        );
     }
     let _ = writeln!(out);
     let _ = writeln!(out, "{:<20} {:>10}", "checker", "violations");

@@ -33,19 +33,19 @@ pub async fn run(endpoints: Endpoints, node_idx: usize, recorder: Recorder, stop
             conn = open(&endpoints, node_idx).await;
         }
         let sent_ms = recorder.now_ms();
-        let accepted = match &conn {
+        let answer = match &conn {
             Some(client) => write_probe(client, node_idx, before).await,
-            None => Some(false),
+            None => Some((false, None)),
         };
         let done_ms = recorder.now_ms();
         // A connection that failed is dropped; one to a replica is kept for the next sample.
-        let accepted = accepted.unwrap_or_else(|| {
+        let (accepted, wal_lsn) = answer.unwrap_or_else(|| {
             conn = None;
-            false
+            (false, None)
         });
         let after = own_token(&endpoints, node_idx, &recorder).await;
         // A refused probe (no connection included) ends a writable stretch of the node.
-        let probe = Probe { node: node_idx, sent_ms, done_ms, accepted, token: before.max(after) };
+        let probe = Probe { node: node_idx, sent_ms, done_ms, accepted, token: before.max(after), wal_lsn };
         recorder.with(|history| history.probes.push(probe));
         tokio::select! {
             _ = stop.cancelled() => {}
@@ -62,22 +62,27 @@ async fn own_token(endpoints: &Endpoints, node_idx: usize, recorder: &Recorder) 
     (holder == node_idx).then_some(token)
 }
 
-/// `pg_is_in_recovery()`, then (only on a node that says it is not) the probe insert: whether
-/// the node accepted the write, `None` when the connection failed. Skipping the insert on a
-/// replica keeps its log free of read-only errors and can only miss a probe, never invent one.
-async fn write_probe(client: &Client, node_idx: usize, token: Option<u64>) -> Option<bool> {
+/// `pg_is_in_recovery()`, then (only on a node that says it is not) the probe insert and the flushed WAL
+/// position after it: whether the node accepted the write (with that position), `None` when the connection
+/// failed. Skipping the insert on a replica keeps its log free of read-only errors and can only miss a probe,
+/// never invent one.
+async fn write_probe(client: &Client, node_idx: usize, token: Option<u64>) -> Option<(bool, Option<u64>)> {
     let in_recovery = tokio::time::timeout(PROBE_TIMEOUT, client.query_one("SELECT pg_is_in_recovery()", &[])).await;
     match in_recovery {
-        Ok(Ok(row)) if row.get::<_, bool>(0) => return Some(false),
+        Ok(Ok(row)) if row.get::<_, bool>(0) => return Some((false, None)),
         Ok(Ok(_)) => {}
         Ok(Err(_)) | Err(_) => return None,
     }
     let token = token.map(|t| t as i64);
     let node_no = node_idx as i32;
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&node_no, &token];
-    let insert = client.execute("INSERT INTO chaos_probe (node, token) VALUES ($1, $2)", &params);
+    let insert = client.query_one(
+        "WITH probe AS (INSERT INTO chaos_probe (node, token) VALUES ($1, $2) RETURNING seq) \
+         SELECT (pg_catalog.pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::bigint FROM probe",
+        &params,
+    );
     match tokio::time::timeout(PROBE_TIMEOUT, insert).await {
-        Ok(Ok(_)) => Some(true),
+        Ok(Ok(row)) => Some((true, row.try_get::<_, i64>(0).ok().and_then(|lsn| u64::try_from(lsn).ok()))),
         Ok(Err(_)) | Err(_) => None,
     }
 }

@@ -4,7 +4,7 @@
 use super::*;
 
 fn probe(node: usize, sent_ms: u64, accepted: bool, token: Option<u64>) -> Probe {
-    Probe { node, sent_ms, done_ms: sent_ms + 20, accepted, token }
+    Probe { node, sent_ms, done_ms: sent_ms + 20, accepted, token, wal_lsn: None }
 }
 
 fn grant(seen_ms: u64, holder: usize, token: u64) -> Grant {
@@ -166,4 +166,23 @@ fn the_write_gap_covers_the_edges() {
     // Acks at 105 and 505 ms within [0, 1000].
     assert_eq!(max_write_gap(&writes, 0, 1000), Duration::from_millis(495));
     assert_eq!(max_write_gap(&[], 0, 1000), Duration::from_millis(1000));
+}
+
+#[test]
+fn failover_lag_is_the_old_primarys_wal_past_the_new_ones_first_position() {
+    let lsn_probe = |node, token, lsn| Probe { wal_lsn: Some(lsn), ..probe(node, 0, true, Some(token)) };
+    let probes = [
+        lsn_probe(1, 10, 1000),
+        lsn_probe(1, 10, 1800),
+        // Failover to node2, which started at 1500: 300 bytes of node1's WAL are not on the new timeline.
+        lsn_probe(2, 11, 1500),
+        lsn_probe(2, 11, 2500),
+        // Switchover to node3, which had everything.
+        lsn_probe(3, 12, 2600),
+        // Refused probes and probes without a token or a position do not count.
+        Probe { accepted: false, ..lsn_probe(1, 12, 9000) },
+        probe(1, 0, true, Some(12)),
+    ];
+    assert_eq!(failover_lag(&probes), vec![300, 0]);
+    assert!(failover_lag(&[]).is_empty());
 }
