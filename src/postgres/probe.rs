@@ -14,9 +14,10 @@ use tokio_postgres::types::FromSql;
 use tokio_postgres::{Client, NoTls, Row};
 use tracing::Instrument;
 
+use crate::postgres::files;
 use crate::postgres::files::RecoveryConf;
 use crate::postgres::slots;
-use crate::postgres::supervisor::{PgConfig, PgError, Supervisor};
+use crate::postgres::supervisor::{ConnTarget, PgConfig, PgError, Supervisor};
 use crate::postgres::types::{Lsn, PgVersion, SystemId, TimelineId};
 use crate::status::{PgState, PgStatus, ReplicationRow, Role, WalPosition};
 
@@ -261,6 +262,19 @@ impl Supervisor {
             session.done(res)
         })
         .await
+    }
+
+    /// Whether the running server is a replica streaming settings-wise from `primary` through `slot`: its
+    /// `primary_conninfo` is the one a start as that leader's replica writes. Lets a restarted raftgres keep an
+    /// adopted replica running instead of restarting it to follow the leader it already follows.
+    pub async fn follows(&self, primary: &ConnTarget, slot: &str) -> Result<bool, PgError> {
+        let expected = files::replica_conninfo(&self.inner.cfg, &primary.host, primary.port)?;
+        Ok(match self.recovery_conf_from_server().await? {
+            files::RecoveryConf::Replica { primary_conninfo, slot: Some(current) } => {
+                primary_conninfo == expected && current == slot
+            }
+            _ => false,
+        })
     }
 
     /// The recovery settings of a running server whose configuration raftgres did not write in this process

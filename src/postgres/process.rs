@@ -411,9 +411,22 @@ pub fn pid_alive(pid: u32) -> bool {
     pid_exists(pid)
 }
 
+/// PURE: PostgreSQL refused to start because a socket lock file names a process that still exists.
+pub(crate) fn socket_lock_held(log_tail: &str) -> bool {
+    log_tail.contains("lock file") && log_tail.contains("already exists")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_just_killed_postmasters_socket_lock_is_recognised() {
+        let tail = "FATAL:  lock file \"/tmp/.s.PGSQL.37577.lock\" already exists\n\
+                    HINT:  Is another postmaster (PID 18846) using socket file \"/tmp/.s.PGSQL.37577\"?";
+        assert!(socket_lock_held(tail));
+        assert!(!socket_lock_held("FATAL:  data directory \"/data\" has invalid permissions"));
+    }
 
     #[test]
     fn log_levels_follow_the_severity_word() {

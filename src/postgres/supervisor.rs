@@ -38,11 +38,6 @@ const REQUIRED_PROGRAMS: [&str; 5] = ["postgres", "initdb", "pg_basebackup", "pg
 const LOCK_FILE_RETRIES: u32 = 20;
 const LOCK_FILE_RETRY_STEP: Duration = Duration::from_millis(250);
 
-/// PURE: PostgreSQL refused to start because a socket lock file names a process that still exists.
-fn socket_lock_held(log_tail: &str) -> bool {
-    log_tail.contains("lock file") && log_tail.contains("already exists")
-}
-
 /// How long a start as a standby without a primary waits for PostgreSQL to accept connections.
 const STANDBY_READY_WAIT: Duration = Duration::from_secs(5);
 const WAIT_STEP: Duration = Duration::from_millis(100);
@@ -377,19 +372,6 @@ impl Supervisor {
         })
     }
 
-    /// Whether the running server is a replica streaming settings-wise from `primary` through `slot`: its
-    /// `primary_conninfo` is the one a start as that leader's replica writes. Lets a restarted raftgres keep an
-    /// adopted replica running instead of restarting it to follow the leader it already follows.
-    pub async fn follows(&self, primary: &ConnTarget, slot: &str) -> Result<bool, PgError> {
-        let expected = files::replica_conninfo(&self.inner.cfg, &primary.host, primary.port)?;
-        Ok(match self.recovery_conf_from_server().await? {
-            files::RecoveryConf::Replica { primary_conninfo, slot: Some(current) } => {
-                primary_conninfo == expected && current == slot
-            }
-            _ => false,
-        })
-    }
-
     /// The configuration, with absolute paths.
     pub fn config(&self) -> &PgConfig {
         &self.inner.cfg
@@ -640,7 +622,7 @@ impl Supervisor {
             self.track(id, Some(spawned.child));
             match self.wait_ready(id, timeout).await {
                 Err(PgError::StartFailed { log_tail, .. })
-                    if lock_retries < LOCK_FILE_RETRIES && socket_lock_held(&log_tail) =>
+                    if lock_retries < LOCK_FILE_RETRIES && process::socket_lock_held(&log_tail) =>
                 {
                     // A postmaster killed with SIGKILL stays a zombie until its parent reaps it, and PostgreSQL
                     // takes a lock file naming a pid that still exists for a live server. It clears in moments.
@@ -793,14 +775,6 @@ mod tests {
         let creds = Credentials { username: "postgres".into(), password: Some("secret".into()) };
         let shown = format!("{creds:?}");
         assert!(shown.contains("postgres") && shown.contains("redacted") && !shown.contains("secret"));
-    }
-
-    #[test]
-    fn a_just_killed_postmasters_socket_lock_is_recognised() {
-        let tail = "FATAL:  lock file \"/tmp/.s.PGSQL.37577.lock\" already exists\n\
-                    HINT:  Is another postmaster (PID 18846) using socket file \"/tmp/.s.PGSQL.37577\"?";
-        assert!(socket_lock_held(tail));
-        assert!(!socket_lock_held("FATAL:  data directory \"/data\" has invalid permissions"));
     }
 
     #[test]
