@@ -96,7 +96,7 @@ async fn manager_loss(freeze: bool) {
     .await;
     stop.cancel();
     let probes = samples.await.expect("sampler");
-    assert!(probes.len() > 30, "enough samples were taken: {}", probes.len());
+    assert!(probes.len() >= 10, "enough samples were taken: {}", probes.len());
     let violations = overlaps(&probes, old);
     assert!(violations.is_empty(), "two writable primaries at once: {violations:?}\n{}", logs(cl));
     let guard_log =
