@@ -82,7 +82,14 @@ async fn strict_mode_blocks_commits_without_a_standby_and_resumes() {
     client.batch_execute("SET statement_timeout = 0").await.expect("no statement timeout");
     let blocked = tokio::spawn(async move { client.execute("INSERT INTO strict_check VALUES (1)", &[]).await.is_ok() });
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(!blocked.is_finished(), "with no standby left, strict mode holds the commit");
+    if blocked.is_finished() {
+        // Committed (a strict-mode violation) or failed (the session or the primary went away): say which.
+        let outcome = blocked.await;
+        panic!(
+            "with no standby left, strict mode holds the commit; the INSERT ended: {outcome:?} (true = committed)\n{}",
+            logs(c)
+        );
+    }
     c.start_node(standby).expect("bring the standby back");
     let committed = tokio::time::timeout(Duration::from_secs(60), blocked).await;
     assert!(matches!(committed, Ok(Ok(true))), "the commit completes once a standby returns\n{}", logs(c));
