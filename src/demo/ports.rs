@@ -17,10 +17,9 @@ const LOWEST: u16 = 20_000;
 pub fn free_port_block(n: u16) -> Option<u16> {
     let highest = ephemeral_range_start().saturating_sub(n).max(LOWEST + 1);
     let span = u64::from(highest - LOWEST);
-    let mut state = seed();
+    let mut rng = crate::chaos::schedule::Rng::new(seed());
     for _ in 0..500 {
-        state = splitmix64(state);
-        let first = LOWEST + (state % span) as u16;
+        let first = LOWEST + rng.below(span) as u16;
         if (0..n).all(|i| TcpListener::bind(("127.0.0.1", first + i)).is_ok()) {
             return Some(first);
         }
@@ -46,13 +45,6 @@ fn seed() -> u64 {
     static CALLS: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     nanos ^ (u64::from(std::process::id()) << 32) ^ CALLS.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9E37_79B9)
-}
-
-fn splitmix64(state: u64) -> u64 {
-    let mut z = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 #[cfg(test)]
