@@ -39,7 +39,11 @@ async fn run_inner(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     if let Some(pid) = pg.adopt().await.context("check for a running postmaster")? {
         info!(pid, "adopted the running postmaster");
     }
-    let raft = raft::RaftNode::start(config.raft_config()).await.context("start the raft replica")?;
+    let mut raft_config = config.raft_config();
+    if config.raft.leadership_follows_primary {
+        raft_config.leadership_follows_key = Some(crate::dcs::LEADER_KEY.to_string());
+    }
+    let raft = raft::RaftNode::start(raft_config).await.context("start the raft replica")?;
     let dcs = Dcs::new(raft.clone(), &config.name);
     let (status_tx, status_rx) =
         watch::channel(NodeStatus::initial(&config.name, &config.scope, tokio::time::Instant::now()));

@@ -81,6 +81,15 @@ impl BenchCluster {
     /// Generates a cluster in a fresh temp dir under `place.base_dir`, starts every node, waits until it
     /// is healthy (timing it: the bootstrap time) and starts HAProxy when asked and installed.
     pub async fn start(place: &Placement, with_haproxy: WithHaproxy) -> anyhow::Result<BenchCluster> {
+        BenchCluster::start_with_leadership(place, with_haproxy, true).await
+    }
+
+    /// [`BenchCluster::start`] with `raft.leadership_follows_primary` set to `follows`.
+    pub async fn start_with_leadership(
+        place: &Placement,
+        with_haproxy: WithHaproxy,
+        follows: bool,
+    ) -> anyhow::Result<BenchCluster> {
         let binary = raftgres_binary()?;
         let pg_bin_dir = find_pg_bin_dir()?;
         let mut dir = tempfile::Builder::new()
@@ -98,6 +107,7 @@ impl BenchCluster {
             raft_port,
             n_nodes: N_NODES,
             pg_bin_dir: Some(pg_bin_dir),
+            leadership_follows_primary: follows,
             ..ClusterSpec::new(dir.path(), binary)
         };
         let cluster = tokio::task::spawn_blocking(move || LocalCluster::generate(spec))

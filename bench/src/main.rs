@@ -110,8 +110,9 @@ async fn all(place: &Placement, raft_dir: &Path) -> anyhow::Result<Table> {
     if let (Err(_), Err(e)) = (&measured, &stopped) {
         tracing::warn!("failed to {e:#}");
     }
-    let (footprint, health, failover) = measured?;
+    let (footprint, health, mut failover) = measured?;
     stopped?;
+    failover.append(failover::leader_loss::run(place, failover::leader_loss::DEFAULT_RUNS).await?);
     let raft_write = raft_write::run(&raft_write::Args::default(), raft_dir).await?;
     let mut table = Table { rows: vec![footprint::bootstrap_row(bootstrap)], notes: Vec::new() };
     table.append(failover);

@@ -96,6 +96,9 @@ pub struct RaftConfig {
     pub max_message_bytes: usize,
     /// Peer transport: mutual TLS, or plaintext on loopback only.
     pub transport: PeerTransport,
+    /// Keep Raft leadership on the node whose session owns this key (see `node::handover`);
+    /// `None` leaves leadership wherever elections put it.
+    pub leadership_follows_key: Option<String>,
 }
 
 /// Default sled cache: small, our state is a few KiB.
@@ -117,13 +120,14 @@ impl RaftConfig {
             peers,
             data_dir,
             heartbeat_interval: Duration::from_millis(100),
-            election_timeout_min: Duration::from_millis(500),
-            election_timeout_max: Duration::from_millis(1000),
+            election_timeout_min: Duration::from_millis(300),
+            election_timeout_max: Duration::from_millis(600),
             lease_mode: LeaseMode::Strict,
             bootstrap_timeout: Duration::from_secs(30),
             cache_capacity: DEFAULT_CACHE_CAPACITY,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             transport: PeerTransport::Unset,
+            leadership_follows_key: None,
         }
     }
 

@@ -36,6 +36,23 @@ pub fn margin(ttl: Duration) -> Duration {
     (ttl / 10).max(Duration::from_millis(500))
 }
 
+/// The longest Raft outage a lease holder is sure to ride out when it renews every
+/// `renew_every`: its lease holds `ttl - margin` after the send of its last successful renewal,
+/// and that renewal may be up to `renew_every` old when the outage begins. A renewal must commit
+/// through a Raft leader within this window, or the holder fences itself.
+pub fn survivable_outage(ttl: Duration, renew_every: Duration) -> Duration {
+    ttl.saturating_sub(margin(ttl)).saturating_sub(renew_every)
+}
+
+/// The longest a cluster goes without a Raft leader after losing it (no split vote): openraft's
+/// followers wait out its leader lease (`election_timeout_max`) plus a randomized election
+/// timeout (below `election_timeout_max`) after the last heartbeat, then run one vote round and
+/// commit a first entry (bounded by `heartbeat_interval`, the RPC timeout). A split vote adds
+/// another election timeout.
+pub fn longest_election(heartbeat_interval: Duration, election_timeout_max: Duration) -> Duration {
+    election_timeout_max * 2 + heartbeat_interval
+}
+
 /// Milliseconds since the epoch on this node's wall clock (stamps only; never for safety).
 pub fn wall_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
@@ -292,6 +309,15 @@ mod tests {
     #[test]
     fn stamped_takeover_never_exceeds_ttl_plus_skew() {
         check(LeaseMode::Stamped { max_clock_skew_ms: 500 }, 50_000, 10_000, 5500);
+    }
+
+    #[test]
+    fn the_defaults_survive_the_longest_election() {
+        let outage = survivable_outage(Duration::from_secs(3), Duration::from_secs(1));
+        assert_eq!(outage, Duration::from_millis(1500));
+        let election = longest_election(Duration::from_millis(100), Duration::from_millis(600));
+        assert!(election < outage, "{election:?} >= {outage:?}");
+        assert_eq!(survivable_outage(Duration::from_secs(1), Duration::from_secs(1)), Duration::ZERO);
     }
 
     #[test]

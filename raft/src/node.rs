@@ -48,6 +48,7 @@ use crate::NodeId;
 use crate::PeerNode;
 
 mod bootstrap;
+pub mod handover;
 mod membership;
 mod metrics;
 
@@ -80,6 +81,7 @@ pub struct Inner {
     keeper_writer: tokio::sync::Mutex<Writer>,
     session: SessionId,
     lease: Mutex<HolderLease>,
+    handover: handover::Handover,
     cancel: CancellationToken,
     tasks: TaskTracker,
     local_addr: SocketAddr,
@@ -126,6 +128,7 @@ impl RaftNode {
             keeper_writer: tokio::sync::Mutex::new(Writer { origin: rand::random(), seq: 0 }),
             session: SessionId(rand::random()),
             lease: Mutex::new(HolderLease::default()),
+            handover: handover::Handover::default(),
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
             local_addr,
@@ -144,7 +147,8 @@ impl RaftNode {
             .instrument(span.clone()),
         );
         inner.tasks.spawn(bootstrap::run(inner.clone(), pristine).instrument(span.clone()));
-        inner.tasks.spawn(lease::run_keeper(inner.clone()).instrument(span));
+        inner.tasks.spawn(lease::run_keeper(inner.clone()).instrument(span.clone()));
+        inner.tasks.spawn(handover::run_placement(inner.clone()).instrument(span));
         info!(node = cfg.node_id, listen = %local_addr, pristine, "raft node started");
         Ok(RaftNode { inner })
     }
@@ -343,8 +347,16 @@ impl RaftNode {
         metrics::status(&self.inner.raft.metrics().borrow())
     }
 
-    /// Stops the peer listener, the keeper and openraft, then flushes the store.
+    /// Hands Raft leadership to voter `target` (see [`handover`]); must be called on the leader.
+    pub async fn transfer_leadership(&self, target: NodeId, timeout: Duration) -> Result<(), RaftError> {
+        self.inner.transfer_leadership(target, timeout).await
+    }
+
+    /// Hands leadership over when this node leads (to the owner of `raft.leadership_follows_key`,
+    /// else the voter with the longest log), then stops the peer listener, the keeper and
+    /// openraft, and flushes the store.
     pub async fn shutdown(&self) -> Result<(), RaftError> {
+        self.inner.hand_over_before_stop().await;
         self.inner.cancel.cancel();
         self.inner.tasks.close();
         if let Err(e) = self.inner.raft.shutdown().await {
@@ -491,8 +503,13 @@ impl Inner {
 
     /// Proposes `envelope` on this node's openraft, bounded by `timeout` (the entry may still
     /// commit later; the caller's retry with the same sequence number is deduplicated).
+    /// Waits while a leadership hand-over holds the write gate.
     async fn write_local(&self, envelope: Envelope, timeout: Duration) -> LocalWrite {
-        match tokio::time::timeout(timeout, self.raft.client_write(envelope)).await {
+        let write = async {
+            let _open = self.handover.open().await;
+            self.raft.client_write(envelope).await
+        };
+        match tokio::time::timeout(timeout, write).await {
             Ok(Ok(resp)) => LocalWrite::Applied(resp.data),
             Ok(Err(OpenRaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => LocalWrite::NotLeader,
             Ok(Err(e)) => LocalWrite::Failed(e.to_string()),
@@ -500,13 +517,15 @@ impl Inner {
         }
     }
 
-    /// `POST /raft/write` on the leader: stamp and propose.
-    pub(crate) async fn serve_write(&self, mut envelope: Envelope) -> WriteReply {
+    /// `POST /raft/write` on the leader: stamp and propose, for no longer than the sender waits
+    /// (`budget`) and never longer than four election timeouts.
+    pub(crate) async fn serve_write(&self, mut envelope: Envelope, budget: Option<Duration>) -> WriteReply {
         if self.leader_hint().map(|(id, _)| id) != Some(self.cfg.node_id) {
             return Err(ForwardError::NotLeader { leader: self.leader_hint() });
         }
         envelope.stamp_ms = lease::wall_ms();
-        match self.write_local(envelope, self.cfg.election_timeout_max * 4).await {
+        let bound = self.cfg.election_timeout_max * 4;
+        match self.write_local(envelope, budget.map_or(bound, |b| b.min(bound))).await {
             LocalWrite::Applied(res) => Ok(res),
             LocalWrite::NotLeader => Err(ForwardError::NotLeader { leader: self.leader_hint() }),
             LocalWrite::Failed(e) => Err(ForwardError::Unavailable(e)),

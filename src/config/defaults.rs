@@ -12,11 +12,11 @@ pub const NAMESPACE: &str = "/service/";
 ///
 /// Patroni defaults to 30/10/10 with minimums 20/1/3 because its DCS round trips cross the
 /// network to etcd or Consul. raftgres' DCS is an embedded Raft replica on a LAN: a renewal is
-/// one commit (milliseconds) and a Raft election takes about one `election_timeout_max` (≈ 1 s).
+/// one commit (milliseconds), local on the primary's node, which also leads Raft.
 /// 3/1/1 keeps Patroni's rule `loop_wait + 2 * retry_timeout <= ttl`; the primary renews every
 /// `loop_wait` and its lease is good for `ttl - 0.5 s` after each renewal, so it rides out a Raft
-/// re-election (≈ 1 s) plus one missed cycle; a dead primary's lease runs out 2–3 s after its
-/// last renewal, which is most of the crash failover time.
+/// outage of 1.5 s, more than a Raft re-election at the default timers (≤ 1.3 s); a dead
+/// primary's lease runs out 2–3 s after its last renewal, which is most of the crash failover time.
 pub const TTL: Duration = Duration::from_secs(3);
 /// Default sleep between HA cycles (dynamic `loop_wait`).
 pub const LOOP_WAIT: Duration = Duration::from_secs(1);
@@ -61,9 +61,16 @@ pub const WATCHDOG_SAFETY_MARGIN: Duration = Duration::from_secs(2);
 /// `raft.heartbeat_interval` (also the AppendEntries timeout; must exceed RTT + follower fsync).
 pub const RAFT_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
 /// `raft.election_timeout_min`.
-pub const RAFT_ELECTION_TIMEOUT_MIN: Duration = Duration::from_millis(500);
-/// `raft.election_timeout_max`.
-pub const RAFT_ELECTION_TIMEOUT_MAX: Duration = Duration::from_millis(1000);
+///
+/// openraft's followers campaign only after its leader lease (`election_timeout_max`) plus a
+/// randomized timeout in `[min, max)` without a heartbeat, so losing a Raft leader costs up to
+/// `2 * max + heartbeat_interval` (1.3 s here). That must fit in what the primary's lease rides
+/// out without a renewal, `ttl - max(0.1 ttl, 0.5 s) - loop_wait` (1.5 s at 3/1/1), for the
+/// moments when the Raft leader is not the primary's node (`raft::lease::survivable_outage`).
+/// 500/1000 ms took up to 2.1 s and cost primaries their lease on loaded hosts.
+pub const RAFT_ELECTION_TIMEOUT_MIN: Duration = Duration::from_millis(300);
+/// `raft.election_timeout_max` (see [`RAFT_ELECTION_TIMEOUT_MIN`]).
+pub const RAFT_ELECTION_TIMEOUT_MAX: Duration = Duration::from_millis(600);
 /// `raft.max_clock_skew`, used only with `lease_mode: stamped`.
 pub const RAFT_MAX_CLOCK_SKEW: Duration = Duration::from_millis(500);
 

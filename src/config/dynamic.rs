@@ -32,6 +32,20 @@ pub struct Timing {
     pub retry_timeout: Duration,
 }
 
+impl Timing {
+    /// How long a renewal of the lease we hold keeps trying: until the lease itself runs out,
+    /// because a renewal that commits later cannot save it and one that commits earlier always
+    /// does. Derived from the lease (at most `ttl` minus the margin), not from `retry_timeout`;
+    /// `retry_timeout` applies only when there is no lease left to keep.
+    pub fn renewal_timeout(&self, lease_left: Duration) -> Duration {
+        if lease_left.is_zero() {
+            self.retry_timeout
+        } else {
+            lease_left.min(self.ttl)
+        }
+    }
+}
+
 impl Default for Timing {
     fn default() -> Self {
         Timing { ttl: defaults::TTL, loop_wait: defaults::LOOP_WAIT, retry_timeout: defaults::RETRY_TIMEOUT }

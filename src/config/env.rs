@@ -102,6 +102,7 @@ const FIXED: &[(&str, &str, Kind, bool)] = &[
     ("RAFT_TLS_KEYFILE", "raft.tls.keyfile", Kind::Str, false),
     ("RAFT_LEASE_MODE", "raft.lease_mode", Kind::Str, false),
     ("RAFT_MAX_CLOCK_SKEW", "raft.max_clock_skew", Kind::Str, false),
+    ("RAFT_LEADERSHIP_FOLLOWS_PRIMARY", "raft.leadership_follows_primary", Kind::Bool, false),
     // Patroni's pysyncobj keys: mapped so the schema check can explain the raftgres equivalents.
     ("RAFT_SELF_ADDR", "raft.self_addr", Kind::Str, false),
     ("RAFT_BIND_ADDR", "raft.bind_addr", Kind::Str, false),

@@ -334,6 +334,8 @@ pub struct RaftSection {
     pub tls: Option<raft::config::TlsFiles>,
     /// How a new Raft leader sets session deadlines (`strict` or `stamped` + `max_clock_skew`).
     pub lease_mode: LeaseMode,
+    /// Keep Raft leadership on the node holding the `leader` key (`raft.leadership_follows_primary`).
+    pub leadership_follows_primary: bool,
     /// Raft heartbeat interval.
     pub heartbeat_interval: Duration,
     /// Election timeout lower bound.

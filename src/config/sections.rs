@@ -134,6 +134,7 @@ fn raft(root: &mut Section<'_>, warnings: &mut Vec<String>) -> Res<RaftSection> 
     let election_timeout_min = sec.duration("election_timeout_min", Unit::Millis)?;
     let election_timeout_max = sec.duration("election_timeout_max", Unit::Millis)?;
     let lease_mode = lease_mode(&mut sec, warnings)?;
+    let leadership_follows_primary = sec.bool("leadership_follows_primary")?.unwrap_or(true);
     sec.finish(warnings);
     Ok(RaftSection {
         node_id,
@@ -144,6 +145,7 @@ fn raft(root: &mut Section<'_>, warnings: &mut Vec<String>) -> Res<RaftSection> 
         insecure,
         tls,
         lease_mode,
+        leadership_follows_primary,
         heartbeat_interval: heartbeat_interval.unwrap_or(defaults::RAFT_HEARTBEAT_INTERVAL),
         election_timeout_min: election_timeout_min.unwrap_or(defaults::RAFT_ELECTION_TIMEOUT_MIN),
         election_timeout_max: election_timeout_max.unwrap_or(defaults::RAFT_ELECTION_TIMEOUT_MAX),

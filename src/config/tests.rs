@@ -91,7 +91,7 @@ fn bad_documents_name_the_key() {
         ),
         ("raft: {bind_addr: 'h:1'}", "raft.bind_addr: is Patroni's pysyncobj setting; use raft.listen (the host:port the peer listener binds)"),
         ("raft: {lease_mode: lax}", "raft.lease_mode: expected strict or stamped, got \"lax\""),
-        ("raft: {election_timeout_max: 400ms}", "raft.election_timeout_max: 400ms must be greater than raft.election_timeout_min (500ms)"),
+        ("raft: {election_timeout_max: 250ms}", "raft.election_timeout_max: 250ms must be greater than raft.election_timeout_min (300ms)"),
         (
             "raft: {heartbeat_interval: soon}",
             "raft.heartbeat_interval: expected a duration (milliseconds, or a string such as \"500ms\" or \"2s\"), got \"soon\"",
@@ -216,9 +216,10 @@ fn timing_warnings_come_from_bootstrap_dcs() {
     );
     check_warnings(
         "raft: {election_timeout_min: 1000, election_timeout_max: 2000}",
-        &["raft.election_timeout_max: a raft election can take 3s but the primary's lease only rides out 1.5s \
-           without a renewal (bootstrap.dcs ttl 3s - 0.1 ttl or 0.5s - loop_wait 1s); raise ttl or lower \
-           election_timeout_max, or a raft re-election makes the primary demote"],
+        &["raft.election_timeout_max: a raft election can take 4.1s (2 * election_timeout_max + heartbeat_interval) \
+           but the primary's lease only rides out 1.5s without a renewal (bootstrap.dcs ttl 3s - max(0.1 ttl, 0.5s) \
+           - loop_wait 1s); raise ttl or lower election_timeout_max, or losing a raft leader that is not the \
+           primary's node makes the primary demote"],
     );
     check_warnings(
         "watchdog: {safety_margin: 5}",
@@ -258,7 +259,7 @@ fn example_node1_loads_without_warnings() {
     assert_eq!((raft_config.listen.as_str(), raft_config.advertise.as_str()), ("0.0.0.0:7001", "10.0.0.11:7001"));
     assert_eq!(raft_config.api_addr, "10.0.0.11:8008");
     assert_eq!(raft_config.peers.len(), 3);
-    assert_eq!(raft_config.election_timeout_max, Duration::from_secs(1));
+    assert_eq!(raft_config.election_timeout_max, Duration::from_millis(600));
     assert_eq!(raft_config.lease_mode, LeaseMode::Strict);
     raft_config.validate().unwrap_or_else(|e| panic!("{e}"));
 }
@@ -583,4 +584,12 @@ fn well_known_tags_are_stored_typed() {
     assert_eq!(tags.get("nosync"), Some(&json!(false)));
     assert_eq!(tags.get("failover_priority"), Some(&json!(2)));
     assert_eq!(tags.get("rack"), Some(&json!("r1")), "other tags are kept as written");
+}
+
+#[test]
+fn a_renewal_keeps_trying_until_the_lease_runs_out() {
+    let timing = crate::config::dynamic::Timing::default();
+    assert_eq!(timing.renewal_timeout(Duration::from_millis(2300)), Duration::from_millis(2300));
+    assert_eq!(timing.renewal_timeout(Duration::ZERO), timing.retry_timeout, "no lease left: retry_timeout");
+    assert_eq!(timing.renewal_timeout(Duration::from_secs(99)), timing.ttl, "never longer than ttl");
 }

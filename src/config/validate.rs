@@ -147,18 +147,21 @@ fn check_timing_rule(config: &Config) -> Result<(), ConfigError> {
 fn timing_advice(config: &Config, warnings: &mut Vec<String>) {
     let (timing, timing_warnings) = config.bootstrap.dcs.timing();
     warnings.extend(timing_warnings.into_iter().map(|w| format!("bootstrap.dcs: {w}")));
-    // A Raft election takes about 1.5 × election_timeout_max (timeout, randomisation, one vote
-    // round). The primary renews every loop_wait and its lease holds ttl - margin after each
-    // renewal, so an election must fit in ttl - margin - loop_wait or it costs the primary its lease.
-    let election = config.raft.election_timeout_max * 3 / 2;
-    let budget = timing.ttl.saturating_sub(raft::lease::margin(timing.ttl)).saturating_sub(timing.loop_wait);
-    if election > budget {
+    // The primary renews every loop_wait and its lease holds ttl - margin after each renewal, so
+    // a Raft outage longer than ttl - margin - loop_wait can cost it its lease. Raft leadership
+    // stays on the primary's node, so losing another node costs no election at all; but when the
+    // Raft leader is elsewhere (for a moment after a failover, or with
+    // raft.leadership_follows_primary off), an election must fit in that window.
+    let election = raft::lease::longest_election(config.raft.heartbeat_interval, config.raft.election_timeout_max);
+    let window = raft::lease::survivable_outage(timing.ttl, timing.loop_wait);
+    if election > window {
         warnings.push(format!(
-            "raft.election_timeout_max: a raft election can take {} but the primary's lease only rides out {} \
-             without a renewal (bootstrap.dcs ttl {} - 0.1 ttl or 0.5s - loop_wait {}); raise ttl or lower \
-             election_timeout_max, or a raft re-election makes the primary demote",
+            "raft.election_timeout_max: a raft election can take {} (2 * election_timeout_max + heartbeat_interval) \
+             but the primary's lease only rides out {} without a renewal (bootstrap.dcs ttl {} - max(0.1 ttl, 0.5s) \
+             - loop_wait {}); raise ttl or lower election_timeout_max, or losing a raft leader that is not the \
+             primary's node makes the primary demote",
             secs(election),
-            secs(budget),
+            secs(window),
             secs(timing.ttl),
             secs(timing.loop_wait)
         ));

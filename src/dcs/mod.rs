@@ -69,6 +69,10 @@ fn json_value<T: serde::Serialize>(key: &str, value: &T) -> Result<Value, DcsErr
     serde_json::to_value(value).map_err(|source| DcsError::Encode { key: key.to_string(), source })
 }
 
+/// Patroni's leader key: the member holding it runs the primary, and Raft leadership follows
+/// the node whose session owns it (`raft.leadership_follows_primary`).
+pub const LEADER_KEY: &str = "leader";
+
 /// Key of a member.
 pub fn member_key(name: &str) -> String {
     format!("{}{name}", raft::state::MEMBERS_PREFIX)

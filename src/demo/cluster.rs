@@ -81,6 +81,8 @@ pub struct ClusterSpec {
     pub restapi_overrides: Value,
     /// `postgresql.remove_data_directory_on_rewind_failure` of every node (clone again when pg_rewind fails).
     pub remove_data_directory_on_rewind_failure: bool,
+    /// `raft.leadership_follows_primary` of every node (`false` lets the bench place Raft leadership).
+    pub leadership_follows_primary: bool,
 }
 
 impl ClusterSpec {
@@ -99,6 +101,7 @@ impl ClusterSpec {
             tags: BTreeMap::new(),
             restapi_overrides: Value::Null,
             remove_data_directory_on_rewind_failure: false,
+            leadership_follows_primary: true,
         }
     }
 }
@@ -167,6 +170,7 @@ impl LocalCluster {
                 dcs_overrides: &spec.dcs_overrides,
                 tags: spec.tags.get(&node.node_idx),
                 restapi_overrides: &spec.restapi_overrides,
+                leadership_follows_primary: spec.leadership_follows_primary,
                 remove_data_directory_on_rewind_failure: spec.remove_data_directory_on_rewind_failure,
             };
             let yaml = nodeconf::render_node_config(node, &inputs)?;

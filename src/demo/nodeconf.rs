@@ -212,6 +212,8 @@ pub struct NodeInputs<'a> {
     pub tags: Option<&'a Map<String, Value>>,
     /// Merged into `restapi` with `PATCH /config` semantics.
     pub restapi_overrides: &'a Value,
+    /// `raft.leadership_follows_primary` (written only when `false`, the default being `true`).
+    pub leadership_follows_primary: bool,
     /// `postgresql.remove_data_directory_on_rewind_failure`.
     pub remove_data_directory_on_rewind_failure: bool,
 }
@@ -246,7 +248,7 @@ fn node_tree(layout: &NodeLayout, inputs: &NodeInputs<'_>) -> anyhow::Result<Yam
             ])
         })
         .collect();
-    let raft = map([
+    let mut raft = map([
         ("node_id", Yaml::from(own_id)),
         ("listen", text(&layout.raft_addr())),
         ("data_dir", path(&layout.raft_dir())),
@@ -260,6 +262,9 @@ fn node_tree(layout: &NodeLayout, inputs: &NodeInputs<'_>) -> anyhow::Result<Yam
         }),
         ("peers", Yaml::Sequence(peers)),
     ]);
+    if let (Yaml::Mapping(raft_map), false) = (&mut raft, inputs.leadership_follows_primary) {
+        raft_map.insert(text("leadership_follows_primary"), Yaml::Bool(false));
+    }
     let restapi = json!({"listen": layout.api_addr(), "connect_address": layout.api_addr()});
     let restapi = match inputs.restapi_overrides {
         Value::Null => restapi,

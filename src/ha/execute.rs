@@ -231,7 +231,8 @@ async fn lease_write(
     let outcome = match kind {
         LeaseWrite::Renew => {
             let status = observe::status_data(pg_status, ctx.view.status.as_ref());
-            ctx.dcs.renew_leader(member, status.as_ref(), ttl, timeout).await
+            let lease_left = ctx.dcs.lease().leader_remaining(tokio::time::Instant::now());
+            ctx.dcs.renew_leader(member, status.as_ref(), ttl, ctx.timing.renewal_timeout(lease_left)).await
         }
         LeaseWrite::Acquire => ctx.dcs.acquire_leader(member, ttl, timeout).await,
         LeaseWrite::TakeOver => ctx.dcs.take_over_leader(member, ttl, timeout).await,

@@ -498,7 +498,9 @@ impl HaLoop {
                 scheduled_restart: self.settings.scheduled_restart.borrow().clone(),
             };
             let member = observe::member_data(&identity, &pg_status, self.dynamic.view().pause);
-            match self.dcs.renew_leader(&member, None, self.timing.ttl, self.timing.retry_timeout).await {
+            let lease_left = self.dcs.lease().leader_remaining(Instant::now());
+            let timeout = self.timing.renewal_timeout(lease_left);
+            match self.dcs.renew_leader(&member, None, self.timing.ttl, timeout).await {
                 Ok(true) => {
                     self.state.last_dcs_ok = Some(Instant::now());
                     self.state.last_dcs_seen_wall = Some(SystemTime::now());

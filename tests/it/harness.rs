@@ -150,3 +150,25 @@ pub async fn new_primary(cluster: &LocalCluster, not: usize, deadline: Duration)
     })
     .await
 }
+
+/// The Raft leader's member name as node `node_idx` knows it (`GET /raft`), `None` when unknown.
+pub async fn raft_leader(cluster: &LocalCluster, node_idx: usize) -> Option<String> {
+    let body: serde_json::Value =
+        reqwest::get(format!("{}/raft", cluster.api(node_idx))).await.ok()?.json().await.ok()?;
+    body["leader"]["name"].as_str().map(str::to_string)
+}
+
+/// Waits until every running node follows node `node_idx` as Raft leader (leadership follows the
+/// leader key, so after a start, failover or switchover it moves to the primary's node).
+pub async fn wait_raft_leader(cluster: &LocalCluster, node_idx: usize) {
+    let name = cluster.node(node_idx).name.clone();
+    eventually(Duration::from_secs(30), &format!("every running node follows {name} as Raft leader"), || async {
+        for node in (1..=cluster.n_nodes()).filter(|n| cluster.is_running(*n)) {
+            if raft_leader(cluster, node).await.as_deref() != Some(name.as_str()) {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await
+}

@@ -76,24 +76,61 @@ async fn strict_mode_blocks_commits_without_a_standby_and_resumes() {
     let c = &tc.cluster;
     let standby = sync_standby(c, primary).await;
     assert_ne!(standby, 3, "a nosync member is never the synchronous standby");
+    // Placement made explicit: Raft leadership is on the primary's node, so stopping the standby
+    // costs no Raft election and the primary keeps its lease; what blocks is strict mode alone.
+    wait_raft_leader(c, primary).await;
     assert!(execute(c, primary, "CREATE TABLE strict_check (id int)").await);
     c.stop_node(standby).await.expect("stop the synchronous standby");
     let client = connect(c, primary).await.expect("connect to the primary");
     client.batch_execute("SET statement_timeout = 0").await.expect("no statement timeout");
-    let blocked = tokio::spawn(async move { client.execute("INSERT INTO strict_check VALUES (1)", &[]).await.is_ok() });
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    if blocked.is_finished() {
-        // Committed (a strict-mode violation) or failed (the session or the primary went away): say which.
-        let outcome = blocked.await;
-        panic!(
-            "with no standby left, strict mode holds the commit; the INSERT ended: {outcome:?} (true = committed)\n{}",
-            logs(c)
-        );
-    }
+    let mut insert = tokio::spawn(async move {
+        match client.execute("INSERT INTO strict_check VALUES (1)", &[]).await {
+            Ok(_) => CommitOutcome::Committed,
+            Err(e) => CommitOutcome::Failed(e.to_string()),
+        }
+    });
+    // Blocked means the backend waits for a synchronous standby (wait event SyncRep).
+    let waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'";
+    let outcome = eventually(Duration::from_secs(30), "the INSERT waits for a synchronous standby", || async {
+        if insert.is_finished() {
+            return Some(None);
+        }
+        (count(c, primary, waiting).await? > 0).then_some(Some(CommitOutcome::Blocked))
+    })
+    .await;
+    let outcome = match outcome {
+        Some(blocked) => blocked,
+        None => (&mut insert).await.unwrap_or_else(|e| CommitOutcome::Failed(format!("insert task: {e}"))),
+    };
+    assert_eq!(
+        outcome,
+        CommitOutcome::Blocked,
+        "with no synchronous standby left, strict mode must hold the commit (committed = a strict-mode violation, \
+         failed = the primary or the session went away)\n{}",
+        logs(c)
+    );
+    assert_eq!(c.primary().await, Some(primary), "the primary stays primary while it blocks");
     c.start_node(standby).expect("bring the standby back");
-    let committed = tokio::time::timeout(Duration::from_secs(60), blocked).await;
-    assert!(matches!(committed, Ok(Ok(true))), "the commit completes once a standby returns\n{}", logs(c));
+    let finished = tokio::time::timeout(Duration::from_secs(60), insert).await;
+    let finished = finished.map(|joined| joined.unwrap_or_else(|e| CommitOutcome::Failed(format!("insert task: {e}"))));
+    assert_eq!(
+        finished.ok(),
+        Some(CommitOutcome::Committed),
+        "the commit completes once a standby returns\n{}",
+        logs(c)
+    );
     c.stop_all().await.expect("stop the cluster");
+}
+
+/// How a commit under strict synchronous replication ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum CommitOutcome {
+    /// Still waiting for a synchronous standby.
+    Blocked,
+    /// Acknowledged.
+    Committed,
+    /// Refused, or the session ended; the text says how.
+    Failed(String),
 }
 
 /// `synchronous_standby_names` on `node`.

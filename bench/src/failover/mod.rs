@@ -23,6 +23,7 @@
 //! Every wait is bounded; numbers are printed, never asserted.
 
 mod crash;
+pub mod leader_loss;
 mod observer;
 mod switchover;
 
@@ -65,11 +66,15 @@ pub struct Args {
     /// Crash runs, and as many switchover runs; min / median / max are over these runs.
     #[arg(long, default_value_t = DEFAULT_RUNS)]
     pub runs: usize,
+    /// Kills of a Raft leader that is not the primary (and of a replica with leadership following
+    /// the primary), idle and as many under load, each on its own cluster; 0 skips them.
+    #[arg(long, default_value_t = leader_loss::DEFAULT_RUNS)]
+    pub leader_loss_runs: usize,
 }
 
 impl Default for Args {
     fn default() -> Self {
-        Args { runs: DEFAULT_RUNS }
+        Args { runs: DEFAULT_RUNS, leader_loss_runs: leader_loss::DEFAULT_RUNS }
     }
 }
 
@@ -81,8 +86,11 @@ pub async fn run(args: &Args, place: &Placement) -> anyhow::Result<Table> {
     if let (Err(_), Err(e)) = (&measured, &stopped) {
         tracing::warn!("failed to {e:#}");
     }
-    let table = measured?;
+    let mut table = measured?;
     stopped?;
+    if args.leader_loss_runs > 0 {
+        table.append(leader_loss::run(place, args.leader_loss_runs).await?);
+    }
     Ok(table)
 }
 

@@ -167,6 +167,7 @@ impl PeerClient {
         let res = http
             .post(&url)
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .header(super::BUDGET_HEADER, timeout.as_millis().to_string())
             .timeout(timeout)
             .body(bytes)
             .send()

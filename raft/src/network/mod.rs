@@ -21,6 +21,11 @@ use crate::command::CommandResult;
 use crate::NodeId;
 use crate::PeerNode;
 
+/// Header carrying how long the sender waits for the answer (ms): a forwarded write is not
+/// proposed for longer than its writer waits (the holder's lease renewal derives that from its
+/// lease). Absent from older senders; the receiver then uses its own bound.
+pub const BUDGET_HEADER: &str = "x-raftgres-budget-ms";
+
 /// Version of the peer protocol; bumped on incompatible changes.
 pub const PROTOCOL_VERSION: u8 = 1;
 

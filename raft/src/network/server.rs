@@ -15,6 +15,7 @@ use axum::body::Bytes;
 use axum::extract::ConnectInfo;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::response::Response;
@@ -53,6 +54,7 @@ pub fn router(inner: Arc<Inner>, max_body_bytes: usize) -> Router {
         .route("/raft/read-index", post(read_index))
         .route("/raft/status", post(status))
         .route("/raft/membership", post(membership))
+        .route("/raft/elect", post(elect))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(inner)
 }
@@ -233,9 +235,16 @@ async fn snapshot(
     }
 }
 
+/// The sender's wait budget from [`super::BUDGET_HEADER`], if it sent one.
+fn budget(headers: &HeaderMap) -> Option<std::time::Duration> {
+    let millis = headers.get(super::BUDGET_HEADER)?.to_str().ok()?.parse::<u64>().ok()?;
+    Some(std::time::Duration::from_millis(millis))
+}
+
 async fn write(
     State(inner): State<Arc<Inner>>,
     ConnectInfo(peer): ConnectInfo<PeerIdentity>,
+    headers: HeaderMap,
     bytes: Bytes,
 ) -> Response {
     const PATH: &str = "/raft/write";
@@ -243,7 +252,8 @@ async fn write(
         // Served in a task: a dropped HTTP request must not cancel a write half-way.
         Ok((_, envelope)) => {
             let task_inner = inner.clone();
-            match tokio::spawn(async move { task_inner.serve_write(envelope).await }).await {
+            let budget = budget(&headers);
+            match tokio::spawn(async move { task_inner.serve_write(envelope, budget).await }).await {
                 Ok(answer) => reply(PATH, &answer),
                 Err(e) => reject(PATH, StatusCode::INTERNAL_SERVER_ERROR, format!("write task: {e}")),
             }
@@ -290,6 +300,21 @@ async fn membership(
                 Err(e) => reject(PATH, StatusCode::INTERNAL_SERVER_ERROR, format!("membership task: {e}")),
             }
         }
+        Err(res) => res,
+    }
+}
+
+async fn elect(
+    State(inner): State<Arc<Inner>>,
+    ConnectInfo(peer): ConnectInfo<PeerIdentity>,
+    bytes: Bytes,
+) -> Response {
+    const PATH: &str = "/raft/elect";
+    if let Some(res) = guarded(&inner, PATH) {
+        return res;
+    }
+    match open::<crate::node::handover::ElectRequest>(&inner, &peer, PATH, &bytes) {
+        Ok((from, request)) => reply(PATH, &inner.serve_elect(from, request).await),
         Err(res) => res,
     }
 }

@@ -91,6 +91,8 @@ impl TestCluster {
         let mut cfg = RaftConfig::new(id, "test-cluster", peers, self.data_dir(id));
         // Plaintext on loopback: these tests are about consensus; raft/tests/tls.rs covers TLS.
         cfg.transport = raft::config::PeerTransport::Insecure;
+        // As raftgres runs it: Raft leadership follows the holder of the `leader` key.
+        cfg.leadership_follows_key = Some("leader".into());
         cfg
     }
 

@@ -5,6 +5,7 @@
 //! invariants over recorded intervals (leases never overlap in real time).
 
 mod faults;
+mod handover;
 mod harness;
 mod lease;
 mod restart;
