@@ -40,9 +40,7 @@ async fn run_inner(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         info!(pid, "adopted the running postmaster");
     }
     let mut raft_config = config.raft_config();
-    if config.raft.leadership_follows_primary {
-        raft_config.leadership_follows_key = Some(crate::dcs::LEADER_KEY.to_string());
-    }
+    crate::dcs::configure_raft(&mut raft_config, config.raft.leadership_follows_primary);
     let raft = raft::RaftNode::start(raft_config).await.context("start the raft replica")?;
     let dcs = Dcs::new(raft.clone(), &config.name);
     let (status_tx, status_rx) =

@@ -19,29 +19,15 @@ use crate::postgres::types::TimelineId;
 pub enum PgState {
     /// `initializing new cluster` (0).
     InitializingNewCluster,
-    /// `initdb failed` (1).
-    InitdbFailed,
     /// `creating replica` (4).
     CreatingReplica,
     /// `running` (5).
     Running,
     /// `starting` (6).
     Starting,
-    /// `start failed` (8).
-    StartFailed,
-    /// `restarting` (9).
-    Restarting,
-    /// `restart failed` (10).
-    RestartFailed,
-    /// `stopping` (11).
-    Stopping,
     /// `stopped` (12).
     #[default]
     Stopped,
-    /// `stop failed` (13).
-    StopFailed,
-    /// `crashed` (14).
-    Crashed,
     /// `unknown` (-1): believed running but the probe failed.
     Unknown,
 }
@@ -51,17 +37,10 @@ impl PgState {
     pub fn as_str(self) -> &'static str {
         match self {
             PgState::InitializingNewCluster => "initializing new cluster",
-            PgState::InitdbFailed => "initdb failed",
             PgState::CreatingReplica => "creating replica",
             PgState::Running => "running",
             PgState::Starting => "starting",
-            PgState::StartFailed => "start failed",
-            PgState::Restarting => "restarting",
-            PgState::RestartFailed => "restart failed",
-            PgState::Stopping => "stopping",
             PgState::Stopped => "stopped",
-            PgState::StopFailed => "stop failed",
-            PgState::Crashed => "crashed",
             PgState::Unknown => "unknown",
         }
     }
@@ -70,17 +49,10 @@ impl PgState {
     pub fn index(self) -> i32 {
         match self {
             PgState::InitializingNewCluster => 0,
-            PgState::InitdbFailed => 1,
             PgState::CreatingReplica => 4,
             PgState::Running => 5,
             PgState::Starting => 6,
-            PgState::StartFailed => 8,
-            PgState::Restarting => 9,
-            PgState::RestartFailed => 10,
-            PgState::Stopping => 11,
             PgState::Stopped => 12,
-            PgState::StopFailed => 13,
-            PgState::Crashed => 14,
             PgState::Unknown => -1,
         }
     }
@@ -105,6 +77,21 @@ pub enum Role {
 }
 
 impl Role {
+    /// The role a Patroni role string names (`master` is Patroni 3's name of `primary`), `None` for a
+    /// word raftgres does not define.
+    pub fn from_patroni(text: &str) -> Option<Role> {
+        let role = match text {
+            "primary" | "master" => Role::Primary,
+            "replica" => Role::Replica,
+            "standby_leader" => Role::StandbyLeader,
+            "demoted" => Role::Demoted,
+            "uninitialized" => Role::Uninitialized,
+            "promoted" => Role::Promoted,
+            _ => return None,
+        };
+        Some(role)
+    }
+
     /// Patroni's role string.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -251,8 +238,6 @@ pub struct NodeStatus {
     pub loop_wait: Duration,
     /// Current `maximum_lag_on_failover`, bytes.
     pub maximum_lag_on_failover: u64,
-    /// Failsafe mode keeps this primary running without the store.
-    pub failsafe_active: bool,
 }
 
 impl NodeStatus {
@@ -275,7 +260,6 @@ impl NodeStatus {
             ttl: Duration::from_secs(5),
             loop_wait: Duration::from_secs(1),
             maximum_lag_on_failover: 1 << 20,
-            failsafe_active: false,
         }
     }
 

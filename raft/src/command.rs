@@ -111,6 +111,29 @@ pub enum Command {
         /// The prefix ("" deletes every key).
         prefix: String,
     },
+    /// Expire a session as [`Command::ExpireSession`] does, and when it held `record.held_key`,
+    /// leave a record of who held it (see [`ExpiryRecord`]). What the keeper proposes since the
+    /// record's keys became the caller's choice (`RaftConfig::expiry_record`); `ExpireSession`
+    /// stays for log entries written before.
+    Expire {
+        /// The session.
+        session: SessionId,
+        /// The renewal the keeper's deadline was derived from.
+        expected_renewed_rev: u64,
+        /// The record to leave, if any.
+        record: Option<ExpiryRecord>,
+    },
+}
+
+/// Which key's holder an expiry records, and where: when the expired session held `held_key`,
+/// `record_key` receives `{"owner", "last_renewal_ms", "expired_ms"}` (the session's owner, the
+/// leader stamp of its last renewal and of the expiry), as a permanent key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpiryRecord {
+    /// The key whose holder is recorded.
+    pub held_key: String,
+    /// Where the record goes.
+    pub record_key: String,
 }
 
 impl Command {
@@ -136,6 +159,7 @@ impl Command {
             Command::ExpireSession { .. } => "expire_session",
             Command::RevokeSession { .. } => "revoke_session",
             Command::DeletePrefix { .. } => "delete_prefix",
+            Command::Expire { .. } => "expire",
         }
     }
 }

@@ -99,6 +99,8 @@ pub struct RaftConfig {
     /// Keep Raft leadership on the node whose session owns this key (see `node::handover`);
     /// `None` leaves leadership wherever elections put it.
     pub leadership_follows_key: Option<String>,
+    /// What the lease keeper's expiries record (`Command::Expire`); `None` records nothing.
+    pub expiry_record: Option<crate::command::ExpiryRecord>,
 }
 
 /// Default sled cache: small, our state is a few KiB.
@@ -128,6 +130,7 @@ impl RaftConfig {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             transport: PeerTransport::Unset,
             leadership_follows_key: None,
+            expiry_record: None,
         }
     }
 

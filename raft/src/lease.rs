@@ -236,7 +236,7 @@ async fn expire_overdue(inner: &Arc<Inner>, deadlines: &mut HashMap<SessionId, D
         }
         let owner = inner.view().sessions.get(&session).map(|s| s.owner.clone()).unwrap_or_default();
         info!(%session, owner, expected_renewed_rev, "session deadline passed on the raft leader; expiring it");
-        let cmd = Command::ExpireSession { session, expected_renewed_rev };
+        let cmd = Command::Expire { session, expected_renewed_rev, record: inner.config().expiry_record.clone() };
         match inner.propose_as_keeper(cmd, retry_after).await {
             Ok(res) => debug!(%session, ?res, "expire proposed"),
             Err(crate::RaftError::NotLeader { .. }) => return false,

@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::command::Command;
 use crate::command::CommandResult;
 use crate::command::Envelope;
+use crate::command::ExpiryRecord;
 use crate::command::Guard;
 use crate::command::Op;
 use crate::command::SessionId;
@@ -20,18 +21,9 @@ use crate::NodeId;
 /// How many origins the dedup table remembers; the oldest (by revision) is dropped beyond it.
 pub const DEDUP_CAPACITY: usize = 1024;
 
-/// Keys whose change wakes the HA loops (besides members appearing or vanishing).
-/// Member keys and `status` are rewritten every cycle and must not wake anyone, or the loops
-/// would wake each other forever.
-pub const WATCHED_KEYS: [&str; 6] = ["leader", "failover", "sync", "config", "initialize", "history"];
-
-/// Prefix of member keys.
-pub const MEMBERS_PREFIX: &str = "members/";
-
-/// Key the state machine writes when an expired session held `leader`: who held it, the stamp
-/// of its last renewal and of the expiry (JSON, ms since the epoch). The promoting node turns
-/// it into the failover's timeline in `history`.
-pub const LEADER_EXPIRY_KEY: &str = "last_leader_expiry";
+/// What [`Command::ExpireSession`] entries, written before expiry records became the caller's
+/// choice ([`Command::Expire`]), record: replaying them must keep producing the same state.
+const LEGACY_EXPIRY_RECORD: (&str, &str) = ("leader", "last_leader_expiry");
 
 /// A stored value with its revisions (etcd's `create_revision`/`mod_revision`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,7 +81,9 @@ pub struct ClusterState {
     pub dedup: BTreeMap<u64, DedupEntry>,
     /// Revision (log index) of the last applied entry.
     pub last_rev: u64,
-    /// Bumped whenever a watched key changes or a member appears or vanishes.
+    /// Retired: once bumped when one of Patroni's keys changed; watching is now the subscriber's
+    /// business (`RaftNode::subscribe` and a diff of the states). Kept, never written, so that
+    /// snapshots written before keep decoding.
     pub notify_seq: u64,
 }
 
@@ -144,23 +138,14 @@ impl ClusterState {
     fn apply_command(&mut self, rev: u64, cmd: &Command) -> CommandResult {
         match cmd {
             Command::Txn { guards, ops } => self.apply_txn(rev, guards, ops),
-            Command::ExpireSession { session, expected_renewed_rev } => match self.sessions.get(session) {
-                Some(s) if s.renewed_rev == *expected_renewed_rev => {
-                    let held_leader = self.keys.get("leader").is_some_and(|v| v.session == Some(*session));
-                    if held_leader {
-                        let (owner, last_renewal_ms) = (s.owner.clone(), s.renewed_stamp_ms);
-                        let record = serde_json::json!({
-                            "member": owner,
-                            "last_renewal_ms": last_renewal_ms,
-                            "expired_ms": self.clock_ms,
-                        });
-                        self.put(rev, LEADER_EXPIRY_KEY, &record.to_string(), None);
-                    }
-                    self.drop_session(*session);
-                    CommandResult::Applied { rev, renewed: None }
-                }
-                _ => CommandResult::NoOp { rev },
-            },
+            Command::ExpireSession { session, expected_renewed_rev } => {
+                let (held_key, record_key) = LEGACY_EXPIRY_RECORD;
+                let record = ExpiryRecord { held_key: held_key.into(), record_key: record_key.into() };
+                self.expire(rev, *session, *expected_renewed_rev, Some(&record), "member")
+            }
+            Command::Expire { session, expected_renewed_rev, record } => {
+                self.expire(rev, *session, *expected_renewed_rev, record.as_ref(), "owner")
+            }
             Command::RevokeSession { session } => {
                 if self.sessions.contains_key(session) {
                     self.drop_session(*session);
@@ -178,6 +163,33 @@ impl ClusterState {
                 CommandResult::Applied { rev, renewed: None }
             }
         }
+    }
+
+    /// Drops `session` unless it was renewed after `expected_renewed_rev`; when it held
+    /// `record.held_key`, first writes the record (`owner_field` names the owner's field: legacy
+    /// entries wrote `member`).
+    fn expire(
+        &mut self,
+        rev: u64,
+        session: SessionId,
+        expected_renewed_rev: u64,
+        record: Option<&ExpiryRecord>,
+        owner_field: &str,
+    ) -> CommandResult {
+        let Some(s) = self.sessions.get(&session).filter(|s| s.renewed_rev == expected_renewed_rev) else {
+            return CommandResult::NoOp { rev };
+        };
+        let held = record.filter(|r| self.keys.get(&r.held_key).is_some_and(|v| v.session == Some(session)));
+        if let Some(record) = held {
+            let json = serde_json::json!({
+                owner_field: s.owner,
+                "last_renewal_ms": s.renewed_stamp_ms,
+                "expired_ms": self.clock_ms,
+            });
+            self.put(rev, &record.record_key, &json.to_string(), None);
+        }
+        self.drop_session(session);
+        CommandResult::Applied { rev, renewed: None }
     }
 
     fn apply_txn(&mut self, rev: u64, guards: &[(String, Guard)], ops: &[Op]) -> CommandResult {
@@ -238,33 +250,23 @@ impl ClusterState {
 
     fn put(&mut self, rev: u64, key: &str, value: &str, attach: Option<SessionId>) {
         let updated_ms = self.clock_ms;
-        let watched = is_watched(key);
         match self.keys.get_mut(key) {
             Some(existing) => {
-                let changed = existing.value != value || existing.session != attach;
                 existing.value = value.to_string();
                 existing.mod_rev = rev;
                 existing.session = attach;
                 existing.updated_ms = updated_ms;
-                if changed && watched {
-                    self.notify_seq += 1;
-                }
             }
             None => {
                 let versioned =
                     Versioned { value: value.to_string(), create_rev: rev, mod_rev: rev, session: attach, updated_ms };
                 self.keys.insert(key.to_string(), versioned);
-                if watched || key.starts_with(MEMBERS_PREFIX) {
-                    self.notify_seq += 1;
-                }
             }
         }
     }
 
     fn remove_key(&mut self, key: &str) {
-        if self.keys.remove(key).is_some() && (is_watched(key) || key.starts_with(MEMBERS_PREFIX)) {
-            self.notify_seq += 1;
-        }
+        self.keys.remove(key);
     }
 
     fn drop_session(&mut self, id: SessionId) {
@@ -275,10 +277,6 @@ impl ClusterState {
             self.remove_key(&key);
         }
     }
-}
-
-fn is_watched(key: &str) -> bool {
-    WATCHED_KEYS.contains(&key)
 }
 
 /// Evaluates one guard against the current value of its key.

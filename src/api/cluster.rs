@@ -156,7 +156,8 @@ mod tests {
     }
 
     fn view() -> ClusterView {
-        let leader = Some(LeaderKey { name: "pg1".into(), session: None, create_rev: 3, mod_rev: 9 });
+        let leader =
+            Some(LeaderKey { name: "pg1".into(), session: None, create_rev: 3, mod_rev: 9, ..LeaderKey::default() });
         let mut view = ClusterView { leader, ..ClusterView::default() };
         view.members.insert("pg2".into(), member(2, "replica", Some(0x3000_0060)));
         view.members.insert("pg1".into(), member(1, "primary", Some(0x3000_0060)));

@@ -103,7 +103,7 @@ pub fn readiness_failure(query: &Query, status: &NodeStatus, now: Instant) -> Op
     }
     let latest_end = latest_end_lsn(&status.pg.wal);
     if status.cluster.is_none() && latest_end == 0 {
-        return if status.failsafe_active { None } else { Some("DCS is not accessible".into()) };
+        return Some("DCS is not accessible".into());
     }
     let mode_is_write = query.get("mode") == Some("write");
     let location = match &status.pg.wal {

@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use crate::dcs::view::ClusterView;
 use axum::body::Body;
 use axum::extract::Path;
 use axum::extract::State;
@@ -21,7 +22,6 @@ use axum::response::IntoResponse;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use raft::ClusterState;
 use raft::NodeId;
 use raft::PeerNode;
 use raft::SessionId;
@@ -147,7 +147,7 @@ async fn get_raft(State(state): State<ApiState>) -> Result<Response, ApiError> {
     let lease = control.dcs.lease();
     let now = Instant::now();
     let own = lease.holds_leader(now).then(|| lease.leader_remaining(now));
-    let leader_lease = lease_json(&node.view(), node.session_id(), own, raft::lease::wall_ms());
+    let leader_lease = lease_json(&control.dcs.view(), node.session_id(), own, raft::lease::wall_ms());
     let name = state.status.borrow().name.clone();
     Ok(Json(raft_json(&node.status(), name, &nodes, leader_lease)).into_response())
 }
@@ -186,28 +186,26 @@ pub fn raft_json(
     }
 }
 
-/// PURE: the leader key's lease in `state`. `own_remaining` is this node's own lease when it holds the key.
+/// PURE: the leader key's lease in `view`. `own_remaining` is this node's own lease when it holds the key.
 pub fn lease_json(
-    state: &ClusterState,
+    view: &ClusterView,
     own_session: SessionId,
     own_remaining: Option<Duration>,
     wall_now_ms: u64,
 ) -> Option<LeaseJson> {
-    let leader = state.get("leader").filter(|key| !key.value.is_empty())?;
-    let session = leader.session.and_then(|id| state.sessions.get(&id).map(|session| (id, session)));
-    let ttl_ms = session.map_or(0, |(_, session)| session.ttl_ms);
-    let remaining = match (session, own_remaining) {
-        (Some((id, _)), Some(own)) if id == own_session => Some(own.as_secs_f64()),
-        (Some((_, session)), _) => {
-            let expires_ms = session.renewed_stamp_ms.saturating_add(session.ttl_ms);
+    let leader = view.leader.as_ref()?;
+    let remaining = match (leader.session, leader.ttl_ms.zip(leader.renewed_stamp_ms), own_remaining) {
+        (Some(id), Some(_), Some(own)) if id == own_session => Some(own.as_secs_f64()),
+        (_, Some((ttl_ms, stamp_ms)), _) => {
+            let expires_ms = stamp_ms.saturating_add(ttl_ms);
             Some(expires_ms.saturating_sub(wall_now_ms) as f64 / 1000.0)
         }
-        (None, _) => None,
+        (_, None, _) => None,
     };
     Some(LeaseJson {
-        holder: leader.value.clone(),
+        holder: leader.name.clone(),
         fencing_token: leader.create_rev,
-        ttl: ttl_ms as f64 / 1000.0,
+        ttl: leader.ttl_ms.unwrap_or(0) as f64 / 1000.0,
         remaining,
     })
 }
@@ -279,6 +277,7 @@ mod tests {
     use raft::command::Envelope;
     use raft::command::Guard;
     use raft::command::Op;
+    use raft::ClusterState;
 
     use super::*;
 
@@ -300,16 +299,17 @@ mod tests {
     #[test]
     fn the_lease_names_holder_and_fencing_token() {
         let (state, session) = state_with_leader(30_000, 1_000_000);
-        let lease = lease_json(&state, SessionId(99), None, 1_010_000).expect("a lease");
+        let view = ClusterView::from_state(&state);
+        let lease = lease_json(&view, SessionId(99), None, 1_010_000).expect("a lease");
         assert_eq!(lease.holder, "pg1");
         assert_eq!(lease.fencing_token, 5);
         assert_eq!(lease.ttl, 30.0);
         assert_eq!(lease.remaining, Some(20.0), "estimated from the renewal stamp");
-        let own = lease_json(&state, session, Some(Duration::from_millis(12_500)), 1_010_000).expect("a lease");
+        let own = lease_json(&view, session, Some(Duration::from_millis(12_500)), 1_010_000).expect("a lease");
         assert_eq!(own.remaining, Some(12.5), "the holder reports its own lease");
-        let late = lease_json(&state, SessionId(99), None, 2_000_000).expect("a lease");
+        let late = lease_json(&view, SessionId(99), None, 2_000_000).expect("a lease");
         assert_eq!(late.remaining, Some(0.0), "never negative");
-        assert_eq!(lease_json(&ClusterState::default(), session, None, 0), None);
+        assert_eq!(lease_json(&ClusterView::default(), session, None, 0), None);
     }
 
     #[test]

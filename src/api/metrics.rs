@@ -102,7 +102,7 @@ fn failover_metrics(out: &mut Metrics, timeline: &FailoverTimeline) {
     );
     out.line(&format!("# TYPE {name} gauge"));
     let base = out.labels.trim_end_matches('}').to_string();
-    let kind = escape_label(&timeline.kind);
+    let kind = timeline.kind.as_str();
     let phases = [
         ("lease_expired", timeline.lease_expired_ms),
         ("promote_started", Some(timeline.promote_started_ms)),
@@ -219,7 +219,8 @@ fn cluster_metrics(out: &mut Metrics, wire: &PatroniStatus) {
     out.gauge(
         "patroni_failsafe_mode_is_active",
         "Value is 1 if failsafe mode is active, 0 if inactive.",
-        flag(wire.failsafe_mode_is_active),
+        // raftgres has no failsafe mode (a Raft majority is the only authority), so it is never active.
+        flag(false),
     );
     out.gauge(
         "patroni_postgres_timeline",
@@ -359,7 +360,7 @@ mod tests {
     fn a_failover_reports_its_phases_from_the_last_renewal() {
         let status = NodeStatus::initial("pg2", "demo", Instant::now());
         let timeline = FailoverTimeline {
-            kind: "failover".into(),
+            kind: crate::dcs::view::PromotionKind::Failover,
             last_renewal_ms: Some(10_000),
             lease_expired_ms: Some(12_600),
             promote_started_ms: 12_700,
@@ -382,7 +383,7 @@ mod tests {
     fn a_switchover_counts_from_the_promotion_start_and_no_history_means_no_phases() {
         let status = NodeStatus::initial("pg1", "demo", Instant::now());
         let timeline = FailoverTimeline {
-            kind: "switchover".into(),
+            kind: crate::dcs::view::PromotionKind::Switchover,
             promote_started_ms: 5_000,
             promoted_ms: 5_200,
             ..FailoverTimeline::default()

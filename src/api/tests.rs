@@ -478,18 +478,6 @@ fn readiness_without_a_view_relies_on_the_wal_receiver_or_failsafe() {
         };
     });
     check_readiness(&blind, "/readiness", Some("DCS is not accessible"));
-    let failsafe = with(Node::ReplicaStreaming, |status| {
-        status.cluster = None;
-        status.failsafe_active = true;
-        status.pg.wal = WalPosition::Replica {
-            received: None,
-            replayed: None,
-            replayed_timestamp: None,
-            paused: false,
-            latest_end: None,
-        };
-    });
-    check_readiness(&failsafe, "/readiness", None);
 }
 
 #[track_caller]
@@ -544,7 +532,6 @@ fn status_json_of_a_sync_replica() {
     let replica = with(Node::ReplicaStreaming, |status| {
         status.sync_standby = true;
         status.paused = true;
-        status.failsafe_active = true;
     });
     check_json(
         &replica,
@@ -563,7 +550,6 @@ fn status_json_of_a_sync_replica() {
             "timeline": 2,
             "replication_state": "streaming",
             "pause": true,
-            "failsafe_mode_is_active": true,
             "dcs_last_seen": 1_724_873_966,
             "database_system_identifier": "7710784912710558201",
             "patroni": patroni_info(),

@@ -53,9 +53,6 @@ pub struct PatroniStatus {
     /// No leader key, or no fresh view of the store.
     #[serde(default, skip_serializing_if = "is_false")]
     pub cluster_unlocked: bool,
-    /// Failsafe mode keeps this primary running without the store.
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub failsafe_mode_is_active: bool,
     /// Epoch seconds of the last successful read of the store, 0 if never.
     #[serde(default)]
     pub dcs_last_seen: u64,
@@ -160,7 +157,6 @@ impl PatroniStatus {
             replication: if probed { pg.replication.iter().map(Replication::from_row).collect() } else { Vec::new() },
             pause: status.paused,
             cluster_unlocked,
-            failsafe_mode_is_active: status.failsafe_active,
             dcs_last_seen: status.dcs_last_seen.map_or(0, epoch_seconds),
             tags: status.tags.clone(),
             database_system_identifier: pg.system_identifier.map(|id| id.to_string()),

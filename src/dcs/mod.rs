@@ -5,6 +5,7 @@
 //! "Lost the lock" (a guard failed: `Ok(false)`) is distinct from "store unavailable"
 //! (`Err(DcsError::Unavailable)`), as Patroni requires of `update_leader`.
 
+pub mod keys;
 pub mod view;
 
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use raft::command::Guard;
 use raft::command::Op;
 use raft::lease::HolderLease;
 use raft::ClusterState;
+use raft::CommandResult;
 use raft::RaftNode;
 use serde_json::Value;
 use tokio::sync::watch;
@@ -69,13 +71,17 @@ fn json_value<T: serde::Serialize>(key: &str, value: &T) -> Result<Value, DcsErr
     serde_json::to_value(value).map_err(|source| DcsError::Encode { key: key.to_string(), source })
 }
 
-/// Patroni's leader key: the member holding it runs the primary, and Raft leadership follows
-/// the node whose session owns it (`raft.leadership_follows_primary`).
-pub const LEADER_KEY: &str = "leader";
-
 /// Key of a member.
 pub fn member_key(name: &str) -> String {
-    format!("{}{name}", raft::state::MEMBERS_PREFIX)
+    format!("{}{name}", keys::MEMBERS_PREFIX)
+}
+
+/// Gives the raft replica what it needs to know of Patroni's keys: the lease keeper records the
+/// expired holder of the leader key, and (`follow_primary`) Raft leadership follows the node whose
+/// session owns the leader key (`raft.leadership_follows_primary`).
+pub fn configure_raft(raft: &mut raft::RaftConfig, follow_primary: bool) {
+    raft.expiry_record = Some(keys::expiry_record());
+    raft.leadership_follows_key = follow_primary.then(|| keys::LEADER.to_string());
 }
 
 impl Dcs {
@@ -119,7 +125,7 @@ impl Dcs {
         let key = member_key(&self.name);
         let mut ops = vec![Op::Put { value: json(&key, member)?, key, attach: Some(self.node.session_id()) }];
         if let Some(status) = status {
-            ops.push(Op::Put { key: "status".into(), value: json("status", status)?, attach: None });
+            ops.push(Op::Put { key: keys::STATUS.into(), value: json(keys::STATUS, status)?, attach: None });
         }
         Ok(ops)
     }
@@ -168,7 +174,7 @@ impl Dcs {
     /// Writes `status` (when given) and deletes the leader key we hold.
     pub async fn release_leader(&self, status: Option<&StatusData>, timeout: Duration) -> Result<bool, DcsError> {
         if let Some(status) = status {
-            let cmd = Command::put("status", json("status", status)?, Guard::Always);
+            let cmd = Command::put(keys::STATUS, json(keys::STATUS, status)?, Guard::Always);
             self.node.write(cmd, timeout).await?;
         }
         Ok(self.node.release_leader(timeout).await?)
@@ -185,34 +191,34 @@ impl Dcs {
 
     /// The bootstrap race: create `initialize` with an empty value; true = we won.
     pub async fn race_initialize(&self, timeout: Duration) -> Result<bool, DcsError> {
-        self.txn(Command::put("initialize", "", Guard::Absent), timeout).await
+        self.txn(Command::put(keys::INITIALIZE, "", Guard::Absent), timeout).await
     }
 
     /// Records the system identifier after a successful bootstrap.
     pub async fn set_initialize(&self, system_id: &str, timeout: Duration) -> Result<bool, DcsError> {
-        self.txn(Command::put("initialize", system_id, Guard::ValueEq(String::new())), timeout).await
+        self.txn(Command::put(keys::INITIALIZE, system_id, Guard::ValueEq(String::new())), timeout).await
     }
 
     /// Writes a missing `initialize` (after `raftgres remove`), guarded by our session holding `leader`.
     pub async fn restore_initialize(&self, system_id: &str, timeout: Duration) -> Result<bool, DcsError> {
         let cmd = Command::Txn {
             guards: vec![
-                ("leader".into(), Guard::SessionIs(self.node.session_id())),
-                ("initialize".into(), Guard::Absent),
+                (keys::LEADER.into(), Guard::SessionIs(self.node.session_id())),
+                (keys::INITIALIZE.into(), Guard::Absent),
             ],
-            ops: vec![Op::Put { key: "initialize".into(), value: system_id.to_string(), attach: None }],
+            ops: vec![Op::Put { key: keys::INITIALIZE.into(), value: system_id.to_string(), attach: None }],
         };
         self.txn(cmd, timeout).await
     }
 
     /// Gives the bootstrap up so another node may try.
     pub async fn cancel_initialization(&self, timeout: Duration) -> Result<bool, DcsError> {
-        self.txn(Command::delete("initialize", Guard::ValueEq(String::new())), timeout).await
+        self.txn(Command::delete(keys::INITIALIZE, Guard::ValueEq(String::new())), timeout).await
     }
 
     /// Writes the dynamic config unless one exists.
     pub async fn write_config_if_absent(&self, document: &Value, timeout: Duration) -> Result<bool, DcsError> {
-        self.txn(Command::put("config", json("config", document)?, Guard::Absent), timeout).await
+        self.txn(Command::put(keys::CONFIG, json(keys::CONFIG, document)?, Guard::Absent), timeout).await
     }
 
     /// Writes the dynamic config with compare-and-set on its version; false = concurrent change.
@@ -223,12 +229,29 @@ impl Dcs {
         timeout: Duration,
     ) -> Result<bool, DcsError> {
         let guard = mod_rev.map(Guard::ModRev).unwrap_or(Guard::Always);
-        self.txn(Command::put("config", json("config", document)?, guard), timeout).await
+        self.txn(Command::put(keys::CONFIG, json(keys::CONFIG, document)?, guard), timeout).await
+    }
+
+    /// Writes a switchover or failover request into the `failover` key, compare-and-set on the
+    /// version the caller validated against (`None`: the key must be absent). The revision of the
+    /// write, or `None` when the key changed meanwhile.
+    pub async fn request_failover(
+        &self,
+        data: &self::view::FailoverData,
+        expected_rev: Option<u64>,
+        timeout: Duration,
+    ) -> Result<Option<u64>, DcsError> {
+        let guard = expected_rev.map_or(Guard::Absent, Guard::ModRev);
+        let cmd = Command::put(keys::FAILOVER, json(keys::FAILOVER, data)?, guard);
+        match self.node.write(cmd, timeout).await? {
+            CommandResult::Applied { rev, .. } => Ok(Some(rev)),
+            _ => Ok(None),
+        }
     }
 
     /// Clears a consumed `failover` key (CAS on its version).
     pub async fn clear_failover(&self, mod_rev: u64, timeout: Duration) -> Result<bool, DcsError> {
-        self.txn(Command::delete("failover", Guard::ModRev(mod_rev)), timeout).await
+        self.txn(Command::delete(keys::FAILOVER, Guard::ModRev(mod_rev)), timeout).await
     }
 
     /// Writes (or deletes, with `None`) the `sync` key: guarded by our session holding `leader`
@@ -241,11 +264,14 @@ impl Dcs {
     ) -> Result<bool, DcsError> {
         let version_guard = mod_rev.map(Guard::ModRev).unwrap_or(Guard::Absent);
         let op = match data {
-            Some(data) => Op::Put { key: "sync".into(), value: json("sync", data)?, attach: None },
-            None => Op::Delete { key: "sync".into() },
+            Some(data) => Op::Put { key: keys::SYNC.into(), value: json(keys::SYNC, data)?, attach: None },
+            None => Op::Delete { key: keys::SYNC.into() },
         };
         let cmd = Command::Txn {
-            guards: vec![("leader".into(), Guard::SessionIs(self.node.session_id())), ("sync".into(), version_guard)],
+            guards: vec![
+                (keys::LEADER.into(), Guard::SessionIs(self.node.session_id())),
+                (keys::SYNC.into(), version_guard),
+            ],
             ops: vec![op],
         };
         self.txn(cmd, timeout).await
@@ -267,15 +293,14 @@ impl Dcs {
         timeout: Duration,
     ) -> Result<bool, DcsError> {
         let mut history = self.view().history_raw;
-        let (tl, lsn, reason, ts, leader) = line;
-        let mut items = vec![tl.into(), lsn.into(), reason.into(), ts.into(), leader.into()];
+        let mut items = line.to_items();
         if let Some(timeline) = timeline {
-            items.push(json_value("history", timeline)?);
+            items.push(json_value(keys::HISTORY, timeline)?);
         }
         history.push(Value::Array(items));
         let cmd = Command::Txn {
-            guards: vec![("leader".into(), Guard::SessionIs(self.node.session_id()))],
-            ops: vec![Op::Put { key: "history".into(), value: json("history", &history)?, attach: None }],
+            guards: vec![(keys::LEADER.into(), Guard::SessionIs(self.node.session_id()))],
+            ops: vec![Op::Put { key: keys::HISTORY.into(), value: json(keys::HISTORY, &history)?, attach: None }],
         };
         self.txn(cmd, timeout).await
     }

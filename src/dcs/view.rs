@@ -69,6 +69,16 @@ pub struct MemberData {
 }
 
 impl MemberData {
+    /// The role the member published, `None` for a word raftgres does not define.
+    pub fn role(&self) -> Option<crate::status::Role> {
+        crate::status::Role::from_patroni(&self.role)
+    }
+
+    /// The member published PostgreSQL as running.
+    pub fn is_running(&self) -> bool {
+        self.state == crate::status::PgState::Running.as_str()
+    }
+
     /// `host` and `port` parsed from `conn_url`.
     pub fn host_port(&self) -> Option<(String, u16)> {
         let rest = self.conn_url.strip_prefix("postgres://").or_else(|| self.conn_url.strip_prefix("postgresql://"))?;
@@ -145,8 +155,49 @@ pub struct StatusData {
     pub retain_slots: Vec<String>,
 }
 
-/// One line of `history`: `[timeline, switch_lsn, reason, timestamp, new_leader]`.
-pub type HistoryLine = (u32, u64, String, String, String);
+/// One line of `history`, stored as Patroni's array `[timeline, switch_lsn, reason, timestamp, new_leader]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistoryLine {
+    /// The timeline that ended.
+    pub timeline: u32,
+    /// Where it ended (the new timeline's first LSN).
+    pub switch_lsn: u64,
+    /// Why (`no recovery target specified` for a promotion).
+    pub reason: String,
+    /// When, ISO 8601 with offset.
+    pub timestamp: String,
+    /// The member that promoted.
+    pub new_leader: String,
+}
+
+impl HistoryLine {
+    /// Patroni's array form (five elements).
+    pub fn to_items(&self) -> Vec<Value> {
+        let HistoryLine { timeline, switch_lsn, reason, timestamp, new_leader } = self.clone();
+        vec![timeline.into(), switch_lsn.into(), reason.into(), timestamp.into(), new_leader.into()]
+    }
+}
+
+/// How a promotion came about.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PromotionKind {
+    /// The old primary's lease expired.
+    #[default]
+    Failover,
+    /// The old primary handed the lease over.
+    Switchover,
+}
+
+impl PromotionKind {
+    /// The word used in `/history`, `/metrics` and the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PromotionKind::Failover => "failover",
+            PromotionKind::Switchover => "switchover",
+        }
+    }
+}
 
 /// How one promotion unfolded: raftgres stores it as a sixth element of its `history` line
 /// (Patroni's readers take the first five). Times are ms since the epoch; `last_renewal_ms` and
@@ -154,7 +205,7 @@ pub type HistoryLine = (u32, u64, String, String, String);
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FailoverTimeline {
     /// `failover` (the old primary's lease expired) or `switchover` (it handed the lease over).
-    pub kind: String,
+    pub kind: PromotionKind,
     /// The old primary's last successful lease renewal (failovers only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_renewal_ms: Option<u64>,
@@ -171,11 +222,13 @@ pub struct FailoverTimeline {
     pub first_healthy_ms: Option<u64>,
 }
 
-/// The record the state machine leaves when the leader's session expires
-/// (`raft::state::LEADER_EXPIRY_KEY`).
+/// The record the lease keeper's expiry leaves when the leader's session expires
+/// (`dcs::keys::LEADER_EXPIRY`; entries written before expiry records were configurable call the
+/// owner `member`, newer ones `owner`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaderExpiry {
     /// Member whose session expired.
+    #[serde(alias = "owner")]
     pub member: String,
     /// Its last renewal.
     pub last_renewal_ms: u64,
@@ -184,7 +237,7 @@ pub struct LeaderExpiry {
 }
 
 /// The `leader` key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LeaderKey {
     /// Member name holding it.
     pub name: String,
@@ -194,6 +247,10 @@ pub struct LeaderKey {
     pub create_rev: u64,
     /// Last write revision.
     pub mod_rev: u64,
+    /// The session's time to live, ms (`None` when the session is gone).
+    pub ttl_ms: Option<u64>,
+    /// Raft leader stamp of the session's last renewal, ms since the epoch (information only).
+    pub renewed_stamp_ms: Option<u64>,
 }
 
 /// A key's value with its CAS version.
@@ -218,6 +275,9 @@ pub struct ClusterView {
     pub members: BTreeMap<String, MemberData>,
     /// Pending switchover/failover.
     pub failover: Option<Versioned<FailoverData>>,
+    /// Version of the stored `failover` key, also when it holds no request (`{}`): what a new
+    /// request's compare-and-set expects.
+    pub failover_key_rev: Option<u64>,
     /// Synchronous replication state.
     pub sync: Option<Versioned<SyncData>>,
     /// Timeline history.
@@ -241,33 +301,41 @@ impl ClusterView {
     pub fn from_state(state: &ClusterState) -> ClusterView {
         let parse_json = |key: &str| state.get(key).and_then(|v| serde_json::from_str::<Value>(&v.value).ok());
         ClusterView {
-            initialize: state.get("initialize").map(|v| v.value.clone()),
-            config: state.get("config").map(|v| Versioned {
+            initialize: state.get(super::keys::INITIALIZE).map(|v| v.value.clone()),
+            config: state.get(super::keys::CONFIG).map(|v| Versioned {
                 value: serde_json::from_str(&v.value).unwrap_or(Value::Null),
                 mod_rev: v.mod_rev,
             }),
-            leader: state.get("leader").filter(|v| !v.value.is_empty()).map(|v| LeaderKey {
-                name: v.value.clone(),
-                session: v.session,
-                create_rev: v.create_rev,
-                mod_rev: v.mod_rev,
+            leader: state.get(super::keys::LEADER).filter(|v| !v.value.is_empty()).map(|v| {
+                let session = v.session.and_then(|id| state.sessions.get(&id));
+                LeaderKey {
+                    name: v.value.clone(),
+                    session: v.session,
+                    create_rev: v.create_rev,
+                    mod_rev: v.mod_rev,
+                    ttl_ms: session.map(|s| s.ttl_ms),
+                    renewed_stamp_ms: session.map(|s| s.renewed_stamp_ms),
+                }
             }),
             members: state
-                .prefixed(raft::state::MEMBERS_PREFIX)
+                .prefixed(super::keys::MEMBERS_PREFIX)
                 .filter_map(|(name, v)| serde_json::from_str(&v.value).ok().map(|m| (name.to_string(), m)))
                 .collect(),
-            failover: versioned::<FailoverData>(state, "failover").filter(|f: &Versioned<FailoverData>| {
+            failover: versioned::<FailoverData>(state, super::keys::FAILOVER).filter(|f: &Versioned<FailoverData>| {
                 f.value.leader.is_some() || f.value.member.is_some() || f.value.scheduled_at.is_some()
             }),
-            sync: versioned::<SyncData>(state, "sync"),
-            history: parse_json("history").and_then(|v| parse_history(&v)).unwrap_or_default(),
-            history_raw: parse_json("history").and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default(),
-            last_timeline: parse_json("history").and_then(|v| {
+            failover_key_rev: state.get(super::keys::FAILOVER).map(|v| v.mod_rev),
+            sync: versioned::<SyncData>(state, super::keys::SYNC),
+            history: parse_json(super::keys::HISTORY).and_then(|v| parse_history(&v)).unwrap_or_default(),
+            history_raw: parse_json(super::keys::HISTORY)
+                .and_then(|v| serde_json::from_value(v).ok())
+                .unwrap_or_default(),
+            last_timeline: parse_json(super::keys::HISTORY).and_then(|v| {
                 let last = v.as_array()?.last()?.as_array()?.get(5)?.clone();
                 serde_json::from_value(last).ok()
             }),
-            leader_expiry: parse_json(raft::state::LEADER_EXPIRY_KEY).and_then(|v| serde_json::from_value(v).ok()),
-            status: parse_json("status").and_then(|v| serde_json::from_value(v).ok()),
+            leader_expiry: parse_json(super::keys::LEADER_EXPIRY).and_then(|v| serde_json::from_value(v).ok()),
+            status: parse_json(super::keys::STATUS).and_then(|v| serde_json::from_value(v).ok()),
             failsafe: parse_json("failsafe").and_then(|v| serde_json::from_value(v).ok()),
             revision: state.last_rev,
         }
@@ -286,7 +354,7 @@ impl ClusterView {
 
     /// The cluster timeline: last history line's timeline + 1 (1 without history).
     pub fn timeline(&self) -> u32 {
-        self.history.last().map(|line| line.0 + 1).unwrap_or(1)
+        self.history.last().map(|line| line.timeline + 1).unwrap_or(1)
     }
 }
 
@@ -306,7 +374,7 @@ fn parse_history(value: &Value) -> Option<Vec<HistoryLine>> {
         let timeline = items.first()?.as_u64()? as u32;
         let lsn = items.get(1)?.as_u64()?;
         let text = |i: usize| items.get(i).and_then(Value::as_str).unwrap_or_default().to_string();
-        res.push((timeline, lsn, text(2), text(3), text(4)));
+        res.push(HistoryLine { timeline, switch_lsn: lsn, reason: text(2), timestamp: text(3), new_leader: text(4) });
     }
     Some(res)
 }

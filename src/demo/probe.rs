@@ -24,16 +24,7 @@ pub struct MemberProbe {
 
 /// Patroni's role string as a [`Role`] (`master` is Patroni 3's name of `primary`).
 pub fn parse_role(text: &str) -> Option<Role> {
-    let role = match text {
-        "primary" | "master" => Role::Primary,
-        "replica" => Role::Replica,
-        "standby_leader" => Role::StandbyLeader,
-        "demoted" => Role::Demoted,
-        "uninitialized" => Role::Uninitialized,
-        "promoted" => Role::Promoted,
-        _ => return None,
-    };
-    Some(role)
+    Role::from_patroni(text)
 }
 
 /// Reads a `GET /patroni` body; `None` when it is not a status object.

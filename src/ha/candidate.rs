@@ -165,7 +165,7 @@ fn healthiest(obs: &Observation, cfg: &HaConfig, view: Option<&ClusterView>) -> 
 
 /// A member key that says: running replica allowed to fail over.
 pub fn healthy_replica(member: &MemberData) -> bool {
-    member.state == "running" && member.role == "replica" && member.failover_priority() > 0
+    member.is_running() && member.role() == Some(Role::Replica) && member.failover_priority() > 0
 }
 
 /// On the leader: a `failover` key asks for a switchover. `None` means keep leading normally.
@@ -400,7 +400,13 @@ mod race_peers_tests {
     ) {
         let mut view = ClusterView::default();
         if leader {
-            view.leader = Some(LeaderKey { name: "pg1".into(), session: None, create_rev: 1, mod_rev: 1 });
+            view.leader = Some(LeaderKey {
+                name: "pg1".into(),
+                session: None,
+                create_rev: 1,
+                mod_rev: 1,
+                ..LeaderKey::default()
+            });
         }
         if failover {
             let value = FailoverData { leader: None, member: Some("pg2".into()), scheduled_at: None };

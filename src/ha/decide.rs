@@ -224,5 +224,5 @@ fn diverged(pg: &PgProcess, view: &ClusterView) -> bool {
     if timeline.0 >= view.timeline() {
         return false;
     }
-    view.history.iter().any(|(tl, switch, ..)| *tl == timeline.0 && *switch > 0 && replayed.0 > *switch)
+    view.history.iter().any(|line| line.timeline == timeline.0 && line.switch_lsn > 0 && replayed.0 > line.switch_lsn)
 }

@@ -12,7 +12,9 @@ use super::ActionOutcome;
 use super::HaSettings;
 use crate::config::dynamic::Timing;
 use crate::dcs::view::FailoverTimeline;
+use crate::dcs::view::HistoryLine;
 use crate::dcs::view::LeaderExpiry;
+use crate::dcs::view::PromotionKind;
 use crate::dcs::view::StatusData;
 use crate::dcs::Dcs;
 use crate::postgres::supervisor::ConnTarget;
@@ -248,7 +250,13 @@ pub async fn promote(
         Some(wal @ WalPosition::Replica { .. }) => wal.furthest().map(|l| l.0).unwrap_or(0),
         _ => 0,
     };
-    let line = (old_timeline, switch_lsn, "no recovery target specified".to_string(), now_iso(), me.clone());
+    let line = HistoryLine {
+        timeline: old_timeline,
+        switch_lsn,
+        reason: "no recovery target specified".to_string(),
+        timestamp: now_iso(),
+        new_leader: me.clone(),
+    };
     let view = dcs.view();
     let previous_promotion_ms = view.last_timeline.as_ref().map(|t| t.promoted_ms);
     let expiry = view.leader_expiry.as_ref();
@@ -300,7 +308,7 @@ pub fn failover_timeline(
             && previous_promotion_ms.is_none_or(|previous| e.expired_ms > previous)
     });
     FailoverTimeline {
-        kind: if expiry.is_some() { "failover" } else { "switchover" }.to_string(),
+        kind: if expiry.is_some() { PromotionKind::Failover } else { PromotionKind::Switchover },
         last_renewal_ms: expiry.map(|e| e.last_renewal_ms),
         lease_expired_ms: expiry.map(|e| e.expired_ms),
         promote_started_ms,
@@ -352,16 +360,18 @@ mod tests {
         let kind = |e: Option<LeaderExpiry>, previous: Option<u64>, me: &str| {
             failover_timeline(e.as_ref(), previous, me, 100_000, 100_200, timing).kind
         };
-        assert_eq!(kind(Some(expiry("pg1", 99_000)), None, "pg2"), "failover");
-        assert_eq!(kind(Some(expiry("pg1", 99_000)), Some(90_000), "pg2"), "failover");
+        use PromotionKind::Failover;
+        use PromotionKind::Switchover;
+        assert_eq!(kind(Some(expiry("pg1", 99_000)), None, "pg2"), Failover);
+        assert_eq!(kind(Some(expiry("pg1", 99_000)), Some(90_000), "pg2"), Failover);
         assert_eq!(
             kind(Some(expiry("pg1", 99_000)), Some(99_500), "pg2"),
-            "switchover",
+            Switchover,
             "expiry older than the last promotion"
         );
-        assert_eq!(kind(Some(expiry("pg1", 60_000)), None, "pg2"), "switchover", "more than ten ttls ago");
-        assert_eq!(kind(Some(expiry("pg2", 99_000)), None, "pg2"), "switchover", "our own old session");
-        assert_eq!(kind(None, None, "pg2"), "switchover");
+        assert_eq!(kind(Some(expiry("pg1", 60_000)), None, "pg2"), Switchover, "more than ten ttls ago");
+        assert_eq!(kind(Some(expiry("pg2", 99_000)), None, "pg2"), Switchover, "our own old session");
+        assert_eq!(kind(None, None, "pg2"), Switchover);
         let timeline = failover_timeline(Some(&expiry("pg1", 99_000)), None, "pg2", 100_000, 100_200, timing);
         assert_eq!((timeline.last_renewal_ms, timeline.lease_expired_ms), (Some(96_000), Some(99_000)));
         assert_eq!(

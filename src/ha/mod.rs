@@ -195,7 +195,7 @@ impl HaLoop {
             }
         }
         let mut view_rx = self.dcs.subscribe();
-        let mut notify_seq = view_rx.borrow().notify_seq;
+        let mut watched = crate::dcs::keys::watched_fingerprint(&view_rx.borrow());
         let mut pg_exit = self.pg.exit_watch();
         let mut next = Instant::now();
         loop {
@@ -210,9 +210,9 @@ impl HaLoop {
                 _ = tokio::time::sleep_until(next) => {}
                 changed = view_rx.changed() => {
                     if changed.is_err() { break; }
-                    let seq = view_rx.borrow_and_update().notify_seq;
-                    if seq == notify_seq { continue; }
-                    notify_seq = seq;
+                    let fingerprint = crate::dcs::keys::watched_fingerprint(&view_rx.borrow_and_update());
+                    if fingerprint == watched { continue; }
+                    watched = fingerprint;
                     debug!("woken by a change of the cluster view");
                 }
                 _ = pg_exit.changed() => debug!("woken by a postgres exit"),

@@ -195,8 +195,8 @@ pub fn peers_from_view(view: &ClusterView, me: &str) -> Vec<PeerReport> {
         .map(|(name, member)| PeerReport {
             name: name.clone(),
             member: member.clone(),
-            reachable: member.state == "running",
-            is_primary: member.role == "primary",
+            reachable: member.is_running(),
+            is_primary: member.role() == Some(Role::Primary),
             wal: member.xlog_location.map(Lsn),
         })
         .collect()

@@ -90,7 +90,8 @@ fn member(role: &str, state: &str, wal: u64) -> MemberData {
 fn view(leader: Option<&str>) -> ClusterView {
     let mut view = ClusterView { initialize: Some(SYSID.to_string()), ..ClusterView::default() };
     if let Some(name) = leader {
-        view.leader = Some(LeaderKey { name: name.into(), session: None, create_rev: 1, mod_rev: 1 });
+        view.leader =
+            Some(LeaderKey { name: name.into(), session: None, create_rev: 1, mod_rev: 1, ..LeaderKey::default() });
         view.members.insert(name.into(), member("primary", "running", 100));
     }
     view
@@ -539,7 +540,13 @@ fn diverged_case(
     }
     let o = Observation { following: Some("pg2".into()), ..obs(process) };
     let mut v = view(Some("pg2"));
-    v.history = vec![(1, 150, "no recovery target specified".into(), String::new(), "pg2".into())];
+    v.history = vec![crate::dcs::view::HistoryLine {
+        timeline: 1,
+        switch_lsn: 150,
+        reason: "no recovery target specified".into(),
+        timestamp: String::new(),
+        new_leader: "pg2".into(),
+    }];
     (o, v, HaConfig { use_pg_rewind, paused, ..cfg() })
 }
 

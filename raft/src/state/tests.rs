@@ -4,6 +4,7 @@
 use super::*;
 use crate::command::Command;
 use crate::command::Envelope;
+use crate::command::ExpiryRecord;
 use crate::command::Guard;
 use crate::command::Op;
 use crate::command::SessionId;
@@ -216,24 +217,6 @@ fn fencing_token_grows_with_each_holder() {
 }
 
 #[test]
-fn member_writes_do_not_wake_watchers_but_arrivals_do() {
-    let mut state = ClusterState::default();
-    let touch = |session| Command::Txn {
-        guards: vec![],
-        ops: vec![
-            keep_alive(session, "pg1"),
-            Op::Put { key: "members/pg1".into(), value: "{}".into(), attach: Some(session) },
-        ],
-    };
-    state.apply(1, &Envelope { origin: 1, seq: 1, stamp_ms: 0, cmd: touch(ME) });
-    assert_eq!(state.notify_seq, 1, "a member appearing wakes the loops");
-    state.apply(2, &Envelope { origin: 1, seq: 2, stamp_ms: 0, cmd: touch(ME) });
-    assert_eq!(state.notify_seq, 1, "a member refresh does not");
-    state.apply(3, &Envelope { origin: 1, seq: 3, stamp_ms: 0, cmd: Command::put("failover", "{}", Guard::Always) });
-    assert_eq!(state.notify_seq, 2);
-}
-
-#[test]
 fn dedup_table_is_bounded_and_deterministic() {
     let mut a = ClusterState::default();
     let mut b = ClusterState::default();
@@ -262,7 +245,7 @@ fn prefixed_lists_members() {
         );
     }
     state.apply(3, &Envelope { origin: 3, seq: 1, stamp_ms: 0, cmd: Command::put("membersx", "no", Guard::Always) });
-    let names: Vec<&str> = state.prefixed(MEMBERS_PREFIX).map(|(k, _)| k).collect();
+    let names: Vec<&str> = state.prefixed("members/").map(|(k, _)| k).collect();
     assert_eq!(names, vec!["pg1", "pg2"]);
 }
 
@@ -274,24 +257,48 @@ fn delete_prefix_removes_the_cluster_keys() {
     assert!(state.keys.is_empty());
 }
 
-#[test]
-fn expiry_of_the_leader_session_records_its_last_renewal_and_expiry() {
+/// Applies the leader's acquire and renewal (`ME`, revs 1–2) and another session (`OTHER`, rev 3).
+fn leader_and_another_session() -> ClusterState {
     let mut state = ClusterState::default();
     let steps = [
         (1, 1, acquire(ME, "pg1")),
         (1, 2, renew(ME, "pg1")),
         (2, 1, Command::Txn { guards: vec![], ops: vec![keep_alive(OTHER, "pg2")] }),
-        (9, 1, Command::ExpireSession { session: OTHER, expected_renewed_rev: 3 }),
     ];
     for (idx, (origin, seq, cmd)) in steps.into_iter().enumerate() {
         let rev = idx as u64 + 1;
         state.apply(rev, &Envelope { origin, seq, stamp_ms: 1000 * rev, cmd });
     }
-    assert_eq!(state.get(LEADER_EXPIRY_KEY), None, "a session without the leader key leaves no record");
-    let expire = Command::ExpireSession { session: ME, expected_renewed_rev: 2 };
-    state.apply(5, &Envelope { origin: 9, seq: 2, stamp_ms: 5000, cmd: expire });
+    state
+}
+
+#[test]
+fn expiry_records_the_holder_of_the_named_key() {
+    let mut state = leader_and_another_session();
+    let record = Some(ExpiryRecord { held_key: "leader".into(), record_key: "expired_holder".into() });
+    let expire =
+        |session, expected_renewed_rev| Command::Expire { session, expected_renewed_rev, record: record.clone() };
+    state.apply(4, &Envelope { origin: 9, seq: 1, stamp_ms: 4000, cmd: expire(OTHER, 3) });
+    assert_eq!(state.get("expired_holder"), None, "a session without the named key leaves no record");
+    state.apply(5, &Envelope { origin: 9, seq: 2, stamp_ms: 5000, cmd: expire(ME, 2) });
     let record: serde_json::Value =
-        serde_json::from_str(&state.get(LEADER_EXPIRY_KEY).expect("a record").value).expect("JSON");
-    assert_eq!(record, serde_json::json!({"member": "pg1", "last_renewal_ms": 2000, "expired_ms": 5000}));
+        serde_json::from_str(&state.get("expired_holder").expect("a record").value).expect("JSON");
+    assert_eq!(record, serde_json::json!({"owner": "pg1", "last_renewal_ms": 2000, "expired_ms": 5000}));
     assert_eq!(state.get("leader"), None);
+    let mut unrecorded = leader_and_another_session();
+    let cmd = Command::Expire { session: ME, expected_renewed_rev: 2, record: None };
+    unrecorded.apply(4, &Envelope { origin: 9, seq: 1, stamp_ms: 4000, cmd });
+    assert_eq!((unrecorded.get("leader"), unrecorded.keys.len()), (None, 0), "no record asked, none written");
+}
+
+#[test]
+fn legacy_expiry_entries_replay_to_the_state_they_always_produced() {
+    // `ExpireSession` entries in existing logs recorded the `leader` key's holder under
+    // `last_leader_expiry` with a `member` field; replaying them must keep doing exactly that.
+    let mut state = leader_and_another_session();
+    let expire = Command::ExpireSession { session: ME, expected_renewed_rev: 2 };
+    state.apply(4, &Envelope { origin: 9, seq: 1, stamp_ms: 5000, cmd: expire });
+    let record: serde_json::Value =
+        serde_json::from_str(&state.get("last_leader_expiry").expect("a record").value).expect("JSON");
+    assert_eq!(record, serde_json::json!({"member": "pg1", "last_renewal_ms": 2000, "expired_ms": 5000}));
 }

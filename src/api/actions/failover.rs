@@ -13,9 +13,6 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use chrono::Utc;
-use raft::command::Command;
-use raft::command::Guard;
-use raft::CommandResult;
 
 use super::validate;
 use super::validate::Action;
@@ -63,8 +60,7 @@ async fn handle(
         scheduled_at = ?request.scheduled_at,
         "received a manual failover request"
     );
-    let raw = control.dcs.node().read_linearizable(LINEARIZABLE_READ_TIMEOUT).await.map_err(unavailable)?;
-    let view = ClusterView::from_state(&raw);
+    let view = control.dcs.view_linearizable(LINEARIZABLE_READ_TIMEOUT).await.map_err(unavailable)?;
     let dynamic = cluster::dynamic_view(&view);
     let accepted = match validate::check_failover_request(action, &request, dynamic.pause, Utc::now()) {
         Ok(accepted) => accepted,
@@ -85,8 +81,7 @@ async fn handle(
         member: accepted.candidate.clone(),
         scheduled_at: accepted.scheduled_at.map(|at| at.to_rfc3339()),
     };
-    let guard = raw.get("failover").map_or(Guard::Absent, |stored| Guard::ModRev(stored.mod_rev));
-    let Some(rev) = write_failover(control, &failover, guard).await else {
+    let Some(rev) = write_failover(control, &failover, view.failover_key_rev).await else {
         return Ok(reply::text(503, "failed to write failover key into DCS"));
     };
     if accepted.scheduled_at.is_some() {
@@ -128,22 +123,15 @@ async fn fetch_status(http: &reqwest::Client, api_url: &str) -> Option<serde_jso
     res.json().await.ok()
 }
 
-/// Writes the `failover` key under `guard` in a spawned task (a dropped request cannot cut it short);
-/// the revision of the write, `None` when it failed.
-async fn write_failover(control: &Control, failover: &FailoverData, guard: Guard) -> Option<u64> {
-    let value = match serde_json::to_string(failover) {
-        Ok(value) => value,
-        Err(e) => {
-            tracing::warn!(error = %e, "failed to encode the failover key");
-            return None;
-        }
-    };
-    let node = control.dcs.node().clone();
-    let written = tokio::spawn(async move { node.write(Command::put("failover", value, guard), WRITE_TIMEOUT).await });
+/// Writes the `failover` key (compare-and-set on `expected_rev`) in a spawned task (a dropped request cannot cut
+/// it short); the revision of the write, `None` when it failed.
+async fn write_failover(control: &Control, failover: &FailoverData, expected_rev: Option<u64>) -> Option<u64> {
+    let (dcs, failover) = (control.dcs.clone(), failover.clone());
+    let written = tokio::spawn(async move { dcs.request_failover(&failover, expected_rev, WRITE_TIMEOUT).await });
     match written.await {
-        Ok(Ok(CommandResult::Applied { rev, .. })) => Some(rev),
-        Ok(Ok(other)) => {
-            tracing::warn!(result = ?other, "the failover key changed concurrently; not written");
+        Ok(Ok(Some(rev))) => Some(rev),
+        Ok(Ok(None)) => {
+            tracing::warn!("the failover key changed concurrently; not written");
             None
         }
         Ok(Err(e)) => {
@@ -188,18 +176,16 @@ async fn poll(
 /// `DELETE /switchover`: clears a scheduled switchover.
 pub async fn delete_switchover(State(state): State<ApiState>) -> Result<Response, ApiError> {
     let control = state.control()?;
-    let raw = control.dcs.node().read_linearizable(LINEARIZABLE_READ_TIMEOUT).await.map_err(unavailable)?;
-    let view = ClusterView::from_state(&raw);
+    let view = control.dcs.view_linearizable(LINEARIZABLE_READ_TIMEOUT).await.map_err(unavailable)?;
     let Some(failover) = view.failover.filter(|failover| failover.value.scheduled_at.is_some()) else {
         return Ok(reply::text(404, "no switchover is scheduled"));
     };
-    let node = control.dcs.node().clone();
-    let cleared = Command::delete("failover", Guard::ModRev(failover.mod_rev));
-    let res = tokio::spawn(async move { node.write(cleared, WRITE_TIMEOUT).await })
+    let dcs = control.dcs.clone();
+    let cleared = tokio::spawn(async move { dcs.clear_failover(failover.mod_rev, WRITE_TIMEOUT).await })
         .await
         .map_err(|e| ApiError::Unavailable(format!("clear the failover key: {e}")))?
         .map_err(unavailable)?;
-    if !res.is_applied() {
+    if !cleared {
         return Err(ApiError::Conflict("the failover key changed concurrently; read it and try again".into()));
     }
     tracing::info!("scheduled switchover deleted");

@@ -72,11 +72,14 @@ fn check_cluster_name(name: Option<&Value>, scope: &str) -> Result<(), ApiError>
 pub fn refusal(view: &ClusterView) -> Option<String> {
     let advice = "pause the cluster (raftgres pause) and stop PostgreSQL on it first";
     if let Some(leader) = view.leader.as_ref() {
-        if view.members.get(&leader.name).is_some_and(|member| member.state == "running") {
+        if view.members.get(&leader.name).is_some_and(|member| member.is_running()) {
             return Some(format!("This cluster has a running leader ({}); {advice}", leader.name));
         }
     }
-    let mut primaries = view.members.iter().filter(|(_, member)| member.role == "primary" && member.state == "running");
+    let mut primaries = view
+        .members
+        .iter()
+        .filter(|(_, member)| member.role() == Some(crate::status::Role::Primary) && member.is_running());
     primaries.next().map(|(name, _)| format!("Member {name} runs PostgreSQL as a primary; {advice}"))
 }
 
@@ -87,7 +90,13 @@ mod tests {
     use crate::dcs::view::MemberData;
 
     fn view(leader: Option<&str>, members: &[(&str, &str, &str)]) -> ClusterView {
-        let leader = leader.map(|name| LeaderKey { name: name.into(), session: None, create_rev: 1, mod_rev: 1 });
+        let leader = leader.map(|name| LeaderKey {
+            name: name.into(),
+            session: None,
+            create_rev: 1,
+            mod_rev: 1,
+            ..LeaderKey::default()
+        });
         let mut view = ClusterView { leader, ..ClusterView::default() };
         for (name, role, state) in members {
             let member = MemberData { role: (*role).into(), state: (*state).into(), ..MemberData::default() };

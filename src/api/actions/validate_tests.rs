@@ -150,7 +150,13 @@ fn member(api_url: &str, state: &str) -> MemberData {
 
 /// pg0 leads, pg1 and pg2 replicate; `sync` names pg2.
 fn view(leader: Option<&str>) -> ClusterView {
-    let leader = leader.map(|name| LeaderKey { name: name.into(), session: None, create_rev: 1, mod_rev: 1 });
+    let leader = leader.map(|name| LeaderKey {
+        name: name.into(),
+        session: None,
+        create_rev: 1,
+        mod_rev: 1,
+        ..LeaderKey::default()
+    });
     let mut view = ClusterView { leader, ..ClusterView::default() };
     for name in ["pg0", "pg1", "pg2"] {
         view.members.insert(name.into(), member(&format!("http://{name}:8008/patroni"), "running"));
