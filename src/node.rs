@@ -22,6 +22,7 @@ use crate::config::PgUser;
 use crate::dcs::Dcs;
 use crate::ha::HaLoop;
 use crate::ha::HaSettings;
+use crate::postgres::params::guc_value;
 use crate::postgres::supervisor::Credentials;
 use crate::postgres::supervisor::PgConfig;
 use crate::postgres::supervisor::Supervisor;
@@ -152,16 +153,6 @@ pub fn ha_settings(config: &Config) -> HaSettings {
 
 fn credentials(user: &PgUser) -> Credentials {
     Credentials { username: user.username.clone(), password: user.password.as_ref().map(|p| p.expose().to_string()) }
-}
-
-/// Renders a YAML/JSON scalar as a GUC value.
-fn guc_value(value: &serde_json::Value) -> String {
-    match value {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Bool(true) => "on".into(),
-        serde_json::Value::Bool(false) => "off".into(),
-        other => other.to_string(),
-    }
 }
 
 /// The supervisor's settings from the static config (and the bootstrap dynamic config's

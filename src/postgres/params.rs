@@ -1,65 +1,12 @@
-//! Changing the user GUCs (`postgresql.parameters`) of a running supervisor: the dynamic configuration's
-//! parameters, overlaid by the node's local ones (Patroni's rule: local settings win), replace the ones
-//! `postgresql.conf` is written with from the next start, restart or reload on.
+//! PURE: the user GUCs (`postgresql.parameters`) a node runs with, and how a YAML/JSON scalar reads as a GUC value.
 //!
-//! [`effective_parameters`] is PURE. PostgreSQL applies what it can on reload; a parameter that needs a restart
-//! shows as `pending_restart` through the status probe. This module must not decide when to reload: the HA loop
-//! calls [`Supervisor::apply_dynamic_parameters`] when the dynamic configuration changed.
+//! The dynamic configuration's parameters, overlaid by the node's local ones (Patroni's rule: local settings win),
+//! are what `postgresql.conf` is written with. This module computes them; it must not do I/O or reload anything:
+//! the supervisor (`postgres::supervisor`, its `config` submodule) keeps them and reloads PostgreSQL.
 
 use std::collections::BTreeMap;
 
 use serde_json::Value;
-
-use crate::config::DynamicConfig;
-use crate::postgres::supervisor::PgConfig;
-use crate::postgres::supervisor::PgError;
-use crate::postgres::supervisor::Supervisor;
-
-impl Supervisor {
-    /// Replaces the user GUCs written from now on; true when they changed.
-    pub fn set_parameters(&self, parameters: BTreeMap<String, String>) -> bool {
-        let mut current = self.inner.parameters.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let in_force = current.as_ref().unwrap_or(&self.inner.cfg.parameters);
-        if *in_force == parameters {
-            return false;
-        }
-        *current = Some(parameters);
-        true
-    }
-
-    /// The user GUCs in force.
-    pub fn parameters(&self) -> BTreeMap<String, String> {
-        let current = self.inner.parameters.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        current.clone().unwrap_or_else(|| self.inner.cfg.parameters.clone())
-    }
-
-    /// The configuration `postgresql.conf` is written from: the static one with the parameters in force.
-    pub(crate) fn effective_config(&self) -> PgConfig {
-        PgConfig { parameters: self.parameters(), ..self.inner.cfg.clone() }
-    }
-
-    /// Sets the parameters for a new dynamic configuration (`dynamic`, from the store) given the `bootstrap_dcs`
-    /// document the supervisor was started with; when they changed and PostgreSQL runs, reloads it in a spawned
-    /// task. Returns whether they changed.
-    pub fn apply_dynamic_parameters(&self, bootstrap_dcs: &Value, dynamic: &BTreeMap<String, Value>) -> bool {
-        let (bootstrap, _) = DynamicConfig::parse_lenient(bootstrap_dcs.clone());
-        let wanted = effective_parameters(&self.inner.cfg.parameters, &bootstrap.view().postgresql.parameters, dynamic);
-        if !self.set_parameters(wanted) {
-            return false;
-        }
-        tracing::info!("postgresql.parameters changed in the dynamic configuration");
-        if self.is_running() {
-            let this = self.clone();
-            tokio::spawn(async move {
-                match this.reload().await {
-                    Ok(()) | Err(PgError::NotRunning) => {}
-                    Err(e) => tracing::warn!(error = %e, "failed to reload PostgreSQL with the new parameters"),
-                }
-            });
-        }
-        true
-    }
-}
 
 /// PURE: the parameters to run with. `startup` is what the supervisor was configured with (the bootstrap dynamic
 /// parameters overlaid by the local ones); a `startup` entry that is not the bootstrap's value is local and wins

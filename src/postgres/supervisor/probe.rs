@@ -1,23 +1,19 @@
-//! SQL against the local PostgreSQL: the status probe, users, physical slots, promotion and checkpoints.
+//! The SQL status probe and the one cached SQL connection every local statement goes through.
 //!
-//! This module owns the one cached superuser connection (TCP to the first listen address, reconnected
-//! after any failure) and every statement raftgres runs locally. A probe is one round trip of pipelined
-//! queries and is bounded by a timeout, so a hung server reads as a failed probe, never as a stuck HA loop.
-//! It must not spawn processes, send signals or write files.
+//! This module owns the cached superuser connection (TCP to the first listen address, reconnected after any
+//! failure), the statement helpers the other submodules share (`session`, `sql`, `bounded`), and the status
+//! probe: one round trip of pipelined queries bounded by a timeout, so a hung server reads as a failed probe,
+//! never as a stuck HA loop. It must not spawn processes, send signals or write files.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
-use tokio_postgres::error::SqlState;
 use tokio_postgres::types::FromSql;
 use tokio_postgres::{Client, NoTls, Row};
 use tracing::Instrument;
 
-use crate::postgres::files;
-use crate::postgres::files::RecoveryConf;
-use crate::postgres::slots;
-use crate::postgres::supervisor::{ConnTarget, PgConfig, PgError, Supervisor};
+use super::{PgConfig, PgError, Supervisor};
 use crate::postgres::types::{Lsn, PgVersion, SystemId, TimelineId};
 use crate::status::{PgState, PgStatus, ReplicationRow, Role, WalPosition};
 
@@ -28,7 +24,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long other short statements (users, slots) may take.
-const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One row: role, version, start time, system id, positions, timeline candidates and the WAL receiver.
 /// Functions that fail in the other role sit behind `CASE`, which PostgreSQL evaluates lazily for volatile calls.
@@ -122,13 +118,13 @@ impl From<Probe> for PgStatus {
 }
 
 /// The cached connection, checked out under its lock; [`Session::done`] puts it back unless it broke.
-pub(crate) struct Session<'a> {
+pub(super) struct Session<'a> {
     slot: tokio::sync::MutexGuard<'a, Option<Client>>,
-    client: Client,
+    pub(super) client: Client,
 }
 
 impl Session<'_> {
-    fn done<T>(self, res: Result<T, PgError>) -> Result<T, PgError> {
+    pub(super) fn done<T>(self, res: Result<T, PgError>) -> Result<T, PgError> {
         let Session { mut slot, client } = self;
         if !client.is_closed() {
             *slot = Some(client);
@@ -137,13 +133,17 @@ impl Session<'_> {
     }
 }
 
-fn sql(context: &str) -> impl FnOnce(tokio_postgres::Error) -> PgError {
+pub(super) fn sql(context: &str) -> impl FnOnce(tokio_postgres::Error) -> PgError {
     let context = context.to_owned();
     move |source| PgError::Sql { context, source }
 }
 
 /// Bounds `work` by `limit`: a timed-out session is dropped with its connection.
-async fn bounded<T>(what: &str, limit: Duration, work: impl Future<Output = Result<T, PgError>>) -> Result<T, PgError> {
+pub(super) async fn bounded<T>(
+    what: &str,
+    limit: Duration,
+    work: impl Future<Output = Result<T, PgError>>,
+) -> Result<T, PgError> {
     match tokio::time::timeout(limit, work).await {
         Ok(res) => res,
         Err(_) => Err(PgError::Timeout { what: what.to_owned(), log_tail: String::new() }),
@@ -162,146 +162,7 @@ impl Supervisor {
         .await
     }
 
-    /// On the bootstrap primary: creates or updates the replication user (REPLICATION LOGIN), the superuser's
-    /// password, and the rewind user with the function grants pg_rewind needs.
-    pub async fn create_users(&self) -> Result<(), PgError> {
-        let cfg = &self.inner.cfg;
-        bounded("creating users", STATEMENT_TIMEOUT, async {
-            let session = self.session().await?;
-            let res = async {
-                let client = &session.client;
-                upsert_role(client, &cfg.superuser.username, "SUPERUSER LOGIN", cfg.superuser.password.as_deref())
-                    .await?;
-                if cfg.replication.username != cfg.superuser.username {
-                    let password = cfg.replication.password.as_deref();
-                    upsert_role(client, &cfg.replication.username, "REPLICATION LOGIN", password).await?;
-                }
-                if let Some(rewind) = cfg.rewind.as_ref().filter(|rewind| rewind.username != cfg.superuser.username) {
-                    upsert_role(client, &rewind.username, "LOGIN", rewind.password.as_deref()).await?;
-                    grant_rewind_functions(client, &rewind.username).await?;
-                }
-                Ok(())
-            }
-            .await;
-            session.done(res)
-        })
-        .await?;
-        tracing::info!("created or updated the superuser, replication and rewind users");
-        Ok(())
-    }
-
-    /// Creates the missing physical slots of `desired` (reserving WAL at once) and drops other physical slots
-    /// that are not active.
-    pub async fn ensure_slots(&self, desired: &BTreeSet<String>) -> Result<(), PgError> {
-        bounded("replication slot changes", STATEMENT_TIMEOUT, async {
-            let session = self.session().await?;
-            let res = sync_slots(&session.client, desired).await;
-            session.done(res)
-        })
-        .await
-    }
-
-    /// Runs `CHECKPOINT`. After a promotion, pg_rewind on the old primary reads the new timeline from the new
-    /// primary's pg_control, which changes only at its first checkpoint: run this on the new primary first.
-    pub async fn checkpoint(&self) -> Result<(), PgError> {
-        let session = self.session().await?;
-        let res = session.client.batch_execute("CHECKPOINT").await.map_err(sql("run CHECKPOINT"));
-        session.done(res)
-    }
-
-    /// Sets `synchronous_standby_names` (`None` resets it) with `ALTER SYSTEM` and reloads; the
-    /// HA loop's synchronous replication manager calls it in Patroni's order relative to `/sync`.
-    pub async fn set_synchronous_standby_names(&self, value: Option<&str>) -> Result<(), PgError> {
-        let session = self.session().await?;
-        let statement = match value {
-            Some(value) => format!("ALTER SYSTEM SET synchronous_standby_names = '{}'", value.replace('\'', "''")),
-            None => "ALTER SYSTEM RESET synchronous_standby_names".to_string(),
-        };
-        let res = async {
-            session.client.batch_execute(&statement).await.map_err(sql("set synchronous_standby_names"))?;
-            session
-                .client
-                .batch_execute("SELECT pg_catalog.pg_reload_conf()")
-                .await
-                .map_err(sql("reload the configuration"))
-        }
-        .await;
-        session.done(res)
-    }
-
-    /// The current `synchronous_standby_names`.
-    pub async fn synchronous_standby_names(&self) -> Result<String, PgError> {
-        let session = self.session().await?;
-        let res = async {
-            let row = session
-                .client
-                .query_one("SELECT pg_catalog.current_setting('synchronous_standby_names')", &[])
-                .await
-                .map_err(sql("read synchronous_standby_names"))?;
-            Ok(row.get::<_, String>(0))
-        }
-        .await;
-        session.done(res)
-    }
-
-    /// `pg_promote(true, timeout)` on a replica; `Ok(true)` once it is a primary (also when it already was).
-    pub(crate) async fn sql_promote(&self, timeout: Duration) -> Result<bool, PgError> {
-        bounded("promotion", timeout + Duration::from_secs(10), async {
-            let session = self.session().await?;
-            let res = async {
-                let client = &session.client;
-                let row = client.query_one("SELECT pg_catalog.pg_is_in_recovery()", &[]).await;
-                if !row.map_err(sql("check recovery state"))?.get::<_, bool>(0) {
-                    return Ok(true);
-                }
-                let wait_seconds = i32::try_from(timeout.as_secs().max(1)).unwrap_or(i32::MAX);
-                let row = client.query_one("SELECT pg_catalog.pg_promote(true, $1)", &[&wait_seconds]).await;
-                Ok(row.map_err(sql("run pg_promote"))?.get::<_, bool>(0))
-            }
-            .await;
-            session.done(res)
-        })
-        .await
-    }
-
-    /// Whether the running server is a replica streaming settings-wise from `primary` through `slot`: its
-    /// `primary_conninfo` is the one a start as that leader's replica writes. Lets a restarted raftgres keep an
-    /// adopted replica running instead of restarting it to follow the leader it already follows.
-    pub async fn follows(&self, primary: &ConnTarget, slot: &str) -> Result<bool, PgError> {
-        let expected = files::replica_conninfo(&self.inner.cfg, &primary.host, primary.port)?;
-        Ok(match self.recovery_conf_from_server().await? {
-            files::RecoveryConf::Replica { primary_conninfo, slot: Some(current) } => {
-                primary_conninfo == expected && current == slot
-            }
-            _ => false,
-        })
-    }
-
-    /// The recovery settings of a running server whose configuration raftgres did not write in this process
-    /// (an adopted postmaster), so a reload keeps them.
-    pub(crate) async fn recovery_conf_from_server(&self) -> Result<RecoveryConf, PgError> {
-        let session = self.session().await?;
-        let res = async {
-            let row = session
-                .client
-                .query_one(
-                    "SELECT pg_catalog.pg_is_in_recovery(), pg_catalog.current_setting('primary_conninfo'), \
-                     pg_catalog.current_setting('primary_slot_name')",
-                    &[],
-                )
-                .await
-                .map_err(sql("read recovery settings"))?;
-            if !row.get::<_, bool>(0) {
-                return Ok(RecoveryConf::Primary);
-            }
-            let slot: String = row.get(2);
-            Ok(RecoveryConf::Replica { primary_conninfo: row.get(1), slot: (!slot.is_empty()).then_some(slot) })
-        }
-        .await;
-        session.done(res)
-    }
-
-    async fn session(&self) -> Result<Session<'_>, PgError> {
+    pub(super) async fn session(&self) -> Result<Session<'_>, PgError> {
         let mut slot = self.inner.sql.lock().await;
         let client = match slot.take() {
             Some(client) if !client.is_closed() => client,
@@ -338,7 +199,7 @@ impl Supervisor {
 
 /// Where the probe connects: loopback when PostgreSQL listens on it or on every address, else the first listen
 /// address, else (no TCP) the unix socket directory.
-pub(crate) fn sql_host(cfg: &PgConfig, socket_dir: Option<std::path::PathBuf>) -> String {
+fn sql_host(cfg: &PgConfig, socket_dir: Option<std::path::PathBuf>) -> String {
     let addresses: Vec<&str> = cfg.listen_addresses.split(',').map(str::trim).filter(|a| !a.is_empty()).collect();
     let loopback = ["*", "0.0.0.0", "localhost", "127.0.0.1"];
     if addresses.iter().any(|address| loopback.contains(address)) {
@@ -436,74 +297,6 @@ fn parse_lsn(text: Option<String>) -> Result<Option<Lsn>, PgError> {
 
 fn unexpected(what: impl std::fmt::Display) -> PgError {
     PgError::Unexpected { what: what.to_string() }
-}
-
-/// `CREATE ROLE` or `ALTER ROLE` with `attributes`, quoting done by the server's `format()` (`%I`, `%L`).
-async fn upsert_role(client: &Client, name: &str, attributes: &str, password: Option<&str>) -> Result<(), PgError> {
-    let exists = client
-        .query_opt("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1", &[&name])
-        .await
-        .map_err(sql(&format!("look up role {name}")))?
-        .is_some();
-    let verb = if exists { "ALTER" } else { "CREATE" };
-    let template = match password {
-        Some(_) => "SELECT pg_catalog.format('%s ROLE %I WITH %s PASSWORD %L', $1::text, $2::text, $3::text, $4::text)",
-        None => "SELECT pg_catalog.format('%s ROLE %I WITH %s', $1::text, $2::text, $3::text, $4::text)",
-    };
-    let row = client.query_one(template, &[&verb, &name, &attributes, &password]).await;
-    let statement: String = row.map_err(sql(&format!("quote role {name}")))?.get(0);
-    client.batch_execute(&statement).await.map_err(sql(&format!("{} role {name}", verb.to_lowercase())))
-}
-
-/// The functions pg_rewind calls on the source as a non-superuser.
-async fn grant_rewind_functions(client: &Client, name: &str) -> Result<(), PgError> {
-    const FUNCTIONS: [&str; 4] = [
-        "pg_catalog.pg_ls_dir(text, boolean, boolean)",
-        "pg_catalog.pg_stat_file(text, boolean)",
-        "pg_catalog.pg_read_binary_file(text)",
-        "pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean)",
-    ];
-    for function in FUNCTIONS {
-        let template = format!("SELECT pg_catalog.format('GRANT EXECUTE ON FUNCTION {function} TO %I', $1::text)");
-        let row = client.query_one(&template, &[&name]).await;
-        let statement: String = row.map_err(sql(&format!("quote role {name}")))?.get(0);
-        client.batch_execute(&statement).await.map_err(sql(&format!("grant {function} to {name}")))?;
-    }
-    Ok(())
-}
-
-async fn sync_slots(client: &Client, desired: &BTreeSet<String>) -> Result<(), PgError> {
-    let rows = client
-        .query("SELECT slot_name::text, active FROM pg_catalog.pg_replication_slots WHERE slot_type = 'physical'", &[])
-        .await
-        .map_err(sql("list replication slots"))?;
-    let mut existing = BTreeSet::new();
-    let mut active = BTreeSet::new();
-    for row in &rows {
-        let name: String = row.try_get(0).map_err(sql("list replication slots"))?;
-        if row.try_get::<_, bool>(1).map_err(sql("list replication slots"))? {
-            active.insert(name.clone());
-        }
-        existing.insert(name);
-    }
-    let diff = slots::diff_slots(desired, &existing);
-    for slot in &diff.to_create {
-        let res = client.query("SELECT pg_catalog.pg_create_physical_replication_slot($1, true)", &[slot]).await;
-        match res {
-            Ok(_) => tracing::info!(slot = %slot, "created physical replication slot"),
-            Err(e) if e.code() == Some(&SqlState::DUPLICATE_OBJECT) => {}
-            Err(e) => return Err(sql(&format!("create replication slot {slot}"))(e)),
-        }
-    }
-    for slot in diff.to_drop.iter().filter(|slot| !active.contains(*slot)) {
-        match client.query("SELECT pg_catalog.pg_drop_replication_slot($1)", &[slot]).await {
-            Ok(_) => tracing::info!(slot = %slot, "dropped physical replication slot"),
-            // Gone already, or a walsender attached since the listing: try again next cycle.
-            Err(e) if [SqlState::UNDEFINED_OBJECT, SqlState::OBJECT_IN_USE].iter().any(|c| e.code() == Some(c)) => {}
-            Err(e) => return Err(sql(&format!("drop replication slot {slot}"))(e)),
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,19 +1,38 @@
-//! Filling and inspecting the data directory: pg_controldata, initdb, pg_basebackup, `.pgpass`, wiping.
+//! The data directory: what it holds (with pg_controldata), a new cluster in it (initdb, then the roles once it
+//! runs as the bootstrap primary), and emptying or wiping it.
 //!
-//! This module owns how a new cluster is created (initdb as the PostgreSQL user with the superuser password
-//! in a temporary 0600 `--pwfile`, then the managed configuration) and how a replica is cloned
-//! (pg_basebackup into an empty 0700 directory, whose contents are removed again on failure).
-//! It must not decide whether to bootstrap or clone: the HA loop does. Programs run through `process`.
+//! This module owns how a new cluster is created: initdb as the PostgreSQL user with the superuser password
+//! in a temporary 0600 `--pwfile`, then the managed configuration, then the superuser, replication and rewind
+//! roles over SQL. A directory initdb or pg_basebackup fills is created empty with mode 0700 and emptied again on
+//! failure. It must not decide whether to bootstrap or clone: the HA loop does. Programs run through
+//! `postgres::process`; cloning is `replication`'s.
 
 use std::ffi::OsString;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::postgres::controldata;
+use tokio_postgres::Client;
+
+use super::probe::{bounded, sql, STATEMENT_TIMEOUT};
+use super::{error_chain, PgError, Supervisor};
+use crate::postgres::controldata::{self, ControlData};
 use crate::postgres::files::{self, Owner, RecoveryConf};
 use crate::postgres::process;
-use crate::postgres::supervisor::{error_chain, ConnTarget, DataDirState, PgError, Supervisor};
+
+/// What the data directory holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataDirState {
+    /// Absent or empty: initdb or pg_basebackup may fill it.
+    Missing,
+    /// A cluster, with its pg_control.
+    Initialized {
+        /// `pg_controldata` output.
+        controldata: ControlData,
+    },
+    /// Something else: unreadable, wrong owner, not a cluster. The text says what and what to do.
+    Invalid(String),
+}
 
 impl Supervisor {
     /// What the data directory holds: absent or empty, a cluster (with `pg_controldata`), or something else.
@@ -95,41 +114,31 @@ impl Supervisor {
         Ok(())
     }
 
-    /// Clones the data directory from `from` with pg_basebackup (`-X stream -c fast`) as the replication user,
-    /// the password coming from the pgpass file. The directory must be absent or empty; it is created with mode
-    /// 0700 for the PostgreSQL user, and emptied again if pg_basebackup fails.
-    pub async fn basebackup(&self, from: &ConnTarget) -> Result<(), PgError> {
-        let from = from.clone();
-        self.shielded("basebackup", move |this| async move { this.basebackup_locked(&from).await }).await
-    }
-
-    async fn basebackup_locked(&self, from: &ConnTarget) -> Result<(), PgError> {
-        self.prepare_empty_data_dir("pg_basebackup").await?;
-        let this = self.clone();
-        files::blocking("write pgpass", move || this.write_pgpass()).await?;
+    /// On the bootstrap primary: creates or updates the replication user (REPLICATION LOGIN), the superuser's
+    /// password, and the rewind user with the function grants pg_rewind needs.
+    pub async fn create_users(&self) -> Result<(), PgError> {
         let cfg = &self.inner.cfg;
-        let mut args: Vec<OsString> = vec!["-D".into(), cfg.data_dir.clone().into_os_string()];
-        for arg in ["-h", &from.host, "-p", &from.port.to_string(), "-U", &cfg.replication.username] {
-            args.push(arg.into());
-        }
-        args.extend(["-X", "stream", "-c", "fast", "--no-password"].map(OsString::from));
-        args.extend(cfg.basebackup_options.iter().map(OsString::from));
-        let env = [
-            ("PGPASSFILE", cfg.pgpass.clone().into_os_string()),
-            ("PGAPPNAME", OsString::from(&cfg.name)),
-            ("PGCONNECT_TIMEOUT", OsString::from("10")),
-        ];
-        tracing::info!(host = %from.host, port = from.port, "cloning the data directory with pg_basebackup");
-        let res = process::run_program(&cfg.bin_dir, "pg_basebackup", &args, &env, self.inner.owner.as_ref()).await;
-        if let Err(e) = res {
-            self.empty_data_dir().await?;
-            return Err(e);
-        }
-        self.forget_conf();
-        // A fresh copy: whatever an interrupted pg_rewind left behind is gone.
-        let marker = self.rewind_marker();
-        files::blocking("remove the rewind marker", move || files::remove_durable(&marker)).await?;
-        tracing::info!(host = %from.host, port = from.port, "cloned the data directory");
+        bounded("creating users", STATEMENT_TIMEOUT, async {
+            let session = self.session().await?;
+            let res = async {
+                let client = &session.client;
+                upsert_role(client, &cfg.superuser.username, "SUPERUSER LOGIN", cfg.superuser.password.as_deref())
+                    .await?;
+                if cfg.replication.username != cfg.superuser.username {
+                    let password = cfg.replication.password.as_deref();
+                    upsert_role(client, &cfg.replication.username, "REPLICATION LOGIN", password).await?;
+                }
+                if let Some(rewind) = cfg.rewind.as_ref().filter(|rewind| rewind.username != cfg.superuser.username) {
+                    upsert_role(client, &rewind.username, "LOGIN", rewind.password.as_deref()).await?;
+                    grant_rewind_functions(client, &rewind.username).await?;
+                }
+                Ok(())
+            }
+            .await;
+            session.done(res)
+        })
+        .await?;
+        tracing::info!("created or updated the superuser, replication and rewind users");
         Ok(())
     }
 
@@ -150,22 +159,8 @@ impl Supervisor {
         .await
     }
 
-    /// Writes the pgpass file durably (mode 0600, owned by the PostgreSQL user): a `*:*:*:user:password` line
-    /// for the superuser, the replication user and the rewind user, for whichever has a password.
-    pub fn write_pgpass(&self) -> Result<(), PgError> {
-        let cfg = &self.inner.cfg;
-        let mut credentials = vec![&cfg.superuser, &cfg.replication];
-        credentials.extend(cfg.rewind.as_ref());
-        let text = files::render_pgpass_any_host(&credentials);
-        if let Some(parent) = cfg.pgpass.parent() {
-            std::fs::create_dir_all(parent).map_err(files::io_context("create directory", parent))?;
-        }
-        files::check_reachable(&cfg.pgpass, self.inner.owner.as_ref())?;
-        files::write_durable(&cfg.pgpass, text.as_bytes(), 0o600, self.inner.owner.as_ref())
-    }
-
     /// Checks that no postmaster runs and the data directory is absent or empty, then creates it (0700).
-    async fn prepare_empty_data_dir(&self, program: &str) -> Result<(), PgError> {
+    pub(super) async fn prepare_empty_data_dir(&self, program: &str) -> Result<(), PgError> {
         if let Some(id) = self.ensure_tracked().await? {
             return Err(PgError::AlreadyRunning { pid: id.pid });
         }
@@ -181,7 +176,7 @@ impl Supervisor {
         .await
     }
 
-    async fn empty_data_dir(&self) -> Result<(), PgError> {
+    pub(super) async fn empty_data_dir(&self) -> Result<(), PgError> {
         let data_dir = self.inner.cfg.data_dir.clone();
         files::blocking("empty the data directory", move || files::clear_dir(&data_dir)).await
     }
@@ -220,4 +215,38 @@ fn write_pwfile(password: &str, owner: Option<Owner>) -> Result<PwFile, PgError>
     }
     writeln!(file, "{password}").map_err(files::io_context("write", pwfile.path()))?;
     Ok(pwfile)
+}
+
+/// `CREATE ROLE` or `ALTER ROLE` with `attributes`, quoting done by the server's `format()` (`%I`, `%L`).
+async fn upsert_role(client: &Client, name: &str, attributes: &str, password: Option<&str>) -> Result<(), PgError> {
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1", &[&name])
+        .await
+        .map_err(sql(&format!("look up role {name}")))?
+        .is_some();
+    let verb = if exists { "ALTER" } else { "CREATE" };
+    let template = match password {
+        Some(_) => "SELECT pg_catalog.format('%s ROLE %I WITH %s PASSWORD %L', $1::text, $2::text, $3::text, $4::text)",
+        None => "SELECT pg_catalog.format('%s ROLE %I WITH %s', $1::text, $2::text, $3::text, $4::text)",
+    };
+    let row = client.query_one(template, &[&verb, &name, &attributes, &password]).await;
+    let statement: String = row.map_err(sql(&format!("quote role {name}")))?.get(0);
+    client.batch_execute(&statement).await.map_err(sql(&format!("{} role {name}", verb.to_lowercase())))
+}
+
+/// The functions pg_rewind calls on the source as a non-superuser.
+async fn grant_rewind_functions(client: &Client, name: &str) -> Result<(), PgError> {
+    const FUNCTIONS: [&str; 4] = [
+        "pg_catalog.pg_ls_dir(text, boolean, boolean)",
+        "pg_catalog.pg_stat_file(text, boolean)",
+        "pg_catalog.pg_read_binary_file(text)",
+        "pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean)",
+    ];
+    for function in FUNCTIONS {
+        let template = format!("SELECT pg_catalog.format('GRANT EXECUTE ON FUNCTION {function} TO %I', $1::text)");
+        let row = client.query_one(&template, &[&name]).await;
+        let statement: String = row.map_err(sql(&format!("quote role {name}")))?.get(0);
+        client.batch_execute(&statement).await.map_err(sql(&format!("grant {function} to {name}")))?;
+    }
+    Ok(())
 }

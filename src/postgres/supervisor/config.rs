@@ -1,0 +1,229 @@
+//! What the local PostgreSQL runs with: the supervisor's static configuration (`PgConfig`, `Credentials`), the
+//! user GUCs in force, the managed files written from them, the pgpass file, and reloading a running server.
+//!
+//! The dynamic configuration's parameters, overlaid by the node's local ones (Patroni's rule: local settings win,
+//! computed by the pure `postgres::params`), replace the ones `postgresql.conf` is written with from the next
+//! start, restart or reload on. PostgreSQL applies what it can on reload; a parameter that needs a restart shows
+//! as `pending_restart` through the status probe.
+//! This module must not decide when to reload: the HA loop calls [`Supervisor::apply_dynamic_parameters`] when
+//! the dynamic configuration changed. Rendering is `postgres::conf`'s and writing `postgres::files`'.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::probe::sql;
+use super::{PgError, Supervisor};
+use crate::config::DynamicConfig;
+use crate::postgres::files::{self, RecoveryConf};
+use crate::postgres::params::effective_parameters;
+use crate::postgres::process;
+
+/// The user PostgreSQL programs run as when raftgres runs as root and `run_as` is not set.
+pub const DEFAULT_RUN_AS: &str = "postgres";
+
+/// Everything the supervisor needs to know about the local PostgreSQL (the lead maps the YAML config onto it).
+#[derive(Debug, Clone)]
+pub struct PgConfig {
+    /// Member name: `application_name` of the replication connection and the source of slot names.
+    pub name: String,
+    /// Directory holding `postgres`, `initdb`, `pg_basebackup`, `pg_rewind`, `pg_controldata`.
+    pub bin_dir: PathBuf,
+    /// The data directory (made absolute by [`Supervisor::new`]).
+    pub data_dir: PathBuf,
+    /// OS user PostgreSQL programs run as. `None` runs them as ourselves, except as root, where it means
+    /// [`DEFAULT_RUN_AS`] because PostgreSQL refuses to run as root.
+    pub run_as: Option<String>,
+    /// `listen_addresses`.
+    pub listen_addresses: String,
+    /// `port`.
+    pub port: u16,
+    /// The address other members use to reach this PostgreSQL.
+    pub connect_host: String,
+    /// Superuser, used for the status probe and for pg_rewind when `rewind` is not set.
+    pub superuser: Credentials,
+    /// Replication user, used by replicas and pg_basebackup.
+    pub replication: Credentials,
+    /// Dedicated pg_rewind user, if any.
+    pub rewind: Option<Credentials>,
+    /// User GUCs (`postgresql.parameters`).
+    pub parameters: BTreeMap<String, String>,
+    /// `pg_hba.conf` lines; empty leaves the file alone (initdb's defaults then stay).
+    pub pg_hba: Vec<String>,
+    /// Extra initdb arguments such as `--data-checksums` or `--encoding=UTF8`.
+    pub initdb_options: Vec<String>,
+    /// Extra pg_basebackup arguments such as `--max-rate=100M`.
+    pub basebackup_options: Vec<String>,
+    /// The `.pgpass` file raftgres writes and every PostgreSQL client program reads (`PGPASSFILE`).
+    pub pgpass: PathBuf,
+    /// Cluster name (`cluster_name`).
+    pub scope: String,
+    /// How long `start` waits for PostgreSQL to accept connections.
+    pub start_timeout: Duration,
+    /// How long `stop` waits per signal.
+    pub stop_timeout: Duration,
+}
+
+/// A PostgreSQL user name and password; `Debug` never shows the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// Role name.
+    pub username: String,
+    /// Password; `None` relies on pg_hba.conf (peer, trust or certificates).
+    pub password: Option<String>,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let password = self.password.as_ref().map(|_| "<redacted>");
+        f.debug_struct("Credentials").field("username", &self.username).field("password", &password).finish()
+    }
+}
+
+impl Supervisor {
+    /// Replaces the user GUCs written from now on; true when they changed.
+    pub fn set_parameters(&self, parameters: BTreeMap<String, String>) -> bool {
+        let mut current = self.inner.parameters.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let in_force = current.as_ref().unwrap_or(&self.inner.cfg.parameters);
+        if *in_force == parameters {
+            return false;
+        }
+        *current = Some(parameters);
+        true
+    }
+
+    /// The user GUCs in force.
+    pub fn parameters(&self) -> BTreeMap<String, String> {
+        let current = self.inner.parameters.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        current.clone().unwrap_or_else(|| self.inner.cfg.parameters.clone())
+    }
+
+    /// The configuration `postgresql.conf` is written from: the static one with the parameters in force.
+    pub(super) fn effective_config(&self) -> PgConfig {
+        PgConfig { parameters: self.parameters(), ..self.inner.cfg.clone() }
+    }
+
+    /// Sets the parameters for a new dynamic configuration (`dynamic`, from the store) given the `bootstrap_dcs`
+    /// document the supervisor was started with; when they changed and PostgreSQL runs, reloads it in a spawned
+    /// task. Returns whether they changed.
+    pub fn apply_dynamic_parameters(&self, bootstrap_dcs: &Value, dynamic: &BTreeMap<String, Value>) -> bool {
+        let (bootstrap, _) = DynamicConfig::parse_lenient(bootstrap_dcs.clone());
+        let wanted = effective_parameters(&self.inner.cfg.parameters, &bootstrap.view().postgresql.parameters, dynamic);
+        if !self.set_parameters(wanted) {
+            return false;
+        }
+        tracing::info!("postgresql.parameters changed in the dynamic configuration");
+        if self.is_running() {
+            let this = self.clone();
+            tokio::spawn(async move {
+                match this.reload().await {
+                    Ok(()) | Err(PgError::NotRunning) => {}
+                    Err(e) => tracing::warn!(error = %e, "failed to reload PostgreSQL with the new parameters"),
+                }
+            });
+        }
+        true
+    }
+
+    /// Rewrites the managed configuration (same role as the last start) and sends SIGHUP.
+    pub async fn reload(&self) -> Result<(), PgError> {
+        self.shielded("reload", move |this| async move {
+            let id = this.ensure_tracked().await?.ok_or(PgError::NotRunning)?;
+            let known = this.state().recovery.clone();
+            let recovery = match known {
+                Some(recovery) => recovery,
+                None => this.recovery_conf_from_server().await?,
+            };
+            this.write_conf(recovery).await?;
+            process::signal_reload(id)?;
+            tracing::info!(pid = id.pid, "reloaded PostgreSQL configuration");
+            Ok(())
+        })
+        .await
+    }
+
+    /// Writes postgresql.conf, pg_hba.conf and standby.signal durably and remembers the recovery settings.
+    pub(super) async fn write_conf(&self, recovery: RecoveryConf) -> Result<(), PgError> {
+        let this = self.clone();
+        let written = recovery.clone();
+        let (rejected, socket_dir) = files::blocking("write postgresql.conf", move || {
+            let cfg = &this.effective_config();
+            let owner = this.inner.owner.as_ref();
+            files::check_owner(&cfg.data_dir, owner)?;
+            let socket_dir = files::socket_dir(&cfg.data_dir, cfg.port, this.inner.run_uid);
+            let rejected = files::write_managed_conf(cfg, owner, &written, &socket_dir)?;
+            Ok((rejected, socket_dir))
+        })
+        .await?;
+        for message in rejected {
+            tracing::warn!("{message}");
+        }
+        let mut state = self.state();
+        state.recovery = Some(recovery);
+        state.socket_dir = Some(socket_dir);
+        Ok(())
+    }
+
+    /// Forgets the recovery settings (after the data directory was replaced or rewound).
+    pub(super) fn forget_conf(&self) {
+        self.state().recovery = None;
+    }
+
+    /// The unix socket directory of the running server, when known.
+    pub(super) fn socket_dir(&self) -> Option<PathBuf> {
+        self.state().socket_dir.clone()
+    }
+
+    /// Writes the pgpass file durably (mode 0600, owned by the PostgreSQL user): a `*:*:*:user:password` line
+    /// for the superuser, the replication user and the rewind user, for whichever has a password.
+    pub fn write_pgpass(&self) -> Result<(), PgError> {
+        let cfg = &self.inner.cfg;
+        let mut credentials = vec![&cfg.superuser, &cfg.replication];
+        credentials.extend(cfg.rewind.as_ref());
+        let text = files::render_pgpass_any_host(&credentials);
+        if let Some(parent) = cfg.pgpass.parent() {
+            std::fs::create_dir_all(parent).map_err(files::io_context("create directory", parent))?;
+        }
+        files::check_reachable(&cfg.pgpass, self.inner.owner.as_ref())?;
+        files::write_durable(&cfg.pgpass, text.as_bytes(), 0o600, self.inner.owner.as_ref())
+    }
+
+    /// The recovery settings of a running server whose configuration raftgres did not write in this process
+    /// (an adopted postmaster), so a reload keeps them.
+    pub(super) async fn recovery_conf_from_server(&self) -> Result<RecoveryConf, PgError> {
+        let session = self.session().await?;
+        let res = async {
+            let row = session
+                .client
+                .query_one(
+                    "SELECT pg_catalog.pg_is_in_recovery(), pg_catalog.current_setting('primary_conninfo'), \
+                     pg_catalog.current_setting('primary_slot_name')",
+                    &[],
+                )
+                .await
+                .map_err(sql("read recovery settings"))?;
+            if !row.get::<_, bool>(0) {
+                return Ok(RecoveryConf::Primary);
+            }
+            let slot: String = row.get(2);
+            Ok(RecoveryConf::Replica { primary_conninfo: row.get(1), slot: (!slot.is_empty()).then_some(slot) })
+        }
+        .await;
+        session.done(res)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_debug_hides_the_password() {
+        let creds = Credentials { username: "postgres".into(), password: Some("secret".into()) };
+        let shown = format!("{creds:?}");
+        assert!(shown.contains("postgres") && shown.contains("redacted") && !shown.contains("secret"));
+    }
+}

@@ -1,0 +1,306 @@
+//! This server and its upstream: cloning it with pg_basebackup, rejoining a former primary to the new
+//! primary's timeline with pg_rewind (contract §2.12), whom a running replica follows, the primary's physical
+//! replication slots, and `synchronous_standby_names`.
+//!
+//! This module owns running pg_basebackup and pg_rewind against a source server and reading what pg_rewind did
+//! from its output, the `<data_dir>.rewind-incomplete` marker, and the SQL that creates and drops slots.
+//! It must not decide whether to clone, rewind or reclone (the HA loop does, from the timelines), nor which
+//! slots or standbys are wanted (`postgres::slots`, `postgres::sync` and the HA loop do). It relies on
+//! PostgreSQL 13+ pg_rewind bringing an uncleanly stopped target to a clean shutdown itself.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
+
+use tokio_postgres::error::SqlState;
+use tokio_postgres::Client;
+
+use super::probe::{bounded, sql, STATEMENT_TIMEOUT};
+use super::{DataDirState, PgError, Supervisor};
+use crate::postgres::conf::{self, ConnInfo};
+use crate::postgres::files;
+use crate::postgres::process;
+use crate::postgres::slots;
+
+/// The PostgreSQL server to clone from, follow or rewind from (normally the leader).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnTarget {
+    /// Host name or address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+/// What pg_rewind did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RewindOutcome {
+    /// The data directory was rewound to the source's history.
+    Rewound,
+    /// The data directory had not diverged from the source.
+    NotNeeded,
+}
+
+impl Supervisor {
+    /// Clones the data directory from `from` with pg_basebackup (`-X stream -c fast`) as the replication user,
+    /// the password coming from the pgpass file. The directory must be absent or empty; it is created with mode
+    /// 0700 for the PostgreSQL user, and emptied again if pg_basebackup fails.
+    pub async fn basebackup(&self, from: &ConnTarget) -> Result<(), PgError> {
+        let from = from.clone();
+        self.shielded("basebackup", move |this| async move { this.basebackup_locked(&from).await }).await
+    }
+
+    async fn basebackup_locked(&self, from: &ConnTarget) -> Result<(), PgError> {
+        self.prepare_empty_data_dir("pg_basebackup").await?;
+        let this = self.clone();
+        files::blocking("write pgpass", move || this.write_pgpass()).await?;
+        let cfg = &self.inner.cfg;
+        let mut args: Vec<OsString> = vec!["-D".into(), cfg.data_dir.clone().into_os_string()];
+        for arg in ["-h", &from.host, "-p", &from.port.to_string(), "-U", &cfg.replication.username] {
+            args.push(arg.into());
+        }
+        args.extend(["-X", "stream", "-c", "fast", "--no-password"].map(OsString::from));
+        args.extend(cfg.basebackup_options.iter().map(OsString::from));
+        let env = [
+            ("PGPASSFILE", cfg.pgpass.clone().into_os_string()),
+            ("PGAPPNAME", OsString::from(&cfg.name)),
+            ("PGCONNECT_TIMEOUT", OsString::from("10")),
+        ];
+        tracing::info!(host = %from.host, port = from.port, "cloning the data directory with pg_basebackup");
+        let res = process::run_program(&cfg.bin_dir, "pg_basebackup", &args, &env, self.inner.owner.as_ref()).await;
+        if let Err(e) = res {
+            self.empty_data_dir().await?;
+            return Err(e);
+        }
+        self.forget_conf();
+        // A fresh copy: whatever an interrupted pg_rewind left behind is gone.
+        let marker = self.rewind_marker();
+        files::blocking("remove the rewind marker", move || files::remove_durable(&marker)).await?;
+        tracing::info!(host = %from.host, port = from.port, "cloned the data directory");
+        Ok(())
+    }
+
+    /// Rewinds the stopped data directory to the history of `from` with pg_rewind, connecting as the rewind user
+    /// (or the superuser) with the password from the pgpass file. `from` must have checkpointed since its
+    /// promotion (see [`Supervisor::checkpoint`]), or pg_rewind sees the old timeline and rewinds nothing.
+    /// Start PostgreSQL as a replica of `from` afterwards: pg_rewind copied `from`'s configuration files.
+    pub async fn rewind(&self, from: &ConnTarget) -> Result<RewindOutcome, PgError> {
+        let from = from.clone();
+        self.shielded("rewind", move |this| async move { this.rewind_locked(&from).await }).await
+    }
+
+    async fn rewind_locked(&self, from: &ConnTarget) -> Result<RewindOutcome, PgError> {
+        if let Some(id) = self.ensure_tracked().await? {
+            return Err(PgError::AlreadyRunning { pid: id.pid });
+        }
+        let cfg = &self.inner.cfg;
+        let bad_data_dir = |detail: String| PgError::BadDataDir { path: cfg.data_dir.clone(), detail };
+        match self.data_dir_state().await {
+            DataDirState::Initialized { controldata } if controldata.rewind_possible() => {}
+            DataDirState::Initialized { .. } => {
+                return Err(bad_data_dir("pg_rewind needs wal_log_hints = on or data checksums".into()))
+            }
+            DataDirState::Missing => return Err(bad_data_dir("is empty: nothing to rewind".into())),
+            DataDirState::Invalid(reason) => return Err(bad_data_dir(reason)),
+        }
+        let this = self.clone();
+        files::blocking("write pgpass", move || this.write_pgpass()).await?;
+        let creds = cfg.rewind.as_ref().unwrap_or(&cfg.superuser);
+        let source = ConnInfo {
+            host: from.host.clone(),
+            port: from.port,
+            user: creds.username.clone(),
+            password: None,
+            passfile: Some(cfg.pgpass.to_string_lossy().into_owned()),
+            application_name: cfg.name.clone(),
+            sslmode: None,
+            options: BTreeMap::from([
+                ("connect_timeout".to_owned(), "10".to_owned()),
+                ("dbname".to_owned(), "postgres".to_owned()),
+            ]),
+        };
+        let source = conf::render_conninfo(&source).map_err(|e| PgError::Config(format!("render source: {e}")))?;
+        let args: Vec<OsString> =
+            vec!["-D".into(), cfg.data_dir.clone().into_os_string(), format!("--source-server={source}").into()];
+        tracing::info!(host = %from.host, port = from.port, "running pg_rewind");
+        // Present from now until pg_rewind succeeds or fails before touching a file: a run that dies half-way
+        // (source gone, raftgres killed) leaves a data directory no start and no second pg_rewind can trust.
+        let marker = self.rewind_marker();
+        let started = format!("started {}\n", chrono::Utc::now().to_rfc3339());
+        let written = marker.clone();
+        files::blocking("write the rewind marker", move || {
+            files::write_durable(&written, started.as_bytes(), 0o600, None)
+        })
+        .await?;
+        let result = process::run_program(&cfg.bin_dir, "pg_rewind", &args, &[], self.inner.owner.as_ref()).await;
+        // pg_rewind copied the source's postgresql.conf and pg_hba.conf: the next start writes ours again.
+        self.forget_conf();
+        let untouched = match &result {
+            Ok(_) => true,
+            Err(PgError::CommandFailed { stderr_tail, .. }) => !rewind_began(stderr_tail),
+            Err(_) => false,
+        };
+        if untouched {
+            files::blocking("remove the rewind marker", move || files::remove_durable(&marker)).await?;
+        } else {
+            tracing::warn!(marker = %marker.display(), "pg_rewind stopped after it began changing the data directory");
+        }
+        let output = result?;
+        let outcome = rewind_outcome(&format!("{}{}", output.stdout, output.stderr));
+        tracing::info!(?outcome, host = %from.host, port = from.port, "pg_rewind finished");
+        Ok(outcome)
+    }
+
+    /// The file that says a pg_rewind of this data directory began and did not finish: `<data_dir>.rewind-incomplete`,
+    /// beside the data directory (pg_rewind removes unknown files inside it).
+    pub fn rewind_marker(&self) -> std::path::PathBuf {
+        let data_dir = &self.inner.cfg.data_dir;
+        let name = data_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "data".into());
+        data_dir.with_file_name(format!("{name}.rewind-incomplete"))
+    }
+
+    /// Whether an earlier pg_rewind began changing the data directory and did not finish: starting it, or
+    /// rewinding it again (its own WAL past the fork may already be replaced by the source's), is unsafe; it
+    /// must be cloned again ([`Supervisor::wipe_data_dir`] clears the marker).
+    pub fn rewind_incomplete(&self) -> bool {
+        self.rewind_marker().exists()
+    }
+
+    /// Runs `CHECKPOINT`. After a promotion, pg_rewind on the old primary reads the new timeline from the new
+    /// primary's pg_control, which changes only at its first checkpoint: run this on the new primary first.
+    pub async fn checkpoint(&self) -> Result<(), PgError> {
+        let session = self.session().await?;
+        let res = session.client.batch_execute("CHECKPOINT").await.map_err(sql("run CHECKPOINT"));
+        session.done(res)
+    }
+
+    /// Whether the running server is a replica streaming settings-wise from `primary` through `slot`: its
+    /// `primary_conninfo` is the one a start as that leader's replica writes. Lets a restarted raftgres keep an
+    /// adopted replica running instead of restarting it to follow the leader it already follows.
+    pub async fn follows(&self, primary: &ConnTarget, slot: &str) -> Result<bool, PgError> {
+        let expected = files::replica_conninfo(&self.inner.cfg, &primary.host, primary.port)?;
+        Ok(match self.recovery_conf_from_server().await? {
+            files::RecoveryConf::Replica { primary_conninfo, slot: Some(current) } => {
+                primary_conninfo == expected && current == slot
+            }
+            _ => false,
+        })
+    }
+
+    /// Creates the missing physical slots of `desired` (reserving WAL at once) and drops other physical slots
+    /// that are not active.
+    pub async fn ensure_slots(&self, desired: &BTreeSet<String>) -> Result<(), PgError> {
+        bounded("replication slot changes", STATEMENT_TIMEOUT, async {
+            let session = self.session().await?;
+            let res = sync_slots(&session.client, desired).await;
+            session.done(res)
+        })
+        .await
+    }
+
+    /// Sets `synchronous_standby_names` (`None` resets it) with `ALTER SYSTEM` and reloads; the
+    /// HA loop's synchronous replication manager calls it in Patroni's order relative to `/sync`.
+    pub async fn set_synchronous_standby_names(&self, value: Option<&str>) -> Result<(), PgError> {
+        let session = self.session().await?;
+        let statement = match value {
+            Some(value) => format!("ALTER SYSTEM SET synchronous_standby_names = '{}'", value.replace('\'', "''")),
+            None => "ALTER SYSTEM RESET synchronous_standby_names".to_string(),
+        };
+        let res = async {
+            session.client.batch_execute(&statement).await.map_err(sql("set synchronous_standby_names"))?;
+            session
+                .client
+                .batch_execute("SELECT pg_catalog.pg_reload_conf()")
+                .await
+                .map_err(sql("reload the configuration"))
+        }
+        .await;
+        session.done(res)
+    }
+
+    /// The current `synchronous_standby_names`.
+    pub async fn synchronous_standby_names(&self) -> Result<String, PgError> {
+        let session = self.session().await?;
+        let res = async {
+            let row = session
+                .client
+                .query_one("SELECT pg_catalog.current_setting('synchronous_standby_names')", &[])
+                .await
+                .map_err(sql("read synchronous_standby_names"))?;
+            Ok(row.get::<_, String>(0))
+        }
+        .await;
+        session.done(res)
+    }
+}
+
+/// PURE: whether pg_rewind's output shows it got past its read-only checks (it prints the last common checkpoint
+/// just before it reads the target's WAL and starts copying files).
+fn rewind_began(output: &str) -> bool {
+    output.contains("rewinding from last common checkpoint")
+}
+
+/// What a successful pg_rewind did, from its output ("no rewind required" when the histories had not diverged).
+fn rewind_outcome(output: &str) -> RewindOutcome {
+    if output.contains("no rewind required") {
+        RewindOutcome::NotNeeded
+    } else {
+        RewindOutcome::Rewound
+    }
+}
+
+async fn sync_slots(client: &Client, desired: &BTreeSet<String>) -> Result<(), PgError> {
+    let rows = client
+        .query("SELECT slot_name::text, active FROM pg_catalog.pg_replication_slots WHERE slot_type = 'physical'", &[])
+        .await
+        .map_err(sql("list replication slots"))?;
+    let mut existing = BTreeSet::new();
+    let mut active = BTreeSet::new();
+    for row in &rows {
+        let name: String = row.try_get(0).map_err(sql("list replication slots"))?;
+        if row.try_get::<_, bool>(1).map_err(sql("list replication slots"))? {
+            active.insert(name.clone());
+        }
+        existing.insert(name);
+    }
+    let diff = slots::diff_slots(desired, &existing);
+    for slot in &diff.to_create {
+        let res = client.query("SELECT pg_catalog.pg_create_physical_replication_slot($1, true)", &[slot]).await;
+        match res {
+            Ok(_) => tracing::info!(slot = %slot, "created physical replication slot"),
+            Err(e) if e.code() == Some(&SqlState::DUPLICATE_OBJECT) => {}
+            Err(e) => return Err(sql(&format!("create replication slot {slot}"))(e)),
+        }
+    }
+    for slot in diff.to_drop.iter().filter(|slot| !active.contains(*slot)) {
+        match client.query("SELECT pg_catalog.pg_drop_replication_slot($1)", &[slot]).await {
+            Ok(_) => tracing::info!(slot = %slot, "dropped physical replication slot"),
+            // Gone already, or a walsender attached since the listing: try again next cycle.
+            Err(e) if [SqlState::UNDEFINED_OBJECT, SqlState::OBJECT_IN_USE].iter().any(|c| e.code() == Some(c)) => {}
+            Err(e) => return Err(sql(&format!("drop replication slot {slot}"))(e)),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcome_from_pg_rewind_output() {
+        let same = "pg_rewind: source and target cluster are on the same timeline\npg_rewind: no rewind required\n";
+        assert_eq!(rewind_outcome(same), RewindOutcome::NotNeeded);
+        let rewound = "pg_rewind: servers diverged at WAL location 0/3000148 on timeline 1\n\
+                       pg_rewind: rewinding from last common checkpoint at 0/2000060 on timeline 1\npg_rewind: Done!\n";
+        assert_eq!(rewind_outcome(rewound), RewindOutcome::Rewound);
+    }
+
+    #[test]
+    fn a_failure_after_the_common_checkpoint_line_may_have_changed_files() {
+        let refused = "pg_rewind: error: connection to server at \"127.0.0.1\", port 5432 failed: Connection refused";
+        assert!(!rewind_began(refused));
+        let midway = "pg_rewind: servers diverged at WAL location 0/45D91A8 on timeline 10\n\
+                      pg_rewind: rewinding from last common checkpoint at 0/45AA3F0 on timeline 10\n\
+                      pg_rewind: error: unexpected result while fetching remote files: FATAL:  terminating connection";
+        assert!(rewind_began(midway));
+    }
+}
