@@ -5,6 +5,9 @@
 
 use std::fmt::Write as _;
 
+use chrono::DateTime;
+use chrono::NaiveDateTime;
+use chrono::Utc;
 use tokio::time::Instant;
 
 use crate::api::types::PatroniStatus;
@@ -292,60 +295,23 @@ pub(crate) fn padded_version(version: &str) -> String {
 }
 
 /// Epoch seconds of a PostgreSQL `timestamptz` text (`2024-08-28 19:39:26.352526+00` or Python's `+00:00`).
+///
+/// Parsed with chrono as `api::actions::validate::parse_timestamp` does, but with seconds required; the offset
+/// is `Z`, `+HH`, `+HHMM` or `+HH:MM`, and a text without one is read as UTC.
 pub(crate) fn parse_pg_timestamp(text: &str) -> Option<f64> {
+    const ZONED: [&str; 2] = ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%dT%H:%M:%S%.f%#z"];
+    const NAIVE: [&str; 2] = ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"];
     let text = text.trim();
-    let (date, rest) = (text.get(..10)?, text.get(11..)?);
-    if !matches!(text.as_bytes().get(10), Some(b' ' | b'T')) {
-        return None;
-    }
-    let mut date_parts = date.split('-').map(|part| part.parse::<i64>().ok());
-    let (year, month, day) = (date_parts.next()??, date_parts.next()??, date_parts.next()??);
-    let tz_start = rest.find(['+', '-', 'Z']).unwrap_or(rest.len());
-    let (time, zone) = rest.split_at(tz_start);
-    let mut time_parts = time.split(':');
-    let hour: i64 = time_parts.next()?.parse().ok()?;
-    let minute: i64 = time_parts.next()?.parse().ok()?;
-    let seconds: f64 = time_parts.next()?.parse().ok()?;
-    let valid = (1..=12).contains(&month) && (1..=31).contains(&day) && hour < 24 && minute < 60 && seconds < 61.0;
-    if !valid || time_parts.next().is_some() {
-        return None;
-    }
-    let days = days_from_civil(year, month, day);
-    let whole = days * 86_400 + hour * 3_600 + minute * 60 - zone_offset_seconds(zone)?;
-    Some(whole as f64 + seconds)
-}
-
-/// `+HH`, `+HH:MM`, `+HHMM`, `-…` or `Z` (empty means UTC) as seconds east of UTC.
-fn zone_offset_seconds(zone: &str) -> Option<i64> {
-    if zone.is_empty() || zone == "Z" {
-        return Some(0);
-    }
-    let sign = match zone.as_bytes()[0] {
-        b'+' => 1,
-        b'-' => -1,
-        _ => return None,
+    let normalized = match text.strip_suffix('Z') {
+        Some(rest) => format!("{rest}+00:00"),
+        None => text.to_string(),
     };
-    let digits: String = zone[1..].chars().filter(|c| *c != ':').collect();
-    if !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let (hours, minutes) = match digits.len() {
-        2 => (digits.parse::<i64>().ok()?, 0),
-        4 => (digits[..2].parse::<i64>().ok()?, digits[2..].parse::<i64>().ok()?),
-        _ => return None,
+    let zoned = ZONED.iter().find_map(|format| DateTime::parse_from_str(&normalized, format).ok());
+    let at = match zoned {
+        Some(at) => at.with_timezone(&Utc),
+        None => NAIVE.iter().find_map(|format| NaiveDateTime::parse_from_str(text, format).ok())?.and_utc(),
     };
-    Some(sign * (hours * 3_600 + minutes * 60))
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let shifted_month = (month + 9) % 12;
-    let day_of_year = (153 * shifted_month + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
+    Some(at.timestamp() as f64 + f64::from(at.timestamp_subsec_nanos()) / 1e9)
 }
 
 #[cfg(test)]

@@ -17,6 +17,10 @@ use axum::http::header::WWW_AUTHENTICATE;
 use axum::middleware::Next;
 use axum::response::IntoResponse;
 use axum::response::Response;
+use base64::engine::general_purpose::STANDARD as BASE64_STANDARD;
+use base64::Engine as _;
+use ipnet::IpNet;
+use subtle::ConstantTimeEq;
 
 use crate::api::reply;
 use crate::api::ApiState;
@@ -37,57 +41,41 @@ pub struct PeerInfo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AllowEntry {
     /// An IP network (a single address is a /32 or /128).
-    Net {
-        /// Network address.
-        addr: IpAddr,
-        /// Prefix length.
-        prefix: u8,
-    },
+    Net(IpNet),
     /// A host name.
     Host(String),
 }
 
 impl AllowEntry {
     /// Parses `10.0.0.0/8`, `192.168.1.7`, `::1`, `fe80::/10` or a host name.
+    ///
+    /// Text that is not an address or network (a prefix too long for the family included) is taken as a host
+    /// name, which never matches unless it resolves, as Patroni ignores an unusable entry.
     pub fn parse(text: &str) -> AllowEntry {
         let text = text.trim();
         let (addr_text, prefix_text) = text.split_once('/').unwrap_or((text, ""));
+        // The address goes through std's parser, not ipnet's: std refuses leading zeros (`010.0.0.0`, octal
+        // to some tools), which ipnet would read as decimal, quietly letting in a network nobody wrote.
+        // IPv6 may be written as in URLs, `[::1]` or `[fe80::]/10`.
         let Ok(addr) = addr_text.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() else {
             return AllowEntry::Host(text.to_string());
         };
-        let max_prefix = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = if prefix_text.is_empty() { Some(max_prefix) } else { prefix_text.parse::<u8>().ok() };
-        match prefix.filter(|p| *p <= max_prefix) {
-            Some(prefix) => AllowEntry::Net { addr, prefix },
-            None => AllowEntry::Host(text.to_string()),
-        }
+        let net = if prefix_text.is_empty() {
+            Some(IpNet::from(addr))
+        } else {
+            prefix_text.parse::<u8>().ok().and_then(|prefix| IpNet::new(addr, prefix).ok())
+        };
+        net.map_or_else(|| AllowEntry::Host(text.to_string()), AllowEntry::Net)
     }
 }
 
-/// Whether `ip` lies in `net/prefix` (an IPv4-mapped IPv6 client matches IPv4 networks).
-pub fn in_network(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
+/// Whether `ip` lies in `net` (an IPv4-mapped IPv6 client matches IPv4 networks).
+pub fn in_network(ip: IpAddr, net: &IpNet) -> bool {
     let ip = match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
     };
-    match (ip, net) {
-        (IpAddr::V4(ip), IpAddr::V4(net)) => prefix_matches(&ip.octets(), &net.octets(), prefix),
-        (IpAddr::V6(ip), IpAddr::V6(net)) => prefix_matches(&ip.octets(), &net.octets(), prefix),
-        _ => false,
-    }
-}
-
-fn prefix_matches(ip: &[u8], net: &[u8], prefix: u8) -> bool {
-    let full_bytes = usize::from(prefix / 8);
-    let rest_bits = prefix % 8;
-    if ip[..full_bytes] != net[..full_bytes] {
-        return false;
-    }
-    if rest_bits == 0 {
-        return true;
-    }
-    let mask = 0xFFu8 << (8 - rest_bits);
-    (ip[full_bytes] & mask) == (net[full_bytes] & mask)
+    net.contains(&ip)
 }
 
 /// The access rules of the protected endpoints, from `restapi.*`.
@@ -141,9 +129,9 @@ impl Security {
     }
 }
 
-/// `base64("<username>:<password>")`.
+/// `base64("<username>:<password>")` (RFC 4648 with padding), as Patroni builds it.
 fn auth_key(credentials: &BasicAuth) -> String {
-    base64(format!("{}:{}", credentials.username, credentials.password.expose()).as_bytes())
+    BASE64_STANDARD.encode(format!("{}:{}", credentials.username, credentials.password.expose()))
 }
 
 /// A denied request: the code, Patroni's text, and whether to ask for basic credentials.
@@ -191,40 +179,24 @@ pub fn check_credentials(security: &Security, client_cert: bool, authorization: 
 }
 
 /// PURE: whether `ip` is in the static allowlist entries or among `member_ips`; host names arrive resolved.
-pub fn allowed(ip: IpAddr, networks: &[(IpAddr, u8)], member_ips: &[IpAddr]) -> bool {
-    networks.iter().any(|(net, prefix)| in_network(ip, *net, *prefix))
-        || member_ips.iter().any(|member| in_network(ip, *member, if member.is_ipv4() { 32 } else { 128 }))
+pub fn allowed(ip: IpAddr, networks: &[IpNet], member_ips: &[IpAddr]) -> bool {
+    networks.iter().any(|net| in_network(ip, net))
+        || member_ips.iter().any(|member| in_network(ip, &IpNet::from(*member)))
 }
 
 /// Equality whose running time depends only on the length of `given`, which the caller chose: neither the
 /// contents nor the length of `expected` (the key) shows in the timing, so a guess learns nothing about it.
+///
+/// subtle's slice comparison returns early when the lengths differ, which would let the timing tell the key's
+/// length; so `given` is compared with the key repeated to `given`'s length, and the lengths are compared
+/// separately, both in constant time.
 pub fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
     if expected.is_empty() {
         // Never the case for a basic-auth key (`base64(":")` is four bytes); refuse rather than divide by zero.
         return false;
     }
-    let mut diff = u8::from(given.len() != expected.len());
-    for (idx, given_byte) in given.iter().enumerate() {
-        diff |= given_byte ^ expected[idx % expected.len()];
-    }
-    std::hint::black_box(diff) == 0
-}
-
-/// Standard base64 with padding (RFC 4648), enough for a basic-auth key.
-pub fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut res = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let word = chunk.iter().enumerate().fold(0u32, |acc, (idx, b)| acc | (u32::from(*b) << (16 - 8 * idx)));
-        for sextet_idx in 0..4 {
-            if sextet_idx <= chunk.len() {
-                res.push(char::from(ALPHABET[((word >> (18 - 6 * sextet_idx)) & 0x3F) as usize]));
-            } else {
-                res.push('=');
-            }
-        }
-    }
-    res
+    let repeated: Vec<u8> = (0..given.len()).map(|idx| expected[idx % expected.len()]).collect();
+    (given.ct_eq(&repeated) & given.len().ct_eq(&expected.len())).into()
 }
 
 /// Middleware of every protected endpoint.
@@ -256,7 +228,7 @@ async fn allowlist_permits(state: &ApiState, security: &Security, ip: IpAddr) ->
     let mut hosts = Vec::new();
     for entry in &security.allowlist {
         match entry {
-            AllowEntry::Net { addr, prefix } => networks.push((*addr, *prefix)),
+            AllowEntry::Net(net) => networks.push(*net),
             AllowEntry::Host(host) => hosts.push(host.clone()),
         }
     }
@@ -292,6 +264,9 @@ mod tests {
     use super::*;
     use crate::config::Secret;
 
+    /// `base64("patroni:s3cr:et")`, the key of [`auth`], written out so the tests do not share the encoder they check.
+    const PATRONI_KEY: &str = "cGF0cm9uaTpzM2NyOmV0";
+
     fn auth() -> Security {
         Security::with_auth(&BasicAuth { username: "patroni".into(), password: Secret::new("s3cr:et") })
     }
@@ -303,7 +278,7 @@ mod tests {
 
     #[test]
     fn credential_rows() {
-        let good = format!("Basic {}", base64(b"patroni:s3cr:et"));
+        let good = format!("Basic {PATRONI_KEY}");
         check(&Security::default(), false, None, Ok(()));
         check(&auth(), false, None, Err(Denied::NoAuthHeader));
         check(&auth(), false, Some("Basic bm9wZTpub3Bl"), Err(Denied::NotAuthenticated));
@@ -317,13 +292,13 @@ mod tests {
     }
 
     #[test]
-    fn base64_matches_rfc_4648_vectors() {
-        let cases =
-            [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("fooba", "Zm9vYmE=")];
-        for (plain, encoded) in cases {
-            assert_eq!(base64(plain.as_bytes()), encoded);
+    fn auth_key_is_patronis_padded_base64() {
+        let rows = [("patroni", "patroni", "cGF0cm9uaTpwYXRyb25p"), ("a", "", "YTo="), ("ab", "c", "YWI6Yw==")];
+        for (username, password, key) in rows {
+            let credentials = BasicAuth { username: username.into(), password: Secret::new(password) };
+            assert_eq!(auth_key(&credentials), key, "{username}:{password}");
         }
-        assert_eq!(base64(b"patroni:patroni"), "cGF0cm9uaTpwYXRyb25p");
+        assert_eq!(auth().auth_key.as_deref(), Some(PATRONI_KEY));
     }
 
     #[test]
@@ -339,10 +314,10 @@ mod tests {
 
     #[track_caller]
     fn check_allowed(entries: &[&str], members: &[&str], ip: &str, expected: bool) {
-        let networks: Vec<(IpAddr, u8)> = entries
+        let networks: Vec<IpNet> = entries
             .iter()
             .filter_map(|entry| match AllowEntry::parse(entry) {
-                AllowEntry::Net { addr, prefix } => Some((addr, prefix)),
+                AllowEntry::Net(net) => Some(net),
                 AllowEntry::Host(_) => None,
             })
             .collect();
@@ -356,6 +331,7 @@ mod tests {
         check_allowed(&["127.0.0.1"], &[], "127.0.0.2", false);
         check_allowed(&["10.0.0.0/8"], &[], "10.200.3.4", true);
         check_allowed(&["10.0.0.0/8"], &[], "11.0.0.1", false);
+        check_allowed(&["10.1.2.3/8"], &[], "10.9.9.9", true);
         check_allowed(&["192.168.1.128/25"], &[], "192.168.1.129", true);
         check_allowed(&["192.168.1.128/25"], &[], "192.168.1.127", false);
         check_allowed(&["0.0.0.0/0"], &[], "8.8.8.8", true);
@@ -363,8 +339,12 @@ mod tests {
         check_allowed(&["127.0.0.1"], &[], "::ffff:127.0.0.1", true);
         check_allowed(&[], &["10.0.0.5"], "10.0.0.5", true);
         check_allowed(&[], &["10.0.0.5"], "10.0.0.6", false);
+        check_allowed(&[], &["10.0.0.5"], "::ffff:10.0.0.5", true);
         assert_eq!(AllowEntry::parse("db1.example.com"), AllowEntry::Host("db1.example.com".into()));
         assert_eq!(AllowEntry::parse("10.0.0.0/33"), AllowEntry::Host("10.0.0.0/33".into()));
+        assert_eq!(AllowEntry::parse("010.0.0.0/8"), AllowEntry::Host("010.0.0.0/8".into()));
+        assert_eq!(AllowEntry::parse(" [fe80::]/10 "), AllowEntry::parse("fe80::/10"));
+        assert_eq!(AllowEntry::parse("[::1]"), AllowEntry::parse("::1/128"));
     }
 
     #[test]
@@ -377,6 +357,6 @@ mod tests {
 
     #[test]
     fn debug_never_shows_the_key() {
-        assert!(!format!("{:?}", auth()).contains(&base64(b"patroni:s3cr:et")));
+        assert!(!format!("{:?}", auth()).contains(PATRONI_KEY));
     }
 }

@@ -23,7 +23,9 @@ use std::sync::Mutex;
 use std::sync::RwLock;
 use std::time::Duration;
 
+use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
+use time::UtcOffset;
 use tokio::net::TcpListener;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::client::danger::HandshakeSignatureValid;
@@ -408,92 +410,23 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TcpL
     }
 }
 
-/// Start and end of validity of a DER certificate, RFC 3339 UTC.
+/// Start and end of validity of a DER certificate, RFC 3339 UTC (`2026-12-06T20:51:05Z`).
 pub fn validity(cert: &CertificateDer<'_>) -> Option<(String, String)> {
     let (not_before, not_after) = validity_times(cert)?;
-    Some((rfc3339(not_before), rfc3339(not_after)))
+    Some((rfc3339(not_before)?, rfc3339(not_after)?))
 }
 
-fn rfc3339(t: OffsetDateTime) -> String {
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
+/// `t` in UTC as RFC 3339; `None` only for a year RFC 3339 cannot write (outside 0 to 9999).
+fn rfc3339(t: OffsetDateTime) -> Option<String> {
+    t.to_offset(UtcOffset::UTC).format(&Rfc3339).ok()
 }
 
-/// Reads `tbsCertificate.validity` (RFC 5280 §4.1) with a minimal DER walk: only what the
-/// expiry log line needs, never a trust decision (webpki makes those).
+/// Reads `tbsCertificate.validity` (RFC 5280 §4.1): only what the log lines need, never a trust decision
+/// (webpki makes those).
 fn validity_times(cert: &CertificateDer<'_>) -> Option<(OffsetDateTime, OffsetDateTime)> {
-    let (tag, certificate, _) = der_next(cert.as_ref())?;
-    if tag != 0x30 {
-        return None;
-    }
-    let (tag, tbs, _) = der_next(certificate)?;
-    if tag != 0x30 {
-        return None;
-    }
-    let mut rest = tbs;
-    let (tag, _, after) = der_next(rest)?;
-    if tag == 0xa0 {
-        rest = after; // explicit version
-    }
-    for _ in 0..3 {
-        // serialNumber, signature, issuer
-        let (_, _, after) = der_next(rest)?;
-        rest = after;
-    }
-    let (tag, validity, _) = der_next(rest)?;
-    if tag != 0x30 {
-        return None;
-    }
-    let (tag_before, before, after) = der_next(validity)?;
-    let (tag_after, not_after, _) = der_next(after)?;
-    Some((der_time(tag_before, before)?, der_time(tag_after, not_after)?))
-}
-
-/// Splits one DER element off `input`: (tag, contents, rest).
-fn der_next(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    let (&first, mut rest) = rest.split_first()?;
-    let len = if first < 0x80 {
-        usize::from(first)
-    } else {
-        let n_bytes = usize::from(first & 0x7f);
-        if n_bytes == 0 || n_bytes > 4 || rest.len() < n_bytes {
-            return None;
-        }
-        let (len_bytes, after) = rest.split_at(n_bytes);
-        rest = after;
-        len_bytes.iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b))
-    };
-    if rest.len() < len {
-        return None;
-    }
-    let (contents, rest) = rest.split_at(len);
-    Some((tag, contents, rest))
-}
-
-/// UTCTime (`YYMMDDHHMMSSZ`) or GeneralizedTime (`YYYYMMDDHHMMSSZ`).
-fn der_time(tag: u8, bytes: &[u8]) -> Option<OffsetDateTime> {
-    let text = std::str::from_utf8(bytes).ok()?.strip_suffix('Z')?;
-    let (year, rest) = match tag {
-        0x17 if text.len() == 12 => {
-            let yy: i32 = text.get(..2)?.parse().ok()?;
-            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, text.get(2..)?)
-        }
-        0x18 if text.len() == 14 => (text.get(..4)?.parse().ok()?, text.get(4..)?),
-        _ => return None,
-    };
-    let field = |idx: usize| -> Option<u8> { rest.get(idx..idx + 2)?.parse().ok() };
-    let month = time::Month::try_from(field(0)?).ok()?;
-    let date = time::Date::from_calendar_date(year, month, field(2)?).ok()?;
-    let time = time::Time::from_hms(field(4)?, field(6)?, field(8)?).ok()?;
-    Some(time::PrimitiveDateTime::new(date, time).assume_utc())
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let validity = parsed.validity();
+    Some((validity.not_before.to_datetime(), validity.not_after.to_datetime()))
 }
 
 #[cfg(test)]
@@ -532,7 +465,7 @@ mod tests {
     }
 
     #[test]
-    fn der_walk_survives_garbage() {
+    fn validity_survives_garbage() {
         for bytes in [&b""[..], &[0x30], &[0x30, 0x85, 1, 1, 1, 1, 1], &[0x30, 0x05, 0x30], &[0x30, 0x82, 0xff]] {
             assert_eq!(validity_times(&CertificateDer::from(bytes.to_vec())), None);
         }
