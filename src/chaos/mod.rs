@@ -203,7 +203,8 @@ async fn drive(
     };
     let mut violations = Vec::new();
     let faults_from_ms = recorder.now_ms();
-    inject_faults(cluster, mesh, args, kinds, primary, &recorder, &mut summary, &mut violations).await;
+    let setup = FaultSetup { cluster, mesh, args, kinds, recorder: &recorder };
+    inject_faults(&setup, primary, &mut summary, &mut violations).await;
     let faults_to_ms = recorder.now_ms();
     for (node, how) in faults::repair(cluster, mesh).await {
         violations.push(exit_violation(node, &how));
@@ -244,18 +245,23 @@ async fn drive(
     Ok(summary)
 }
 
+/// What the fault loop works on.
+struct FaultSetup<'a> {
+    cluster: &'a LocalCluster,
+    mesh: &'a ProxyMesh,
+    args: &'a ChaosArgs,
+    kinds: &'a [FaultKind],
+    recorder: &'a Recorder,
+}
+
 /// The fault loop: until `--duration` has passed, rest, inject, heal, wait for recovery.
-#[allow(clippy::too_many_arguments)]
 async fn inject_faults(
-    cluster: &LocalCluster,
-    mesh: &ProxyMesh,
-    args: &ChaosArgs,
-    kinds: &[FaultKind],
+    setup: &FaultSetup<'_>,
     mut primary: usize,
-    recorder: &Recorder,
     summary: &mut Summary,
     violations: &mut Vec<Violation>,
 ) {
+    let FaultSetup { cluster, mesh, args, kinds, recorder } = *setup;
     let deadline = Instant::now() + Duration::from_secs(args.duration);
     let mut plan = Plan::new(args.seed, kinds);
     while Instant::now() < deadline {

@@ -111,6 +111,11 @@ impl Dcs {
         self.node.subscribe()
     }
 
+    /// A Raft leader is known to this replica (before the first write, the only sign the store answers).
+    pub fn raft_leader_known(&self) -> bool {
+        self.node.status().leader.is_some()
+    }
+
     /// This process's lease as it sees it.
     pub fn lease(&self) -> HolderLease {
         self.node.lease()
@@ -255,13 +260,14 @@ impl Dcs {
     }
 
     /// Writes (or deletes, with `None`) the `sync` key: guarded by our session holding `leader`
-    /// and compare-and-set on the key's version (`None`: it must be absent).
+    /// and compare-and-set on the key's version (`None`: it must be absent). The revision of the
+    /// write (the key's new version), or `None` when a guard failed.
     pub async fn write_sync(
         &self,
         data: Option<&self::view::SyncData>,
         mod_rev: Option<u64>,
         timeout: Duration,
-    ) -> Result<bool, DcsError> {
+    ) -> Result<Option<u64>, DcsError> {
         let version_guard = mod_rev.map(Guard::ModRev).unwrap_or(Guard::Absent);
         let op = match data {
             Some(data) => Op::Put { key: keys::SYNC.into(), value: json(keys::SYNC, data)?, attach: None },
@@ -274,7 +280,10 @@ impl Dcs {
             ],
             ops: vec![op],
         };
-        self.txn(cmd, timeout).await
+        match self.node.write(cmd, timeout).await? {
+            CommandResult::Applied { rev, .. } => Ok(Some(rev)),
+            _ => Ok(None),
+        }
     }
 
     /// Deletes every key of the cluster (Patroni's `delete_cluster`, for `raftgres remove`); sessions and the Raft

@@ -216,8 +216,9 @@ pub struct FailoverTimeline {
     pub promote_started_ms: u64,
     /// PostgreSQL left recovery.
     pub promoted_ms: u64,
-    /// The first HA cycle after promotion published a primary that holds the lease, i.e. the
-    /// first moment `GET /primary` answers 200.
+    /// Written by raftgres before the promoting action wrote its own history line: the cycle after
+    /// the promotion that published this node as a primary holding the lease. Read from older
+    /// rows, never written now (`GET /primary` answers 200 from that cycle, shortly after `promoted_ms`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_healthy_ms: Option<u64>,
 }

@@ -13,13 +13,13 @@ use tracing::info;
 use tracing::warn;
 use tracing::Instrument;
 
-use super::observe;
+use super::publish;
 use super::types::Action;
 use super::types::ActionKind;
-use super::types::DataDir;
 use super::types::DemoteMode;
-use super::types::PgProcess;
+use super::types::Observation;
 use super::ActionOutcome;
+use super::Following;
 use super::HaSettings;
 use crate::config::dynamic::Timing;
 use crate::dcs::view::ClusterView;
@@ -41,8 +41,10 @@ pub struct Context<'a> {
     pub dcs: &'a Dcs,
     /// PostgreSQL.
     pub pg: &'a Supervisor,
-    /// The view the decision was made on.
+    /// The view the decision was made on: the only view the executor reads.
     pub view: &'a ClusterView,
+    /// Maintenance mode (published in the member key).
+    pub paused: bool,
     /// Timers.
     pub timing: Timing,
     /// Synchronous replication policy.
@@ -56,8 +58,11 @@ pub struct ExecResult {
     pub dcs_contacted: bool,
     /// The member key was written (no separate touch needed).
     pub member_touched: bool,
-    /// PostgreSQL now follows this member (`Some(None)`: nobody).
-    pub following: Option<Option<String>>,
+    /// Whom PostgreSQL follows now.
+    pub following: Following,
+    /// This node holds the leader key after the actions: the snapshot's answer, updated by this
+    /// cycle's own lease writes (the snapshot predates them).
+    pub holds_key: bool,
     /// A long action was started.
     pub spawned: Option<(ActionKind, JoinHandle<ActionOutcome>)>,
     /// PostgreSQL stopped being primary.
@@ -66,12 +71,12 @@ pub struct ExecResult {
     pub clear_rewind_failed: bool,
 }
 
-/// Runs `actions` in order.
-pub async fn run(ctx: &Context<'_>, actions: &[Action], process: &PgProcess, data_dir: &DataDir) -> ExecResult {
-    let mut res = ExecResult::default();
-    let pg_status = observe::status_without_probe(process, data_dir, crate::status::PgState::Running);
-    let member = member(ctx, &pg_status);
-    let is_primary = process.role() == Some(Role::Primary);
+/// Runs `actions` in order, against the snapshot the decision saw.
+pub async fn run(ctx: &Context<'_>, actions: &[Action], obs: &Observation) -> ExecResult {
+    let mut res = ExecResult { holds_key: obs.leader_key_is_mine, ..ExecResult::default() };
+    let pg_status = publish::status_without_probe(&obs.pg, &obs.data_dir, crate::status::PgState::Running);
+    let member = ctx.settings.member_data(&pg_status, ctx.paused);
+    let is_primary = obs.pg.role() == Some(Role::Primary);
     for action in actions {
         if res.spawned.is_some() && is_long(action) {
             break;
@@ -87,6 +92,7 @@ pub async fn run(ctx: &Context<'_>, actions: &[Action], process: &PgProcess, dat
             Action::ReleaseLease => match ctx.dcs.release_leader(None, ctx.timing.retry_timeout).await {
                 Ok(_) => {
                     res.dcs_contacted = true;
+                    res.holds_key = false;
                     true
                 }
                 Err(e) => {
@@ -127,7 +133,7 @@ pub async fn run(ctx: &Context<'_>, actions: &[Action], process: &PgProcess, dat
             break;
         }
     }
-    if is_primary && res.dcs_contacted && !res.demoted && ctx.dcs.leader_key_is_mine(&ctx.dcs.view()) {
+    if is_primary && res.dcs_contacted && !res.demoted && res.holds_key {
         ensure_member_slots(ctx).await;
         maintain_sync(ctx, &pg_status).await;
     }
@@ -145,9 +151,8 @@ async fn maintain_sync(ctx: &Context<'_>, pg_status: &PgStatus) {
         }
     };
     let primary_lsn = pg_status.wal.furthest().map(|l| l.0).unwrap_or(0);
-    let view = ctx.dcs.view();
     let plan = super::sync::plan(
-        &view,
+        ctx.view,
         &ctx.settings.name,
         &pg_status.replication,
         primary_lsn,
@@ -159,11 +164,12 @@ async fn maintain_sync(ctx: &Context<'_>, pg_status: &PgStatus) {
     }
     info!(?plan, "synchronous replication change");
     let timeout = ctx.timing.retry_timeout;
-    let mod_rev = view.sync.as_ref().map(|s| s.mod_rev);
+    let mut mod_rev = ctx.view.sync.as_ref().map(|s| s.mod_rev);
     if let Some(key) = &plan.key_before {
         match ctx.dcs.write_sync(key.as_ref(), mod_rev, timeout).await {
-            Ok(true) => {}
-            Ok(false) => {
+            // Our own write is the key's version now (a delete leaves it absent).
+            Ok(Some(rev)) => mod_rev = key.as_ref().map(|_| rev),
+            Ok(None) => {
                 warn!("sync key changed concurrently; retrying next cycle");
                 return;
             }
@@ -180,7 +186,6 @@ async fn maintain_sync(ctx: &Context<'_>, pg_status: &PgStatus) {
         }
     }
     if let Some(key) = &plan.key_after {
-        let mod_rev = ctx.dcs.view().sync.as_ref().map(|s| s.mod_rev);
         if let Err(e) = ctx.dcs.write_sync(Some(key), mod_rev, timeout).await {
             warn!(error = %e, "failed to publish the confirmed synchronous standby");
         }
@@ -197,17 +202,6 @@ fn is_long(action: &Action) -> bool {
             | Action::ClearFailover
             | Action::Demote(DemoteMode::ImmediateNoLock)
     )
-}
-
-fn member(ctx: &Context<'_>, pg_status: &PgStatus) -> MemberData {
-    let identity = observe::MemberIdentity {
-        conn_url: &ctx.settings.conn_url,
-        api_url: &ctx.settings.api_url,
-        tags: &ctx.settings.tags,
-        raft_node_id: ctx.settings.raft_node_id,
-        scheduled_restart: ctx.settings.scheduled_restart.borrow().clone(),
-    };
-    observe::member_data(&identity, pg_status, false)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -230,7 +224,7 @@ async fn lease_write(
     let (ttl, timeout) = (ctx.timing.ttl, ctx.timing.retry_timeout);
     let outcome = match kind {
         LeaseWrite::Renew => {
-            let status = observe::status_data(pg_status, ctx.view.status.as_ref());
+            let status = publish::status_data(pg_status, ctx.view.status.as_ref());
             let lease_left = ctx.dcs.lease().leader_remaining(tokio::time::Instant::now());
             ctx.dcs.renew_leader(member, status.as_ref(), ttl, ctx.timing.renewal_timeout(lease_left)).await
         }
@@ -241,6 +235,7 @@ async fn lease_write(
         Ok(true) => {
             res.dcs_contacted = true;
             res.member_touched = true;
+            res.holds_key = true;
             if !matches!(kind, LeaseWrite::Renew) {
                 info!(?kind, fencing_token = ?ctx.dcs.lease().fencing_token, "holding the leader lock");
             }
@@ -248,6 +243,7 @@ async fn lease_write(
         }
         Ok(false) => {
             res.dcs_contacted = true;
+            res.holds_key = false;
             if is_primary {
                 error!(?kind, "the leader lock belongs to someone else; demoting self now");
                 demote_now(ctx.pg).await;
@@ -283,8 +279,9 @@ async fn ensure_member_slots(ctx: &Context<'_>) {
     }
 }
 
-/// The PostgreSQL address of member `name` from its member key.
-fn target_of(view: &ClusterView, name: &str) -> Option<ConnTarget> {
+/// The PostgreSQL address of member `name` from its member key (the one place a member becomes a
+/// connection target).
+pub(super) fn target_of(view: &ClusterView, name: &str) -> Option<ConnTarget> {
     let (host, port) = view.members.get(name)?.host_port()?;
     Some(ConnTarget { host, port })
 }
@@ -308,7 +305,9 @@ fn spawn_long(
                 let wipe = matches!(action, Action::WipeAndClone(_));
                 (ActionKind::Clone, Box::pin(super::long::clone(pg, leader.clone(), target, my_slot, wipe)))
             }
-            Action::StartPrimary => (ActionKind::Start, Box::pin(super::long::start(pg, StartRole::Primary, None))),
+            Action::StartPrimary => {
+                (ActionKind::Start, Box::pin(super::long::start(pg, StartRole::Primary, Following::Unchanged)))
+            }
             Action::StartReplica { leader: Some(leader), rewind } => {
                 let target = target_of(ctx.view, leader)?;
                 let role = StartRole::Replica { primary: target.clone(), slot: Some(my_slot) };
@@ -322,7 +321,7 @@ fn spawn_long(
                 (ActionKind::Rewind, Box::pin(super::long::rewind_running_replica(pg, role, leader.clone(), target)))
             }
             Action::StartReplica { leader: None, .. } => {
-                (ActionKind::Start, Box::pin(super::long::start(pg, StartRole::Standby, Some(None))))
+                (ActionKind::Start, Box::pin(super::long::start(pg, StartRole::Standby, Following::Nobody)))
             }
             Action::Follow(leader) => {
                 let target = target_of(ctx.view, leader)?;
@@ -338,7 +337,7 @@ fn spawn_long(
                 )
             }
             Action::Demote(DemoteMode::Graceful) => {
-                let status = observe::status_data(pg_status, ctx.view.status.as_ref());
+                let status = publish::status_data(pg_status, ctx.view.status.as_ref());
                 (ActionKind::Demote, Box::pin(super::long::graceful_demote(pg, dcs, status, timing)))
             }
             _ => return None,

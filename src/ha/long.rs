@@ -9,6 +9,7 @@ use tracing::info;
 use tracing::warn;
 
 use super::ActionOutcome;
+use super::Following;
 use super::HaSettings;
 use crate::config::dynamic::Timing;
 use crate::dcs::view::FailoverTimeline;
@@ -56,7 +57,7 @@ pub async fn bootstrap(pg: Supervisor, dcs: Dcs, settings: HaSettings, timing: T
             warn!(error = %e, "failed to cancel the initialization");
         }
     }
-    ActionOutcome { following: Some(None), ..ActionOutcome::default() }
+    ActionOutcome { following: Following::Nobody, ..ActionOutcome::default() }
 }
 
 async fn bootstrap_steps(pg: &Supervisor, dcs: &Dcs, settings: &HaSettings, timing: Timing) -> anyhow::Result<()> {
@@ -69,14 +70,7 @@ async fn bootstrap_steps(pg: &Supervisor, dcs: &Dcs, settings: &HaSettings, timi
     let probe = pg.probe().await.context("probe the new primary")?;
     let status = PgStatus::from(probe);
     let system_id = status.system_identifier.map(|s| s.to_string()).context("read the system identifier")?;
-    let identity = super::observe::MemberIdentity {
-        conn_url: &settings.conn_url,
-        api_url: &settings.api_url,
-        tags: &settings.tags,
-        raft_node_id: settings.raft_node_id,
-        scheduled_restart: None,
-    };
-    let member = super::observe::member_data(&identity, &status, false);
+    let member = settings.member_data(&status, false);
     let acquired = dcs.acquire_leader(&member, timing.ttl, timeout).await.context("take the leader lock")?;
     anyhow::ensure!(acquired, "the leader lock was taken by someone else during bootstrap");
     dcs.set_initialize(&system_id, timeout).await.context("record the system identifier")?;
@@ -108,13 +102,13 @@ pub async fn clone(pg: Supervisor, leader: String, target: ConnTarget, slot: Str
     }
     let role = StartRole::Replica { primary: target, slot: Some(slot) };
     match pg.start(role).await {
-        Ok(()) => ActionOutcome { following: Some(Some(leader)), ..ActionOutcome::default() },
-        Err(e) => started_or_failed(e, Some(Some(leader)), "failed to start the new replica").await,
+        Ok(()) => ActionOutcome { following: Following::Member(leader), ..ActionOutcome::default() },
+        Err(e) => started_or_failed(e, Following::Member(leader), "failed to start the new replica").await,
     }
 }
 
 /// Start PostgreSQL in `role`.
-pub async fn start(pg: Supervisor, role: StartRole, following: Option<Option<String>>) -> ActionOutcome {
+pub async fn start(pg: Supervisor, role: StartRole, following: Following) -> ActionOutcome {
     match pg.start(role).await {
         Ok(()) => ActionOutcome { following, ..ActionOutcome::default() },
         Err(e) => started_or_failed(e, following, "failed to start postgres").await,
@@ -126,7 +120,7 @@ pub async fn start(pg: Supervisor, role: StartRole, following: Option<Option<Str
 /// anything else is an error and the loop decides again from what it observes, after a pause (a
 /// start that fails at once, say on a port someone else took, would otherwise be retried in a
 /// tight loop).
-async fn started_or_failed(e: PgError, following: Option<Option<String>>, what: &str) -> ActionOutcome {
+async fn started_or_failed(e: PgError, following: Following, what: &str) -> ActionOutcome {
     if let PgError::NotReady { .. } = e {
         warn!(error = %e, "postgres is still starting; waiting for it in the next cycles");
         return ActionOutcome { following, ..ActionOutcome::default() };
@@ -162,7 +156,7 @@ pub async fn start_replica(
             }
         }
     }
-    start(pg, role, Some(Some(leader))).await
+    start(pg, role, Following::Member(leader)).await
 }
 
 /// Stop a diverged replica cleanly, pg_rewind it from the leader and start it as its replica.
@@ -182,8 +176,10 @@ pub async fn rewind_running_replica(
 /// Restart a replica to follow another leader.
 pub async fn restart(pg: Supervisor, role: StartRole, leader: String) -> ActionOutcome {
     match pg.restart(role).await {
-        Ok(()) => ActionOutcome { following: Some(Some(leader)), ..ActionOutcome::default() },
-        Err(e) => started_or_failed(e, Some(Some(leader)), "failed to restart postgres to follow the new leader").await,
+        Ok(()) => ActionOutcome { following: Following::Member(leader), ..ActionOutcome::default() },
+        Err(e) => {
+            started_or_failed(e, Following::Member(leader), "failed to restart postgres to follow the new leader").await
+        }
     }
 }
 
@@ -201,7 +197,7 @@ pub async fn restart_on_request(pg: Supervisor, role: StartRole) -> ActionOutcom
 /// Time for a configuration reload to be processed before the promote signal.
 const RELOAD_BEFORE_PROMOTE: Duration = Duration::from_millis(300);
 
-/// Promote, then record the timeline switch in `history`.
+/// Promote, then record the timeline switch (and how the promotion unfolded) in `history`.
 pub async fn promote(
     pg: Supervisor,
     dcs: Dcs,
@@ -261,9 +257,13 @@ pub async fn promote(
     let previous_promotion_ms = view.last_timeline.as_ref().map(|t| t.promoted_ms);
     let expiry = view.leader_expiry.as_ref();
     let timeline = failover_timeline(expiry, previous_promotion_ms, &me, promote_started_ms, promoted_ms, timing);
-    // The history line is written by the HA loop's next cycle, once it has published this node
-    // as a healthy primary, so the timeline can carry that moment too.
-    ActionOutcome { following: Some(None), promotion: Some((line, timeline)), ..ActionOutcome::default() }
+    // Written by the action that promoted, right after PostgreSQL left recovery, as Patroni's
+    // leader does; the timeline rides along as the line's sixth element.
+    info!(?timeline, "recording the promotion in history");
+    if let Err(e) = dcs.append_history(line, Some(&timeline), timing.retry_timeout).await {
+        warn!(error = %e, "failed to record the timeline switch in history");
+    }
+    ActionOutcome { following: Following::Nobody, ..ActionOutcome::default() }
 }
 
 /// Writes the narrowed `sync` key before a promotion; `false` when it could not be written and the promotion must
@@ -275,11 +275,11 @@ async fn narrow_sync_key(dcs: &Dcs, key: Option<&crate::dcs::view::SyncData>, ti
     let Some(key) = key else { return true };
     let mod_rev = dcs.view().sync.as_ref().map(|s| s.mod_rev);
     match dcs.write_sync(Some(key), mod_rev, timeout).await {
-        Ok(true) => {
+        Ok(Some(_)) => {
             info!(sync = ?key, "narrowed the sync key to this node before promoting");
             true
         }
-        Ok(false) => {
+        Ok(None) => {
             info!("postponing promotion: the sync key or the leader key changed concurrently");
             false
         }
@@ -332,7 +332,7 @@ pub async fn graceful_demote(pg: Supervisor, dcs: Dcs, status: Option<StatusData
         Ok(_) => info!("demoted for the switchover and released the leader lock"),
         Err(e) => warn!(error = %e, "failed to release the leader lock; it expires after ttl"),
     }
-    ActionOutcome { following: Some(None), ..ActionOutcome::default() }
+    ActionOutcome { following: Following::Nobody, ..ActionOutcome::default() }
 }
 
 /// Now as ISO 8601 with offset, as Patroni writes history timestamps.

@@ -1,10 +1,17 @@
 //! The HA loop: observe → decide → act → publish, once per `loop_wait` and whenever the
-//! store's watched keys change, PostgreSQL exits or a long action finishes.
+//! store's watched keys change, PostgreSQL exits, a long action finishes or the REST API asks.
 //!
-//! [`decide::decide`] is pure; everything that touches the store, PostgreSQL or the clock
-//! lives here and in [`execute`]. Every input arrives through one `select!`; long actions run
-//! as tracked tasks that the loop sees as "in progress". [`fence`] demotes a primary whose
-//! lease ran out even when no cycle runs.
+//! One cycle works on one snapshot ([`observe::Snapshot`]: the cluster view read once, and what
+//! the node observed of itself); [`decide::decide`] is pure; [`execute`] acts on that snapshot
+//! only; [`publish`] renders the node's status once, at the end. Every input arrives through one
+//! `select!` in [`HaLoop::run`]; long actions run as tracked tasks ([`running`]) that the loop
+//! sees as "in progress". [`fence`] demotes a primary whose lease ran out even when no cycle runs.
+//!
+//! Map: [`observe`] (snapshot), [`peers`] (the leader race's live peer reports), [`decide`] and
+//! [`candidate`] (PURE decision), [`execute`] (short actions, spawning long ones), [`long`] (the
+//! long actions), [`running`] (bookkeeping of a long action), [`publish`] (member key and
+//! `NodeStatus`), [`requests`] (REST API requests), [`sync`] (synchronous replication plans),
+//! [`types`] (the vocabulary).
 
 pub mod candidate;
 pub mod decide;
@@ -12,7 +19,10 @@ pub mod execute;
 pub mod fence;
 pub mod long;
 pub mod observe;
+pub mod peers;
+pub mod publish;
 pub mod requests;
+pub mod running;
 pub mod sync;
 pub mod types;
 
@@ -28,7 +38,6 @@ use std::time::SystemTime;
 use serde_json::Map;
 use serde_json::Value;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -36,18 +45,19 @@ use tracing::info;
 use tracing::warn;
 use tracing::Instrument;
 
-use self::types::ActionKind;
+use self::running::Running;
 use self::types::HaConfig;
-use self::types::PgProcess;
 use crate::config::dynamic::DynamicConfig;
 use crate::config::dynamic::Timing;
 use crate::dcs::view::ClusterView;
-use crate::dcs::view::FailoverTimeline;
-use crate::dcs::view::HistoryLine;
+use crate::dcs::view::MemberData;
 use crate::dcs::Dcs;
 use crate::postgres::supervisor::Supervisor;
 use crate::status::NodeStatus;
-use crate::status::PgState;
+use crate::status::PgStatus;
+
+pub use self::running::ActionOutcome;
+pub use self::running::Following;
 
 /// Local (static) settings the loop needs, taken from the YAML config by `node.rs`.
 #[derive(Debug, Clone)]
@@ -76,25 +86,18 @@ pub struct HaSettings {
     pub scheduled_restart: watch::Receiver<Option<Map<String, Value>>>,
 }
 
-/// A long action running in the background.
-struct Running {
-    kind: ActionKind,
-    handle: JoinHandle<ActionOutcome>,
-    /// The API request waiting for this action to finish, if any.
-    reply: Option<requests::Reply>,
-}
-
-/// What a long action reports back to the loop.
-#[derive(Debug, Clone, Default)]
-pub struct ActionOutcome {
-    /// Member PostgreSQL now follows, when the action (re)started a replica.
-    pub following: Option<Option<String>>,
-    /// Rewind from the current leader failed.
-    pub rewind_failed: bool,
-    /// The action failed; the text is reported to a waiting API request.
-    pub failed: Option<String>,
-    /// A promotion: its `history` line and timeline, written once the node is published healthy.
-    pub promotion: Option<(HistoryLine, FailoverTimeline)>,
+impl HaSettings {
+    /// The member key this node publishes for PostgreSQL in state `pg` (the one place it is built).
+    pub fn member_data(&self, pg: &PgStatus, paused: bool) -> MemberData {
+        let identity = publish::MemberIdentity {
+            conn_url: &self.conn_url,
+            api_url: &self.api_url,
+            tags: &self.tags,
+            raft_node_id: self.raft_node_id,
+            scheduled_restart: self.scheduled_restart.borrow().clone(),
+        };
+        publish::member_data(&identity, pg, paused)
+    }
 }
 
 /// How long a node whose pg_rewind failed waits before trying again.
@@ -104,6 +107,7 @@ const REWIND_RETRY_AFTER: Duration = Duration::from_secs(10);
 #[derive(Default)]
 struct LoopState {
     running: Option<Running>,
+    /// The member PostgreSQL is configured to follow, when known.
     following: Option<String>,
     rewind_failed: bool,
     /// When the last pg_rewind failed: it is retried after [`REWIND_RETRY_AFTER`] (the source
@@ -113,8 +117,6 @@ struct LoopState {
     n_cycles: u64,
     last_dcs_ok: Option<Instant>,
     last_dcs_seen_wall: Option<SystemTime>,
-    /// A finished promotion whose `history` line is still to be written.
-    pending_history: Option<(HistoryLine, FailoverTimeline)>,
     /// Whether a replica found running at start-up was checked against the leader (see `adopt_following`).
     adopted_checked: bool,
 }
@@ -131,7 +133,7 @@ pub struct HaLoop {
     timing: Timing,
     requests: tokio::sync::mpsc::Receiver<requests::HaRequest>,
     requests_tx: tokio::sync::mpsc::Sender<requests::HaRequest>,
-    /// Asks peers' `GET /patroni` during the leader race (`observe::race_peers`).
+    /// Asks peers' `GET /patroni` during the leader race (`peers::race_peers`).
     peer_http: reqwest::Client,
 }
 
@@ -175,24 +177,8 @@ impl HaLoop {
 
     /// Runs until `shutdown` fires, then performs the shutdown sequence.
     pub async fn run(mut self, shutdown: CancellationToken) {
-        // Decide nothing on a stale view: after a restart the local state machine may still
-        // show our old leader key until it caught up with the Raft leader.
-        let mut waited_logged = false;
-        loop {
-            let attempt = self.dcs.view_linearizable(self.timing.retry_timeout);
-            tokio::select! {
-                _ = shutdown.cancelled() => return self.shutdown().await,
-                res = attempt => match res {
-                    Ok(_) => break,
-                    Err(e) => {
-                        if !waited_logged {
-                            info!(error = %e, "waiting for the raft cluster before the first HA cycle");
-                            waited_logged = true;
-                        }
-                        self.publish_waiting().await;
-                    }
-                },
-            }
+        if !self.wait_for_raft(&shutdown).await {
+            return self.shutdown().await;
         }
         let mut view_rx = self.dcs.subscribe();
         let mut watched = crate::dcs::keys::watched_fingerprint(&view_rx.borrow());
@@ -231,42 +217,103 @@ impl HaLoop {
         self.shutdown().await;
     }
 
-    /// Publishes what we know of PostgreSQL while the store is not reachable yet.
-    async fn publish_waiting(&mut self) {
-        let data_dir = observe::data_dir(&self.pg).await;
-        let process = observe::pg_process(&self.pg).await;
-        let pg_status = observe::status_without_probe(&process, &data_dir, PgState::Stopped);
-        let timing = self.timing;
-        self.status_tx.send_modify(|status| {
-            status.pg = pg_status;
-            status.cluster = None;
-            status.reason = "waiting for the raft cluster".into();
-            status.next_cycle_at = Instant::now() + timing.loop_wait;
-        });
+    /// Decides nothing on a stale view: after a restart the local state machine may still show
+    /// our old leader key until it caught up with the Raft leader. False when shut down first.
+    async fn wait_for_raft(&mut self, shutdown: &CancellationToken) -> bool {
+        let mut waited_logged = false;
+        loop {
+            let attempt = self.dcs.view_linearizable(self.timing.retry_timeout);
+            tokio::select! {
+                _ = shutdown.cancelled() => return false,
+                res = attempt => match res {
+                    Ok(_) => return true,
+                    Err(e) => {
+                        if !waited_logged {
+                            info!(error = %e, "waiting for the raft cluster before the first HA cycle");
+                            waited_logged = true;
+                        }
+                        self.publish_waiting().await;
+                    }
+                },
+            }
+        }
     }
 
-    fn finish_action(&mut self, joined: Result<ActionOutcome, tokio::task::JoinError>) {
-        let Some(running) = self.state.running.take() else { return };
-        let answer = match joined {
-            Ok(outcome) => {
-                if let Some(following) = outcome.following {
-                    self.state.following = following;
-                }
-                self.state.rewind_failed = outcome.rewind_failed;
-                self.state.rewind_failed_at = outcome.rewind_failed.then(Instant::now);
-                if outcome.promotion.is_some() {
-                    self.state.pending_history = outcome.promotion;
-                }
-                info!(action = running.kind.describe(), "long action finished");
-                outcome.failed.map_or_else(|| Ok("restarted successfully".to_string()), |e| Err((503, e)))
-            }
-            Err(e) => {
-                warn!(action = running.kind.describe(), error = %e, "long action task failed");
-                Err((503, format!("{} failed", running.kind.describe())))
-            }
-        };
-        if let Some(reply) = running.reply {
-            let _ = reply.send(answer);
+    /// One cycle: observe one snapshot, decide, act on it, publish once.
+    async fn cycle(&mut self) {
+        self.retry_rewind_when_due();
+        let view = self.dcs.view();
+        self.refresh_dynamic(&view);
+        if let Some(kind) = self.state.running.as_ref().map(|r| r.kind) {
+            // While a long action runs, observing PostgreSQL can wait behind it (the supervisor
+            // serialises state changes), so the holder renews its lease first and observes
+            // nothing: a slow promote must never let the new leader's session expire.
+            return self.renew_during_action(&view, kind).await;
+        }
+        let snapshot = self.observe(view).await;
+        let decision = decide::decide(&snapshot.obs, &snapshot.view, &snapshot.cfg, SystemTime::now());
+        let sentence = decision.reason.to_string();
+        self.log_reason(&sentence, &decision.actions);
+        let ctx = self.exec_context(&snapshot);
+        let result = execute::run(&ctx, &decision.actions, &snapshot.obs).await;
+        self.absorb(&result);
+        self.restore_cluster_keys(&snapshot, &result).await;
+        let pg_status = publish::pg_status_after(&snapshot.obs, self.state.running.as_ref().map(|r| r.kind));
+        if !result.member_touched {
+            // A member touch is also how a node finds out whether the store answers again.
+            self.touch_member(&pg_status).await;
+        }
+        self.publish(&snapshot.view, pg_status, sentence);
+    }
+
+    fn retry_rewind_when_due(&mut self) {
+        if self.state.rewind_failed_at.is_some_and(|at| at.elapsed() >= REWIND_RETRY_AFTER) {
+            info!("retrying pg_rewind");
+            self.state.rewind_failed = false;
+            self.state.rewind_failed_at = None;
+        }
+    }
+
+    /// Logs the decision at INFO when its sentence changed, at DEBUG otherwise.
+    fn log_reason(&mut self, sentence: &str, actions: &[types::Action]) {
+        if sentence != self.state.last_reason {
+            info!(reason = %sentence, ?actions, "ha decision");
+            self.state.last_reason = sentence.to_string();
+        } else {
+            debug!(reason = %sentence, "ha decision");
+        }
+    }
+
+    fn exec_context<'a>(&'a self, snapshot: &'a observe::Snapshot) -> execute::Context<'a> {
+        let dynamic = self.dynamic.view();
+        execute::Context {
+            settings: &self.settings,
+            dcs: &self.dcs,
+            pg: &self.pg,
+            view: &snapshot.view,
+            paused: snapshot.cfg.paused,
+            timing: self.timing,
+            sync_policy: sync::SyncPolicy {
+                mode: dynamic.synchronous_mode,
+                strict: dynamic.synchronous_mode_strict,
+                node_count: dynamic.synchronous_node_count,
+                maximum_lag_on_syncnode: dynamic.maximum_lag_on_syncnode,
+            },
+        }
+    }
+
+    /// Carries what the actions did into the loop's state.
+    fn absorb(&mut self, result: &execute::ExecResult) {
+        if result.dcs_contacted {
+            self.state.last_dcs_ok = Some(Instant::now());
+            self.state.last_dcs_seen_wall = Some(SystemTime::now());
+        }
+        result.following.clone().apply(&mut self.state.following);
+        if result.clear_rewind_failed {
+            self.state.rewind_failed = false;
+        }
+        if result.demoted {
+            self.is_primary.store(false, Ordering::SeqCst);
         }
     }
 
@@ -309,247 +356,24 @@ impl HaLoop {
         }
     }
 
-    async fn cycle(&mut self) {
-        if self.state.rewind_failed_at.is_some_and(|at| at.elapsed() >= REWIND_RETRY_AFTER) {
-            info!("retrying pg_rewind");
-            self.state.rewind_failed = false;
-            self.state.rewind_failed_at = None;
-        }
-        let view = self.dcs.view();
-        self.refresh_dynamic(&view);
-        if let Some(kind) = self.state.running.as_ref().map(|r| r.kind) {
-            // While a long action runs, observing PostgreSQL can wait behind it (the supervisor
-            // serialises state changes), so the holder renews its lease first and observes
-            // nothing: a slow promote must never let the new leader's session expire.
-            self.renew_during_action(&view, kind).await;
-            return;
-        }
-        let now = Instant::now();
-        let dcs_ok = self.dcs_ok(now);
-        let lease = self.dcs.lease();
-        let data_dir = observe::data_dir(&self.pg).await;
-        let process = observe::pg_process(&self.pg).await;
-        self.is_primary.store(process.role() == Some(crate::status::Role::Primary), Ordering::SeqCst);
-        let leader_key_is_mine = self.dcs.leader_key_is_mine(&view);
-        self.adopt_following(&view, &process).await;
-        let cfg = self.ha_config();
-        if candidate::races_for_vacant_key(&view, &process, &cfg, dcs_ok) {
-            // Peers racing at the same instant ask us too: they must read this probe, taken after the key
-            // went vacant, not the status of our previous cycle (which they would not count as a vote).
-            let probed = observe::status_without_probe(&process, &data_dir, PgState::Running);
-            self.status_tx.send_modify(|status| observe::publish_race_probe(status, probed, &view, dcs_ok));
-        }
-        let peer_query = observe::PeerQuery {
-            http: &self.peer_http,
-            timeout: self.timing.retry_timeout.min(observe::PEER_STATUS_TIMEOUT),
-            view: &view,
-            cfg: &cfg,
-        };
-        let peers = observe::race_peers(&peer_query, &process, dcs_ok).await;
-        let obs = observe::observation(
-            data_dir.clone(),
-            process.clone(),
-            lease.holds_leader(now),
-            leader_key_is_mine,
-            dcs_ok,
-            self.state.running.as_ref().map(|r| r.kind),
-            peers,
-            self.state.following.clone(),
-            self.state.rewind_failed,
-            self.pg.rewind_incomplete(),
-        );
-        let decision = decide::decide(&obs, &view, &cfg, SystemTime::now());
-        let sentence = decision.reason.to_string();
-        if sentence != self.state.last_reason {
-            info!(reason = %sentence, actions = ?decision.actions, "ha decision");
-            self.state.last_reason = sentence.clone();
-        } else {
-            debug!(reason = %sentence, "ha decision");
-        }
-        let dynamic = self.dynamic.view();
-        let sync_policy = sync::SyncPolicy {
-            mode: dynamic.synchronous_mode,
-            strict: dynamic.synchronous_mode_strict,
-            node_count: dynamic.synchronous_node_count,
-            maximum_lag_on_syncnode: dynamic.maximum_lag_on_syncnode,
-        };
-        let ctx = execute::Context {
-            settings: &self.settings,
-            dcs: &self.dcs,
-            pg: &self.pg,
-            view: &view,
-            timing: self.timing,
-            sync_policy,
-        };
-        let result = execute::run(&ctx, &decision.actions, &process, &data_dir).await;
-        if result.dcs_contacted {
-            self.state.last_dcs_ok = Some(Instant::now());
-            self.state.last_dcs_seen_wall = Some(SystemTime::now());
-        }
-        if let Some(following) = result.following {
-            self.state.following = following;
-        }
-        self.restore_cluster_keys(&data_dir).await;
-        if result.clear_rewind_failed {
-            self.state.rewind_failed = false;
-        }
-        if let Some((kind, handle)) = result.spawned {
-            self.state.running = Some(Running { kind, handle, reply: None });
-        }
-        if result.demoted {
-            self.is_primary.store(false, Ordering::SeqCst);
-        }
-        let pg_state = match (&process, self.state.running.as_ref().map(|r| r.kind)) {
-            (PgProcess::Running(_), _) => PgState::Running,
-            (_, Some(ActionKind::Clone)) => PgState::CreatingReplica,
-            (_, Some(ActionKind::Bootstrap)) => PgState::InitializingNewCluster,
-            (_, Some(_)) => PgState::Starting,
-            (PgProcess::Unresponsive, None) => PgState::Unknown,
-            (PgProcess::Stopped, None) => PgState::Stopped,
-        };
-        let pg_status = observe::status_without_probe(&process, &data_dir, pg_state);
-        if !result.member_touched && dcs_ok_or_trying(dcs_ok) {
-            self.touch_member(&pg_status).await;
-        }
-        let lease = self.dcs.lease();
-        let paused = self.dynamic.view().pause;
-        let timing = self.timing;
-        let settings_tags = self.settings.tags.clone();
-        let max_lag = self.dynamic.view().maximum_lag_on_failover;
-        let dcs_last_seen = self.state.last_dcs_seen_wall;
-        let trusted = self.dcs_ok(Instant::now());
-        self.status_tx.send_modify(|status| {
-            observe::publish(
-                status,
-                observe::Published {
-                    pg: pg_status,
-                    view: &view,
-                    dcs_ok: trusted,
-                    leader_until: lease.leader_valid_until,
-                    fencing_token: lease.fencing_token,
-                    reason: sentence,
-                    next_cycle_at: Instant::now() + timing.loop_wait,
-                    dcs_last_seen,
-                },
-            );
-            status.paused = paused;
-            status.ttl = timing.ttl;
-            status.loop_wait = timing.loop_wait;
-            status.tags = settings_tags;
-            status.maximum_lag_on_failover = max_lag;
-            sync::publish_flags(status, &view, self.dynamic.view().synchronous_mode);
-        });
-        self.record_promotion().await;
-    }
-
-    /// Writes the last promotion's `history` line, stamping the first cycle that published this
-    /// node as a primary holding the lease (what `GET /primary` answers 200 on).
-    /// Once, on the first cycle that sees a running replica and a leader: if this raftgres restarted while
-    /// PostgreSQL kept running already configured to follow that leader, note so, and the replica keeps
-    /// running (and streaming, and acknowledging synchronous commits) instead of being restarted to follow it.
-    async fn adopt_following(&mut self, view: &ClusterView, process: &types::PgProcess) {
-        if self.state.adopted_checked || self.state.following.is_some() {
-            return;
-        }
-        let types::PgProcess::Running(status) = process else { return };
-        let Some(leader) = view.leader.as_ref().filter(|l| l.name != self.settings.name) else { return };
-        self.state.adopted_checked = true;
-        if status.role != crate::status::Role::Replica {
-            return;
-        }
-        let Some((host, port)) = view.members.get(&leader.name).and_then(|m| m.host_port()) else { return };
-        let target = crate::postgres::supervisor::ConnTarget { host, port };
-        let slot = crate::postgres::slots::slot_name(&self.settings.name);
-        match self.pg.follows(&target, &slot).await {
-            Ok(true) => {
-                info!(leader = %leader.name, "the running replica already follows the leader; keeping it running");
-                self.state.following = Some(leader.name.clone());
-            }
-            Ok(false) => {}
-            Err(e) => debug!(error = %e, "could not read the running replica's recovery settings"),
-        }
-    }
-
-    async fn record_promotion(&mut self) {
-        let Some((line, mut timeline)) = self.state.pending_history.take() else { return };
-        let healthy = {
-            let status = self.status_tx.borrow();
-            status.pg.role == crate::status::Role::Primary
-                && status.leader_until.is_some_and(|until| Instant::now() < until)
-        };
-        if healthy {
-            timeline.first_healthy_ms = Some(raft::lease::wall_ms());
-        }
-        info!(?timeline, "recording the promotion in history");
-        if let Err(e) = self.dcs.append_history(line, Some(&timeline), self.timing.retry_timeout).await {
-            warn!(error = %e, "failed to record the timeline switch in history");
-        }
-    }
-
-    /// One cycle while a long action runs: renew the lease when we hold the key, publish.
-    async fn renew_during_action(&mut self, view: &ClusterView, kind: ActionKind) {
-        let reason = if self.dcs.leader_key_is_mine(view) {
-            let pg_status = self.status_tx.borrow().pg.clone();
-            let identity = observe::MemberIdentity {
-                conn_url: &self.settings.conn_url,
-                api_url: &self.settings.api_url,
-                tags: &self.settings.tags,
-                raft_node_id: self.settings.raft_node_id,
-                scheduled_restart: self.settings.scheduled_restart.borrow().clone(),
-            };
-            let member = observe::member_data(&identity, &pg_status, self.dynamic.view().pause);
-            let lease_left = self.dcs.lease().leader_remaining(Instant::now());
-            let timeout = self.timing.renewal_timeout(lease_left);
-            match self.dcs.renew_leader(&member, None, self.timing.ttl, timeout).await {
-                Ok(true) => {
-                    self.state.last_dcs_ok = Some(Instant::now());
-                    self.state.last_dcs_seen_wall = Some(SystemTime::now());
-                }
-                Ok(false) => warn!(action = kind.describe(), "lost the leader lock during a long action"),
-                Err(e) => {
-                    warn!(action = kind.describe(), error = %e, "leader lock renewal during a long action failed")
-                }
-            }
-            types::Reason::InProgressRenewing(kind)
-        } else {
-            // Keep our session and member key alive through a long action (a clone, a rewind
-            // and restart): without them the primary would take us for gone and drop our
-            // replication slot, and the replica we are starting could not stream.
-            let pg_status = self.status_tx.borrow().pg.clone();
-            self.touch_member(&pg_status).await;
-            types::Reason::InProgress(kind)
-        };
-        let sentence = reason.to_string();
-        if sentence != self.state.last_reason {
-            info!(reason = %sentence, "ha decision");
-            self.state.last_reason = sentence.clone();
-        }
-        let lease = self.dcs.lease();
-        let loop_wait = self.timing.loop_wait;
-        self.status_tx.send_modify(|status| {
-            status.reason = sentence;
-            status.leader_until = lease.leader_valid_until;
-            status.fencing_token = lease.fencing_token;
-            status.next_cycle_at = Instant::now() + loop_wait;
-        });
-    }
-
     /// As Patroni's leader does, writes `initialize` and `config` again when they are missing (`raftgres remove`
     /// wiped them): the system identifier of our data directory and the dynamic configuration we run with.
-    async fn restore_cluster_keys(&self, data_dir: &types::DataDir) {
-        let view = self.dcs.view();
-        if !self.dcs.leader_key_is_mine(&view) {
+    /// Acts on the cycle's snapshot and on whether this cycle's actions left us holding the key.
+    async fn restore_cluster_keys(&self, snapshot: &observe::Snapshot, result: &execute::ExecResult) {
+        if !result.holds_key {
             return;
         }
         let timeout = self.timing.retry_timeout;
-        if let (None, types::DataDir::Initialized { system_id, .. }) = (&view.initialize, data_dir) {
+        if let (None, types::DataDir::Initialized { system_id, .. }) =
+            (&snapshot.view.initialize, &snapshot.obs.data_dir)
+        {
             match self.dcs.restore_initialize(&system_id.to_string(), timeout).await {
                 Ok(true) => info!(system_id = %system_id, "wrote the missing initialize key"),
                 Ok(false) => {}
                 Err(e) => warn!(error = %e, "failed to write the missing initialize key"),
             }
         }
-        if view.config.is_none() {
+        if snapshot.view.config.is_none() {
             match self.dcs.write_config_if_absent(self.dynamic.document(), timeout).await {
                 Ok(true) => info!("wrote the missing dynamic configuration"),
                 Ok(false) => {}
@@ -558,98 +382,12 @@ impl HaLoop {
         }
     }
 
-    /// The store is trusted while a write succeeded within `ttl` (or before the first one).
+    /// The store is trusted while a write succeeded within `ttl` (or, before the first one, while a
+    /// Raft leader is known).
     fn dcs_ok(&self, now: Instant) -> bool {
         match self.state.last_dcs_ok {
             Some(at) => now.duration_since(at) < self.timing.ttl,
-            None => self.dcs.node().status().leader.is_some(),
-        }
-    }
-
-    async fn touch_member(&mut self, pg_status: &crate::status::PgStatus) {
-        let identity = observe::MemberIdentity {
-            conn_url: &self.settings.conn_url,
-            api_url: &self.settings.api_url,
-            tags: &self.settings.tags,
-            raft_node_id: self.settings.raft_node_id,
-            scheduled_restart: self.settings.scheduled_restart.borrow().clone(),
-        };
-        let member = observe::member_data(&identity, pg_status, self.dynamic.view().pause);
-        match self.dcs.touch_member(&member, self.timing.ttl, self.timing.retry_timeout).await {
-            Ok(()) => {
-                self.state.last_dcs_ok = Some(Instant::now());
-                self.state.last_dcs_seen_wall = Some(SystemTime::now());
-            }
-            Err(e) => warn!(error = %e, "failed to update the member key"),
-        }
-    }
-
-    /// Serves one API request.
-    async fn handle_request(&mut self, request: requests::HaRequest) {
-        use requests::HaRequest;
-        let view = self.dcs.view();
-        match request {
-            HaRequest::Reload { reply } => {
-                let res = if self.pg.is_running() { self.pg.reload().await.map_err(|e| e.to_string()) } else { Ok(()) };
-                if let Err(e) = res {
-                    warn!(error = %e, "reload failed");
-                }
-                let _ = reply.send(Ok("reload scheduled".into()));
-            }
-            HaRequest::Restart { role, pending_only, reply } => {
-                if let Some(running) = &self.state.running {
-                    let _ = reply.send(Err(requests::already_in_progress(running.kind)));
-                    return;
-                }
-                let status = self.status_tx.borrow().pg.clone();
-                if role.is_some_and(|r| r != status.role) || (pending_only && !status.pending_restart) {
-                    let _ = reply.send(Err((503, "restart conditions are not satisfied".into())));
-                    return;
-                }
-                let start_role = match (&status.role, view.leader.as_ref()) {
-                    (crate::status::Role::Primary, _) => crate::postgres::supervisor::StartRole::Primary,
-                    (_, Some(leader)) if leader.name != self.settings.name => {
-                        match view.members.get(&leader.name).and_then(|m| m.host_port()) {
-                            Some((host, port)) => crate::postgres::supervisor::StartRole::Replica {
-                                primary: crate::postgres::supervisor::ConnTarget { host, port },
-                                slot: Some(crate::postgres::slots::slot_name(&self.settings.name)),
-                            },
-                            None => crate::postgres::supervisor::StartRole::Standby,
-                        }
-                    }
-                    _ => crate::postgres::supervisor::StartRole::Standby,
-                };
-                let handle = tokio::spawn(long::restart_on_request(self.pg.clone(), start_role));
-                self.state.running = Some(Running { kind: ActionKind::Restart, handle, reply: Some(reply) });
-            }
-            HaRequest::Reinitialize { force, from_leader: _, reply } => {
-                if self.dcs.leader_key_is_mine(&view) {
-                    let _ = reply.send(Err((503, "I am the leader, can not reinitialize".into())));
-                    return;
-                }
-                let Some(leader) = view.leader.as_ref().map(|l| l.name.clone()) else {
-                    let _ = reply.send(Err((503, "Cluster has no leader, can not reinitialize".into())));
-                    return;
-                };
-                if let Some(running) = self.state.running.take() {
-                    if !force {
-                        let answer = requests::already_in_progress(running.kind);
-                        self.state.running = Some(running);
-                        let _ = reply.send(Err(answer));
-                        return;
-                    }
-                    running.handle.abort();
-                }
-                let Some((host, port)) = view.members.get(&leader).and_then(|m| m.host_port()) else {
-                    let _ = reply.send(Err((503, "Cluster has no leader, can not reinitialize".into())));
-                    return;
-                };
-                let target = crate::postgres::supervisor::ConnTarget { host, port };
-                let slot = crate::postgres::slots::slot_name(&self.settings.name);
-                let handle = tokio::spawn(long::clone(self.pg.clone(), leader, target, slot, true));
-                self.state.running = Some(Running { kind: ActionKind::Clone, handle, reply: None });
-                let _ = reply.send(Ok("reinitialize started".into()));
-            }
+            None => self.dcs.raft_leader_known(),
         }
     }
 
@@ -661,8 +399,7 @@ impl HaLoop {
         if let Some(running) = self.state.running.take() {
             running.handle.abort();
         }
-        let paused = self.dynamic.view().pause;
-        if paused {
+        if self.dynamic.view().pause {
             info!("paused: leaving PostgreSQL running and the leader lock in place");
             return;
         }
@@ -686,11 +423,3 @@ impl HaLoop {
         }
     }
 }
-
-fn dcs_ok_or_trying(_dcs_ok: bool) -> bool {
-    // A member touch is also how we find out whether the store answers again.
-    true
-}
-
-/// Default grace before the first cycle may declare the store unreachable.
-pub const DCS_GRACE: Duration = Duration::from_secs(5);

@@ -1,13 +1,52 @@
-//! Requests from the REST API to the HA loop (restart, reload, reinitialize), answered with
-//! Patroni's texts. They arrive as one more input of the loop's `select!`, so an action never
-//! races a cycle; long ones run as tracked tasks like any other long action.
+//! Requests from the REST API to the HA loop (restart, reload, reinitialize). They arrive as one
+//! more input of the loop's `select!`, so an action never races a cycle; long ones run as tracked
+//! tasks like any other long action. A request the loop does not carry out is answered with a
+//! [`Refusal`]; the REST API turns it into Patroni's status code and text (the loop knows nothing
+//! of HTTP).
+
+use std::fmt;
 
 use tokio::sync::oneshot;
+use tracing::warn;
 
+use super::long;
+use super::running::Running;
+use super::types::ActionKind;
+use super::HaLoop;
+use crate::dcs::view::ClusterView;
+use crate::postgres::slots::slot_name;
+use crate::postgres::supervisor::StartRole;
 use crate::status::Role;
 
-/// A reply: `Ok(text)` for success codes, `Err((status, text))` otherwise.
-pub type Reply = oneshot::Sender<Result<String, (u16, String)>>;
+/// Why the loop did not do what was asked; `Display` is Patroni's text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Another long action is running.
+    InProgress(ActionKind),
+    /// The request's role or pending-restart condition does not hold.
+    ConditionsNotMet,
+    /// The leader cannot reinitialize itself.
+    IsLeader,
+    /// There is no leader to clone from.
+    NoLeader,
+    /// The action ran and failed; the text says how.
+    Failed(String),
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::InProgress(kind) => write!(f, "{} already in progress", kind.describe()),
+            Refusal::ConditionsNotMet => f.write_str("restart conditions are not satisfied"),
+            Refusal::IsLeader => f.write_str("I am the leader, can not reinitialize"),
+            Refusal::NoLeader => f.write_str("Cluster has no leader, can not reinitialize"),
+            Refusal::Failed(text) => f.write_str(text),
+        }
+    }
+}
+
+/// A reply: `Ok(text)` when done, else the refusal.
+pub type Reply = oneshot::Sender<Result<String, Refusal>>;
 
 /// What the API asks of the loop.
 #[derive(Debug)]
@@ -37,7 +76,66 @@ pub enum HaRequest {
     },
 }
 
-/// Patroni's text when an action is already running.
-pub fn already_in_progress(kind: super::types::ActionKind) -> (u16, String) {
-    (503, format!("{} already in progress", kind.describe()))
+impl HaLoop {
+    /// Serves one API request.
+    pub(super) async fn handle_request(&mut self, request: HaRequest) {
+        let view = self.dcs.view();
+        match request {
+            HaRequest::Reload { reply } => {
+                let res = if self.pg.is_running() { self.pg.reload().await.map_err(|e| e.to_string()) } else { Ok(()) };
+                if let Err(e) = res {
+                    warn!(error = %e, "reload failed");
+                }
+                let _ = reply.send(Ok("reload scheduled".into()));
+            }
+            HaRequest::Restart { role, pending_only, reply } => self.restart(&view, role, pending_only, reply),
+            HaRequest::Reinitialize { force, from_leader: _, reply } => {
+                let answer = self.reinitialize(&view, force);
+                let _ = reply.send(answer);
+            }
+        }
+    }
+
+    fn restart(&mut self, view: &ClusterView, role: Option<Role>, pending_only: bool, reply: Reply) {
+        if let Some(running) = &self.state.running {
+            let _ = reply.send(Err(Refusal::InProgress(running.kind)));
+            return;
+        }
+        let status = self.status_tx.borrow().pg.clone();
+        if role.is_some_and(|r| r != status.role) || (pending_only && !status.pending_restart) {
+            let _ = reply.send(Err(Refusal::ConditionsNotMet));
+            return;
+        }
+        let leader = view.leader.as_ref().filter(|leader| leader.name != self.settings.name);
+        let start_role = match (&status.role, leader) {
+            (Role::Primary, _) => StartRole::Primary,
+            (_, Some(leader)) => match super::execute::target_of(view, &leader.name) {
+                Some(primary) => StartRole::Replica { primary, slot: Some(slot_name(&self.settings.name)) },
+                None => StartRole::Standby,
+            },
+            _ => StartRole::Standby,
+        };
+        let handle = tokio::spawn(long::restart_on_request(self.pg.clone(), start_role));
+        self.state.running = Some(Running { kind: ActionKind::Restart, handle, reply: Some(reply) });
+    }
+
+    fn reinitialize(&mut self, view: &ClusterView, force: bool) -> Result<String, Refusal> {
+        if self.dcs.leader_key_is_mine(view) {
+            return Err(Refusal::IsLeader);
+        }
+        let leader = view.leader.as_ref().map(|l| l.name.clone()).ok_or(Refusal::NoLeader)?;
+        if let Some(running) = self.state.running.take() {
+            if !force {
+                let refusal = Refusal::InProgress(running.kind);
+                self.state.running = Some(running);
+                return Err(refusal);
+            }
+            running.handle.abort();
+        }
+        let target = super::execute::target_of(view, &leader).ok_or(Refusal::NoLeader)?;
+        let slot = slot_name(&self.settings.name);
+        let handle = tokio::spawn(long::clone(self.pg.clone(), leader, target, slot, true));
+        self.state.running = Some(Running { kind: ActionKind::Clone, handle, reply: None });
+        Ok("reinitialize started".into())
+    }
 }

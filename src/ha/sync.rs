@@ -19,7 +19,6 @@ use crate::postgres::sync::render_synchronous_standby_names;
 use crate::postgres::sync::Strictness;
 use crate::postgres::sync::SyncMode;
 use crate::postgres::sync::SyncRequest;
-use crate::status::NodeStatus;
 use crate::status::ReplicationRow;
 
 /// The standby name strict mode waits for when no eligible standby is left (refused as a
@@ -212,18 +211,6 @@ pub fn may_race(view: &ClusterView, me: &str, mode: SynchronousMode) -> bool {
     match view.sync.as_ref().map(|s| &s.value) {
         Some(key) if key.leader.is_some() => key.leader.as_deref() == Some(me) || key.members().iter().any(|m| m == me),
         _ => true,
-    }
-}
-
-/// PURE: sets `sync_standby` / `quorum_standby` of the published status (Patroni's `/sync`, `/quorum`) from
-/// the `sync` key and the mode, and marks the cluster summary as quorum mode.
-pub fn publish_flags(status: &mut NodeStatus, view: &ClusterView, mode: SynchronousMode) {
-    let named =
-        view.sync.as_ref().is_some_and(|s| s.value.leader.is_some() && s.value.members().contains(&status.name));
-    status.sync_standby = named && mode == SynchronousMode::On;
-    status.quorum_standby = named && mode == SynchronousMode::Quorum;
-    if let Some(cluster) = status.cluster.as_mut() {
-        cluster.quorum_mode = mode == SynchronousMode::Quorum;
     }
 }
 

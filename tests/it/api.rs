@@ -264,7 +264,7 @@ async fn store_backed_endpoints_follow_patroni() {
                 }
                 HaRequest::Reinitialize { force, reply, .. } => {
                     seen.push(if force { "reinitialize force" } else { "reinitialize" });
-                    let _ = reply.send(Err((503, "I am the leader, can not reinitialize".into())));
+                    let _ = reply.send(Err(raftgres::ha::requests::Refusal::IsLeader));
                 }
             }
             if seen.len() == 3 {

@@ -22,11 +22,24 @@ use crate::api::reply;
 use crate::api::reply::BodyRule;
 use crate::api::ApiState;
 use crate::ha::requests::HaRequest;
+use crate::ha::requests::Refusal;
 
 /// How long `POST /reinitialize` waits for the HA loop to accept the request.
 const REINITIALIZE_ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long `POST /reload` waits for room in the HA loop's request queue.
 const RELOAD_SEND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The status code Patroni answers a refused restart or reinitialize with: 503 whatever the reason
+/// (a busy node, unmet conditions, the leader asked to reinitialize, no leader, a failed action).
+pub fn refusal_status(refusal: &Refusal) -> u16 {
+    match refusal {
+        Refusal::InProgress(_)
+        | Refusal::ConditionsNotMet
+        | Refusal::IsLeader
+        | Refusal::NoLeader
+        | Refusal::Failed(_) => 503,
+    }
+}
 
 /// `POST /reload`: re-read the TLS certificate and ask the HA loop to reload PostgreSQL; always 202.
 pub async fn post_reload(State(state): State<ApiState>) -> Result<Response, ApiError> {
@@ -64,7 +77,7 @@ pub async fn post_reinitialize(
     }
     Ok(match tokio::time::timeout(REINITIALIZE_ANSWER_TIMEOUT, answer).await {
         Ok(Ok(Ok(text))) => reply::text(200, text),
-        Ok(Ok(Err((code, text)))) => reply::text(code, text),
+        Ok(Ok(Err(refusal))) => reply::text(refusal_status(&refusal), refusal.to_string()),
         Ok(Err(_)) | Err(_) => reply::text(503, "reinitialize failed: the HA loop did not answer"),
     })
 }

@@ -193,7 +193,7 @@ async fn restart_now(state: &ApiState, request: &RestartRequest) -> Result<(u16,
     }
     Ok(match answer.await {
         Ok(Ok(text)) => (200, text),
-        Ok(Err((code, text))) => (code, text),
+        Ok(Err(refusal)) => (super::refusal_status(&refusal), refusal.to_string()),
         Err(_) => (503, "restart failed".into()),
     })
 }

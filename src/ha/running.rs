@@ -1,0 +1,128 @@
+//! A long action in progress: what the loop keeps of it ([`Running`]), what it reports back
+//! ([`ActionOutcome`]), and the two things the loop does about it, finishing it
+//! ([`HaLoop::finish_action`]) and keeping the lease and the member key alive while it runs
+//! ([`HaLoop::renew_during_action`]).
+//!
+//! The actions themselves live in [`super::long`].
+
+use std::time::SystemTime;
+
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::info;
+use tracing::warn;
+
+use super::requests::Refusal;
+use super::requests::Reply;
+use super::types::ActionKind;
+use super::types::Reason;
+use super::HaLoop;
+use crate::dcs::view::ClusterView;
+
+/// A long action running in the background.
+pub(super) struct Running {
+    /// What it is.
+    pub kind: ActionKind,
+    /// Its task.
+    pub handle: JoinHandle<ActionOutcome>,
+    /// The API request waiting for this action to finish, if any.
+    pub reply: Option<Reply>,
+}
+
+/// Whom PostgreSQL follows after an action.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Following {
+    /// The action did not change it.
+    #[default]
+    Unchanged,
+    /// PostgreSQL follows nobody (a primary, a standalone standby, stopped).
+    Nobody,
+    /// PostgreSQL is configured to follow this member.
+    Member(String),
+}
+
+impl Following {
+    /// Applies the change to the loop's record of whom PostgreSQL follows.
+    pub fn apply(self, following: &mut Option<String>) {
+        match self {
+            Following::Unchanged => {}
+            Following::Nobody => *following = None,
+            Following::Member(name) => *following = Some(name),
+        }
+    }
+}
+
+/// What a long action reports back to the loop.
+#[derive(Debug, Clone, Default)]
+pub struct ActionOutcome {
+    /// Whom PostgreSQL follows now.
+    pub following: Following,
+    /// Rewind from the current leader failed.
+    pub rewind_failed: bool,
+    /// The action failed; the text is reported to a waiting API request.
+    pub failed: Option<String>,
+}
+
+impl HaLoop {
+    /// Takes the finished action's outcome into the loop's state and answers a waiting request.
+    pub(super) fn finish_action(&mut self, joined: Result<ActionOutcome, tokio::task::JoinError>) {
+        let Some(running) = self.state.running.take() else { return };
+        let answer = match joined {
+            Ok(outcome) => {
+                outcome.following.apply(&mut self.state.following);
+                self.state.rewind_failed = outcome.rewind_failed;
+                self.state.rewind_failed_at = outcome.rewind_failed.then(Instant::now);
+                info!(action = running.kind.describe(), "long action finished");
+                outcome.failed.map_or_else(|| Ok("restarted successfully".to_string()), |e| Err(Refusal::Failed(e)))
+            }
+            Err(e) => {
+                warn!(action = running.kind.describe(), error = %e, "long action task failed");
+                Err(Refusal::Failed(format!("{} failed", running.kind.describe())))
+            }
+        };
+        if let Some(reply) = running.reply {
+            let _ = reply.send(answer);
+        }
+    }
+
+    /// One cycle while a long action runs: renew the lease when we hold the key (else keep the
+    /// member key alive), publish the sentence.
+    pub(super) async fn renew_during_action(&mut self, view: &ClusterView, kind: ActionKind) {
+        let pg_status = self.status_tx.borrow().pg.clone();
+        let reason = if self.dcs.leader_key_is_mine(view) {
+            let member = self.settings.member_data(&pg_status, self.dynamic.view().pause);
+            let lease_left = self.dcs.lease().leader_remaining(Instant::now());
+            let timeout = self.timing.renewal_timeout(lease_left);
+            match self.dcs.renew_leader(&member, None, self.timing.ttl, timeout).await {
+                Ok(true) => {
+                    self.state.last_dcs_ok = Some(Instant::now());
+                    self.state.last_dcs_seen_wall = Some(SystemTime::now());
+                }
+                Ok(false) => warn!(action = kind.describe(), "lost the leader lock during a long action"),
+                Err(e) => {
+                    warn!(action = kind.describe(), error = %e, "leader lock renewal during a long action failed")
+                }
+            }
+            Reason::InProgressRenewing(kind)
+        } else {
+            // Keep our session and member key alive through a long action (a clone, a rewind
+            // and restart): without them the primary would take us for gone and drop our
+            // replication slot, and the replica we are starting could not stream.
+            self.touch_member(&pg_status).await;
+            Reason::InProgress(kind)
+        };
+        let sentence = reason.to_string();
+        if sentence != self.state.last_reason {
+            info!(reason = %sentence, "ha decision");
+            self.state.last_reason = sentence.clone();
+        }
+        let lease = self.dcs.lease();
+        let loop_wait = self.timing.loop_wait;
+        self.status_tx.send_modify(|status| {
+            status.reason = sentence;
+            status.leader_until = lease.leader_valid_until;
+            status.fencing_token = lease.fencing_token;
+            status.next_cycle_at = Instant::now() + loop_wait;
+        });
+    }
+}
