@@ -235,7 +235,7 @@ async fn primary_lifecycle_stop_start_and_adoption() {
     assert_eq!(meta.mode() & 0o777, 0o700);
     let expected_uid = sup.run_as().map_or_else(|| nix::unistd::geteuid().as_raw(), |owner| owner.uid);
     assert_eq!(meta.uid(), expected_uid);
-    let DataDirState::Initialized { controldata } = sup.data_dir_state().await else { panic!("not initialized") };
+    let DataDirState::Initialized { controldata, .. } = sup.data_dir_state().await else { panic!("not initialized") };
     let probe = sup.probe().await.map_err(show).unwrap();
     assert!(!probe.in_recovery);
     assert_eq!(probe.timeline, Some(TimelineId(1)));
@@ -259,7 +259,7 @@ async fn primary_lifecycle_stop_start_and_adoption() {
     assert!(!sup.is_running());
     let exit = exits.borrow_and_update().clone().expect("the stop is published");
     assert!(exit.expected);
-    let DataDirState::Initialized { controldata } = sup.data_dir_state().await else { panic!("not initialized") };
+    let DataDirState::Initialized { controldata, .. } = sup.data_dir_state().await else { panic!("not initialized") };
     assert_eq!(controldata.state, ClusterState::ShutDown);
     sup.stop(StopMode::Fast).await.map_err(show).unwrap();
     sup.start(StartRole::Primary).await.map_err(show).unwrap();
@@ -362,8 +362,16 @@ async fn replica_clone_promote_and_rewind() {
     // (2) Clone n2 from n1, follow it through a slot, and see rows arrive.
     n1.ensure_slots(&BTreeSet::from([slot_name("n2")])).await.map_err(show).unwrap();
     n2.basebackup(&target(&n1)).await.map_err(show).unwrap();
+    // A base backup that never started carries n1's pg_control (`in production`): it is marked as such, so
+    // the HA loop does not take it for a crashed old primary.
+    let state = n2.data_dir_state().await;
+    assert!(
+        matches!(state, DataDirState::Initialized { unfinished_backup: true, ref controldata } if controldata.state == ClusterState::InProduction),
+        "{state:?}"
+    );
     let replica_of_n1 = StartRole::Replica { primary: target(&n1), slot: Some(slot_name("n2")) };
     n2.start(replica_of_n1).await.map_err(show).unwrap();
+    assert!(matches!(n2.data_dir_state().await, DataDirState::Initialized { unfinished_backup: false, .. }));
     let probe = eventually("n2 to stream from n1", PATIENCE, || async {
         let probe = n2.probe().await.map_err(show)?;
         match probe.replication_state.as_deref() {
@@ -410,9 +418,12 @@ async fn replica_clone_promote_and_rewind() {
     n2.checkpoint().await.map_err(show).unwrap();
     sql(port2, "INSERT INTO t VALUES ('after-failover')").await.unwrap();
 
-    // The old primary diverges, stops, is rewound from n2 and follows it.
+    // The old primary diverges and crashes right after its replica configuration was written (an
+    // unclean pg_control and a `standby.signal`, which pg_rewind's single-user crash recovery refuses);
+    // it is rewound from n2 and follows it.
     sql(port1, "INSERT INTO t VALUES ('diverged')").await.unwrap();
-    n1.stop(StopMode::Fast).await.map_err(show).unwrap();
+    n1.stop(StopMode::Immediate).await.map_err(show).unwrap();
+    std::fs::write(dir.dir.path().join("n1/data/standby.signal"), b"").unwrap();
     assert!(matches!(n1.rewind(&target(&n2)).await, Ok(RewindOutcome::Rewound)), "pg_rewind must rewind");
     n2.ensure_slots(&BTreeSet::from([slot_name("n1")])).await.map_err(show).unwrap();
     n1.start(StartRole::Replica { primary: target(&n2), slot: Some(slot_name("n1")) }).await.map_err(show).unwrap();

@@ -255,8 +255,8 @@ impl HaLoop {
         let sentence = decision.reason.to_string();
         self.log_reason(&sentence, &decision.actions);
         let ctx = self.exec_context(&snapshot);
-        let result = execute::run(&ctx, &decision.actions, &snapshot.obs).await;
-        self.absorb(&result);
+        let mut result = execute::run(&ctx, &decision.actions, &snapshot.obs).await;
+        self.absorb(&mut result);
         self.restore_cluster_keys(&snapshot, &result).await;
         let pg_status = publish::pg_status_after(&snapshot.obs, self.state.running.as_ref().map(|r| r.kind));
         if !result.member_touched {
@@ -302,8 +302,11 @@ impl HaLoop {
         }
     }
 
-    /// Carries what the actions did into the loop's state.
-    fn absorb(&mut self, result: &execute::ExecResult) {
+    /// Carries what the actions did into the loop's state: a long action it started now runs.
+    fn absorb(&mut self, result: &mut execute::ExecResult) {
+        if let Some((kind, handle)) = result.spawned.take() {
+            self.state.running = Some(Running { kind, handle, reply: None });
+        }
         if result.dcs_contacted {
             self.state.last_dcs_ok = Some(Instant::now());
             self.state.last_dcs_seen_wall = Some(SystemTime::now());

@@ -105,15 +105,21 @@ pub async fn data_dir(pg: &Supervisor) -> DataDir {
     match pg.data_dir_state().await {
         DataDirState::Missing => DataDir::Empty,
         DataDirState::Invalid(why) => DataDir::Invalid(why),
-        DataDirState::Initialized { controldata } => DataDir::Initialized {
+        // A base backup never started carries its source's pg_control (`in production` when cloned from a
+        // primary). Failure scenario without the check: (1) a new replica is cloned; (2) its first start is
+        // killed (load, a stop of raftgres) before recovery began; (3) pg_control says `in production`, so the
+        // node looks like a crashed old primary and is sent to pg_rewind; (4) pg_rewind's single-user crash
+        // recovery refuses `standby.signal`, and the replica never starts. It is a replica to start instead.
+        DataDirState::Initialized { controldata, unfinished_backup } => DataDir::Initialized {
             system_id: controldata.system_id,
-            was_primary: matches!(
-                controldata.state,
-                PgClusterState::InProduction
-                    | PgClusterState::ShutDown
-                    | PgClusterState::ShuttingDown
-                    | PgClusterState::InCrashRecovery
-            ),
+            was_primary: !unfinished_backup
+                && matches!(
+                    controldata.state,
+                    PgClusterState::InProduction
+                        | PgClusterState::ShutDown
+                        | PgClusterState::ShuttingDown
+                        | PgClusterState::InCrashRecovery
+                ),
             timeline: controldata.checkpoint_timeline,
         },
     }

@@ -29,6 +29,10 @@ pub enum DataDirState {
     Initialized {
         /// `pg_controldata` output.
         controldata: ControlData,
+        /// A `backup_label` is present: a base backup (pg_basebackup) that was never started. Its
+        /// pg_control is the source's, `in production` when cloned from a primary, so that state says
+        /// nothing about this directory having run as a primary.
+        unfinished_backup: bool,
     },
     /// Something else: unreadable, wrong owner, not a cluster. The text says what and what to do.
     Invalid(String),
@@ -41,7 +45,7 @@ impl Supervisor {
         let owner = self.inner.owner.clone();
         let layout = files::blocking("inspect the data directory", move || {
             if files::is_missing_or_empty(&data_dir)? {
-                return Ok(false);
+                return Ok(None);
             }
             files::check_owner(&data_dir, owner.as_ref())?;
             if !data_dir.join("global/pg_control").is_file() {
@@ -50,15 +54,15 @@ impl Supervisor {
                     detail: "is not empty but has no global/pg_control; remove its contents or fix the path".into(),
                 });
             }
-            Ok(true)
+            Ok(Some(data_dir.join("backup_label").is_file()))
         });
-        match layout.await {
-            Ok(false) => return DataDirState::Missing,
-            Ok(true) => {}
+        let unfinished_backup = match layout.await {
+            Ok(None) => return DataDirState::Missing,
+            Ok(Some(unfinished_backup)) => unfinished_backup,
             Err(e) => return DataDirState::Invalid(error_chain(&e)),
-        }
+        };
         match self.read_controldata().await {
-            Ok(controldata) => DataDirState::Initialized { controldata },
+            Ok(controldata) => DataDirState::Initialized { controldata, unfinished_backup },
             Err(e) => DataDirState::Invalid(error_chain(&e)),
         }
     }

@@ -94,7 +94,7 @@ impl Supervisor {
         let cfg = &self.inner.cfg;
         let bad_data_dir = |detail: String| PgError::BadDataDir { path: cfg.data_dir.clone(), detail };
         match self.data_dir_state().await {
-            DataDirState::Initialized { controldata } if controldata.rewind_possible() => {}
+            DataDirState::Initialized { controldata, .. } if controldata.rewind_possible() => {}
             DataDirState::Initialized { .. } => {
                 return Err(bad_data_dir("pg_rewind needs wal_log_hints = on or data checksums".into()))
             }
@@ -103,6 +103,15 @@ impl Supervisor {
         }
         let this = self.clone();
         files::blocking("write pgpass", move || this.write_pgpass()).await?;
+        // pg_rewind first brings an unclean target to a clean shutdown in single-user mode, which refuses
+        // to run with `standby.signal` ("standby mode is not supported by single-user servers"): an old
+        // primary killed right after raftgres wrote its replica configuration would never rewind. The next
+        // start writes the signal file again for the role it starts in (Patroni removes it too).
+        let signals = [cfg.data_dir.join("standby.signal"), cfg.data_dir.join("recovery.signal")];
+        files::blocking("remove the recovery signal files before pg_rewind", move || {
+            signals.iter().try_for_each(|signal| files::remove_durable(signal))
+        })
+        .await?;
         let creds = cfg.rewind.as_ref().unwrap_or(&cfg.superuser);
         let source = ConnInfo {
             host: from.host.clone(),
