@@ -19,6 +19,33 @@ const MAX_LINES: usize = 800;
 /// Files allowed over [`MAX_LINES`]: `(path relative to the workspace root, reason)`.
 const LENGTH_ALLOWLIST: &[(&str, &str)] = &[];
 
+/// Files allowed `expect(` outside tests: `(path, reason)`; each is a real invariant, not input or I/O.
+const EXPECT_ALLOWLIST: &[(&str, &str)] = &[(
+    "raft/src/store/sm.rs",
+    "a poisoned state-machine lock means `apply` panicked half-way; serving that state would be worse than stopping",
+)];
+
+/// What a file ARCHITECTURE.md lists as pure may not contain outside comments and its test module:
+/// `(token, what it is)`. `tokio::time::Instant` as a value type is fine; reading the clock is not.
+const IMPURE: &[(&str, &str)] = &[
+    ("async fn", "async code"),
+    (".await", "async code"),
+    ("tokio::spawn", "async code"),
+    ("std::fs", "file I/O"),
+    ("fs::", "file I/O"),
+    ("File::", "file I/O"),
+    ("std::net", "network I/O"),
+    ("tokio::net", "network I/O"),
+    ("reqwest", "network I/O"),
+    ("std::process", "process I/O"),
+    ("Instant::now(", "a clock read"),
+    ("SystemTime::now(", "a clock read"),
+    ("Utc::now(", "a clock read"),
+];
+
+/// The line of ARCHITECTURE.md that lists the pure files, by its bold label.
+const PURE_FILES_LABEL: &str = "**Pure files";
+
 /// Attributes that hide a failing test instead of fixing it or asserting the current behaviour.
 const BANNED_ATTRIBUTES: &[&str] = &["#[ignore", "#[should_panic"];
 
@@ -68,16 +95,46 @@ fn check_file(rel: &str, text: &str, problems: &mut Vec<String>) {
             in_test_code = true;
         }
         if !in_test_code && !trimmed.starts_with("//") && line.contains(".unwrap()") {
+            problems.push(format!("{rel}:{line_no}: .unwrap() outside tests; propagate the error"));
+        }
+        let expect_allowed = EXPECT_ALLOWLIST.iter().any(|(path, _)| *path == rel);
+        if !in_test_code && !trimmed.starts_with("//") && line.contains(".expect(") && !expect_allowed {
             problems.push(format!(
-                "{rel}:{line_no}: .unwrap() outside tests; propagate the error or use expect(\"<why it cannot fail>\")"
+                "{rel}:{line_no}: .expect( outside tests; propagate the error, or add the file to EXPECT_ALLOWLIST \
+                 with the invariant that makes it impossible"
             ));
         }
     }
 }
 
-/// Test code may unwrap: files under a `tests/` directory and files named `tests.rs`.
+/// A pure file: no I/O, no async, no clock reads outside comments and its test module.
+fn check_pure(rel: &str, text: &str, problems: &mut Vec<String>) {
+    for (line_idx, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("#[cfg(test)]") {
+            return;
+        }
+        if trimmed.starts_with("//") {
+            continue;
+        }
+        if let Some((token, what)) = IMPURE.iter().find(|(token, _)| line.contains(token)) {
+            problems.push(format!(
+                "{rel}:{}: `{token}` ({what}) in a file ARCHITECTURE.md calls pure; move it to the shell around it",
+                line_idx + 1
+            ));
+        }
+    }
+}
+
+/// The files ARCHITECTURE.md lists as pure: every backticked `.rs` path on its [`PURE_FILES_LABEL`] line.
+fn pure_files(doc: &str) -> Vec<String> {
+    let Some(line) = doc.lines().find(|line| line.contains(PURE_FILES_LABEL)) else { return Vec::new() };
+    line.split('`').skip(1).step_by(2).filter(|item| item.ends_with(".rs")).map(str::to_string).collect()
+}
+
+/// Test code may unwrap: files under a `tests/` directory and files named `tests.rs` or `*_tests.rs`.
 fn is_test_file(rel: &str) -> bool {
-    rel.split('/').any(|part| part == "tests") || rel.ends_with("/tests.rs")
+    rel.split('/').any(|part| part == "tests") || rel.ends_with("/tests.rs") || rel.ends_with("_tests.rs")
 }
 
 /// Every top-level module of `src/` and `raft/src/` is named in ARCHITECTURE.md.
@@ -90,6 +147,16 @@ fn check_architecture(root: &Path, problems: &mut Vec<String>) {
             return;
         }
     };
+    let pure = pure_files(&doc);
+    if pure.is_empty() {
+        problems.push(format!("ARCHITECTURE.md:1: no `{PURE_FILES_LABEL}` line listing the pure files"));
+    }
+    for rel in pure {
+        match std::fs::read_to_string(root.join(&rel)) {
+            Ok(text) => check_pure(&rel, &text, problems),
+            Err(e) => problems.push(format!("ARCHITECTURE.md:1: lists `{rel}` as pure but it cannot be read: {e}")),
+        }
+    }
     for crate_dir in MODULE_ROOTS {
         for module in top_level_modules(&root.join(crate_dir)) {
             let module_path = format!("{crate_dir}/{module}");
@@ -166,4 +233,18 @@ fn module_mentions_match_whole_paths() {
     check_mention("`raft/src/config.rs` only", "src/config", false);
     check_mention("`src/configs/`", "src/config", false);
     check_mention("`raft/src/config.rs`", "raft/src/config", true);
+}
+
+#[test]
+fn pure_checks_flag_io_async_and_clocks_but_not_comments_or_tests() {
+    let mut problems = Vec::new();
+    let text =
+        "//! pure\nuse tokio::time::Instant;\n// Instant::now() in a comment\nfn f() { let t = Instant::now(); }\n\
+                async fn g() {}\n#[cfg(test)]\nmod tests { fn h() { std::fs::read(\"x\"); } }\n";
+    check_pure("src/x.rs", text, &mut problems);
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(problems[0].starts_with("src/x.rs:4: `Instant::now(` (a clock read)"), "{problems:?}");
+    assert!(problems[1].starts_with("src/x.rs:5: `async fn`"), "{problems:?}");
+    let doc = "- **Pure files** (tidy): `src/ha/decide.rs`, `raft/src/state.rs` and `ha::decide`.";
+    assert_eq!(pure_files(doc), ["src/ha/decide.rs", "raft/src/state.rs"]);
 }

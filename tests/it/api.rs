@@ -572,5 +572,5 @@ async fn actions_against_a_live_three_node_cluster() {
     assert_eq!(cluster["scheduled_switchover"]["to"], json!(format!("node{second}")), "{cluster}");
     let scheduled = new_primary(c, first, Duration::from_secs(60)).await;
     assert_eq!(scheduled, second, "the scheduled candidate is the new primary\n{}", logs(c));
-    c.stop_all().await.expect("stop the cluster");
+    finish(c, &[]).await;
 }

@@ -270,7 +270,7 @@ async fn cli_lists_and_reconfigures_a_live_cluster() {
     assert!(error.contains("is not a replica"), "{error}");
     let primary = healthy(c).await;
     check_one_node_stopped(c, primary).await;
-    c.stop_all().await.expect("stop the cluster");
+    finish(c, &[]).await;
 }
 
 /// `list` in every format (also through `-c node.yml`), `topology`, `history` and `show-config`.
@@ -376,7 +376,7 @@ async fn cli_members_change_the_raft_membership() {
     let lease = format!(" Leader lease: node{primary} (fencing token ");
     assert!(pretty.lines().any(|line| line.starts_with(&lease)), "the footer names the lease holder:\n{pretty}");
     check_members(c, primary).await;
-    c.stop_all().await.expect("stop the cluster");
+    finish(c, &[]).await;
 }
 
 /// `members list`, then removing a Raft voter and adding it back.
@@ -496,7 +496,7 @@ async fn cli_switchover_and_failover_move_the_primary() {
         (serde_json::from_str::<Vec<Value>>(&out).map_or(0, |h| h.len()) >= 3).then_some(())
     })
     .await;
-    c.stop_all().await.expect("stop the cluster");
+    finish(c, &[]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -529,7 +529,7 @@ async fn cli_pause_stops_automatic_failover_until_resume() {
     assert_ne!(new, old);
     let error = ctl(c, &["resume"]).await.failed();
     assert_eq!(error, "error: Cluster is not paused");
-    c.stop_all().await.expect("stop the cluster");
+    finish(c, &[]).await;
 }
 
 fn write_script(path: &Path, text: &str) {
@@ -598,7 +598,7 @@ async fn cli_remove_wipes_the_cluster_from_the_store() {
     })
     .await;
     assert!(!ctl(c, &["list"]).await.ok().contains("Maintenance mode"), "the removal ended maintenance mode");
-    c.stop_all().await.expect("stop the cluster");
+    finish(c, &[]).await;
 }
 
 /// `GET /cluster` from the first node that answers.

@@ -37,5 +37,5 @@ async fn bootstrap_gives_one_primary_and_two_streaming_replicas() {
         })
         .await;
     }
-    c.stop_all().await.expect("stop the cluster");
+    finish(c, &[]).await;
 }

@@ -79,7 +79,7 @@ async fn crash_of_primary_fails_over_and_old_primary_rejoins_with_rewind() {
     .await;
     let log = std::fs::read_to_string(c.dir().join(format!("node{old}/raftgres.log"))).unwrap_or_default();
     assert!(log.contains("pg_rewind"), "the old primary went through pg_rewind\n{}", logs(c));
-    c.stop_all().await.expect("stop the cluster");
+    finish(c, &[]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -112,5 +112,5 @@ async fn graceful_stop_hands_over_and_whole_cluster_restart_keeps_data() {
         (count(c, primary, "SELECT count(*) FROM acked").await == Some(150)).then_some(())
     })
     .await;
-    c.stop_all().await.expect("stop the cluster");
+    finish(c, &[]).await;
 }

@@ -103,7 +103,7 @@ async fn manager_loss(freeze: bool) {
         std::fs::read_to_string(cl.dir().join(format!("node{old}/raft/fence-guard.log"))).unwrap_or_default();
     println!("node{old} guard log:\n{guard_log}");
     assert_ne!(new, old);
-    cl.stop_all().await.expect("stop the cluster");
+    finish(cl, &[]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

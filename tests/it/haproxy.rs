@@ -206,5 +206,5 @@ async fn haproxy_routes_by_role_through_crash_failover_and_switchover() {
     check_standby_port(c, ports, &others(c, third_primary), 3).await;
 
     load_balancer.stop().await.expect("stop HAProxy");
-    c.stop_all().await.expect("stop the cluster");
+    finish(c, &[]).await;
 }

@@ -172,3 +172,46 @@ pub async fn wait_raft_leader(cluster: &LocalCluster, node_idx: usize) {
     })
     .await
 }
+
+/// The ERROR lines raftgres logged on any node that match none of `allowed` (substrings), as
+/// `nodeN: line`. ERROR means a human must act: a test that ends with one it did not expect has
+/// found something (STYLE.md rule 21).
+pub fn unexpected_errors(cluster: &LocalCluster, allowed: &[&str]) -> Vec<String> {
+    let mut found = Vec::new();
+    for node in 1..=cluster.n_nodes() {
+        let path = cluster.dir().join(format!("node{node}")).join("raftgres.log");
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        for line in text.lines().map(strip_ansi) {
+            let is_error = line.split_whitespace().nth(1) == Some("ERROR");
+            if is_error && !allowed.iter().any(|allowed| line.contains(allowed)) {
+                found.push(format!("node{node}: {line}"));
+            }
+        }
+    }
+    found
+}
+
+/// Stops the cluster, then fails the test when a node logged an ERROR not on `allowed`.
+pub async fn finish(cluster: &LocalCluster, allowed: &[&str]) {
+    cluster.stop_all().await.expect("stop the cluster");
+    let errors = unexpected_errors(cluster, allowed);
+    assert!(errors.is_empty(), "nodes logged ERROR lines this test does not expect:\n{}", errors.join("\n"));
+}
+
+/// `line` without ANSI colour sequences (`ESC [ … m`).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

@@ -17,6 +17,7 @@ use raftgres::demo::cluster::LocalCluster;
 use tokio::time::Instant;
 
 use crate::harness::connect;
+use crate::harness::finish;
 use crate::harness::logs;
 use crate::harness::pg_available;
 use crate::harness::spec;
@@ -250,5 +251,5 @@ async fn stopping_or_killing_other_nodes_never_costs_the_primary_its_lease() {
         logs(&c)
     );
     assert!(seen.n_writes > 100, "the writer kept writing: {} writes", seen.n_writes);
-    c.stop_all().await.expect("stop the cluster");
+    finish(&c, &[]).await;
 }

@@ -81,6 +81,6 @@ async fn isolated_primary_demotes_and_leases_never_overlap() {
         assert!(both.len() <= 1, "two writable lease holders at {:?}: {both:?}", s.at);
     }
     assert_ne!(new, old);
-    c.cluster.stop_all().await.expect("stop the cluster");
+    finish(&c.cluster, &[]).await;
     mesh.shutdown().await;
 }

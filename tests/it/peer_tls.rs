@@ -87,5 +87,5 @@ async fn ca_rotation_by_sighup_keeps_the_cluster_up() {
         .unwrap_or_else(|e| panic!("cluster unhealthy after rotation: {e:#}\n{}", logs(c)));
     assert_eq!(after, primary, "the primary survives the rotation\n{}", logs(c));
     assert!(execute(c, primary, "CREATE TABLE tls_rotation (id int)").await, "the primary still takes writes");
-    c.stop_all().await.expect("stop the cluster");
+    finish(c, &[]).await;
 }

@@ -58,7 +58,7 @@ async fn sync_mode_fails_over_only_to_the_sync_standby_without_losing_commits() 
     assert_eq!(new, standby, "only the synchronous standby may take over\n{}", logs(c));
     let present = count(c, new, "SELECT count(*) FROM synced").await.unwrap_or(0);
     assert_eq!(present as usize, acked.len(), "every acknowledged commit survives the failover");
-    c.stop_all().await.expect("stop the cluster");
+    finish(c, &[]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -119,7 +119,7 @@ async fn strict_mode_blocks_commits_without_a_standby_and_resumes() {
         "the commit completes once a standby returns\n{}",
         logs(c)
     );
-    c.stop_all().await.expect("stop the cluster");
+    finish(c, &[]).await;
 }
 
 /// How a commit under strict synchronous replication ended.
@@ -229,7 +229,7 @@ async fn quorum_mode_keeps_commits_through_a_lost_standby_and_a_failover() {
     assert!(replicas.contains(&new), "a quorum standby took over\n{}", logs(c));
     let present = count(c, new, "SELECT count(*) FROM quorum_rows").await.unwrap_or(0);
     assert_eq!(present as usize, acked.len(), "every acknowledged commit survives the failover\n{}", logs(c));
-    c.stop_all().await.expect("stop the cluster");
+    finish(c, &[]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -265,5 +265,5 @@ async fn strict_quorum_mode_blocks_commits_without_an_eligible_standby() {
     c.start_node(standby).expect("bring the standby back");
     let committed = tokio::time::timeout(Duration::from_secs(90), blocked).await;
     assert!(matches!(committed, Ok(Ok(true))), "the commit completes once a standby returns\n{}", logs(c));
-    c.stop_all().await.expect("stop the cluster");
+    finish(c, &[]).await;
 }
