@@ -226,49 +226,53 @@ impl RaftNode {
         Ok(res)
     }
 
-    /// Takes the vacant `leader` key for this node's session (create-if-absent).
-    pub async fn acquire_leader(
+    /// Takes the vacant lease key `key` (the caller's leader key) for this node's session
+    /// (create-if-absent); the holder's lease and fencing token follow from this write.
+    pub async fn acquire_lease(
         &self,
+        key: &str,
         owner: &str,
         ttl: Duration,
         extra_ops: Vec<Op>,
         timeout: Duration,
     ) -> Result<bool, RaftError> {
-        self.leader_txn(owner, ttl, Guard::Absent, extra_ops, timeout).await
+        self.lease_txn(key, owner, ttl, Guard::Absent, extra_ops, timeout).await
     }
 
-    /// Renews the `leader` key we hold (guarded by our session); false means we lost it.
-    pub async fn renew_leader(
+    /// Renews the lease key `key` we hold (guarded by our session); false means we lost it.
+    pub async fn renew_lease(
         &self,
+        key: &str,
         owner: &str,
         ttl: Duration,
         extra_ops: Vec<Op>,
         timeout: Duration,
     ) -> Result<bool, RaftError> {
-        self.leader_txn(owner, ttl, Guard::SessionIs(self.inner.session), extra_ops, timeout).await
+        self.lease_txn(key, owner, ttl, Guard::SessionIs(self.inner.session), extra_ops, timeout).await
     }
 
-    /// Takes over the `leader` key still attached to this member's previous process (same
+    /// Takes over the lease key `key` still attached to this member's previous process (same
     /// name, older session): guarded by the key's value being our own name. Member names are
     /// unique cluster-wide, so only a later incarnation of the holder can pass this guard.
-    pub async fn take_over_leader(
+    pub async fn take_over_lease(
         &self,
+        key: &str,
         owner: &str,
         ttl: Duration,
         extra_ops: Vec<Op>,
         timeout: Duration,
     ) -> Result<bool, RaftError> {
-        self.leader_txn(owner, ttl, Guard::ValueEq(owner.to_string()), extra_ops, timeout).await
+        self.lease_txn(key, owner, ttl, Guard::ValueEq(owner.to_string()), extra_ops, timeout).await
     }
 
-    /// Gives the `leader` key up. The local lease ends *before* the delete is proposed.
-    pub async fn release_leader(&self, timeout: Duration) -> Result<bool, RaftError> {
+    /// Gives the lease key `key` up. The local lease ends *before* the delete is proposed.
+    pub async fn release_lease(&self, key: &str, timeout: Duration) -> Result<bool, RaftError> {
         {
             let mut lease = self.inner.lock_lease();
             lease.leader_valid_until = None;
             lease.fencing_token = None;
         }
-        let cmd = Command::delete("leader", Guard::SessionIs(self.inner.session));
+        let cmd = Command::delete(key, Guard::SessionIs(self.inner.session));
         Ok(self.write(cmd, timeout).await?.is_applied())
     }
 
@@ -301,8 +305,9 @@ impl RaftNode {
         self.write(Command::Txn { guards, ops }, timeout).await
     }
 
-    async fn leader_txn(
+    async fn lease_txn(
         &self,
+        key: &str,
         owner: &str,
         ttl: Duration,
         guard: Guard,
@@ -310,20 +315,28 @@ impl RaftNode {
         timeout: Duration,
     ) -> Result<bool, RaftError> {
         let sent = Instant::now();
-        let put = Op::Put { key: "leader".into(), value: owner.to_string(), attach: Some(self.inner.session) };
+        let creates = guard == Guard::Absent;
+        let put = Op::Put { key: key.into(), value: owner.to_string(), attach: Some(self.inner.session) };
         extra_ops.insert(0, put);
-        let res = self.session_txn(owner, ttl, vec![("leader".into(), guard)], extra_ops, timeout).await?;
+        let res = self.session_txn(owner, ttl, vec![(key.into(), guard)], extra_ops, timeout).await?;
         let mut lease = self.inner.lock_lease();
-        if res.is_applied() {
-            let until = sent + ttl.saturating_sub(lease::margin(ttl));
-            lease.session_valid_until = Some(until);
-            lease.leader_valid_until = Some(until);
-            lease.fencing_token = self.inner.view().get("leader").map(|v| v.create_rev);
-            Ok(true)
-        } else {
-            lease.leader_valid_until = None;
-            lease.fencing_token = None;
-            Ok(false)
+        match res {
+            CommandResult::Applied { rev, .. } => {
+                let until = sent + ttl.saturating_sub(lease::margin(ttl));
+                lease.session_valid_until = Some(until);
+                lease.leader_valid_until = Some(until);
+                // The fencing token is the key's create revision: the revision of this very write when it
+                // created the key (a forwarded write may not have reached our local view yet), else the
+                // revision that created it before, from the view.
+                lease.fencing_token =
+                    if creates { Some(rev) } else { self.inner.view().get(key).map(|v| v.create_rev) };
+                Ok(true)
+            }
+            _ => {
+                lease.leader_valid_until = None;
+                lease.fencing_token = None;
+                Ok(false)
+            }
         }
     }
 

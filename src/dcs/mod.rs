@@ -150,7 +150,7 @@ impl Dcs {
         timeout: Duration,
     ) -> Result<bool, DcsError> {
         let ops = self.member_ops(member, None)?;
-        Ok(self.node.acquire_leader(&self.name, ttl, ops, timeout).await?)
+        Ok(self.node.acquire_lease(keys::LEADER, &self.name, ttl, ops, timeout).await?)
     }
 
     /// Renews the leader key we hold, with the member key and `status`; false = lost it.
@@ -162,7 +162,7 @@ impl Dcs {
         timeout: Duration,
     ) -> Result<bool, DcsError> {
         let ops = self.member_ops(member, status)?;
-        Ok(self.node.renew_leader(&self.name, ttl, ops, timeout).await?)
+        Ok(self.node.renew_lease(keys::LEADER, &self.name, ttl, ops, timeout).await?)
     }
 
     /// Takes over the leader key of this member's previous process.
@@ -173,7 +173,7 @@ impl Dcs {
         timeout: Duration,
     ) -> Result<bool, DcsError> {
         let ops = self.member_ops(member, None)?;
-        Ok(self.node.take_over_leader(&self.name, ttl, ops, timeout).await?)
+        Ok(self.node.take_over_lease(keys::LEADER, &self.name, ttl, ops, timeout).await?)
     }
 
     /// Writes `status` (when given) and deletes the leader key we hold.
@@ -182,7 +182,7 @@ impl Dcs {
             let cmd = Command::put(keys::STATUS, json(keys::STATUS, status)?, Guard::Always);
             self.node.write(cmd, timeout).await?;
         }
-        Ok(self.node.release_leader(timeout).await?)
+        Ok(self.node.release_lease(keys::LEADER, timeout).await?)
     }
 
     /// Revokes the session: the member key (and the leader key, if held) vanish.

@@ -43,7 +43,7 @@ async fn leadership_follows_the_owner_of_the_leader_key() {
     let leader = cluster.wait_leader().await;
     let holder = other(&cluster, leader);
     let node = cluster.node(holder).clone();
-    let taken = node.acquire_leader(&format!("node{holder}"), TTL, vec![], WRITE_TIMEOUT).await;
+    let taken = node.acquire_lease("leader", &format!("node{holder}"), TTL, vec![], WRITE_TIMEOUT).await;
     assert!(matches!(taken, Ok(true)), "take the vacant leader key: {taken:?}");
     eventually(Duration::from_secs(30), "raft leadership moves to the key holder", || async {
         (cluster.node(holder).status().state == "Leader").then_some(())
@@ -51,7 +51,7 @@ async fn leadership_follows_the_owner_of_the_leader_key() {
     .await;
     // The holder's renewals now commit locally, and the key stays where it is.
     for _ in 0..5 {
-        let renewed = node.renew_leader(&format!("node{holder}"), TTL, vec![], WRITE_TIMEOUT).await;
+        let renewed = node.renew_lease("leader", &format!("node{holder}"), TTL, vec![], WRITE_TIMEOUT).await;
         assert!(matches!(renewed, Ok(true)), "{renewed:?}");
     }
     assert_eq!(cluster.wait_leader().await, holder);

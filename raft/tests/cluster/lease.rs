@@ -37,9 +37,9 @@ async fn lease_client(node: RaftNode, log: Log, cancel: CancellationToken) {
     while !cancel.is_cancelled() {
         let held = node.lease().holds_leader(Instant::now());
         let ok = if held {
-            node.renew_leader(&name, TTL, vec![], TIMEOUT).await.unwrap_or(false)
+            node.renew_lease("leader", &name, TTL, vec![], TIMEOUT).await.unwrap_or(false)
         } else if node.view().get("leader").is_none() {
-            node.acquire_leader(&name, TTL, vec![], TIMEOUT).await.unwrap_or(false)
+            node.acquire_lease("leader", &name, TTL, vec![], TIMEOUT).await.unwrap_or(false)
         } else {
             false
         };
