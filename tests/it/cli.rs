@@ -176,24 +176,6 @@ fn lease_expired(c: &LocalCluster, target: usize) -> bool {
     })
 }
 
-fn strip_ansi(line: &str) -> String {
-    let mut res = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(ch) = chars.next() {
-        if ch == '\x1b' {
-            // An SGR sequence: ESC [ parameters m.
-            for next in chars.by_ref() {
-                if next == 'm' {
-                    break;
-                }
-            }
-        } else {
-            res.push(ch);
-        }
-    }
-    res
-}
-
 /// Waits until one primary and two streaming replicas run; returns the primary.
 async fn healthy(c: &LocalCluster) -> usize {
     c.wait_healthy(tokio::time::Instant::now() + Duration::from_secs(120))

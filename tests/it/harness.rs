@@ -201,7 +201,7 @@ pub async fn finish(cluster: &LocalCluster, allowed: &[&str]) {
 }
 
 /// `line` without ANSI colour sequences (`ESC [ … m`).
-fn strip_ansi(line: &str) -> String {
+pub fn strip_ansi(line: &str) -> String {
     let mut out = String::with_capacity(line.len());
     let mut chars = line.chars();
     while let Some(c) = chars.next() {
