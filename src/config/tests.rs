@@ -221,6 +221,15 @@ fn timing_warnings_come_from_bootstrap_dcs() {
            - loop_wait 1s); raise ttl or lower election_timeout_max, or losing a raft leader that is not the \
            primary's node makes the primary demote"],
     );
+    // The timers raftgres shipped before leadership followed the primary: an election (2.1 s) outlasted the lease.
+    check_warnings(
+        "raft: {election_timeout_min: 500, election_timeout_max: 1000}",
+        &["raft.election_timeout_max: a raft election can take 2.1s (2 * election_timeout_max + heartbeat_interval) \
+           but the primary's lease only rides out 1.5s without a renewal (bootstrap.dcs ttl 3s - max(0.1 ttl, 0.5s) \
+           - loop_wait 1s); raise ttl or lower election_timeout_max, or losing a raft leader that is not the \
+           primary's node makes the primary demote"],
+    );
+    check_warnings("raft: {election_timeout_min: 500, election_timeout_max: 1000}\nbootstrap: {dcs: {ttl: 4}}", &[]);
     check_warnings(
         "watchdog: {safety_margin: 5}",
         &["watchdog.safety_margin: 5s leaves no watchdog timeout with bootstrap.dcs ttl 3s; lower it"],
