@@ -192,5 +192,15 @@ pub fn pg_config(config: &Config) -> anyhow::Result<PgConfig> {
         scope: config.scope.clone(),
         start_timeout: pg.pg_ctl_timeout,
         stop_timeout: pg.pg_ctl_timeout,
+        hooks: crate::postgres::supervisor::Hooks {
+            on_start: pg.callbacks.on_start.clone(),
+            on_stop: pg.callbacks.on_stop.clone(),
+            on_restart: pg.callbacks.on_restart.clone(),
+            on_reload: pg.callbacks.on_reload.clone(),
+            on_role_change: pg.callbacks.on_role_change.clone(),
+            pre_promote: pg.pre_promote.clone(),
+            before_stop: pg.before_stop.clone(),
+            post_bootstrap: config.bootstrap.post_bootstrap.clone(),
+        },
     })
 }

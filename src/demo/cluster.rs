@@ -83,6 +83,9 @@ pub struct ClusterSpec {
     pub remove_data_directory_on_rewind_failure: bool,
     /// `raft.leadership_follows_primary` of every node (`false` lets the bench place Raft leadership).
     pub leadership_follows_primary: bool,
+    /// Merged into the whole configuration of a node, by node index, with `PATCH /config` semantics (e.g.
+    /// `{"postgresql": {"callbacks": {"on_start": "/path/to/script"}}}`).
+    pub node_overrides: BTreeMap<usize, Value>,
 }
 
 impl ClusterSpec {
@@ -102,6 +105,7 @@ impl ClusterSpec {
             restapi_overrides: Value::Null,
             remove_data_directory_on_rewind_failure: false,
             leadership_follows_primary: true,
+            node_overrides: BTreeMap::new(),
         }
     }
 }
@@ -172,6 +176,7 @@ impl LocalCluster {
                 restapi_overrides: &spec.restapi_overrides,
                 leadership_follows_primary: spec.leadership_follows_primary,
                 remove_data_directory_on_rewind_failure: spec.remove_data_directory_on_rewind_failure,
+                node_overrides: spec.node_overrides.get(&node.node_idx),
             };
             let yaml = nodeconf::render_node_config(node, &inputs)?;
             files::write_private(&node.config_path(), &yaml)?;

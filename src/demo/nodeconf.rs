@@ -216,6 +216,8 @@ pub struct NodeInputs<'a> {
     pub leadership_follows_primary: bool,
     /// `postgresql.remove_data_directory_on_rewind_failure`.
     pub remove_data_directory_on_rewind_failure: bool,
+    /// Merged into this node's whole configuration with `PATCH /config` semantics.
+    pub node_overrides: Option<&'a Value>,
 }
 
 /// The node YAML of `layout`: a comment header, then the configuration.
@@ -287,7 +289,14 @@ fn node_tree(layout: &NodeLayout, inputs: &NodeInputs<'_>) -> anyhow::Result<Yam
     if let (Yaml::Mapping(root_map), Some(tags)) = (&mut root, tags) {
         root_map.insert(text("tags"), tags);
     }
-    Ok(root)
+    match inputs.node_overrides {
+        None | Some(Value::Null) => Ok(root),
+        Some(overrides @ Value::Object(_)) => {
+            let tree = serde_json::to_value(&root).context("convert the node configuration to JSON")?;
+            to_yaml(&merge_patch(&tree, overrides), "the node configuration")
+        }
+        Some(other) => anyhow::bail!("the node overrides must be a map, got {other}"),
+    }
 }
 
 fn bootstrap(dcs_overrides: &Value) -> anyhow::Result<Yaml> {

@@ -29,6 +29,9 @@ pub fn race(obs: &Observation, view: &ClusterView, cfg: &HaConfig, role: Role) -
     if cfg.paused {
         return Decision::idle(Reason::WaitingForLeader);
     }
+    if obs.race_backoff {
+        return Decision::idle(Reason::PrePromoteBackoff);
+    }
     let race_actions = || vec![Action::AcquireLease, Action::Promote];
     if let Some(failover) = view.failover.as_ref().map(|f| &f.value) {
         match failover.member.as_deref() {
@@ -308,6 +311,7 @@ mod quorum_tests {
             following: None,
             rewind_failed: false,
             rewind_incomplete: false,
+            race_backoff: false,
         };
         let mut view = ClusterView::default();
         let value = SyncData {

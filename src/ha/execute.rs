@@ -266,8 +266,9 @@ pub async fn demote_now(pg: &Supervisor) {
     if crate::chaos::unsafe_break_no_demote() {
         return;
     }
-    if let Err(e) = pg.stop(StopMode::Immediate).await {
-        error!(error = %e, "failed to stop postgres while demoting; a human must check this node");
+    match pg.stop(StopMode::Immediate).await {
+        Ok(()) => pg.mark_demoted(),
+        Err(e) => error!(error = %e, "failed to stop postgres while demoting; a human must check this node"),
     }
 }
 

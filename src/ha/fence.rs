@@ -72,8 +72,11 @@ pub async fn run(
                 // UNSAFE CHAOS BREAK (test only): `&& !unsafe_break_no_demote()` keeps a lapsed primary up.
                 if is_primary.load(Ordering::SeqCst) && pg.is_running() && !crate::chaos::unsafe_break_no_demote() {
                     error!("leader lease expired while running as primary; stopping postgres immediately");
-                    if let Err(e) = pg.stop(StopMode::Immediate).await {
-                        error!(error = %e, "failed to stop postgres at lease expiry; a human must check this node");
+                    match pg.stop(StopMode::Immediate).await {
+                        Ok(()) => pg.mark_demoted(),
+                        Err(e) => {
+                            error!(error = %e, "failed to stop postgres at lease expiry; a human must check this node")
+                        }
                     }
                     is_primary.store(false, Ordering::SeqCst);
                 }

@@ -18,6 +18,7 @@ use crate::dcs::view::LeaderExpiry;
 use crate::dcs::view::PromotionKind;
 use crate::dcs::view::StatusData;
 use crate::dcs::Dcs;
+use crate::postgres::supervisor::Callback;
 use crate::postgres::supervisor::ConnTarget;
 use crate::postgres::supervisor::PgError;
 use crate::postgres::supervisor::RewindOutcome;
@@ -42,8 +43,15 @@ pub async fn bootstrap(pg: Supervisor, dcs: Dcs, settings: HaSettings, timing: T
             return ActionOutcome::default();
         }
     }
-    if let Err(e) = bootstrap_steps(&pg, &dcs, &settings, timing).await {
-        error!(error = %e, "bootstrap failed; cleaning up so another attempt can start");
+    // No callback fires while the new cluster is being made; `on_start` fires once it is ready (Patroni).
+    pg.set_bootstrapping(true);
+    let result = bootstrap_steps(&pg, &dcs, &settings, timing).await;
+    pg.set_bootstrapping(false);
+    match &result {
+        Ok(()) => pg.fire(Callback::OnStart),
+        Err(e) => error!(error = %e, "bootstrap failed; cleaning up so another attempt can start"),
+    }
+    if result.is_err() {
         if let Err(e) = pg.stop(StopMode::Immediate).await {
             warn!(error = %e, "failed to stop postgres after a failed bootstrap");
         }
@@ -67,6 +75,7 @@ async fn bootstrap_steps(pg: &Supervisor, dcs: &Dcs, settings: &HaSettings, timi
     pg.initdb().await.context("run initdb")?;
     pg.start(StartRole::Primary).await.context("start the new primary")?;
     pg.create_users().await.context("create the superuser and replication users")?;
+    pg.run_post_bootstrap().await.context("run bootstrap.post_bootstrap")?;
     let probe = pg.probe().await.context("probe the new primary")?;
     let status = PgStatus::from(probe);
     let system_id = status.system_identifier.map(|s| s.to_string()).context("read the system identifier")?;
@@ -198,6 +207,8 @@ pub async fn restart_on_request(pg: Supervisor, role: StartRole) -> ActionOutcom
 const RELOAD_BEFORE_PROMOTE: Duration = Duration::from_millis(300);
 
 /// Promote, then record the timeline switch (and how the promotion unfolded) in `history`.
+/// The operator's `pre_promote` script runs first: when it fails the leader key is released and the loop stays
+/// out of the race for a ttl, so another member can take the key (Patroni's behaviour).
 pub async fn promote(
     pg: Supervisor,
     dcs: Dcs,
@@ -206,6 +217,17 @@ pub async fn promote(
     timing: Timing,
     sync: super::sync::SyncPolicy,
 ) -> ActionOutcome {
+    let allowed = pg.run_pre_promote().await.unwrap_or_else(|e| {
+        warn!(error = %e, "failed to run the pre_promote script");
+        false
+    });
+    if !allowed {
+        warn!("releasing the leader key voluntarily because the pre_promote script failed");
+        if let Err(e) = dcs.release_leader(None, timeout).await {
+            warn!(error = %e, "failed to release the leader key; it expires after ttl");
+        }
+        return ActionOutcome { pre_promote_failed: true, ..ActionOutcome::default() };
+    }
     let before = pg.probe().await.ok().map(PgStatus::from);
     // Before accepting writes: the `sync` key names only us (see `sync::promote_plan`), then in strict
     // synchronous mode commits wait for a standby from the first transaction on; otherwise start
@@ -328,6 +350,7 @@ pub async fn graceful_demote(pg: Supervisor, dcs: Dcs, status: Option<StatusData
             return ActionOutcome::default();
         }
     }
+    pg.mark_demoted();
     match dcs.release_leader(status.as_ref(), timing.retry_timeout).await {
         Ok(_) => info!("demoted for the switchover and released the leader lock"),
         Err(e) => warn!(error = %e, "failed to release the leader lock; it expires after ttl"),

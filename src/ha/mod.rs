@@ -113,6 +113,8 @@ struct LoopState {
     /// When the last pg_rewind failed: it is retried after [`REWIND_RETRY_AFTER`] (the source
     /// may just have been starting up), unless the data directory may be wiped instead.
     rewind_failed_at: Option<Instant>,
+    /// Until when this node stays out of the leader race: its `pre_promote` script failed (see `candidate::race`).
+    race_backoff_until: Option<Instant>,
     last_reason: String,
     n_cycles: u64,
     last_dcs_ok: Option<Instant>,

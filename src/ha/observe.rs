@@ -44,7 +44,8 @@ impl HaLoop {
         self.is_primary.store(process.role() == Some(Role::Primary), Ordering::SeqCst);
         self.adopt_following(&view, &process).await;
         let cfg = self.ha_config();
-        let racing = candidate::races_for_vacant_key(&view, &process, &cfg, dcs_ok);
+        let race_backoff = self.state.race_backoff_until.is_some_and(|until| now < until);
+        let racing = !race_backoff && candidate::races_for_vacant_key(&view, &process, &cfg, dcs_ok);
         if racing {
             // Peers racing at the same instant ask us too: they must read this probe, taken after the key
             // went vacant, not the status of our previous cycle (which they would not count as a vote).
@@ -70,6 +71,7 @@ impl HaLoop {
             following: self.state.following.clone(),
             rewind_failed: self.state.rewind_failed,
             rewind_incomplete: self.pg.rewind_incomplete(),
+            race_backoff,
         };
         Snapshot { view, cfg, obs }
     }

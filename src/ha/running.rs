@@ -61,6 +61,8 @@ pub struct ActionOutcome {
     pub rewind_failed: bool,
     /// The action failed; the text is reported to a waiting API request.
     pub failed: Option<String>,
+    /// The `pre_promote` script refused this promotion and the leader key was released.
+    pub pre_promote_failed: bool,
 }
 
 impl HaLoop {
@@ -72,6 +74,9 @@ impl HaLoop {
                 outcome.following.apply(&mut self.state.following);
                 self.state.rewind_failed = outcome.rewind_failed;
                 self.state.rewind_failed_at = outcome.rewind_failed.then(Instant::now);
+                if outcome.pre_promote_failed {
+                    self.state.race_backoff_until = Some(Instant::now() + self.timing.ttl);
+                }
                 info!(action = running.kind.describe(), "long action finished");
                 outcome.failed.map_or_else(|| Ok("restarted successfully".to_string()), |e| Err(Refusal::Failed(e)))
             }

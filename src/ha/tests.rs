@@ -74,6 +74,7 @@ fn obs(pg: PgProcess) -> Observation {
         following: None,
         rewind_failed: false,
         rewind_incomplete: false,
+        race_backoff: false,
     }
 }
 
@@ -269,6 +270,20 @@ fn nofailover_node_never_races() {
         vec![],
         "following a different leader because I am not allowed to promote",
     );
+}
+
+#[test]
+fn replica_skips_the_race_after_its_pre_promote_failed() {
+    // Patroni: `_released_leader_key_timestamp` less than a ttl ago (`is_healthiest_node`).
+    let o = Observation { race_backoff: true, ..obs(pg(Role::Replica, 100)) };
+    check(o, view(None), cfg(), vec![], "backoff: skip leader race after pre_promote script failure");
+}
+
+#[test]
+fn primary_in_pre_promote_backoff_still_takes_the_vacant_lock() {
+    // A running primary is not racing to promote: it keeps its data writable only with the key.
+    let o = Observation { race_backoff: true, ..obs(pg(Role::Primary, 100)) };
+    check(o, view(None), cfg(), vec![Action::AcquireLease], "acquired session lock as a leader");
 }
 
 #[test]

@@ -125,6 +125,9 @@ pub struct Observation {
     /// A pg_rewind began changing the data directory and did not finish (`Supervisor::rewind_incomplete`): it
     /// must never be started or rewound again, only cloned anew.
     pub rewind_incomplete: bool,
+    /// This node's `pre_promote` script failed less than a ttl ago and it released the key: it stays out of the
+    /// leader race meanwhile, so another member can take the key (Patroni's pre_promote backoff).
+    pub race_backoff: bool,
 }
 
 /// The policy the decision applies (dynamic config + local tags).
@@ -217,6 +220,8 @@ pub enum Reason {
     DemotingNotLeader,
     /// Not the healthiest node in the race.
     NotHealthiest(String),
+    /// Out of the leader race for a ttl after this node's `pre_promote` script failed.
+    PrePromoteBackoff,
     /// `nofailover`.
     NotAllowedToPromote,
     /// No initialize key: bootstrap.
@@ -274,6 +279,9 @@ impl fmt::Display for Reason {
             Reason::DemotingNotLeader => write!(f, "demoting self because i do not have the lock and i was a leader"),
             Reason::NotHealthiest(why) => {
                 write!(f, "following a different leader because i am not the healthiest node ({why})")
+            }
+            Reason::PrePromoteBackoff => {
+                write!(f, "backoff: skip leader race after pre_promote script failure and releasing the lock voluntarily")
             }
             Reason::NotAllowedToPromote => write!(f, "following a different leader because I am not allowed to promote"),
             Reason::Bootstrapping => write!(f, "trying to bootstrap a new cluster"),

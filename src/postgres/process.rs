@@ -3,8 +3,9 @@
 //! This module owns: running helper programs (initdb, pg_basebackup, pg_rewind, pg_controldata) as the
 //! PostgreSQL user; spawning `postgres -D` directly in its own process group so that it outlives raftgres;
 //! re-emitting its stderr through tracing target `postgres`; the `StopMode` → signal table; liveness checks that
-//! compare the process start time, so a recycled pid is never signalled; and gathering [`ProcessFacts`].
-//! It must not decide anything about roles or configuration.
+//! compare the process start time, so a recycled pid is never signalled; gathering [`ProcessFacts`]; and
+//! running the operator's scripts (callbacks and hooks) in their own process groups, their output logged under
+//! tracing target `script`. It must not decide anything about roles, configuration or when a script runs.
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -367,6 +368,102 @@ pub(crate) fn last_lines(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// A script that ran to its end (or was killed at its timeout).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ScriptRun {
+    /// Its exit code; `None` when a signal ended it (its timeout included).
+    pub(crate) code: Option<i32>,
+    /// How it ended, in words (`exit code 1`, `signal 9`).
+    pub(crate) status: String,
+    /// The last lines of its output.
+    pub(crate) output_tail: String,
+}
+
+/// Spawns the operator's script `argv` (the first element a path or a name on `PATH`) as `owner` with `env`, in
+/// its own process group, so that it and every child it starts can be killed at once ([`kill_script`]). Its
+/// stdout and stderr are piped: read them with [`log_script_output`].
+pub(crate) fn spawn_script(argv: &[String], env: &[(&str, OsString)], owner: Option<&Owner>) -> Result<Child, PgError> {
+    let (program, args) = argv.split_first().ok_or_else(|| PgError::Config("empty script command".into()))?;
+    let mut command = command_as(Path::new(program), owner);
+    command.args(args).envs(env.iter().map(|(key, value)| (*key, value)));
+    command.stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0).kill_on_drop(false);
+    command.spawn().map_err(crate::postgres::files::io_context("run script", Path::new(program)))
+}
+
+/// SIGKILLs the process group `pgid` of a script started by [`spawn_script`] (the script and its children).
+pub(crate) fn kill_script(pgid: u32) {
+    if let Ok(raw) = pid_i32(pgid) {
+        // ESRCH (already gone) is the usual answer and needs no word.
+        let _ = signal::killpg(Pid::from_raw(raw), Signal::SIGKILL);
+    }
+}
+
+/// Logs each line the script `name` writes, under tracing target `script`, until it closes its output, and
+/// returns the last 15 lines.
+pub(crate) async fn log_script_output(child: &mut Child, name: &str) -> String {
+    let mut tail: VecDeque<String> = VecDeque::new();
+    let stdout = child.stdout.take().map(|out| BufReader::new(out).lines());
+    let stderr = child.stderr.take().map(|err| BufReader::new(err).lines());
+    let (mut stdout, mut stderr) = (stdout, stderr);
+    while stdout.is_some() || stderr.is_some() {
+        let line = tokio::select! {
+            line = next_line(&mut stdout) => line,
+            line = next_line(&mut stderr) => line,
+        };
+        if let Some(line) = line {
+            tracing::info!(target: "script", script = name, "{line}");
+            tail.push_back(line);
+            if tail.len() > 15 {
+                tail.pop_front();
+            }
+        }
+    }
+    tail.into_iter().collect::<Vec<_>>().join("\n")
+}
+
+/// The next line of an output stream, `None` (and the stream dropped) at its end; pending forever once closed.
+async fn next_line<R: tokio::io::AsyncBufRead + Unpin>(lines: &mut Option<tokio::io::Lines<R>>) -> Option<String> {
+    let Some(reader) = lines.as_mut() else { return std::future::pending().await };
+    match reader.next_line().await {
+        Ok(Some(line)) => Some(line),
+        Ok(None) | Err(_) => {
+            *lines = None;
+            None
+        }
+    }
+}
+
+/// Runs the script `argv` to its end, or kills its process group at `timeout`; logs its output.
+pub(crate) async fn run_script(
+    argv: &[String],
+    env: &[(&str, OsString)],
+    owner: Option<&Owner>,
+    timeout: Duration,
+) -> Result<ScriptRun, PgError> {
+    let name = argv.first().cloned().unwrap_or_default();
+    let mut child = spawn_script(argv, env, owner)?;
+    let pgid = child.id();
+    let run = async {
+        let output_tail = log_script_output(&mut child, &name).await;
+        let status = child.wait().await;
+        (output_tail, status)
+    };
+    match tokio::time::timeout(timeout, run).await {
+        Ok((output_tail, Ok(status))) => {
+            Ok(ScriptRun { code: status.code(), status: describe_status(status), output_tail })
+        }
+        Ok((_, Err(e))) => Err(crate::postgres::files::io_context("wait for script", Path::new(&name))(e)),
+        Err(_) => {
+            if let Some(pgid) = pgid {
+                kill_script(pgid);
+            }
+            let _ = child.wait().await;
+            let status = format!("killed after {timeout:?}");
+            Ok(ScriptRun { code: None, status, output_tail: String::new() })
+        }
+    }
+}
+
 /// Starts the fence guard (`raftgres guard`) as its own process group, so it outlives a killed
 /// or frozen raftgres; it reads `file` and stops the postmaster when the lease written there
 /// runs out. Its messages go to `file` + `.log`.
@@ -419,6 +516,50 @@ pub(crate) fn socket_lock_held(log_tail: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn argv(words: &[&str]) -> Vec<String> {
+        words.iter().map(|w| (*w).to_owned()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_script_reports_its_exit_code_and_output() {
+        let run =
+            run_script(&argv(&["/bin/sh", "-c", "echo one; echo two >&2; exit 3"]), &[], None, Duration::from_secs(30))
+                .await
+                .expect("run /bin/sh");
+        assert_eq!(run.code, Some(3));
+        assert!(run.output_tail.contains("one") && run.output_tail.contains("two"), "{run:?}");
+    }
+
+    #[tokio::test]
+    async fn a_script_past_its_timeout_is_killed_with_its_children() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pid_file = dir.path().join("child.pid");
+        let script = format!("sleep 60 & echo $! > {}; wait", pid_file.display());
+        let run = run_script(&argv(&["/bin/sh", "-c", &script]), &[], None, Duration::from_millis(500))
+            .await
+            .expect("run /bin/sh");
+        assert_eq!(run.code, None, "{run:?}");
+        let child: i32 = std::fs::read_to_string(&pid_file).expect("the child's pid").trim().parse().expect("a pid");
+        // The grandchild got SIGKILL with its process group; once reaped by init its pid is gone.
+        let mut gone = false;
+        for _ in 0..100 {
+            let state = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+            if state.is_empty() || state.split(' ').nth(2) == Some("Z") {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(gone, "the script's child {child} outlived the timeout");
+    }
+
+    #[tokio::test]
+    async fn a_missing_script_is_an_error_naming_it() {
+        let err = run_script(&argv(&["/nonexistent/hook"]), &[], None, Duration::from_secs(5)).await;
+        let text = format!("{:#}", err.expect_err("no such file"));
+        assert!(text.contains("/nonexistent/hook"), "{text}");
+    }
 
     #[test]
     fn a_just_killed_postmasters_socket_lock_is_recognised() {

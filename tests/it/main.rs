@@ -13,6 +13,7 @@ mod failover;
 mod guard;
 mod haproxy;
 mod harness;
+mod hooks;
 mod leadership;
 mod partition;
 mod peer_tls;

@@ -65,6 +65,8 @@ pub struct PgConfig {
     pub start_timeout: Duration,
     /// How long `stop` waits per signal.
     pub stop_timeout: Duration,
+    /// The operator's scripts (`postgresql.callbacks`, `pre_promote`, `before_stop`, `bootstrap.post_bootstrap`).
+    pub hooks: super::Hooks,
 }
 
 /// A PostgreSQL user name and password; `Debug` never shows the password.
@@ -140,6 +142,7 @@ impl Supervisor {
             this.write_conf(recovery).await?;
             process::signal_reload(id)?;
             tracing::info!(pid = id.pid, "reloaded PostgreSQL configuration");
+            this.fire(super::Callback::OnReload);
             Ok(())
         })
         .await

@@ -105,20 +105,35 @@ impl Supervisor {
     /// On timeout ([`PgError::NotReady`]) PostgreSQL is left running, configured for `role` (it may
     /// still be replaying WAL): stop it to give up. A [`StartRole::Standby`] waits at most 5 s.
     pub async fn start(&self, role: StartRole) -> Result<(), PgError> {
-        self.shielded("start", move |this| async move { this.start_locked(role).await }).await
+        self.shielded("start", move |this| async move {
+            this.start_locked(&role).await?;
+            this.started(&role, false);
+            Ok(())
+        })
+        .await
     }
 
     /// Signals the postmaster and waits for it to exit within `stop_timeout`; a fast shutdown that times out
     /// is escalated to immediate. Does nothing when PostgreSQL is not running.
+    /// Runs `before_stop` first (not for an immediate stop, which fences and must not wait for a script), and
+    /// fires `on_stop` when PostgreSQL ran.
     pub async fn stop(&self, mode: StopMode) -> Result<(), PgError> {
-        self.shielded("stop", move |this| async move { this.stop_locked(mode).await }).await
+        self.shielded("stop", move |this| async move {
+            if this.stop_locked(mode).await? {
+                this.fire(super::Callback::OnStop);
+            }
+            Ok(())
+        })
+        .await
     }
 
-    /// Fast stop, then start as `role`.
+    /// Fast stop, then start as `role`; fires `on_restart` (or `on_role_change`), not `on_stop` and `on_start`.
     pub async fn restart(&self, role: StartRole) -> Result<(), PgError> {
         self.shielded("restart", move |this| async move {
             this.stop_locked(StopMode::Fast).await?;
-            this.start_locked(role).await
+            this.start_locked(&role).await?;
+            this.started(&role, true);
+            Ok(())
         })
         .await
     }
@@ -134,6 +149,7 @@ impl Supervisor {
             }
             this.write_conf(RecoveryConf::Primary).await?;
             tracing::info!("promoted PostgreSQL to primary");
+            this.promoted();
             Ok(())
         })
         .await
@@ -224,7 +240,7 @@ impl Supervisor {
         self.inner.exit_tx.send_replace(Some(PostmasterExit { pid: id.pid, code, signal, expected }));
     }
 
-    async fn start_locked(&self, role: StartRole) -> Result<(), PgError> {
+    async fn start_locked(&self, role: &StartRole) -> Result<(), PgError> {
         if let Some(id) = self.ensure_tracked().await? {
             return Err(PgError::AlreadyRunning { pid: id.pid });
         }
@@ -234,7 +250,7 @@ impl Supervisor {
             DataDirState::Missing => return Err(bad_data_dir("is empty: run initdb or pg_basebackup first".into())),
             DataDirState::Invalid(reason) => return Err(bad_data_dir(reason)),
         }
-        let recovery = match &role {
+        let recovery = match role {
             StartRole::Primary => RecoveryConf::Primary,
             StartRole::Replica { primary, slot } => {
                 let this = self.clone();
@@ -331,8 +347,12 @@ impl Supervisor {
         PgError::StartFailed { status, log_tail: self.inner.log_tail.text() }
     }
 
-    async fn stop_locked(&self, mode: StopMode) -> Result<(), PgError> {
-        let Some(id) = self.ensure_tracked().await? else { return Ok(()) };
+    /// True when PostgreSQL ran and was stopped.
+    async fn stop_locked(&self, mode: StopMode) -> Result<bool, PgError> {
+        let Some(id) = self.ensure_tracked().await? else { return Ok(false) };
+        if mode != StopMode::Immediate {
+            self.run_before_stop().await;
+        }
         if let Some(tracked) = self.state().postmaster.as_mut().filter(|tracked| tracked.id == id) {
             tracked.stopping = true;
         }
@@ -340,13 +360,13 @@ impl Supervisor {
         tracing::info!(pid = id.pid, ?mode, "stopping PostgreSQL");
         let timeout = self.inner.cfg.stop_timeout;
         if self.signal_and_wait(id, mode, timeout).await? {
-            return Ok(());
+            return Ok(true);
         }
         match mode {
             StopMode::Fast => {
                 tracing::warn!(pid = id.pid, "fast shutdown did not finish in time, escalating to immediate");
                 if self.signal_and_wait(id, StopMode::Immediate, timeout).await? {
-                    return Ok(());
+                    return Ok(true);
                 }
             }
             StopMode::Smart | StopMode::Immediate => {}

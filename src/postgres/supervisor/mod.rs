@@ -20,6 +20,9 @@
 //!   `set_synchronous_standby_names`. Types `ConnTarget`, `RewindOutcome`.
 //! - `probe`: the SQL status probe (`probe`, type `Probe`), the one cached SQL connection (`session`) and the
 //!   statement helpers the other submodules share.
+//! - `hooks`: the operator's scripts: the callbacks (`fire`, and the supervisor's own `started`, `promoted`),
+//!   `run_pre_promote`, `run_before_stop`, `run_post_bootstrap`; `set_bootstrapping`, `mark_demoted`. Types
+//!   `Hooks`, `Callback`, `CallbackRole`.
 //! - `error`: `PgError` and `error_chain`.
 //!
 //! Invariants: PostgreSQL outlives raftgres (it runs in its own process group and is adopted after a raftgres
@@ -32,6 +35,7 @@
 mod config;
 mod datadir;
 mod error;
+mod hooks;
 mod lifecycle;
 mod probe;
 mod replication;
@@ -52,6 +56,7 @@ use crate::postgres::process::{LogTail, PostmasterId};
 pub use config::{Credentials, PgConfig, DEFAULT_RUN_AS};
 pub use datadir::DataDirState;
 pub use error::{error_chain, PgError};
+pub use hooks::{Callback, CallbackRole, Hooks};
 pub use lifecycle::{PostmasterExit, StartRole, StopMode};
 pub use probe::Probe;
 pub use replication::{ConnTarget, RewindOutcome};
@@ -83,6 +88,8 @@ struct Inner {
     cancel: CancellationToken,
     /// User GUCs replacing `cfg.parameters` once the dynamic configuration changed them (see `config`).
     parameters: Mutex<Option<BTreeMap<String, String>>>,
+    /// The callbacks' role and running scripts (see `hooks`).
+    hooks: Mutex<hooks::HookState>,
 }
 
 /// What the supervisor knows about the postmaster and the configuration it last wrote.
@@ -136,6 +143,7 @@ impl Supervisor {
                 tasks: TaskTracker::new(),
                 cancel: CancellationToken::new(),
                 parameters: Mutex::new(None),
+                hooks: Mutex::new(hooks::HookState::default()),
             }),
         })
     }

@@ -199,7 +199,7 @@ impl Supervisor {
 
 /// Where the probe connects: loopback when PostgreSQL listens on it or on every address, else the first listen
 /// address, else (no TCP) the unix socket directory.
-fn sql_host(cfg: &PgConfig, socket_dir: Option<std::path::PathBuf>) -> String {
+pub(super) fn sql_host(cfg: &PgConfig, socket_dir: Option<std::path::PathBuf>) -> String {
     let addresses: Vec<&str> = cfg.listen_addresses.split(',').map(str::trim).filter(|a| !a.is_empty()).collect();
     let loopback = ["*", "0.0.0.0", "localhost", "127.0.0.1"];
     if addresses.iter().any(|address| loopback.contains(address)) {
@@ -324,6 +324,7 @@ mod tests {
             scope: "s".into(),
             start_timeout: Duration::from_secs(1),
             stop_timeout: Duration::from_secs(1),
+            hooks: Default::default(),
         }
     }
 
