@@ -102,11 +102,55 @@ pub async fn remove(client: &ApiClient, member: &str, force: bool) -> anyhow::Re
     Ok(())
 }
 
+/// The membership as the Raft leader sees it. A node removed from the membership never learns so (the leader stops
+/// replicating to it before the change commits) and keeps answering with the old list; a follower may lag a
+/// change. So the first answer is only a pointer: its leader's own answer is read when it is not the leader, and
+/// failing that every node is asked for one that leads.
 async fn read_raft(client: &ApiClient) -> anyhow::Result<Value> {
-    let reply = client.get_any("/raft").await.context("read the raft membership (GET /raft)")?;
+    let first = raft_of(client.get_any("/raft").await.context("read the raft membership (GET /raft)")?)?;
+    if answers_as_leader(&first) {
+        return Ok(first);
+    }
+    if let Some(api) = leader_api_addr(&first) {
+        if let Ok(base) = client.member_base(&api) {
+            if let Some(raft) = read_leader(client, &base).await {
+                return Ok(raft);
+            }
+        }
+    }
+    for node in client.nodes() {
+        if let Some(raft) = read_leader(client, node).await {
+            return Ok(raft);
+        }
+    }
+    Ok(first)
+}
+
+/// `GET /raft` of `node` when it answers as the Raft leader.
+async fn read_leader(client: &ApiClient, node: &reqwest::Url) -> Option<Value> {
+    let reply = client.send(node, Method::GET, "/raft", None).await.ok()?;
+    let raft = reply.is_success().then(|| reply.json::<Value>().ok()).flatten()?;
+    answers_as_leader(&raft).then_some(raft)
+}
+
+fn raft_of(reply: client::Reply) -> anyhow::Result<Value> {
     let raft: Value = reply.json()?;
     anyhow::ensure!(raft.get("members").is_some(), "{} does not serve GET /raft", reply.node);
     Ok(raft)
+}
+
+/// PURE: a `GET /raft` document written by the Raft leader itself.
+pub fn answers_as_leader(raft: &Value) -> bool {
+    let leader = raft.get("leader").and_then(|l| l.get("id")).and_then(Value::as_u64);
+    leader.is_some() && leader == raft.get("node_id").and_then(Value::as_u64)
+}
+
+/// PURE: the REST API address of the leader a `GET /raft` document names, from its member list.
+pub fn leader_api_addr(raft: &Value) -> Option<String> {
+    let leader = raft.get("leader")?.get("id")?.as_u64()?;
+    let members = raft.get("members")?.as_array()?;
+    let member = members.iter().find(|m| m.get("id").and_then(Value::as_u64) == Some(leader))?;
+    member.get("api_addr")?.as_str().filter(|a| !a.is_empty()).map(str::to_owned)
 }
 
 /// `remove <cluster>`: patronictl's typed confirmations (unless `force`), then `DELETE /cluster`, which wipes every
@@ -176,6 +220,20 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn the_leaders_answer_is_recognised_and_found() {
+        let member = |id: u64, api: &str| json!({"id": id, "name": format!("node{id}"), "api_addr": api});
+        let members = json!([member(1, "127.0.0.1:8008"), member(2, "127.0.0.1:8009"), member(3, "")]);
+        let from = |node: u64, leader: Value| json!({"node_id": node, "leader": leader, "members": members});
+        assert!(answers_as_leader(&from(1, json!({"id": 1, "name": "node1"}))));
+        assert!(!answers_as_leader(&from(2, json!({"id": 1, "name": "node1"}))));
+        assert!(!answers_as_leader(&from(2, Value::Null)));
+        assert_eq!(leader_api_addr(&from(2, json!({"id": 1}))).as_deref(), Some("127.0.0.1:8008"));
+        assert_eq!(leader_api_addr(&from(2, json!({"id": 3}))), None, "no API address");
+        assert_eq!(leader_api_addr(&from(2, json!({"id": 9}))), None, "not a member");
+        assert_eq!(leader_api_addr(&from(2, Value::Null)), None, "no leader");
+    }
 
     #[test]
     fn members_table_marks_the_raft_leader() {
