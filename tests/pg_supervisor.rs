@@ -97,6 +97,7 @@ fn node_config(root: &Path, name: &str, port: u16) -> PgConfig {
         scope: "test-cluster".into(),
         start_timeout: Duration::from_secs(90),
         stop_timeout: Duration::from_secs(60),
+        recovery_params: Default::default(),
         hooks: Default::default(),
     }
 }

@@ -551,6 +551,10 @@ pub struct PostgresqlConfig {
     pub use_unix_socket: bool,
     /// Replicate through the Unix socket.
     pub use_unix_socket_repl: bool,
+    /// `recovery_conf`: recovery settings of every replica (`restore_command`, `archive_cleanup_command`,
+    /// `recovery_min_apply_delay`, …), written into the managed `postgresql.conf` whenever PostgreSQL runs as a
+    /// replica or standby. The settings raftgres manages itself were dropped with a warning.
+    pub recovery_conf: BTreeMap<String, Value>,
     /// Script that must succeed before a promote.
     pub pre_promote: Option<String>,
     /// Script run before PostgreSQL is stopped.

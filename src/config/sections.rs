@@ -417,6 +417,28 @@ fn callbacks(pg: &mut Section<'_>, warnings: &mut Vec<String>) -> Res<Callbacks>
     Ok(res)
 }
 
+/// `postgresql.recovery_conf`: a map of scalars. As in Patroni, the upstream (`primary_conninfo`,
+/// `primary_slot_name`) is raftgres' to set, and a replica that follows its leader has no recovery target; those
+/// keys are dropped, but out loud.
+fn recovery_conf(pg: &mut Section<'_>, warnings: &mut Vec<String>) -> Res<BTreeMap<String, Value>> {
+    let path = pg.path_of("recovery_conf");
+    let mut settings = pg.scalar_map("recovery_conf")?;
+    settings.retain(|key, _| {
+        let lower = key.to_ascii_lowercase();
+        let managed = ["primary_conninfo", "primary_slot_name", "standby_mode", "trigger_file", "promote_trigger_file"];
+        let reason = if managed.contains(&lower.as_str()) {
+            "is set by raftgres from the leader key and tags"
+        } else if lower.starts_with("recovery_target") {
+            "would stop a replica that must follow its leader"
+        } else {
+            return true;
+        };
+        warnings.push(format!("{path}.{key} {reason} (ignored, as Patroni does)"));
+        false
+    });
+    Ok(settings)
+}
+
 fn local_parameters(pg: &mut Section<'_>, warnings: &mut Vec<String>) -> Res<BTreeMap<String, Value>> {
     let path = pg.path_of("parameters");
     let mut parameters = pg.scalar_map("parameters")?;
@@ -489,11 +511,12 @@ fn postgresql(mut sec: Section<'_>, warnings: &mut Vec<String>) -> Res<Postgresq
         pg_ctl_timeout: sec.duration("pg_ctl_timeout", Unit::Seconds)?.unwrap_or(defaults::PG_CTL_TIMEOUT),
         use_unix_socket: sec.flag("use_unix_socket")?,
         use_unix_socket_repl: sec.flag("use_unix_socket_repl")?,
+        recovery_conf: recovery_conf(&mut sec, warnings)?,
         pre_promote: sec.str("pre_promote")?,
         before_stop: sec.str("before_stop")?,
         run_as: sec.str("run_as")?.filter(|u| !u.trim().is_empty()).unwrap_or_else(|| defaults::RUN_AS.to_string()),
     };
-    let ignored = ["proxy_address", "recovery_conf", "custom_conf"];
+    let ignored = ["proxy_address", "custom_conf"];
     sec.ignore(&ignored, "is not supported by raftgres", warnings);
     sec.finish(warnings);
     Ok(res)

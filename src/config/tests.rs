@@ -177,6 +177,22 @@ fn unknown_keys_are_warned_with_their_path() {
 }
 
 #[test]
+fn recovery_conf_keeps_archive_settings_and_drops_what_raftgres_manages_out_loud() {
+    let patch = "postgresql: {recovery_conf: {restore_command: 'cp /a/%f %p', recovery_min_apply_delay: 0, \
+                 primary_conninfo: 'host=x', recovery_target_time: '2026-01-01'}}";
+    let loaded = load_patched(patch, &[]).unwrap_or_else(|e| panic!("load failed: {e}"));
+    let keys: Vec<&str> = loaded.config.postgresql.recovery_conf.keys().map(String::as_str).collect();
+    assert_eq!(keys, ["recovery_min_apply_delay", "restore_command"]);
+    assert_eq!(
+        loaded.warnings,
+        [
+            "postgresql.recovery_conf.primary_conninfo is set by raftgres from the leader key and tags (ignored, as Patroni does)",
+            "postgresql.recovery_conf.recovery_target_time would stop a replica that must follow its leader (ignored, as Patroni does)",
+        ]
+    );
+}
+
+#[test]
 fn patroni_only_settings_are_warned() {
     check_warnings(
         "etcd: {hosts: 'h:2379'}",

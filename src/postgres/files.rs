@@ -311,6 +311,9 @@ pub(crate) fn server_parameters(
             set("primary_slot_name", None);
         }
         RecoveryConf::Replica { primary_conninfo, slot } => {
+            for (name, value) in &cfg.recovery_params {
+                set(name, Some(value.clone()));
+            }
             set("primary_conninfo", Some(primary_conninfo.clone()));
             set("primary_slot_name", slot.clone());
             set("recovery_target_timeline", Some("latest".to_owned()));

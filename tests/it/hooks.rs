@@ -59,6 +59,13 @@ async fn wait_recorded(c: &raftgres::demo::cluster::LocalCluster, events: &Path,
     }
 }
 
+/// `SHOW <setting>` on a node.
+async fn show(c: &raftgres::demo::cluster::LocalCluster, node: usize, setting: &str) -> Option<String> {
+    let client = connect(c, node).await?;
+    let row = client.query_one(&format!("SHOW {setting}"), &[]).await.ok()?;
+    row.try_get(0).ok()
+}
+
 /// Every node's `postgresql` (and `bootstrap`) overrides: the same keys, each node's own name in its callbacks.
 fn with_node_overrides(spec: &mut raftgres::demo::cluster::ClusterSpec, per_node: impl Fn(usize) -> Value) {
     for node in 1..=spec.n_nodes {
@@ -74,6 +81,8 @@ async fn callbacks_report_roles_through_bootstrap_switchover_and_crash_failover(
     let (mut spec, dir) = spec();
     let scripts = shared_dir(&dir.path().join("scripts"));
     let events = shared_dir(&dir.path().join("events"));
+    let archive = shared_dir(&dir.path().join("archive"));
+    let restore_command = format!("cp {}/%f %p", archive.display());
     let record = scripts.join("record");
     write_script(&record, &format!("node=$1; shift\necho \"$*\" >> {}/\"$node\"\n", events.display()));
     let psql = raftgres::demo::cluster::find_pg_bin_dir().expect("PostgreSQL's bin dir").join("psql");
@@ -89,6 +98,7 @@ async fn callbacks_report_roles_through_bootstrap_switchover_and_crash_failover(
             "postgresql": {
                 "callbacks": {"on_start": cb, "on_stop": cb, "on_restart": cb, "on_reload": cb, "on_role_change": cb},
                 "before_stop": format!("{cb} before_stop - demo"),
+                "recovery_conf": {"restore_command": restore_command, "recovery_min_apply_delay": "0"},
             },
         })
     });
@@ -104,6 +114,10 @@ async fn callbacks_report_roles_through_bootstrap_switchover_and_crash_failover(
         wait_recorded(c, &events, *node, &["on_start replica demo"]).await;
     }
 
+    // recovery_conf is written for replicas only.
+    assert_eq!(show(c, first, "restore_command").await.as_deref(), Some(""), "the primary has no restore_command");
+    assert_eq!(show(c, others[0], "restore_command").await, Some(restore_command.clone()), "a replica has it");
+
     // Switchover: the candidate reports its promotion; the old primary its stop, then its new role.
     let candidate = others[0];
     let request = json!({"leader": format!("node{first}"), "candidate": format!("node{candidate}")});
@@ -118,6 +132,11 @@ async fn callbacks_report_roles_through_bootstrap_switchover_and_crash_failover(
         first,
         &["on_start primary", "before_stop", "on_stop primary demo", "on_role_change replica demo"],
     )
+    .await;
+    // recovery_conf is a replica's: the demoted primary runs with it now.
+    eventually(Duration::from_secs(30), "the demoted primary has the recovery_conf restore_command", || async {
+        (show(c, first, "restore_command").await.as_deref() == Some(restore_command.as_str())).then_some(())
+    })
     .await;
     assert!(
         !recorded(&events, first).iter().skip(1).any(|line| line.starts_with("on_start")),

@@ -65,6 +65,8 @@ pub struct PgConfig {
     pub start_timeout: Duration,
     /// How long `stop` waits per signal.
     pub stop_timeout: Duration,
+    /// `postgresql.recovery_conf`, rendered: written only while PostgreSQL runs as a replica or standby.
+    pub recovery_params: BTreeMap<String, String>,
     /// The operator's scripts (`postgresql.callbacks`, `pre_promote`, `before_stop`, `bootstrap.post_bootstrap`).
     pub hooks: super::Hooks,
 }

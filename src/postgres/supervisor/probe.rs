@@ -324,6 +324,7 @@ mod tests {
             scope: "s".into(),
             start_timeout: Duration::from_secs(1),
             stop_timeout: Duration::from_secs(1),
+            recovery_params: Default::default(),
             hooks: Default::default(),
         }
     }
