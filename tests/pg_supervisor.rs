@@ -17,7 +17,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use raftgres::postgres::controldata::ClusterState;
-use raftgres::postgres::slots::slot_name;
+use raftgres::postgres::slots::{slot_name, LeaderSlots};
 use raftgres::postgres::supervisor::{
     error_chain, ConnTarget, Credentials, DataDirState, PgConfig, PgError, RewindOutcome, StartRole, StopMode,
     Supervisor,
@@ -161,6 +161,13 @@ async fn sql(port: u16, query: &str) -> Result<Vec<String>, String> {
             _ => None,
         })
         .collect())
+}
+
+/// The leader's slot maintenance with member slots only (no permanent or ignored slots, not paused).
+async fn ensure_member_slots(sup: &Supervisor, members: BTreeSet<String>) -> Result<(), PgError> {
+    let own = slot_name(&sup.config().name);
+    let wanted = LeaderSlots { own: &own, members: &members, permanent: &[], ignore: &[], paused: false };
+    sup.maintain_slots(&wanted).await
 }
 
 async fn bootstrap_primary(dir: &TestDir, name: &str) -> Supervisor {
@@ -362,7 +369,7 @@ async fn replica_clone_promote_and_rewind() {
     let n2 = Supervisor::new(dir.config("n2", port2)).unwrap();
 
     // (2) Clone n2 from n1, follow it through a slot, and see rows arrive.
-    n1.ensure_slots(&BTreeSet::from([slot_name("n2")])).await.map_err(show).unwrap();
+    ensure_member_slots(&n1, BTreeSet::from([slot_name("n2")])).await.map_err(show).unwrap();
     n2.basebackup(&target(&n1)).await.map_err(show).unwrap();
     // A base backup that never started carries n1's pg_control (`in production`): it is marked as such, so
     // the HA loop does not take it for a crashed old primary.
@@ -402,7 +409,7 @@ async fn replica_clone_promote_and_rewind() {
     })
     .await;
     // An active slot that is no longer desired is kept.
-    n1.ensure_slots(&BTreeSet::new()).await.map_err(show).unwrap();
+    ensure_member_slots(&n1, BTreeSet::new()).await.map_err(show).unwrap();
     assert_eq!(sql(port1, &slot_active).await.unwrap(), ["t"]);
     sql(port1, "CREATE TABLE t (x text); INSERT INTO t VALUES ('before-failover')").await.unwrap();
     eventually("the row to reach n2", PATIENCE, || async {
@@ -427,7 +434,7 @@ async fn replica_clone_promote_and_rewind() {
     n1.stop(StopMode::Immediate).await.map_err(show).unwrap();
     std::fs::write(dir.dir.path().join("n1/data/standby.signal"), b"").unwrap();
     assert!(matches!(n1.rewind(&target(&n2)).await, Ok(RewindOutcome::Rewound)), "pg_rewind must rewind");
-    n2.ensure_slots(&BTreeSet::from([slot_name("n1")])).await.map_err(show).unwrap();
+    ensure_member_slots(&n2, BTreeSet::from([slot_name("n1")])).await.map_err(show).unwrap();
     n1.start(StartRole::Replica { primary: target(&n2), slot: Some(slot_name("n1")) }).await.map_err(show).unwrap();
     let probe = eventually("n1 to stream from n2", PATIENCE, || async {
         let probe = n1.probe().await.map_err(show)?;

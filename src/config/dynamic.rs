@@ -20,6 +20,7 @@ use super::walk::parse_duration;
 use super::walk::Section;
 use super::walk::Unit;
 use super::ConfigError;
+use crate::postgres::slots;
 
 /// The three timers of Patroni's rule `loop_wait + 2 * retry_timeout <= ttl`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -388,7 +389,7 @@ fn build_view(
         max_timelines_history: count(reader.int("max_timelines_history", "an integer", 0, 0)?),
         member_slots_ttl: reader.seconds("member_slots_ttl", base.member_slots_ttl)?,
         pause: reader.flag("pause", false)?,
-        slots: reader.map("slots")?.unwrap_or_default(),
+        slots: permanent_slots(&mut reader)?,
         ignore_slots: ignore_slots(&mut reader)?,
         standby_cluster: reader.map("standby_cluster")?,
         postgresql: postgresql(&mut reader)?,
@@ -417,16 +418,50 @@ fn synchronous_mode(reader: &mut Reader<'_, '_>) -> Result<SynchronousMode, Conf
     Ok(reader.keep(res)?.unwrap_or(SynchronousMode::Off))
 }
 
+/// `slots:`, each entry read as the leader will read it (`postgres::slots::permanent_slot`): a bad entry is
+/// refused with its path, instead of being skipped with an error in the log at every cycle as Patroni does.
+fn permanent_slots(reader: &mut Reader<'_, '_>) -> Result<Map<String, Value>, ConfigError> {
+    let path = reader.section.path_of("slots");
+    let res = match reader.section.raw("slots") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(map)) => {
+            let bad = map.iter().find_map(|(name, value)| slots::permanent_slot(name, value).err().map(|e| (name, e)));
+            match bad {
+                Some((name, message)) => Err(ConfigError::Invalid { path: format!("{path}.{name}"), message }),
+                None => {
+                    let logical = map.iter().filter(|(name, value)| {
+                        slots::permanent_slot(name, value).is_ok_and(|slot| slot.kind != slots::SlotKind::Physical)
+                    });
+                    for (name, _) in logical {
+                        reader.warnings.push(format!(
+                            "{path}.{name}: a logical slot does not survive a failover yet: raftgres does not copy it \
+                             to the replicas, so a new primary creates it anew at its current WAL position and changes \
+                             its consumer had not confirmed are not in it"
+                        ));
+                    }
+                    Ok(Some(map.clone()))
+                }
+            }
+        }
+        Some(other) => Err(expected(path, "a map of slot names", other)),
+    };
+    Ok(reader.keep(res)?.unwrap_or_default())
+}
+
 fn ignore_slots(reader: &mut Reader<'_, '_>) -> Result<Vec<Value>, ConfigError> {
     let path = reader.section.path_of("ignore_slots");
     let res = match reader.section.raw("ignore_slots") {
-        None => Ok(None),
-        Some(Value::Array(items)) => match items.iter().position(|item| !item.is_object()) {
-            Some(item_idx) => {
-                Err(expected(format!("{path}[{item_idx}]"), "a map (name, type, database, plugin)", &items[item_idx]))
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(items)) => {
+            let bad = items
+                .iter()
+                .enumerate()
+                .find_map(|(i, item)| slots::IgnoreMatcher::from_value(item).err().map(|e| (i, e)));
+            match bad {
+                Some((i, message)) => Err(ConfigError::Invalid { path: format!("{path}[{i}]"), message }),
+                None => Ok(Some(items.clone())),
             }
-            None => Ok(Some(items.clone())),
-        },
+        }
         Some(other) => Err(expected(path, "a list of maps", other)),
     };
     Ok(reader.keep(res)?.unwrap_or_default())

@@ -177,6 +177,30 @@ fn unknown_keys_are_warned_with_their_path() {
 }
 
 #[test]
+fn bad_permanent_and_ignored_slots_are_refused_with_their_path() {
+    check_error(
+        "bootstrap: {dcs: {slots: {cdc: {type: logical, database: app}}}}",
+        "bootstrap.dcs.slots.cdc: a logical slot needs database and plugin",
+    );
+    check_error(
+        "bootstrap: {dcs: {slots: {Bad-Slot: null}}}",
+        "bootstrap.dcs.slots.Bad-Slot: invalid slot name \"Bad-Slot\": use 1 to 63 lower case letters, digits and underscores",
+    );
+    check_error(
+        "bootstrap: {dcs: {ignore_slots: [{name: a}, {typ: logical}]}}",
+        "bootstrap.dcs.ignore_slots[1]: unknown property \"typ\": use name, type, database and plugin",
+    );
+    let loaded = load_patched(
+        "bootstrap: {dcs: {slots: {archiver: null, cdc: {database: app, plugin: pgoutput}}, ignore_slots: [{type: logical}]}}",
+        &[],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let dcs = loaded.config.bootstrap.dcs.view();
+    assert_eq!(dcs.slots.keys().collect::<Vec<_>>(), ["archiver", "cdc"]);
+    assert_eq!(dcs.ignore_slots.len(), 1);
+}
+
+#[test]
 fn recovery_conf_keeps_archive_settings_and_drops_what_raftgres_manages_out_loud() {
     let patch = "postgresql: {recovery_conf: {restore_command: 'cp /a/%f %p', recovery_min_apply_delay: 0, \
                  primary_conninfo: 'host=x', recovery_target_time: '2026-01-01'}}";

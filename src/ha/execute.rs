@@ -5,6 +5,7 @@
 //! spawned tasks so a dropped future can never leave them half done, and the loop sees them
 //! as "in progress". The first failing action stops the rest.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
@@ -26,6 +27,9 @@ use crate::dcs::view::ClusterView;
 use crate::dcs::view::MemberData;
 use crate::dcs::Dcs;
 use crate::postgres::slots::slot_name;
+use crate::postgres::slots::IgnoreMatcher;
+use crate::postgres::slots::LeaderSlots;
+use crate::postgres::slots::PermanentSlot;
 use crate::postgres::supervisor::ConnTarget;
 use crate::postgres::supervisor::StartRole;
 use crate::postgres::supervisor::StopMode;
@@ -49,6 +53,10 @@ pub struct Context<'a> {
     pub timing: Timing,
     /// Synchronous replication policy.
     pub sync_policy: super::sync::SyncPolicy,
+    /// The dynamic `slots:` (valid entries; the configuration refuses invalid ones).
+    pub permanent_slots: Vec<PermanentSlot>,
+    /// The dynamic `ignore_slots`.
+    pub ignore_slots: Vec<IgnoreMatcher>,
 }
 
 /// What happened.
@@ -136,6 +144,8 @@ pub async fn run(ctx: &Context<'_>, actions: &[Action], obs: &Observation) -> Ex
     if is_primary && res.dcs_contacted && !res.demoted && res.holds_key {
         ensure_member_slots(ctx).await;
         maintain_sync(ctx, &pg_status).await;
+    } else if obs.pg.role() == Some(Role::Replica) && res.spawned.is_none() && !res.demoted {
+        drop_replica_slots(ctx).await;
     }
     res
 }
@@ -273,10 +283,31 @@ pub async fn demote_now(pg: &Supervisor) {
 }
 
 async fn ensure_member_slots(ctx: &Context<'_>) {
-    let desired =
+    let members =
         ctx.view.members.keys().filter(|name| name.as_str() != ctx.settings.name).map(|name| slot_name(name)).collect();
-    if let Err(e) = ctx.pg.ensure_slots(&desired).await {
+    let own = slot_name(&ctx.settings.name);
+    let wanted = LeaderSlots {
+        own: &own,
+        members: &members,
+        permanent: &ctx.permanent_slots,
+        ignore: &ctx.ignore_slots,
+        paused: ctx.paused,
+    };
+    if let Err(e) = ctx.pg.maintain_slots(&wanted).await {
         warn!(error = %e, "failed to maintain replication slots");
+    }
+}
+
+/// A replica keeps no slots of its own yet (raftgres does not advance slots on replicas, so a slot left from the
+/// node's time as primary would hold WAL for ever): every slot not matched by `ignore_slots` is dropped, outside
+/// pause. The new primary creates the member and permanent slots after a promotion.
+async fn drop_replica_slots(ctx: &Context<'_>) {
+    let none = BTreeSet::new();
+    let own = slot_name(&ctx.settings.name);
+    let wanted =
+        LeaderSlots { own: &own, members: &none, permanent: &[], ignore: &ctx.ignore_slots, paused: ctx.paused };
+    if let Err(e) = ctx.pg.maintain_slots(&wanted).await {
+        warn!(error = %e, "failed to drop the replica's replication slots");
     }
 }
 

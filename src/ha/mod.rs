@@ -301,6 +301,16 @@ impl HaLoop {
                 node_count: dynamic.synchronous_node_count,
                 maximum_lag_on_syncnode: dynamic.maximum_lag_on_syncnode,
             },
+            permanent_slots: dynamic
+                .slots
+                .iter()
+                .filter_map(|(name, value)| crate::postgres::slots::permanent_slot(name, value).ok())
+                .collect(),
+            ignore_slots: dynamic
+                .ignore_slots
+                .iter()
+                .filter_map(|value| crate::postgres::slots::IgnoreMatcher::from_value(value).ok())
+                .collect(),
         }
     }
 

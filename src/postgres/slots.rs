@@ -113,24 +113,232 @@ pub fn desired_slots(input: &SlotPlanInput<'_>) -> DesiredSlots {
     DesiredSlots { slots, conflicts }
 }
 
-/// The statements needed to go from the existing slots to the desired ones.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct SlotDiff {
-    /// Slots to create (`pg_create_physical_replication_slot`).
-    pub to_create: BTreeSet<String>,
-    /// Slots to drop (`pg_drop_replication_slot`).
-    pub to_drop: BTreeSet<String>,
+/// What kind of slot, with a logical slot's database and output plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SlotKind {
+    /// A physical slot.
+    Physical,
+    /// A logical slot.
+    Logical {
+        /// The database it decodes.
+        database: String,
+        /// Its output plugin (`pgoutput`, `test_decoding`, `wal2json`, …).
+        plugin: String,
+    },
 }
 
-/// Diffs the desired slots against the physical slots that exist.
-///
-/// The caller adds permanent slots to `desired` and removes slots matched by `ignore_slots` from `existing`
-/// first; in pause mode it must not drop anything.
-pub fn diff_slots(desired: &BTreeSet<String>, existing: &BTreeSet<String>) -> SlotDiff {
-    SlotDiff {
-        to_create: desired.difference(existing).cloned().collect(),
-        to_drop: existing.difference(desired).cloned().collect(),
+impl std::fmt::Display for SlotKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SlotKind::Physical => write!(f, "physical"),
+            SlotKind::Logical { database, plugin } => write!(f, "logical (database {database}, plugin {plugin})"),
+        }
     }
+}
+
+/// A permanent slot of the dynamic `slots:` map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PermanentSlot {
+    /// The slot name.
+    pub name: String,
+    /// Its kind.
+    pub kind: SlotKind,
+}
+
+/// Whether `name` is a valid permanent slot name (Patroni's `^[a-z0-9_]{1,63}$`).
+pub fn valid_slot_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_SLOT_NAME_LEN
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// Reads one entry of the dynamic `slots:` map as Patroni does: no value (or an empty map) is a physical slot;
+/// `type` defaults to `logical` when `database` and `plugin` are given, else `physical`. The error says what is
+/// wrong with the entry.
+pub fn permanent_slot(name: &str, value: &serde_json::Value) -> Result<PermanentSlot, String> {
+    use serde_json::Value;
+    if !valid_slot_name(name) {
+        return Err(format!("invalid slot name {name:?}: use 1 to 63 lower case letters, digits and underscores"));
+    }
+    let empty = serde_json::Map::new();
+    let map = match value {
+        Value::Null => &empty,
+        Value::Object(map) => map,
+        other => return Err(format!("expected a map (type, database, plugin) or nothing, got {other}")),
+    };
+    let text = |key: &str| match map.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
+        Some(other) => Err(format!("{key}: expected a non-empty string, got {other}")),
+    };
+    let (database, plugin) = (text("database")?, text("plugin")?);
+    let kind = match text("type")?.as_deref() {
+        Some("physical") => SlotKind::Physical,
+        Some("logical") => match (database, plugin) {
+            (Some(database), Some(plugin)) => SlotKind::Logical { database, plugin },
+            _ => return Err("a logical slot needs database and plugin".to_owned()),
+        },
+        None => match (database, plugin) {
+            (Some(database), Some(plugin)) => SlotKind::Logical { database, plugin },
+            _ => SlotKind::Physical,
+        },
+        Some(other) => return Err(format!("type: expected physical or logical, got {other:?}")),
+    };
+    Ok(PermanentSlot { name: name.to_owned(), kind })
+}
+
+/// One entry of `ignore_slots`: a slot matching every given property is left alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IgnoreMatcher {
+    /// `name`.
+    pub name: Option<String>,
+    /// `type`: `physical` or `logical`.
+    pub kind: Option<String>,
+    /// `database`.
+    pub database: Option<String>,
+    /// `plugin`.
+    pub plugin: Option<String>,
+}
+
+impl IgnoreMatcher {
+    /// Reads one `ignore_slots` entry (a map of `name`, `type`, `database`, `plugin`).
+    pub fn from_value(value: &serde_json::Value) -> Result<IgnoreMatcher, String> {
+        let map =
+            value.as_object().ok_or_else(|| format!("expected a map (name, type, database, plugin), got {value}"))?;
+        let text = |key: &str| match map.get(key) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) => Err(format!("{key}: expected a string, got {other}")),
+        };
+        if let Some(key) = map.keys().find(|key| !["name", "type", "database", "plugin"].contains(&key.as_str())) {
+            return Err(format!("unknown property {key:?}: use name, type, database and plugin"));
+        }
+        Ok(IgnoreMatcher {
+            name: text("name")?,
+            kind: text("type")?,
+            database: text("database")?,
+            plugin: text("plugin")?,
+        })
+    }
+
+    /// Patroni's `ignore_replication_slot`: every property given (non-empty) equals the slot's.
+    pub fn matches(&self, slot: &ExistingSlot) -> bool {
+        let (kind, database, plugin) = match &slot.kind {
+            SlotKind::Physical => ("physical", None, None),
+            SlotKind::Logical { database, plugin } => ("logical", Some(database.as_str()), Some(plugin.as_str())),
+        };
+        let same = |wanted: &Option<String>, actual: Option<&str>| {
+            wanted.as_deref().is_none_or(|w| w.is_empty() || Some(w) == actual)
+        };
+        self.name.as_deref().is_none_or(|name| name == slot.name)
+            && same(&self.kind, Some(kind))
+            && same(&self.database, database)
+            && same(&self.plugin, plugin)
+    }
+}
+
+/// A slot that exists on this PostgreSQL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExistingSlot {
+    /// Its name.
+    pub name: String,
+    /// Its kind.
+    pub kind: SlotKind,
+    /// A walsender (or a decoding session) uses it now: it cannot be dropped.
+    pub active: bool,
+}
+
+/// Why a slot is dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DropReason {
+    /// Neither a member's, nor permanent, nor matched by `ignore_slots`.
+    Unknown,
+    /// A permanent slot of that name is configured with another kind, database or plugin.
+    Changed {
+        /// The configured kind.
+        wanted: SlotKind,
+    },
+}
+
+/// The slot statements of one cycle on the leader.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SlotPlan {
+    /// Physical slots to create.
+    pub create_physical: BTreeSet<String>,
+    /// Logical slots to create, each in its database.
+    pub create_logical: Vec<PermanentSlot>,
+    /// Slots to drop, with the reason to log.
+    pub drop: Vec<(ExistingSlot, DropReason)>,
+    /// Slots left alone although they would be dropped: in use now (tried again next cycle) or paused.
+    pub kept: Vec<(String, &'static str)>,
+    /// Permanent slots that cannot be honoured (logged as errors): a logical slot named like a member's slot.
+    pub conflicts: Vec<String>,
+}
+
+/// Everything [`plan_slots`] looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaderSlots<'a> {
+    /// This node's slot name (never created here).
+    pub own: &'a str,
+    /// The members' physical slots (see [`desired_slots`]).
+    pub members: &'a BTreeSet<String>,
+    /// The dynamic `slots:`.
+    pub permanent: &'a [PermanentSlot],
+    /// The dynamic `ignore_slots`.
+    pub ignore: &'a [IgnoreMatcher],
+    /// Maintenance mode: unknown slots are kept.
+    pub paused: bool,
+}
+
+/// Patroni's slot maintenance on the leader (`sync_replication_slots` → `_drop_incorrect_slots`,
+/// `_ensure_physical_slots`, `_ensure_logical_slots_primary`): create the member and permanent slots that are
+/// missing; drop a slot whose kind, database or plugin differs from its permanent definition (created again next
+/// cycle); drop every other slot that no `ignore_slots` entry matches, except in pause; never an active slot.
+pub fn plan_slots(wanted: &LeaderSlots<'_>, existing: &[ExistingSlot]) -> SlotPlan {
+    let mut plan = SlotPlan::default();
+    let mut desired: BTreeMap<&str, SlotKind> =
+        wanted.members.iter().map(|name| (name.as_str(), SlotKind::Physical)).collect();
+    for slot in wanted.permanent {
+        if slot.name == wanted.own && slot.kind == SlotKind::Physical {
+            continue;
+        }
+        if wanted.members.contains(&slot.name) {
+            if slot.kind != SlotKind::Physical {
+                plan.conflicts.push(slot.name.clone());
+            }
+            continue;
+        }
+        desired.insert(&slot.name, slot.kind.clone());
+    }
+    for slot in existing {
+        let drop = match desired.get(slot.name.as_str()) {
+            Some(kind) if *kind == slot.kind => None,
+            Some(kind) => Some(DropReason::Changed { wanted: kind.clone() }),
+            None if wanted.ignore.iter().any(|matcher| matcher.matches(slot)) => None,
+            None if wanted.paused => {
+                plan.kept.push((slot.name.clone(), "maintenance mode"));
+                None
+            }
+            None => Some(DropReason::Unknown),
+        };
+        match drop {
+            Some(_) if slot.active => plan.kept.push((slot.name.clone(), "in use")),
+            Some(reason) => plan.drop.push((slot.clone(), reason)),
+            None => {}
+        }
+    }
+    for (name, kind) in desired {
+        if existing.iter().any(|slot| slot.name == name) {
+            continue;
+        }
+        match kind {
+            SlotKind::Physical => {
+                plan.create_physical.insert(name.to_owned());
+            }
+            kind @ SlotKind::Logical { .. } => plan.create_logical.push(PermanentSlot { name: name.to_owned(), kind }),
+        }
+    }
+    plan
 }
 
 #[cfg(test)]
@@ -158,7 +366,6 @@ mod tests {
     enum Input<'a> {
         Name(&'a str),
         Plan(SlotPlanInput<'a>),
-        Diff(&'a [&'a str], &'a [&'a str]),
     }
 
     #[track_caller]
@@ -168,10 +375,6 @@ mod tests {
             Input::Plan(plan) => {
                 let res = desired_slots(&plan);
                 format!("{:?} conflicts={:?}", res.slots, res.conflicts)
-            }
-            Input::Diff(desired, existing) => {
-                let diff = diff_slots(&set(desired), &set(existing));
-                format!("create={:?} drop={:?}", diff.to_create, diff.to_drop)
             }
         };
         assert_eq!(actual, expected);
@@ -252,8 +455,148 @@ mod tests {
     }
 
     #[test]
-    fn diff_creates_missing_and_drops_unwanted() {
-        check(Input::Diff(&["pg_2", "pg_3"], &["pg_3", "pg_9"]), r#"create={"pg_2"} drop={"pg_9"}"#);
-        check(Input::Diff(&[], &[]), "create={} drop={}");
+    fn diff_creates_missing_and_drops_unwanted() {}
+}
+
+#[cfg(test)]
+mod leader_tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn physical(name: &str, active: bool) -> ExistingSlot {
+        ExistingSlot { name: name.to_owned(), kind: SlotKind::Physical, active }
+    }
+
+    fn logical(name: &str, database: &str, plugin: &str, active: bool) -> ExistingSlot {
+        let kind = SlotKind::Logical { database: database.to_owned(), plugin: plugin.to_owned() };
+        ExistingSlot { name: name.to_owned(), kind, active }
+    }
+
+    fn permanent(entries: serde_json::Value) -> Vec<PermanentSlot> {
+        let map = entries.as_object().cloned().unwrap_or_default();
+        map.iter().map(|(name, value)| permanent_slot(name, value).unwrap_or_else(|e| panic!("{name}: {e}"))).collect()
+    }
+
+    fn ignore(entries: serde_json::Value) -> Vec<IgnoreMatcher> {
+        let list = entries.as_array().cloned().unwrap_or_default();
+        list.iter().map(|value| IgnoreMatcher::from_value(value).unwrap_or_else(|e| panic!("{e}"))).collect()
+    }
+
+    /// (permanent, ignore, paused, existing) → the plan in words.
+    #[track_caller]
+    fn check(perm: serde_json::Value, ign: serde_json::Value, paused: bool, existing: &[ExistingSlot], expected: &str) {
+        let members: BTreeSet<String> = ["node2".to_owned(), "node3".to_owned()].into();
+        let (permanent, ignore) = (permanent(perm), ignore(ign));
+        let wanted = LeaderSlots { own: "node1", members: &members, permanent: &permanent, ignore: &ignore, paused };
+        let plan = plan_slots(&wanted, existing);
+        let logical: Vec<&str> = plan.create_logical.iter().map(|slot| slot.name.as_str()).collect();
+        let dropped: Vec<String> = plan
+            .drop
+            .iter()
+            .map(|(slot, reason)| match reason {
+                DropReason::Unknown => format!("{} unknown", slot.name),
+                DropReason::Changed { wanted } => format!("{} changed to {wanted}", slot.name),
+            })
+            .collect();
+        let kept: Vec<String> = plan.kept.iter().map(|(name, why)| format!("{name} {why}")).collect();
+        let actual = format!(
+            "physical={:?} logical={logical:?} drop={dropped:?} kept={kept:?} conflicts={:?}",
+            plan.create_physical, plan.conflicts
+        );
+        assert_eq!(actual, expected);
+    }
+
+    #[test]
+    fn member_and_permanent_slots_are_created_and_unknown_ones_dropped() {
+        let perm =
+            json!({"archiver": null, "cdc": {"type": "logical", "database": "app", "plugin": "pgoutput"}, "node1": {}});
+        check(
+            perm,
+            json!([]),
+            false,
+            &[physical("node2", true), physical("stale", false), logical("debezium", "app", "pgoutput", false)],
+            r#"physical={"archiver", "node3"} logical=["cdc"] drop=["stale unknown", "debezium unknown"] kept=[] conflicts=[]"#,
+        );
+    }
+
+    #[test]
+    fn ignore_slots_keep_matching_slots_alone() {
+        let existing = [
+            logical("debezium", "app", "pgoutput", false),
+            logical("other_db", "crm", "pgoutput", false),
+            physical("barman", false),
+        ];
+        check(
+            json!({}),
+            json!([{"type": "logical", "database": "app"}, {"name": "barman"}]),
+            false,
+            &existing,
+            r#"physical={"node2", "node3"} logical=[] drop=["other_db unknown"] kept=[] conflicts=[]"#,
+        );
+    }
+
+    #[test]
+    fn pause_and_activity_keep_unknown_slots() {
+        check(
+            json!({}),
+            json!([]),
+            true,
+            &[physical("node2", false), physical("node3", false), physical("stale", false)],
+            r#"physical={} logical=[] drop=[] kept=["stale maintenance mode"] conflicts=[]"#,
+        );
+        check(
+            json!({}),
+            json!([]),
+            false,
+            &[physical("node2", false), physical("node3", false), logical("busy", "app", "x", true)],
+            r#"physical={} logical=[] drop=[] kept=["busy in use"] conflicts=[]"#,
+        );
+    }
+
+    #[test]
+    fn a_permanent_slot_of_another_kind_is_dropped_then_recreated() {
+        let existing =
+            [physical("node2", false), physical("node3", false), logical("cdc", "app", "test_decoding", false)];
+        check(
+            json!({"cdc": {"database": "app", "plugin": "pgoutput"}}),
+            json!([]),
+            false,
+            &existing,
+            r#"physical={} logical=[] drop=["cdc changed to logical (database app, plugin pgoutput)"] kept=[] conflicts=[]"#,
+        );
+    }
+
+    #[test]
+    fn a_logical_permanent_slot_named_like_a_member_slot_is_a_conflict() {
+        check(
+            json!({"node2": {"type": "logical", "database": "app", "plugin": "pgoutput"}}),
+            json!([]),
+            false,
+            &[physical("node2", false), physical("node3", false)],
+            r#"physical={} logical=[] drop=[] kept=[] conflicts=["node2"]"#,
+        );
+    }
+
+    #[test]
+    fn permanent_slot_definitions_are_read_as_patroni_reads_them() {
+        let read = |name: &str, value: serde_json::Value| match permanent_slot(name, &value) {
+            Ok(slot) => slot.kind.to_string(),
+            Err(e) => format!("error: {e}"),
+        };
+        assert_eq!(read("a", json!(null)), "physical");
+        assert_eq!(read("a", json!({"type": "physical"})), "physical");
+        assert_eq!(read("a", json!({"database": "db", "plugin": "p"})), "logical (database db, plugin p)");
+        assert_eq!(
+            read("a", json!({"type": "logical", "database": "db"})),
+            "error: a logical slot needs database and plugin"
+        );
+        assert_eq!(read("a", json!({"type": "other"})), r#"error: type: expected physical or logical, got "other""#);
+        assert_eq!(
+            read("a", json!("physical")),
+            r#"error: expected a map (type, database, plugin) or nothing, got "physical""#
+        );
+        assert!(read("Bad-Name", json!(null)).starts_with("error: invalid slot name \"Bad-Name\""));
+        assert!(IgnoreMatcher::from_value(&json!({"nmae": "x"})).is_err());
     }
 }

@@ -17,4 +17,5 @@ mod hooks;
 mod leadership;
 mod partition;
 mod peer_tls;
+mod slots;
 mod sync;

@@ -16,7 +16,7 @@
 //! - `datadir`: the data directory: `data_dir_state`, `initdb`, `create_users` (the roles of a new cluster),
 //!   `wipe_data_dir`, and emptying it again (`prepare_empty_data_dir`, `empty_data_dir`). Type `DataDirState`.
 //! - `replication`: this server and its upstream: `basebackup` (clone), `rewind`, `rewind_marker`,
-//!   `rewind_incomplete`, `follows`, `checkpoint`, `ensure_slots`, `synchronous_standby_names`,
+//!   `rewind_incomplete`, `follows`, `checkpoint`, `maintain_slots`, `synchronous_standby_names`,
 //!   `set_synchronous_standby_names`. Types `ConnTarget`, `RewindOutcome`.
 //! - `probe`: the SQL status probe (`probe`, type `Probe`), the one cached SQL connection (`session`) and the
 //!   statement helpers the other submodules share.

@@ -172,6 +172,11 @@ impl Supervisor {
     }
 
     async fn connect(&self) -> Result<Client, PgError> {
+        self.connect_to("postgres").await
+    }
+
+    /// A new connection to `dbname` as the superuser (the cached session is for `postgres`).
+    pub(super) async fn connect_to(&self, dbname: &str) -> Result<Client, PgError> {
         let cfg = &self.inner.cfg;
         let host = sql_host(cfg, self.socket_dir());
         let mut config = tokio_postgres::Config::new();
@@ -179,13 +184,13 @@ impl Supervisor {
             .host(&host)
             .port(cfg.port)
             .user(&cfg.superuser.username)
-            .dbname("postgres")
+            .dbname(dbname)
             .application_name("raftgres")
             .connect_timeout(CONNECT_TIMEOUT);
         if let Some(password) = &cfg.superuser.password {
             config.password(password);
         }
-        let context = format!("connect to PostgreSQL at {host}:{}", cfg.port);
+        let context = format!("connect to PostgreSQL at {host}:{} (database {dbname})", cfg.port);
         let (client, connection) = config.connect(NoTls).await.map_err(sql(&context))?;
         let connection = async move {
             if let Err(e) = connection.await {

@@ -8,7 +8,7 @@
 //! slots or standbys are wanted (`postgres::slots`, `postgres::sync` and the HA loop do). It relies on
 //! PostgreSQL 13+ pg_rewind bringing an uncleanly stopped target to a clean shutdown itself.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 
 use tokio_postgres::error::SqlState;
@@ -19,7 +19,7 @@ use super::{DataDirState, PgError, Supervisor};
 use crate::postgres::conf::{self, ConnInfo};
 use crate::postgres::files;
 use crate::postgres::process;
-use crate::postgres::slots;
+use crate::postgres::slots::{self, DropReason, ExistingSlot, SlotKind};
 
 /// The PostgreSQL server to clone from, follow or rewind from (normally the leader).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,15 +194,44 @@ impl Supervisor {
         })
     }
 
-    /// Creates the missing physical slots of `desired` (reserving WAL at once) and drops other physical slots
-    /// that are not active.
-    pub async fn ensure_slots(&self, desired: &BTreeSet<String>) -> Result<(), PgError> {
-        bounded("replication slot changes", STATEMENT_TIMEOUT, async {
+    /// Slot maintenance (see `slots::plan_slots`; a replica passes no member or permanent slots): creates the
+    /// member and permanent slots that are missing (a logical one in its database), drops unknown slots and
+    /// permanent ones configured anew; logs each slot it drops and why. A logical slot that cannot be created
+    /// (`wal_level` below `logical`, a missing database or plugin) is logged and tried again next cycle; the
+    /// others still go ahead.
+    pub async fn maintain_slots(&self, wanted: &slots::LeaderSlots<'_>) -> Result<(), PgError> {
+        let plan = bounded("replication slot changes", STATEMENT_TIMEOUT, async {
             let session = self.session().await?;
-            let res = sync_slots(&session.client, desired).await;
+            let res = apply_slot_plan(&session.client, wanted).await;
             session.done(res)
         })
-        .await
+        .await?;
+        for slot in &plan.create_logical {
+            let SlotKind::Logical { database, plugin } = &slot.kind else { continue };
+            let created = bounded("logical slot creation", STATEMENT_TIMEOUT, async {
+                let client = self.connect_to(database).await?;
+                client
+                    .query(
+                        "SELECT pg_catalog.pg_create_logical_replication_slot($1, $2) WHERE NOT EXISTS \
+                         (SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1)",
+                        &[&slot.name, plugin],
+                    )
+                    .await
+                    .map_err(sql(&format!("create logical replication slot {} in database {database}", slot.name)))
+            })
+            .await;
+            match created {
+                Ok(_) => {
+                    tracing::info!(slot = %slot.name, database, plugin, "created permanent logical replication slot")
+                }
+                Err(e) => tracing::error!(
+                    slot = %slot.name,
+                    plugin,
+                    "failed to create the permanent logical replication slot (wal_level must be logical): {e:#}"
+                ),
+            }
+        }
+        Ok(())
     }
 
     /// Sets `synchronous_standby_names` (`None` resets it) with `ALTER SYSTEM` and reloads; the
@@ -256,38 +285,60 @@ fn rewind_outcome(output: &str) -> RewindOutcome {
     }
 }
 
-async fn sync_slots(client: &Client, desired: &BTreeSet<String>) -> Result<(), PgError> {
+/// Lists the slots, plans, drops and creates the physical ones; returns the plan (logical slots are created by
+/// the caller, each in its own database).
+async fn apply_slot_plan(client: &Client, wanted: &slots::LeaderSlots<'_>) -> Result<slots::SlotPlan, PgError> {
     let rows = client
-        .query("SELECT slot_name::text, active FROM pg_catalog.pg_replication_slots WHERE slot_type = 'physical'", &[])
+        .query(
+            "SELECT slot_name::text, slot_type::text, database::text, plugin::text, active \
+             FROM pg_catalog.pg_replication_slots",
+            &[],
+        )
         .await
         .map_err(sql("list replication slots"))?;
-    let mut existing = BTreeSet::new();
-    let mut active = BTreeSet::new();
+    let mut existing = Vec::with_capacity(rows.len());
     for row in &rows {
-        let name: String = row.try_get(0).map_err(sql("list replication slots"))?;
-        if row.try_get::<_, bool>(1).map_err(sql("list replication slots"))? {
-            active.insert(name.clone());
-        }
-        existing.insert(name);
+        let text = |i: usize| row.try_get::<_, Option<String>>(i).map_err(sql("list replication slots"));
+        let name = text(0)?.unwrap_or_default();
+        let kind = match text(1)?.as_deref() {
+            Some("logical") => {
+                SlotKind::Logical { database: text(2)?.unwrap_or_default(), plugin: text(3)?.unwrap_or_default() }
+            }
+            _ => SlotKind::Physical,
+        };
+        let active = row.try_get::<_, bool>(4).map_err(sql("list replication slots"))?;
+        existing.push(ExistingSlot { name, kind, active });
     }
-    let diff = slots::diff_slots(desired, &existing);
-    for slot in &diff.to_create {
-        let res = client.query("SELECT pg_catalog.pg_create_physical_replication_slot($1, true)", &[slot]).await;
-        match res {
-            Ok(_) => tracing::info!(slot = %slot, "created physical replication slot"),
-            Err(e) if e.code() == Some(&SqlState::DUPLICATE_OBJECT) => {}
-            Err(e) => return Err(sql(&format!("create replication slot {slot}"))(e)),
-        }
+    let plan = slots::plan_slots(wanted, &existing);
+    for name in &plan.conflicts {
+        tracing::error!(slot = %name, "permanent logical slot has the name of a member's physical slot; not created");
     }
-    for slot in diff.to_drop.iter().filter(|slot| !active.contains(*slot)) {
-        match client.query("SELECT pg_catalog.pg_drop_replication_slot($1)", &[slot]).await {
-            Ok(_) => tracing::info!(slot = %slot, "dropped physical replication slot"),
+    for (name, why) in &plan.kept {
+        tracing::debug!(slot = %name, why, "keeping a replication slot that is not managed");
+    }
+    for (slot, reason) in &plan.drop {
+        let why = match reason {
+            DropReason::Unknown => {
+                "unknown: not a member's slot, not in the dynamic slots, not matched by ignore_slots".to_owned()
+            }
+            DropReason::Changed { wanted } => format!("it is {} and the dynamic slots want it {wanted}", slot.kind),
+        };
+        match client.query("SELECT pg_catalog.pg_drop_replication_slot($1)", &[&slot.name]).await {
+            Ok(_) => tracing::info!(slot = %slot.name, kind = %slot.kind, "dropped replication slot: {why}"),
             // Gone already, or a walsender attached since the listing: try again next cycle.
             Err(e) if [SqlState::UNDEFINED_OBJECT, SqlState::OBJECT_IN_USE].iter().any(|c| e.code() == Some(c)) => {}
-            Err(e) => return Err(sql(&format!("drop replication slot {slot}"))(e)),
+            Err(e) => return Err(sql(&format!("drop replication slot {}", slot.name))(e)),
         }
     }
-    Ok(())
+    for name in &plan.create_physical {
+        let res = client.query("SELECT pg_catalog.pg_create_physical_replication_slot($1, true)", &[name]).await;
+        match res {
+            Ok(_) => tracing::info!(slot = %name, "created physical replication slot"),
+            Err(e) if e.code() == Some(&SqlState::DUPLICATE_OBJECT) => {}
+            Err(e) => return Err(sql(&format!("create replication slot {name}"))(e)),
+        }
+    }
+    Ok(plan)
 }
 
 #[cfg(test)]
