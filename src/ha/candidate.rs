@@ -282,6 +282,7 @@ mod quorum_tests {
             remove_data_directory_on_rewind_failure: false,
             check_timeline: false,
             synchronous_mode: SynchronousMode::Quorum,
+            replicatefrom: None,
         };
         let wal = WalPosition::Replica {
             received: Some(Lsn(100)),
@@ -433,6 +434,7 @@ mod race_peers_tests {
             remove_data_directory_on_rewind_failure: false,
             check_timeline: false,
             synchronous_mode: SynchronousMode::Quorum,
+            replicatefrom: None,
         };
         assert_eq!(races_for_vacant_key(&view, &pg, &cfg, dcs_ok), want);
     }

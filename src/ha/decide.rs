@@ -81,7 +81,7 @@ fn unresponsive(obs: &Observation, view: &ClusterView, cfg: &HaConfig) -> Decisi
     let Some(leader) = view.leader.as_ref().filter(|l| l.name != cfg.name && !cfg.paused) else {
         return Decision::idle(Reason::WaitingForLeader);
     };
-    let name = leader.name.clone();
+    let name = upstream(view, cfg, &leader.name);
     match obs.following.as_deref() {
         Some(following) if following == name => Decision::idle(Reason::FollowingLeader(name)),
         Some(_) => Decision::new(vec![Action::Follow(name.clone())], Reason::FollowingLeader(name)),
@@ -105,8 +105,14 @@ fn empty_data_dir(obs: &Observation, view: &ClusterView, cfg: &HaConfig) -> Deci
         }
         (Some(init), Some(leader)) if !init.is_empty() && leader.name != cfg.name => {
             if view.members.contains_key(&leader.name) {
-                actions.push(Action::CloneFrom(leader.name.clone()));
-                Decision::new(actions, Reason::CloningFrom(leader.name.clone()))
+                let source = clone_source(view, &cfg.name, &leader.name);
+                let reason = if source == leader.name {
+                    Reason::CloningFrom(source.clone())
+                } else {
+                    Reason::CloningFromReplica(source.clone())
+                };
+                actions.push(Action::CloneFrom(source));
+                Decision::new(actions, reason)
             } else {
                 Decision::new(actions, Reason::WaitingForLeader)
             }
@@ -145,8 +151,13 @@ fn stopped(obs: &Observation, view: &ClusterView, cfg: &HaConfig) -> Decision {
                 return Decision::idle(Reason::RewindFailed(name));
             }
             let rewind = was_primary && cfg.use_pg_rewind;
-            let reason = if rewind { Reason::Rewinding(name.clone()) } else { Reason::StartingAsSecondary };
-            Decision::new(vec![Action::StartReplica { leader: Some(name), rewind }], reason)
+            // pg_rewind runs from the leader (the source of the new timeline); a plain start follows the upstream.
+            let (reason, source) = if rewind {
+                (Reason::Rewinding(name.clone()), name)
+            } else {
+                (Reason::StartingAsSecondary, upstream(view, cfg, &name))
+            };
+            Decision::new(vec![Action::StartReplica { leader: Some(source), rewind }], reason)
         }
         None => Decision::new(vec![Action::StartReplica { leader: None, rewind: false }], Reason::StartingAsSecondary),
     }
@@ -204,10 +215,36 @@ fn running(obs: &Observation, view: &ClusterView, cfg: &HaConfig, role: Role, no
         let name = leader.name.clone();
         return Decision::new(vec![Action::RewindReplica(name.clone())], Reason::ReplicaDiverged(name));
     }
-    if obs.following.as_deref() != Some(leader.name.as_str()) && !cfg.paused {
-        return Decision::new(vec![Action::Follow(leader.name.clone())], Reason::FollowingLeader(leader.name.clone()));
+    let source = upstream(view, cfg, &leader.name);
+    if obs.following.as_deref() != Some(source.as_str()) && !cfg.paused {
+        return Decision::new(vec![Action::Follow(source.clone())], Reason::FollowingLeader(source));
     }
-    Decision::idle(Reason::FollowingLeader(leader.name.clone()))
+    Decision::idle(Reason::FollowingLeader(source))
+}
+
+/// The member a replica streams from: the one its `replicatefrom` tag names while that member has a member key
+/// (cascading replication), else the leader (Patroni's `_get_node_to_follow`).
+pub fn upstream(view: &ClusterView, cfg: &HaConfig, leader: &str) -> String {
+    upstream_of(view, &cfg.name, cfg.replicatefrom.as_deref(), leader)
+}
+
+/// [`upstream`] from the parts (the executor and the API requests have the tags, not an [`HaConfig`]).
+pub fn upstream_of(view: &ClusterView, me: &str, replicatefrom: Option<&str>, leader: &str) -> String {
+    match replicatefrom {
+        Some(from) if from != me && view.members.contains_key(from) => from.to_owned(),
+        _ => leader.to_owned(),
+    }
+}
+
+/// The member a new replica clones from: a running member tagged `clonefrom` other than this one and the leader
+/// (the first by name), else the leader (Patroni's `get_clone_member`, which picks one of them at random).
+pub fn clone_source(view: &ClusterView, me: &str, leader: &str) -> String {
+    view.members
+        .iter()
+        .find(|(name, member)| {
+            name.as_str() != me && name.as_str() != leader && member.tag_bool("clonefrom") && member.is_running()
+        })
+        .map_or_else(|| leader.to_owned(), |(name, _)| name.clone())
 }
 
 /// A replica that cannot stream because it replayed WAL past the point where the cluster's

@@ -26,10 +26,15 @@ use crate::config::dynamic::Timing;
 use crate::dcs::view::ClusterView;
 use crate::dcs::view::MemberData;
 use crate::dcs::Dcs;
+use crate::postgres::slots::desired_slots;
 use crate::postgres::slots::slot_name;
 use crate::postgres::slots::IgnoreMatcher;
 use crate::postgres::slots::LeaderSlots;
 use crate::postgres::slots::PermanentSlot;
+use crate::postgres::slots::SlotMember;
+use crate::postgres::slots::SlotPlanInput;
+use crate::postgres::slots::SlotRetention;
+use crate::postgres::slots::SlotRole;
 use crate::postgres::supervisor::ConnTarget;
 use crate::postgres::supervisor::StartRole;
 use crate::postgres::supervisor::StopMode;
@@ -283,8 +288,7 @@ pub async fn demote_now(pg: &Supervisor) {
 }
 
 async fn ensure_member_slots(ctx: &Context<'_>) {
-    let members =
-        ctx.view.members.keys().filter(|name| name.as_str() != ctx.settings.name).map(|name| slot_name(name)).collect();
+    let members = member_slots(ctx, SlotRole::Leader);
     let own = slot_name(&ctx.settings.name);
     let wanted = LeaderSlots {
         own: &own,
@@ -298,17 +302,62 @@ async fn ensure_member_slots(ctx: &Context<'_>) {
     }
 }
 
-/// A replica keeps no slots of its own yet (raftgres does not advance slots on replicas, so a slot left from the
-/// node's time as primary would hold WAL for ever): every slot not matched by `ignore_slots` is dropped, outside
-/// pause. The new primary creates the member and permanent slots after a promotion.
-async fn drop_replica_slots(ctx: &Context<'_>) {
+/// The physical slots of the members that stream from this node: on the leader every member whose `replicatefrom`
+/// does not name another existing member; on a replica the members whose `replicatefrom`
+/// names it (cascading replication). Slots are not kept for members that stream elsewhere: nothing advances them.
+fn member_slots(ctx: &Context<'_>, role: SlotRole) -> BTreeSet<String> {
+    let members: Vec<SlotMember> = ctx
+        .view
+        .members
+        .iter()
+        .map(|(name, member)| SlotMember {
+            name: name.clone(),
+            // `nostream` is published but a nostream member still streams (through its slot) until raftgres
+            // implements archive-only replicas.
+            nostream: false,
+            replicatefrom: member.tags.get("replicatefrom").and_then(serde_json::Value::as_str).map(str::to_owned),
+        })
+        .collect();
     let none = BTreeSet::new();
+    let input = SlotPlanInput {
+        me: &ctx.settings.name,
+        role,
+        nofailover: false,
+        leader: ctx.view.leader.as_ref().map(|l| l.name.as_str()),
+        members: &members,
+        retention: SlotRetention::StreamingOnly,
+        retain_slots: &none,
+    };
+    let desired = desired_slots(&input);
+    for (slot, names) in &desired.conflicts {
+        error!(slot, ?names, "several members map to one replication slot name; rename one of them");
+    }
+    desired.slots
+}
+
+/// A replica keeps only the slots of members cascading from it (raftgres does not advance slots on replicas, so
+/// a slot left from the node's time as primary would hold WAL for ever): every other slot not matched by
+/// `ignore_slots` is dropped, outside pause. The new primary creates the member and permanent slots after a
+/// promotion.
+async fn drop_replica_slots(ctx: &Context<'_>) {
+    let cascading = member_slots(ctx, SlotRole::Replica);
     let own = slot_name(&ctx.settings.name);
     let wanted =
-        LeaderSlots { own: &own, members: &none, permanent: &[], ignore: &ctx.ignore_slots, paused: ctx.paused };
+        LeaderSlots { own: &own, members: &cascading, permanent: &[], ignore: &ctx.ignore_slots, paused: ctx.paused };
     if let Err(e) = ctx.pg.maintain_slots(&wanted).await {
         warn!(error = %e, "failed to drop the replica's replication slots");
     }
+}
+
+/// Whom this node streams from when `leader` leads (see `decide::upstream`).
+pub(super) fn follow_target(view: &ClusterView, settings: &HaSettings, leader: &str) -> String {
+    let replicatefrom = settings.tags.get("replicatefrom").and_then(serde_json::Value::as_str);
+    super::decide::upstream_of(view, &settings.name, replicatefrom, leader)
+}
+
+/// Member `name` with its PostgreSQL address.
+pub(super) fn upstream_target(view: &ClusterView, name: &str) -> Option<super::long::Upstream> {
+    Some(super::long::Upstream { name: name.to_owned(), target: target_of(view, name)? })
 }
 
 /// The PostgreSQL address of member `name` from its member key (the one place a member becomes a
@@ -332,10 +381,12 @@ fn spawn_long(
     let (kind, fut): (ActionKind, std::pin::Pin<Box<dyn std::future::Future<Output = ActionOutcome> + Send>>) =
         match action {
             Action::Bootstrap => (ActionKind::Bootstrap, Box::pin(super::long::bootstrap(pg, dcs, settings, timing))),
-            Action::CloneFrom(leader) | Action::WipeAndClone(leader) => {
-                let target = target_of(ctx.view, leader)?;
+            Action::CloneFrom(source) | Action::WipeAndClone(source) => {
+                let source = upstream_target(ctx.view, source)?;
+                let leader = ctx.view.leader.as_ref().map_or(source.name.as_str(), |l| l.name.as_str());
+                let follow = upstream_target(ctx.view, &follow_target(ctx.view, ctx.settings, leader))?;
                 let wipe = matches!(action, Action::WipeAndClone(_));
-                (ActionKind::Clone, Box::pin(super::long::clone(pg, leader.clone(), target, my_slot, wipe)))
+                (ActionKind::Clone, Box::pin(super::long::clone(pg, source, follow, my_slot, wipe)))
             }
             Action::StartPrimary => {
                 (ActionKind::Start, Box::pin(super::long::start(pg, StartRole::Primary, Following::Unchanged)))

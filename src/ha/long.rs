@@ -88,10 +88,21 @@ async fn bootstrap_steps(pg: &Supervisor, dcs: &Dcs, settings: &HaSettings, timi
     Ok(())
 }
 
-/// Create a replica from the leader with pg_basebackup and start it.
-pub async fn clone(pg: Supervisor, leader: String, target: ConnTarget, slot: String, wipe: bool) -> ActionOutcome {
+/// A member to clone from or to follow: its name and its PostgreSQL address.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// The member name.
+    pub name: String,
+    /// Its PostgreSQL.
+    pub target: ConnTarget,
+}
+
+/// Create a replica with pg_basebackup from `source` (the leader, or a replica tagged `clonefrom`) and start it
+/// streaming from `follow` (the leader, or the member its `replicatefrom` tag names).
+pub async fn clone(pg: Supervisor, source: Upstream, follow: Upstream, slot: String, wipe: bool) -> ActionOutcome {
+    let leader = follow.name;
     if wipe {
-        warn!(leader, "removing the data directory to clone again (remove_data_directory_on_rewind_failure)");
+        warn!(source = source.name, "removing the data directory to clone again");
         if let Err(e) = pg.stop(StopMode::Immediate).await {
             error!(error = %e, "failed to stop postgres before re-cloning");
             return ActionOutcome::default();
@@ -105,11 +116,12 @@ pub async fn clone(pg: Supervisor, leader: String, target: ConnTarget, slot: Str
         error!(error = %e, "failed to write the pgpass file");
         return ActionOutcome::default();
     }
-    if let Err(e) = pg.basebackup(&target).await {
-        error!(leader, error = %e, "failed to clone from the leader; will retry");
+    info!(source = source.name, "cloning with pg_basebackup");
+    if let Err(e) = pg.basebackup(&source.target).await {
+        error!(source = source.name, error = %e, "failed to clone; will retry");
         return ActionOutcome::default();
     }
-    let role = StartRole::Replica { primary: target, slot: Some(slot) };
+    let role = StartRole::Replica { primary: follow.target, slot: Some(slot) };
     match pg.start(role).await {
         Ok(()) => ActionOutcome { following: Following::Member(leader), ..ActionOutcome::default() },
         Err(e) => started_or_failed(e, Following::Member(leader), "failed to start the new replica").await,

@@ -348,6 +348,7 @@ impl HaLoop {
             remove_data_directory_on_rewind_failure: self.settings.remove_data_directory_on_rewind_failure,
             check_timeline: view.check_timeline,
             synchronous_mode: view.synchronous_mode,
+            replicatefrom: tags.get("replicatefrom").and_then(Value::as_str).map(str::to_owned),
         }
     }
 

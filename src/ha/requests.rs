@@ -69,7 +69,7 @@ pub enum HaRequest {
     Reinitialize {
         /// Cancel a running action first.
         force: bool,
-        /// Always clone from the leader (there is no `clonefrom` member selection yet).
+        /// Clone from the leader even when a member is tagged `clonefrom`.
         from_leader: bool,
         /// Answered when the reinitialization started.
         reply: Reply,
@@ -89,8 +89,8 @@ impl HaLoop {
                 let _ = reply.send(Ok("reload scheduled".into()));
             }
             HaRequest::Restart { role, pending_only, reply } => self.restart(&view, role, pending_only, reply),
-            HaRequest::Reinitialize { force, from_leader: _, reply } => {
-                let answer = self.reinitialize(&view, force);
+            HaRequest::Reinitialize { force, from_leader, reply } => {
+                let answer = self.reinitialize(&view, force, from_leader);
                 let _ = reply.send(answer);
             }
         }
@@ -119,7 +119,7 @@ impl HaLoop {
         self.state.running = Some(Running { kind: ActionKind::Restart, handle, reply: Some(reply) });
     }
 
-    fn reinitialize(&mut self, view: &ClusterView, force: bool) -> Result<String, Refusal> {
+    fn reinitialize(&mut self, view: &ClusterView, force: bool, from_leader: bool) -> Result<String, Refusal> {
         if self.dcs.leader_key_is_mine(view) {
             return Err(Refusal::IsLeader);
         }
@@ -132,9 +132,13 @@ impl HaLoop {
             }
             running.handle.abort();
         }
-        let target = super::execute::target_of(view, &leader).ok_or(Refusal::NoLeader)?;
+        let source =
+            if from_leader { leader.clone() } else { super::decide::clone_source(view, &self.settings.name, &leader) };
+        let source = super::execute::upstream_target(view, &source).ok_or(Refusal::NoLeader)?;
+        let follow = super::execute::follow_target(view, &self.settings, &leader);
+        let follow = super::execute::upstream_target(view, &follow).ok_or(Refusal::NoLeader)?;
         let slot = slot_name(&self.settings.name);
-        let handle = tokio::spawn(long::clone(self.pg.clone(), leader, target, slot, true));
+        let handle = tokio::spawn(long::clone(self.pg.clone(), source, follow, slot, true));
         self.state.running = Some(Running { kind: ActionKind::Clone, handle, reply: None });
         Ok("reinitialize started".into())
     }

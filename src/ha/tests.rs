@@ -34,6 +34,7 @@ fn cfg() -> HaConfig {
         remove_data_directory_on_rewind_failure: false,
         check_timeline: false,
         synchronous_mode: crate::config::SynchronousMode::Off,
+        replicatefrom: None,
     }
 }
 
@@ -334,6 +335,63 @@ fn wait_while_another_node_bootstraps() {
 fn clone_from_leader_when_data_dir_is_empty() {
     let o = Observation { data_dir: DataDir::Empty, ..obs(PgProcess::Stopped) };
     check(o, view(Some("pg2")), cfg(), vec![Action::CloneFrom("pg2".into())], "trying to bootstrap from leader 'pg2'");
+}
+
+#[test]
+fn clone_from_a_running_replica_tagged_clonefrom() {
+    // Patroni's get_clone_member: a running clonefrom member other than me and the leader, else the leader.
+    let mut v = view(Some("pg2"));
+    let mut tagged = member("replica", "running", 90);
+    tagged.tags.insert("clonefrom".into(), true.into());
+    v.members.insert("pg3".into(), tagged.clone());
+    let o = Observation { data_dir: DataDir::Empty, ..obs(PgProcess::Stopped) };
+    check(o.clone(), v.clone(), cfg(), vec![Action::CloneFrom("pg3".into())], "trying to bootstrap from replica 'pg3'");
+    tagged.state = "stopped".into();
+    v.members.insert("pg3".into(), tagged);
+    check(o, v, cfg(), vec![Action::CloneFrom("pg2".into())], "trying to bootstrap from leader 'pg2'");
+}
+
+#[test]
+fn replica_streams_from_its_replicatefrom_member_while_it_has_a_member_key() {
+    let cascading = HaConfig { replicatefrom: Some("pg3".into()), ..cfg() };
+    let mut v = view(Some("pg2"));
+    v.members.insert("pg3".into(), member("replica", "running", 90));
+    let o = Observation { following: Some("pg2".into()), ..obs(pg(Role::Replica, 90)) };
+    check(
+        o,
+        v.clone(),
+        cascading.clone(),
+        vec![Action::Follow("pg3".into())],
+        "no action. I am a secondary, and following a leader (pg3)",
+    );
+    // The member went away (its key expired): back to the leader.
+    v.members.remove("pg3");
+    let o = Observation { following: Some("pg3".into()), ..obs(pg(Role::Replica, 90)) };
+    check(
+        o,
+        v.clone(),
+        cascading.clone(),
+        vec![Action::Follow("pg2".into())],
+        "no action. I am a secondary, and following a leader (pg2)",
+    );
+    // A stopped replica starts towards its upstream; one that needs pg_rewind rewinds from the leader first.
+    v.members.insert("pg3".into(), member("replica", "running", 90));
+    let o = Observation { data_dir: initialized(false), ..obs(PgProcess::Stopped) };
+    check(
+        o,
+        v.clone(),
+        cascading.clone(),
+        vec![Action::StartReplica { leader: Some("pg3".into()), rewind: false }],
+        "starting as a secondary",
+    );
+    let o = Observation { data_dir: initialized(true), ..obs(PgProcess::Stopped) };
+    check(
+        o,
+        v,
+        cascading,
+        vec![Action::StartReplica { leader: Some("pg2".into()), rewind: true }],
+        "running pg_rewind from pg2",
+    );
 }
 
 #[test]

@@ -153,6 +153,8 @@ pub struct HaConfig {
     pub check_timeline: bool,
     /// `synchronous_mode`: only members the `sync` key names may race.
     pub synchronous_mode: crate::config::SynchronousMode,
+    /// `replicatefrom` tag: stream from this member while it has a member key, else from the leader.
+    pub replicatefrom: Option<String>,
 }
 
 /// How to stop being primary.
@@ -228,8 +230,10 @@ pub enum Reason {
     Bootstrapping,
     /// Someone else bootstraps.
     WaitingForBootstrap,
-    /// Cloning.
+    /// Cloning from the leader.
     CloningFrom(String),
+    /// Cloning from a replica tagged `clonefrom`.
+    CloningFromReplica(String),
     /// Crash recovery as primary.
     StartingPrimaryAfterFailure,
     /// Starting as replica.
@@ -287,6 +291,7 @@ impl fmt::Display for Reason {
             Reason::Bootstrapping => write!(f, "trying to bootstrap a new cluster"),
             Reason::WaitingForBootstrap => write!(f, "waiting for leader to bootstrap"),
             Reason::CloningFrom(l) => write!(f, "trying to bootstrap from leader '{l}'"),
+            Reason::CloningFromReplica(m) => write!(f, "trying to bootstrap from replica '{m}'"),
             Reason::StartingPrimaryAfterFailure => write!(f, "starting primary after failure"),
             Reason::StartingAsSecondary => write!(f, "starting as a secondary"),
             Reason::Rewinding(l) => write!(f, "running pg_rewind from {l}"),

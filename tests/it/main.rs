@@ -19,3 +19,4 @@ mod partition;
 mod peer_tls;
 mod slots;
 mod sync;
+mod topology;

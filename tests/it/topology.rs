@@ -1,0 +1,108 @@
+//! Tags that shape the replication topology, on a real cluster: `replicatefrom` (a replica streams from another
+//! replica, through a slot on it, and re-points to the leader when that member goes away, then back) and
+//! `clonefrom` (a replica is cloned from a tagged replica instead of the primary).
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::harness::*;
+
+/// The members streaming from node `node` (`application_name`s), sorted.
+async fn streaming_from(c: &raftgres::demo::cluster::LocalCluster, node: usize) -> Option<Vec<String>> {
+    let client = connect(c, node).await?;
+    let rows = client
+        .query(
+            "SELECT application_name FROM pg_catalog.pg_stat_replication WHERE state = 'streaming' \
+             ORDER BY application_name",
+            &[],
+        )
+        .await
+        .ok()?;
+    Some(rows.iter().map(|row| row.get::<_, String>(0)).collect())
+}
+
+async fn wait_streaming(c: &raftgres::demo::cluster::LocalCluster, node: usize, expected: &[&str]) {
+    let what = format!("exactly {expected:?} stream from node{node}");
+    eventually(Duration::from_secs(90), &what, || async {
+        let names = streaming_from(c, node).await?;
+        (names == expected).then_some(())
+    })
+    .await;
+}
+
+/// The physical slots of node `node`, sorted.
+async fn physical_slots(c: &raftgres::demo::cluster::LocalCluster, node: usize) -> Option<Vec<String>> {
+    let client = connect(c, node).await?;
+    let rows = client
+        .query(
+            "SELECT slot_name::text FROM pg_catalog.pg_replication_slots WHERE slot_type = 'physical' ORDER BY 1",
+            &[],
+        )
+        .await
+        .ok()?;
+    Some(rows.iter().map(|row| row.get::<_, String>(0)).collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicatefrom_cascades_and_clonefrom_clones_from_a_replica() {
+    if !pg_available("replicatefrom_cascades_and_clonefrom_clones_from_a_replica") {
+        return;
+    }
+    let (mut spec, dir) = spec();
+    // node1 is the only node that may bootstrap or be promoted, so the roles are known.
+    let tags = |extra: serde_json::Value| {
+        let mut tags = json!({"nofailover": true});
+        if let (Some(tags), Some(extra)) = (tags.as_object_mut(), extra.as_object()) {
+            tags.extend(extra.clone());
+        }
+        tags.as_object().cloned().unwrap_or_default()
+    };
+    spec.tags.insert(2, tags(json!({"clonefrom": true})));
+    spec.tags.insert(3, tags(json!({"replicatefrom": "node2"})));
+    let (tc, primary) = start(spec, dir).await;
+    let c = &tc.cluster;
+    assert_eq!(primary, 1, "only node1 may lead\n{}", logs(c));
+
+    // node3 streams from node2 through a slot on node2; the primary keeps no slot for node3.
+    wait_streaming(c, 2, &["node3"]).await;
+    wait_streaming(c, 1, &["node2"]).await;
+    eventually(Duration::from_secs(30), "node2 keeps node3's slot and node1 only node2's", || async {
+        let on2 = physical_slots(c, 2).await?;
+        let on1 = physical_slots(c, 1).await?;
+        (on2 == ["node3"] && on1 == ["node2"]).then_some(())
+    })
+    .await;
+    assert!(execute(c, 1, "CREATE TABLE cascade (x int); INSERT INTO cascade VALUES (1)").await);
+    eventually(Duration::from_secs(30), "the row reaches node3 through node2", || async {
+        (count(c, 3, "SELECT count(*) FROM cascade").await == Some(1)).then_some(())
+    })
+    .await;
+
+    // clonefrom: node3 reinitialized is cloned from node2, the running replica tagged clonefrom.
+    let res = reqwest::Client::new().post(format!("{}/reinitialize", c.api(3))).json(&json!({"force": true})).send();
+    assert_eq!(res.await.map(|r| r.status().as_u16()).unwrap_or_default(), 200, "reinitialize\n{}", logs(c));
+    eventually(Duration::from_secs(90), "node3 was cloned from node2", || async {
+        let log = std::fs::read_to_string(c.dir().join("node3/raftgres.log")).ok()?;
+        log.lines().any(|l| l.contains("cloning with pg_basebackup") && l.contains("node2")).then_some(())
+    })
+    .await;
+    wait_streaming(c, 2, &["node3"]).await;
+    eventually(Duration::from_secs(30), "the reinitialized node3 has the row", || async {
+        (count(c, 3, "SELECT count(*) FROM cascade").await == Some(1)).then_some(())
+    })
+    .await;
+
+    // node2 goes away: node3 streams from the leader, through a slot the leader now keeps; node2 comes back and
+    // node3 returns to it.
+    c.stop_node(2).await.expect("stop node2");
+    wait_streaming(c, 1, &["node3"]).await;
+    eventually(Duration::from_secs(30), "the leader keeps node3's slot", || async {
+        physical_slots(c, 1).await?.contains(&"node3".to_owned()).then_some(())
+    })
+    .await;
+    c.start_node(2).expect("start node2 again");
+    wait_streaming(c, 2, &["node3"]).await;
+    wait_streaming(c, 1, &["node2"]).await;
+    finish(c, &[]).await;
+}
