@@ -391,7 +391,7 @@ fn build_view(
         pause: reader.flag("pause", false)?,
         slots: permanent_slots(&mut reader)?,
         ignore_slots: ignore_slots(&mut reader)?,
-        standby_cluster: reader.map("standby_cluster")?,
+        standby_cluster: standby_cluster(&mut reader)?,
         postgresql: postgresql(&mut reader)?,
     };
     let Reader { mut section, warnings, .. } = reader;
@@ -416,6 +416,25 @@ fn synchronous_mode(reader: &mut Reader<'_, '_>) -> Result<SynchronousMode, Conf
         },
     };
     Ok(reader.keep(res)?.unwrap_or(SynchronousMode::Off))
+}
+
+/// `standby_cluster`: refused while raftgres has no standby clusters. Taking it as a note would be unsafe: the
+/// leader of what the operator set up as a disaster-recovery standby would run as a writable primary. A section
+/// whose values are all empty (`host: null`, as a `PATCH` that removes it leaves) is no standby cluster.
+fn standby_cluster(reader: &mut Reader<'_, '_>) -> Result<Option<Map<String, Value>>, ConfigError> {
+    let Some(section) = reader.map("standby_cluster")? else { return Ok(None) };
+    if section.values().all(|value| value.is_null()) {
+        return Ok(None);
+    }
+    let res: Result<Option<Map<String, Value>>, ConfigError> = Err(ConfigError::Invalid {
+        path: reader.section.path_of("standby_cluster"),
+        message: "standby clusters are not supported yet: raftgres would run this cluster's leader as a writable \
+                  primary instead of a standby leader; remove the section (keep a DR standby cluster on Patroni \
+                  for now)"
+            .to_owned(),
+    });
+    // Read from the store (lenient) it is a warning: the cluster runs on, and `raftgres check` says why.
+    reader.keep(res).map(|_| None)
 }
 
 /// `slots:`, each entry read as the leader will read it (`postgres::slots::permanent_slot`): a bad entry is

@@ -201,6 +201,17 @@ fn bad_permanent_and_ignored_slots_are_refused_with_their_path() {
 }
 
 #[test]
+fn a_standby_cluster_is_refused_until_raftgres_has_them() {
+    check_error(
+        "bootstrap: {dcs: {standby_cluster: {host: 10.0.0.1, port: 5432}}}",
+        "bootstrap.dcs.standby_cluster: standby clusters are not supported yet: raftgres would run this cluster's \
+         leader as a writable primary instead of a standby leader; remove the section (keep a DR standby cluster on \
+         Patroni for now)",
+    );
+    assert!(load_patched("bootstrap: {dcs: {standby_cluster: {host: null}}}", &[]).is_ok(), "an emptied section");
+}
+
+#[test]
 fn recovery_conf_keeps_archive_settings_and_drops_what_raftgres_manages_out_loud() {
     let patch = "postgresql: {recovery_conf: {restore_command: 'cp /a/%f %p', recovery_min_apply_delay: 0, \
                  primary_conninfo: 'host=x', recovery_target_time: '2026-01-01'}}";
