@@ -24,7 +24,9 @@ use crate::ha::HaLoop;
 use crate::ha::HaSettings;
 use crate::postgres::params::guc_value;
 use crate::postgres::supervisor::Credentials;
+use crate::postgres::supervisor::CustomReplicaMethod;
 use crate::postgres::supervisor::PgConfig;
+use crate::postgres::supervisor::ReplicaMethod;
 use crate::postgres::supervisor::Supervisor;
 use crate::status::NodeStatus;
 
@@ -155,6 +157,36 @@ fn credentials(user: &PgUser) -> Credentials {
     Credentials { username: user.username.clone(), password: user.password.as_ref().map(|p| p.expose().to_string()) }
 }
 
+/// A `create_replica_methods` entry with its `postgresql.<name>` section (validated by the config module).
+fn replica_method(
+    name: &str,
+    sections: &std::collections::BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
+) -> ReplicaMethod {
+    use serde_json::Value;
+    let Some(section) = sections.get(name).filter(|_| name != "basebackup") else { return ReplicaMethod::Basebackup };
+    // Patroni formats each value with Python's str(): booleans are True/False.
+    let text = |value: &Value| match value {
+        Value::String(s) => s.clone(),
+        Value::Bool(true) => "True".to_owned(),
+        Value::Bool(false) => "False".to_owned(),
+        other => other.to_string(),
+    };
+    let flag = |key: &str| {
+        section.get(key).is_some_and(|v| matches!(v, Value::Bool(true)) || text(v).eq_ignore_ascii_case("true"))
+    };
+    ReplicaMethod::Command(CustomReplicaMethod {
+        name: name.to_owned(),
+        command: section.get("command").map(text).unwrap_or_else(|| name.to_owned()),
+        keep_data: flag("keep_data"),
+        no_params: flag("no_params"),
+        options: section
+            .iter()
+            .filter(|(key, _)| key.as_str() != "command")
+            .map(|(k, v)| (k.clone(), text(v)))
+            .collect(),
+    })
+}
+
 /// The supervisor's settings from the static config (and the bootstrap dynamic config's
 /// cluster-wide parameters until the cluster's own dynamic config is applied).
 pub fn pg_config(config: &Config) -> anyhow::Result<PgConfig> {
@@ -188,6 +220,11 @@ pub fn pg_config(config: &Config) -> anyhow::Result<PgConfig> {
         pg_hba,
         initdb_options: config.bootstrap.initdb.iter().map(|o| o.to_arg()).collect(),
         basebackup_options: pg.basebackup.iter().map(|o| o.to_arg()).collect(),
+        replica_methods: pg
+            .create_replica_methods
+            .iter()
+            .map(|name| replica_method(name, &pg.replica_methods))
+            .collect(),
         pgpass,
         scope: config.scope.clone(),
         start_timeout: pg.pg_ctl_timeout,

@@ -19,8 +19,8 @@ use std::time::Duration;
 use raftgres::postgres::controldata::ClusterState;
 use raftgres::postgres::slots::{slot_name, LeaderSlots};
 use raftgres::postgres::supervisor::{
-    error_chain, ConnTarget, Credentials, DataDirState, PgConfig, PgError, RewindOutcome, StartRole, StopMode,
-    Supervisor,
+    error_chain, ConnTarget, Credentials, DataDirState, PgConfig, PgError, ReplicaMethod, RewindOutcome, StartRole,
+    StopMode, Supervisor,
 };
 use raftgres::postgres::types::TimelineId;
 use raftgres::status::{PgState, Role, WalPosition};
@@ -93,6 +93,7 @@ fn node_config(root: &Path, name: &str, port: u16) -> PgConfig {
         ],
         initdb_options: vec!["--encoding=UTF8".into(), "--locale=C".into(), "--no-sync".into()],
         basebackup_options: Vec::new(),
+        replica_methods: vec![ReplicaMethod::Basebackup],
         pgpass: node_dir.join("pgpass"),
         scope: "test-cluster".into(),
         start_timeout: Duration::from_secs(90),

@@ -116,9 +116,9 @@ pub async fn clone(pg: Supervisor, source: Upstream, follow: Upstream, slot: Str
         error!(error = %e, "failed to write the pgpass file");
         return ActionOutcome::default();
     }
-    info!(source = source.name, "cloning with pg_basebackup");
-    if let Err(e) = pg.basebackup(&source.target).await {
-        error!(source = source.name, error = %e, "failed to clone; will retry");
+    info!(source = source.name, "creating the replica (create_replica_methods)");
+    if let Err(e) = pg.create_replica(&source.target).await {
+        error!(source = source.name, error = %e, "failed to create the replica; will retry");
         return ActionOutcome::default();
     }
     let role = StartRole::Replica { primary: follow.target, slot: Some(slot) };

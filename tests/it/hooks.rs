@@ -249,3 +249,59 @@ async fn failing_pre_promote_releases_the_key_and_another_member_wins() {
     .await;
     finish(c, &[]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replica_methods_are_tried_in_order_with_patronis_arguments() {
+    if !pg_available("replica_methods_are_tried_in_order_with_patronis_arguments") {
+        return;
+    }
+    let (mut spec, dir) = spec();
+    let scripts = shared_dir(&dir.path().join("scripts"));
+    let runs = shared_dir(&dir.path().join("runs"));
+    let bin = raftgres::demo::cluster::find_pg_bin_dir().expect("PostgreSQL's bin dir");
+    // `broken` records its arguments and fails; `scripted` records them and clones with pg_basebackup through
+    // the connection string it is given.
+    let broken = scripts.join("broken");
+    write_script(&broken, &format!("echo \"broken $*\" >> {}/log\nexit 1\n", runs.display()));
+    let scripted = scripts.join("scripted");
+    write_script(
+        &scripted,
+        &format!(
+            "echo \"scripted $*\" >> {runs}/log\n\
+             for arg in \"$@\"; do case $arg in --datadir=*) dir=${{arg#--datadir=}};; \
+             --connstring=*) conn=${{arg#--connstring=}};; esac; done\n\
+             exec {bin}/pg_basebackup -D \"$dir\" -d \"$conn\" -X stream -c fast\n",
+            runs = runs.display(),
+            bin = bin.display()
+        ),
+    );
+    with_node_overrides(&mut spec, |_| {
+        json!({"postgresql": {
+            "create_replica_methods": ["broken", "scripted", "basebackup"],
+            "broken": {"command": broken.display().to_string(), "no_params": true, "keep_data": true, "tier": "cold"},
+            "scripted": {"command": scripted.display().to_string()},
+        }})
+    });
+    let (tc, primary) = start(spec, dir).await;
+    let c = &tc.cluster;
+    for node in (1..=3).filter(|n| *n != primary) {
+        let log = std::fs::read_to_string(c.dir().join(format!("node{node}/raftgres.log"))).unwrap_or_default();
+        assert!(
+            log.lines().any(|l| l.contains("replica has been created using scripted")),
+            "node{node} was created by the second method after the first failed\n{}",
+            logs(c)
+        );
+    }
+    let log = std::fs::read_to_string(runs.join("log")).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    // Two replicas cloned at the same time, two methods each, each starting with the first method.
+    assert_eq!(lines.len(), 4, "two replicas, two methods each: {lines:?}");
+    assert!(lines[0].starts_with("broken"), "{lines:?}");
+    // no_params: only the section's other options; the flags are not passed.
+    assert_eq!(lines.iter().filter(|l| **l == "broken --tier=cold").count(), 2, "{lines:?}");
+    for scripted in lines.iter().filter(|l| l.starts_with("scripted")) {
+        assert!(scripted.starts_with("scripted --scope=demo --role=replica --datadir=/"), "{scripted}");
+        assert!(scripted.contains("--connstring=") && scripted.contains("user='replicator'"), "{scripted}");
+    }
+    finish(c, &["error creating the replica with broken"]).await;
+}

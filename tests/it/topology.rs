@@ -84,7 +84,9 @@ async fn replicatefrom_cascades_and_clonefrom_clones_from_a_replica() {
     assert_eq!(res.await.map(|r| r.status().as_u16()).unwrap_or_default(), 200, "reinitialize\n{}", logs(c));
     eventually(Duration::from_secs(90), "node3 was cloned from node2", || async {
         let log = std::fs::read_to_string(c.dir().join("node3/raftgres.log")).ok()?;
-        log.lines().any(|l| l.contains("cloning with pg_basebackup") && l.contains("node2")).then_some(())
+        log.lines()
+            .any(|l| l.contains("creating the replica (create_replica_methods)") && l.contains("node2"))
+            .then_some(())
     })
     .await;
     wait_streaming(c, 2, &["node3"]).await;

@@ -57,6 +57,8 @@ pub struct PgConfig {
     pub initdb_options: Vec<String>,
     /// Extra pg_basebackup arguments such as `--max-rate=100M`.
     pub basebackup_options: Vec<String>,
+    /// `postgresql.create_replica_methods` with their sections, tried in order (see `Supervisor::create_replica`).
+    pub replica_methods: Vec<super::ReplicaMethod>,
     /// The `.pgpass` file raftgres writes and every PostgreSQL client program reads (`PGPASSFILE`).
     pub pgpass: PathBuf,
     /// Cluster name (`cluster_name`).

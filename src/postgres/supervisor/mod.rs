@@ -59,7 +59,7 @@ pub use error::{error_chain, PgError};
 pub use hooks::{Callback, CallbackRole, Hooks};
 pub use lifecycle::{PostmasterExit, StartRole, StopMode};
 pub use probe::Probe;
-pub use replication::{ConnTarget, RewindOutcome};
+pub use replication::{ConnTarget, CustomReplicaMethod, ReplicaMethod, RewindOutcome};
 
 /// The programs raftgres runs from `bin_dir`, checked by [`Supervisor::new`].
 const REQUIRED_PROGRAMS: [&str; 5] = ["postgres", "initdb", "pg_basebackup", "pg_rewind", "pg_controldata"];

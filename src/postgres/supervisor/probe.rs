@@ -325,6 +325,7 @@ mod tests {
             pg_hba: Vec::new(),
             initdb_options: Vec::new(),
             basebackup_options: Vec::new(),
+            replica_methods: vec![super::super::ReplicaMethod::Basebackup],
             pgpass: "/pgpass".into(),
             scope: "s".into(),
             start_timeout: Duration::from_secs(1),

@@ -43,6 +43,75 @@ impl Supervisor {
     /// Clones the data directory from `from` with pg_basebackup (`-X stream -c fast`) as the replication user,
     /// the password coming from the pgpass file. The directory must be absent or empty; it is created with mode
     /// 0700 for the PostgreSQL user, and emptied again if pg_basebackup fails.
+    /// Creates this replica's data directory from the member at `from` with the `create_replica_methods`, in
+    /// order, as Patroni does: `basebackup` is pg_basebackup; any other method runs its `command` as the
+    /// PostgreSQL user with `--scope=… --role=replica --datadir=… --connstring=…` after its other options
+    /// (only those options with `no_params`), the data directory emptied first unless `keep_data`. The first
+    /// method that succeeds (exit code 0 and a data directory PostgreSQL can start) wins; the name is returned.
+    /// A failed method is logged and the next one tried; when all failed the data directory is emptied again.
+    pub async fn create_replica(&self, from: &ConnTarget) -> Result<String, PgError> {
+        let methods = self.inner.cfg.replica_methods.clone();
+        let mut failures = Vec::new();
+        for method in &methods {
+            let res = match method {
+                ReplicaMethod::Basebackup => self.basebackup(from).await.map(|()| "basebackup".to_owned()),
+                ReplicaMethod::Command(custom) => self.run_replica_method(custom, from).await,
+            };
+            match res {
+                Ok(name) => {
+                    tracing::info!(method = name, "replica has been created using {name}");
+                    return Ok(name);
+                }
+                Err(e) => {
+                    tracing::error!(method = method.name(), "error creating the replica with {}: {e:#}", method.name());
+                    failures.push(format!("{}: {e}", method.name()));
+                }
+            }
+        }
+        Err(PgError::Config(format!("every replica creation method failed ({})", failures.join("; "))))
+    }
+
+    async fn run_replica_method(&self, method: &CustomReplicaMethod, from: &ConnTarget) -> Result<String, PgError> {
+        if let Some(id) = self.ensure_tracked().await? {
+            return Err(PgError::AlreadyRunning { pid: id.pid });
+        }
+        let cfg = &self.inner.cfg;
+        let data_dir = cfg.data_dir.clone();
+        let owner = self.inner.owner.clone();
+        let keep = method.keep_data;
+        files::blocking("prepare the data directory", move || {
+            if !keep && !files::is_missing_or_empty(&data_dir)? {
+                files::clear_dir(&data_dir)?;
+            }
+            files::ensure_private_dir(&data_dir, owner.as_ref())
+        })
+        .await?;
+        let this = self.clone();
+        files::blocking("write pgpass", move || this.write_pgpass()).await?;
+        let connstring = files::replica_conninfo(cfg, &from.host, from.port)?;
+        let argv = method.argv(&cfg.scope, &cfg.data_dir, &connstring)?;
+        let env = [("PGPASSFILE", cfg.pgpass.clone().into_os_string())];
+        tracing::info!(method = method.name, ?argv, "creating the replica with a custom method");
+        let run = process::run_script(&argv, &env, self.inner.owner.as_ref(), REPLICA_METHOD_TIMEOUT).await?;
+        if run.code != Some(0) {
+            let e = PgError::CommandFailed {
+                program: method.name.clone(),
+                status: run.status,
+                stderr_tail: run.output_tail,
+            };
+            self.empty_data_dir().await?;
+            return Err(e);
+        }
+        if !matches!(self.data_dir_state().await, DataDirState::Initialized { .. }) {
+            self.empty_data_dir().await?;
+            return Err(PgError::Config(format!("{} exited 0 but left no PostgreSQL data directory", method.name)));
+        }
+        self.forget_conf();
+        let marker = self.rewind_marker();
+        files::blocking("remove the rewind marker", move || files::remove_durable(&marker)).await?;
+        Ok(method.name.clone())
+    }
+
     pub async fn basebackup(&self, from: &ConnTarget) -> Result<(), PgError> {
         let from = from.clone();
         self.shielded("basebackup", move |this| async move { this.basebackup_locked(&from).await }).await
@@ -270,6 +339,63 @@ impl Supervisor {
     }
 }
 
+/// How long a custom replica creation method may run (a restore from a backup of a large cluster takes hours).
+const REPLICA_METHOD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// A way to create a replica (`postgresql.create_replica_methods`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplicaMethod {
+    /// pg_basebackup from the clone member.
+    Basebackup,
+    /// The operator's command (pgBackRest, WAL-G, Barman …).
+    Command(CustomReplicaMethod),
+}
+
+impl ReplicaMethod {
+    /// Its name in `create_replica_methods`.
+    pub fn name(&self) -> &str {
+        match self {
+            ReplicaMethod::Basebackup => "basebackup",
+            ReplicaMethod::Command(custom) => &custom.name,
+        }
+    }
+}
+
+/// A custom replica creation method: the `postgresql.<name>` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomReplicaMethod {
+    /// The method's name.
+    pub name: String,
+    /// `command`, split with shell rules.
+    pub command: String,
+    /// `keep_data`: the data directory is not emptied first (a `--delta` restore).
+    pub keep_data: bool,
+    /// `no_params`: Patroni's four parameters are not passed.
+    pub no_params: bool,
+    /// The section's other keys, passed as `--key=value` (Patroni passes them all, the flags included unless
+    /// `no_params`), in name order.
+    pub options: Vec<(String, String)>,
+}
+
+impl CustomReplicaMethod {
+    /// PURE: the command line Patroni builds: the command, then `--key=value` for the options and, unless
+    /// `no_params`, `--scope`, `--role=replica`, `--datadir` and `--connstring`.
+    pub fn argv(&self, scope: &str, data_dir: &std::path::Path, connstring: &str) -> Result<Vec<String>, PgError> {
+        let mut argv = shlex::split(&self.command)
+            .ok_or_else(|| PgError::Config(format!("{}.command does not split into words (quotes?)", self.name)))?;
+        let flags = ["no_params", "no_master", "no_leader", "keep_data"];
+        let options = self.options.iter().filter(|(key, _)| !self.no_params || !flags.contains(&key.as_str()));
+        argv.extend(options.map(|(key, value)| format!("--{key}={value}")));
+        if !self.no_params {
+            argv.push(format!("--scope={scope}"));
+            argv.push("--role=replica".to_owned());
+            argv.push(format!("--datadir={}", data_dir.display()));
+            argv.push(format!("--connstring={connstring}"));
+        }
+        Ok(argv)
+    }
+}
+
 /// PURE: whether pg_rewind's output shows it got past its read-only checks (it prints the last common checkpoint
 /// just before it reads the target's WAL and starts copying files).
 fn rewind_began(output: &str) -> bool {
@@ -344,6 +470,35 @@ async fn apply_slot_plan(client: &Client, wanted: &slots::LeaderSlots<'_>) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn custom_replica_methods_get_patronis_arguments() {
+        let method = |no_params: bool| CustomReplicaMethod {
+            name: "pgbackrest".into(),
+            command: "/usr/bin/pgbackrest --stanza='my stanza' --delta restore".into(),
+            keep_data: true,
+            no_params,
+            options: vec![("keep_data".into(), "True".into()), ("type".into(), "standby".into())],
+        };
+        let data_dir = std::path::Path::new("/var/lib/pg/data");
+        let argv = method(false).argv("batman", data_dir, "host=10.0.0.1 port=5432").map_err(|e| e.to_string());
+        let expected = [
+            "/usr/bin/pgbackrest",
+            "--stanza=my stanza",
+            "--delta",
+            "restore",
+            "--keep_data=True",
+            "--type=standby",
+            "--scope=batman",
+            "--role=replica",
+            "--datadir=/var/lib/pg/data",
+            "--connstring=host=10.0.0.1 port=5432",
+        ];
+        assert_eq!(argv, Ok(expected.map(str::to_owned).to_vec()));
+        let argv = method(true).argv("batman", data_dir, "host=10.0.0.1").map_err(|e| e.to_string());
+        let expected = ["/usr/bin/pgbackrest", "--stanza=my stanza", "--delta", "restore", "--type=standby"];
+        assert_eq!(argv, Ok(expected.map(str::to_owned).to_vec()), "no_params drops the flags and the four parameters");
+    }
 
     #[test]
     fn outcome_from_pg_rewind_output() {
