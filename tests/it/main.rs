@@ -5,6 +5,7 @@
 //! check for it at run time and print why they skip.
 
 mod api;
+mod backup;
 mod chaos;
 mod cli;
 mod cluster;

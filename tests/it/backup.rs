@@ -1,0 +1,145 @@
+//! pgBackRest (Debian's package) as Patroni operators use it with raftgres: WAL archived with `archive-push`
+//! through the dynamic `archive_command`, a full backup of the primary, and a replica reinitialized with
+//! `pgbackrest restore` as its first `create_replica_method` (falling back to `basebackup` while the repository
+//! has no backup yet), catching up through `archive-get` in `recovery_conf` and then streaming.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::harness::*;
+
+const TEST: &str = "pgbackrest_restores_a_replica_from_a_backup";
+
+/// A directory the PostgreSQL user (who runs pgBackRest here) may write to.
+fn shared_dir(path: &Path) -> PathBuf {
+    std::fs::create_dir_all(path).expect("create the directory");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)).expect("open the directory");
+    path.to_path_buf()
+}
+
+/// Runs pgBackRest as the PostgreSQL user (`postgres` when the tests run as root); its output on failure.
+async fn pgbackrest(args: &[String]) -> Result<String, String> {
+    let root = nix::unistd::geteuid().is_root();
+    let mut command = if root {
+        let mut command = tokio::process::Command::new("runuser");
+        command.args(["-u", "postgres", "--", "pgbackrest"]);
+        command
+    } else {
+        tokio::process::Command::new("pgbackrest")
+    };
+    command.args(args).current_dir("/");
+    let out = command.output().await.map_err(|e| format!("run pgbackrest: {e}"))?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(format!("pgbackrest {args:?}: {}\n{text}", out.status))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pgbackrest_restores_a_replica_from_a_backup() {
+    if !pg_available(TEST) {
+        return;
+    }
+    if std::process::Command::new("pgbackrest").arg("version").output().is_err() {
+        println!("skipping {TEST}: pgBackRest not installed (apt-get install -y pgbackrest)");
+        return;
+    }
+    let (mut spec, dir) = spec();
+    let base = shared_dir(&dir.path().join("pgbackrest"));
+    for sub in ["repo", "log", "lock", "spool"] {
+        shared_dir(&base.join(sub));
+    }
+    let conf = base.join("pgbackrest.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[global]\nrepo1-path={b}/repo\nlog-path={b}/log\nlock-path={b}/lock\nspool-path={b}/spool\n\
+             log-level-console=warn\nlog-level-file=info\nstart-fast=y\n\n[demo]\n",
+            b = base.display()
+        ),
+    )
+    .expect("write pgbackrest.conf");
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o644)).expect("make the config readable");
+    let common = format!("pgbackrest --config={} --stanza=demo", conf.display());
+    // archive_command runs in the data directory: $PWD is the pg1-path of whichever node is primary.
+    spec.dcs_overrides = json!({"postgresql": {"parameters": {
+        "archive_mode": "on",
+        "archive_command": format!("{common} --pg1-path=\"$PWD\" archive-push %p"),
+    }}});
+    let data_dirs: Vec<PathBuf> = (1..=3).map(|n| dir.path().join(format!("node{n}/data"))).collect();
+    for node in 1..=3 {
+        let data_dir = data_dirs[node - 1].display().to_string();
+        spec.node_overrides.insert(
+            node,
+            json!({"postgresql": {
+                "create_replica_methods": ["pgbackrest", "basebackup"],
+                "pgbackrest": {
+                    "command": format!("{common} --pg1-path={data_dir} --delta restore --type=standby"),
+                    "keep_data": true,
+                    "no_params": true,
+                },
+                "recovery_conf": {"restore_command": format!("{common} --pg1-path={data_dir} archive-get %f \"%p\"")},
+            }}),
+        );
+    }
+    let (tc, primary) = start(spec, dir).await;
+    let c = &tc.cluster;
+    let replica = (1..=3).find(|n| *n != primary).expect("a replica");
+    // No backup yet: the replicas were made by the fallback method.
+    let log = std::fs::read_to_string(c.dir().join(format!("node{replica}/raftgres.log"))).unwrap_or_default();
+    assert!(log.contains("replica has been created using basebackup"), "fallback to basebackup\n{}", logs(c));
+
+    // A stanza and a full backup of the primary, WAL archived from the primary's archive_command.
+    let layout = c.node(primary);
+    let client = connect(c, primary).await.expect("connect to the primary");
+    let row = client.query_one("SHOW unix_socket_directories", &[]).await.expect("SHOW unix_socket_directories");
+    let socket_dir: String = row.get(0);
+    let pg = [
+        format!("--config={}", conf.display()),
+        "--stanza=demo".to_owned(),
+        format!("--pg1-path={}", layout.data_dir().display()),
+        format!("--pg1-port={}", c.pg_port(primary)),
+        format!("--pg1-socket-path={}", socket_dir.split(',').next().unwrap_or("/tmp").trim()),
+    ];
+    let run = |cmd: &str| {
+        let mut args = pg.to_vec();
+        args.push(cmd.to_owned());
+        args
+    };
+    pgbackrest(&run("stanza-create")).await.unwrap_or_else(|e| panic!("{e}\n{}", logs(c)));
+    pgbackrest(&run("backup")).await.unwrap_or_else(|e| panic!("{e}\n{}", logs(c)));
+    let info = pgbackrest(&[format!("--config={}", conf.display()), "--stanza=demo".into(), "info".into()]).await;
+    assert!(info.as_deref().is_ok_and(|i| i.contains("full backup")), "a full backup in the repository: {info:?}");
+
+    // A row written after the backup, then the replica is rebuilt from the backup.
+    assert!(execute(c, primary, "CREATE TABLE after_backup (x int); INSERT INTO after_backup VALUES (1)").await);
+    let res = reqwest::Client::new()
+        .post(format!("{}/reinitialize", c.api(replica)))
+        .json(&json!({"force": true, "from_leader": true}))
+        .send()
+        .await;
+    assert_eq!(res.map(|r| r.status().as_u16()).unwrap_or_default(), 200, "reinitialize\n{}", logs(c));
+    eventually(Duration::from_secs(120), "the replica was restored by pgbackrest", || async {
+        let log = std::fs::read_to_string(c.dir().join(format!("node{replica}/raftgres.log"))).ok()?;
+        log.contains("replica has been created using pgbackrest").then_some(())
+    })
+    .await;
+    eventually(Duration::from_secs(90), "the restored replica has the row written after the backup", || async {
+        (count(c, replica, "SELECT count(*) FROM after_backup").await == Some(1)).then_some(())
+    })
+    .await;
+    let streaming = format!(
+        "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'node{replica}' AND state = 'streaming'"
+    );
+    eventually(Duration::from_secs(60), "the restored replica streams from the primary", || async {
+        (count(c, primary, &streaming).await == Some(1)).then_some(())
+    })
+    .await;
+    finish(c, &["error creating the replica with pgbackrest"]).await;
+}
