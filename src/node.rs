@@ -24,6 +24,7 @@ use crate::ha::HaLoop;
 use crate::ha::HaSettings;
 use crate::postgres::params::guc_value;
 use crate::postgres::supervisor::Credentials;
+use crate::postgres::supervisor::CustomBootstrap;
 use crate::postgres::supervisor::CustomReplicaMethod;
 use crate::postgres::supervisor::PgConfig;
 use crate::postgres::supervisor::ReplicaMethod;
@@ -157,32 +158,57 @@ fn credentials(user: &PgUser) -> Credentials {
     Credentials { username: user.username.clone(), password: user.password.as_ref().map(|p| p.expose().to_string()) }
 }
 
+/// A method option as Patroni formats it with Python's `str()`: booleans are `True`/`False`.
+fn option_text(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Bool(true) => "True".to_owned(),
+        serde_json::Value::Bool(false) => "False".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// A method section's boolean flag (YAML boolean or a `true` string).
+fn option_flag(section: &serde_json::Map<String, serde_json::Value>, key: &str) -> bool {
+    section.get(key).is_some_and(|value| option_text(value).eq_ignore_ascii_case("true"))
+}
+
 /// A `create_replica_methods` entry with its `postgresql.<name>` section (validated by the config module).
 fn replica_method(
     name: &str,
     sections: &std::collections::BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
 ) -> ReplicaMethod {
-    use serde_json::Value;
     let Some(section) = sections.get(name).filter(|_| name != "basebackup") else { return ReplicaMethod::Basebackup };
-    // Patroni formats each value with Python's str(): booleans are True/False.
-    let text = |value: &Value| match value {
-        Value::String(s) => s.clone(),
-        Value::Bool(true) => "True".to_owned(),
-        Value::Bool(false) => "False".to_owned(),
-        other => other.to_string(),
-    };
-    let flag = |key: &str| {
-        section.get(key).is_some_and(|v| matches!(v, Value::Bool(true)) || text(v).eq_ignore_ascii_case("true"))
-    };
     ReplicaMethod::Command(CustomReplicaMethod {
         name: name.to_owned(),
-        command: section.get("command").map(text).unwrap_or_else(|| name.to_owned()),
-        keep_data: flag("keep_data"),
-        no_params: flag("no_params"),
+        command: section.get("command").map(option_text).unwrap_or_else(|| name.to_owned()),
+        keep_data: option_flag(section, "keep_data"),
+        no_params: option_flag(section, "no_params"),
         options: section
             .iter()
             .filter(|(key, _)| key.as_str() != "command")
-            .map(|(k, v)| (k.clone(), text(v)))
+            .map(|(k, v)| (k.clone(), option_text(v)))
+            .collect(),
+    })
+}
+
+/// `bootstrap.method` when it names a command (validated by the config module).
+fn custom_bootstrap(method: &crate::config::BootstrapMethod) -> Option<CustomBootstrap> {
+    let crate::config::BootstrapMethod::Custom { name, command, section } = method else { return None };
+    let reserved = ["command", "no_params", "keep_existing_recovery_conf", "recovery_conf", "scope", "datadir"];
+    let recovery_conf = section.get("recovery_conf").and_then(serde_json::Value::as_object);
+    Some(CustomBootstrap {
+        name: name.clone(),
+        command: command.clone(),
+        no_params: option_flag(section, "no_params"),
+        keep_existing_recovery_conf: option_flag(section, "keep_existing_recovery_conf"),
+        recovery_conf: recovery_conf
+            .map(|map| map.iter().map(|(k, v)| (k.clone(), guc_value(v))).collect())
+            .unwrap_or_default(),
+        options: section
+            .iter()
+            .filter(|(key, _)| !reserved.contains(&key.as_str()))
+            .map(|(k, v)| (k.clone(), option_text(v)))
             .collect(),
     })
 }
@@ -220,6 +246,7 @@ pub fn pg_config(config: &Config) -> anyhow::Result<PgConfig> {
         pg_hba,
         initdb_options: config.bootstrap.initdb.iter().map(|o| o.to_arg()).collect(),
         basebackup_options: pg.basebackup.iter().map(|o| o.to_arg()).collect(),
+        custom_bootstrap: custom_bootstrap(&config.bootstrap.method),
         replica_methods: pg
             .create_replica_methods
             .iter()

@@ -94,6 +94,7 @@ fn node_config(root: &Path, name: &str, port: u16) -> PgConfig {
         initdb_options: vec!["--encoding=UTF8".into(), "--locale=C".into(), "--no-sync".into()],
         basebackup_options: Vec::new(),
         replica_methods: vec![ReplicaMethod::Basebackup],
+        custom_bootstrap: None,
         pgpass: node_dir.join("pgpass"),
         scope: "test-cluster".into(),
         start_timeout: Duration::from_secs(90),

@@ -72,9 +72,24 @@ async fn bootstrap_steps(pg: &Supervisor, dcs: &Dcs, settings: &HaSettings, timi
     use anyhow::Context as _;
     let timeout = timing.retry_timeout;
     pg.write_pgpass().context("write pgpass")?;
-    pg.initdb().await.context("run initdb")?;
-    pg.start(StartRole::Primary).await.context("start the new primary")?;
-    pg.create_users().await.context("create the superuser and replication users")?;
+    match pg.config().custom_bootstrap.clone() {
+        None => {
+            pg.initdb().await.context("run initdb")?;
+            pg.start(StartRole::Primary).await.context("start the new primary")?;
+            pg.create_users().await.context("create the superuser and replication users")?;
+        }
+        Some(method) => {
+            pg.bootstrap_with(&method).await.with_context(|| format!("run bootstrap.{}", method.name))?;
+            match pg.start(StartRole::Primary).await {
+                // Archive recovery may outlast pg_ctl_timeout: it is waited for below.
+                Ok(()) | Err(PgError::NotReady { .. }) => {}
+                Err(e) => return Err(e).context("start the restored cluster"),
+            }
+            wait_end_of_recovery(pg).await?;
+            pg.create_users().await.context("create the superuser and replication users")?;
+            pg.finish_restore().await.context("end the restore (recovery settings, pg_hba.conf)")?;
+        }
+    }
     pg.run_post_bootstrap().await.context("run bootstrap.post_bootstrap")?;
     let probe = pg.probe().await.context("probe the new primary")?;
     let status = PgStatus::from(probe);
@@ -95,6 +110,34 @@ pub struct Upstream {
     pub name: String,
     /// Its PostgreSQL.
     pub target: ConnTarget,
+}
+
+/// How often the wait for the end of a restored cluster's recovery says it is still waiting.
+const RECOVERY_REPORT_EVERY: Duration = Duration::from_secs(30);
+
+/// Waits until the restored cluster left archive recovery (reached its target and promoted, or the end of the
+/// archive): for as long as it takes, as Patroni does ("waiting for end of recovery after bootstrap"), unless
+/// PostgreSQL stops. A `recovery_target_action: pause` never ends: use `promote`.
+async fn wait_end_of_recovery(pg: &Supervisor) -> anyhow::Result<()> {
+    let started = tokio::time::Instant::now();
+    let mut reported = started;
+    loop {
+        anyhow::ensure!(
+            pg.is_running(),
+            "PostgreSQL stopped during the recovery of the restored cluster (see its log)"
+        );
+        if let Ok(probe) = pg.probe().await {
+            if PgStatus::from(probe).role == crate::status::Role::Primary {
+                info!(seconds = started.elapsed().as_secs(), "the restored cluster left recovery");
+                return Ok(());
+            }
+        }
+        if reported.elapsed() >= RECOVERY_REPORT_EVERY {
+            reported = tokio::time::Instant::now();
+            info!(seconds = started.elapsed().as_secs(), "waiting for end of recovery after bootstrap");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// Create a replica with pg_basebackup from `source` (the leader, or a replica tagged `clonefrom`) and start it

@@ -141,5 +141,37 @@ async fn pgbackrest_restores_a_replica_from_a_backup() {
         (count(c, primary, &streaming).await == Some(1)).then_some(())
     })
     .await;
+
+    // A new cluster bootstrapped from the backup (Patroni's custom bootstrap): restored, recovered to the end of
+    // the archive, so it has the row written after the backup once that WAL is archived.
+    let client = connect(c, primary).await.expect("connect to the primary");
+    let row = client.query_one("SELECT pg_catalog.pg_walfile_name(pg_catalog.pg_switch_wal())", &[]).await;
+    let segment: String = row.expect("switch WAL").get(0);
+    let archived = format!("SELECT count(*) FROM pg_catalog.pg_stat_archiver WHERE last_archived_wal >= '{segment}'");
+    eventually(Duration::from_secs(60), "the WAL with the row is archived", || async {
+        (count(c, primary, &archived).await == Some(1)).then_some(())
+    })
+    .await;
+    let (mut spec2, dir2) = crate::harness::spec();
+    spec2.n_nodes = 1;
+    let restored_data = dir2.path().join("node1/data");
+    spec2.node_overrides.insert(
+        1,
+        json!({"bootstrap": {
+            "method": "pgbackrest",
+            "pgbackrest": {
+                "command": format!("{common} --pg1-path={} restore", restored_data.display()),
+                "no_params": true,
+                "keep_existing_recovery_conf": true,
+            },
+        }}),
+    );
+    let (tc2, restored) = start(spec2, dir2).await;
+    let c2 = &tc2.cluster;
+    assert_eq!(count(c2, restored, "SELECT count(*) FROM after_backup").await, Some(1), "{}", logs(c2));
+    assert_eq!(in_recovery(c2, restored).await, Some(false), "the restored cluster is a primary");
+    let log = std::fs::read_to_string(c2.dir().join("node1/raftgres.log")).unwrap_or_default();
+    assert!(log.contains("the restored cluster left recovery"), "{}", logs(c2));
+    finish(c2, &[]).await;
     finish(c, &["error creating the replica with pgbackrest"]).await;
 }

@@ -57,6 +57,8 @@ pub struct PgConfig {
     pub initdb_options: Vec<String>,
     /// Extra pg_basebackup arguments such as `--max-rate=100M`.
     pub basebackup_options: Vec<String>,
+    /// `bootstrap.method` when it is not `initdb`: the command that makes a new cluster (see `restore`).
+    pub custom_bootstrap: Option<super::CustomBootstrap>,
     /// `postgresql.create_replica_methods` with their sections, tried in order (see `Supervisor::create_replica`).
     pub replica_methods: Vec<super::ReplicaMethod>,
     /// The `.pgpass` file raftgres writes and every PostgreSQL client program reads (`PGPASSFILE`).
@@ -109,7 +111,12 @@ impl Supervisor {
 
     /// The configuration `postgresql.conf` is written from: the static one with the parameters in force.
     pub(super) fn effective_config(&self) -> PgConfig {
-        PgConfig { parameters: self.parameters(), ..self.inner.cfg.clone() }
+        let mut cfg = PgConfig { parameters: self.parameters(), ..self.inner.cfg.clone() };
+        if let Some(overlay) = self.restore_overlay_slot().as_ref() {
+            cfg.parameters.extend(overlay.recovery.clone());
+            cfg.pg_hba = overlay.hba_lines(&cfg.superuser.username, &cfg.pg_hba);
+        }
+        cfg
     }
 
     /// Sets the parameters for a new dynamic configuration (`dynamic`, from the store) given the `bootstrap_dcs`

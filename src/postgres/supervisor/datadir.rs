@@ -155,6 +155,7 @@ impl Supervisor {
             }
             this.empty_data_dir().await?;
             this.forget_conf();
+            *this.restore_overlay_slot() = None;
             let marker = this.rewind_marker();
             files::blocking("remove the rewind marker", move || files::remove_durable(&marker)).await?;
             tracing::warn!(data_dir = %this.inner.cfg.data_dir.display(), "removed the contents of the data directory");

@@ -23,6 +23,8 @@
 //! - `hooks`: the operator's scripts: the callbacks (`fire`, and the supervisor's own `started`, `promoted`),
 //!   `run_pre_promote`, `run_before_stop`, `run_post_bootstrap`; `set_bootstrapping`, `mark_demoted`. Types
 //!   `Hooks`, `Callback`, `CallbackRole`.
+//! - `restore`: a new cluster made by `bootstrap.method`'s command (`bootstrap_with`, `finish_restore`); type
+//!   `CustomBootstrap`.
 //! - `error`: `PgError` and `error_chain`.
 //!
 //! Invariants: PostgreSQL outlives raftgres (it runs in its own process group and is adopted after a raftgres
@@ -39,6 +41,7 @@ mod hooks;
 mod lifecycle;
 mod probe;
 mod replication;
+mod restore;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -60,6 +63,7 @@ pub use hooks::{Callback, CallbackRole, Hooks};
 pub use lifecycle::{PostmasterExit, StartRole, StopMode};
 pub use probe::Probe;
 pub use replication::{ConnTarget, CustomReplicaMethod, ReplicaMethod, RewindOutcome};
+pub use restore::CustomBootstrap;
 
 /// The programs raftgres runs from `bin_dir`, checked by [`Supervisor::new`].
 const REQUIRED_PROGRAMS: [&str; 5] = ["postgres", "initdb", "pg_basebackup", "pg_rewind", "pg_controldata"];
@@ -90,6 +94,8 @@ struct Inner {
     parameters: Mutex<Option<BTreeMap<String, String>>>,
     /// The callbacks' role and running scripts (see `hooks`).
     hooks: Mutex<hooks::HookState>,
+    /// Set between a custom bootstrap and the end of its recovery (see `restore`).
+    restore: Mutex<Option<restore::RestoreOverlay>>,
 }
 
 /// What the supervisor knows about the postmaster and the configuration it last wrote.
@@ -144,6 +150,7 @@ impl Supervisor {
                 cancel: CancellationToken::new(),
                 parameters: Mutex::new(None),
                 hooks: Mutex::new(hooks::HookState::default()),
+                restore: Mutex::new(None),
             }),
         })
     }

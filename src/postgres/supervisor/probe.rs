@@ -326,6 +326,7 @@ mod tests {
             initdb_options: Vec::new(),
             basebackup_options: Vec::new(),
             replica_methods: vec![super::super::ReplicaMethod::Basebackup],
+            custom_bootstrap: None,
             pgpass: "/pgpass".into(),
             scope: "s".into(),
             start_timeout: Duration::from_secs(1),
