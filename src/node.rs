@@ -247,6 +247,7 @@ pub fn pg_config(config: &Config) -> anyhow::Result<PgConfig> {
         initdb_options: config.bootstrap.initdb.iter().map(|o| o.to_arg()).collect(),
         basebackup_options: pg.basebackup.iter().map(|o| o.to_arg()).collect(),
         custom_bootstrap: custom_bootstrap(&config.bootstrap.method),
+        nostream: config.tags.nostream(),
         replica_methods: pg
             .create_replica_methods
             .iter()

@@ -95,6 +95,7 @@ fn node_config(root: &Path, name: &str, port: u16) -> PgConfig {
         basebackup_options: Vec::new(),
         replica_methods: vec![ReplicaMethod::Basebackup],
         custom_bootstrap: None,
+        nostream: false,
         pgpass: node_dir.join("pgpass"),
         scope: "test-cluster".into(),
         start_timeout: Duration::from_secs(90),

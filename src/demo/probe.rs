@@ -20,6 +20,8 @@ pub struct MemberProbe {
     pub replication_state: Option<String>,
     /// Primaries: `application_name` of every walsender in state `streaming`.
     pub streaming_to: Vec<String>,
+    /// Tagged `nostream`: a healthy replica recovers from the archive instead of streaming.
+    pub nostream: bool,
 }
 
 /// Patroni's role string as a [`Role`] (`master` is Patroni 3's name of `primary`).
@@ -44,6 +46,7 @@ pub fn parse_patroni(body: &Value) -> Option<MemberProbe> {
         state: state.to_string(),
         replication_state: body.get("replication_state").and_then(Value::as_str).map(str::to_string),
         streaming_to,
+        nostream: body.pointer("/tags/nostream").and_then(Value::as_bool).unwrap_or(false),
     })
 }
 
@@ -83,7 +86,9 @@ pub fn healthy_primary(members: &[MemberView]) -> Result<usize, String> {
     let streaming_to = primary.probe.as_ref().map(|p| p.streaming_to.as_slice()).unwrap_or_default();
     for member in running.iter().filter(|m| m.node_idx != primary.node_idx) {
         let Some(probe) = &member.probe else { continue };
-        let streaming = probe.replication_state.as_deref() == Some("streaming") || streaming_to.contains(&member.name);
+        let streaming = probe.replication_state.as_deref() == Some("streaming")
+            || streaming_to.contains(&member.name)
+            || (probe.nostream && probe.replication_state.as_deref() == Some("in archive recovery"));
         if probe.role != Some(Role::Replica) || probe.state != "running" || !streaming {
             return Err(format!("{} is not a streaming replica yet ({})", member.name, describe_probe(probe)));
         }

@@ -302,8 +302,8 @@ async fn ensure_member_slots(ctx: &Context<'_>) {
     }
 }
 
-/// The physical slots of the members that stream from this node: on the leader every member whose `replicatefrom`
-/// does not name another existing member; on a replica the members whose `replicatefrom`
+/// The physical slots of the members that stream from this node: on the leader every member not tagged `nostream`
+/// whose `replicatefrom` does not name another existing member; on a replica the members whose `replicatefrom`
 /// names it (cascading replication). Slots are not kept for members that stream elsewhere: nothing advances them.
 fn member_slots(ctx: &Context<'_>, role: SlotRole) -> BTreeSet<String> {
     let members: Vec<SlotMember> = ctx
@@ -312,9 +312,7 @@ fn member_slots(ctx: &Context<'_>, role: SlotRole) -> BTreeSet<String> {
         .iter()
         .map(|(name, member)| SlotMember {
             name: name.clone(),
-            // `nostream` is published but a nostream member still streams (through its slot) until raftgres
-            // implements archive-only replicas.
-            nostream: false,
+            nostream: member.tag_bool("nostream"),
             replicatefrom: member.tags.get("replicatefrom").and_then(serde_json::Value::as_str).map(str::to_owned),
         })
         .collect();

@@ -1,7 +1,8 @@
 //! pgBackRest (Debian's package) as Patroni operators use it with raftgres: WAL archived with `archive-push`
 //! through the dynamic `archive_command`, a full backup of the primary, and a replica reinitialized with
 //! `pgbackrest restore` as its first `create_replica_method` (falling back to `basebackup` while the repository
-//! has no backup yet), catching up through `archive-get` in `recovery_conf` and then streaming.
+//! has no backup yet), catching up through `archive-get` in `recovery_conf` and then streaming; a `nostream`
+//! replica that only ever replays the archive; and a second cluster bootstrapped from the backup.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -88,9 +89,11 @@ async fn pgbackrest_restores_a_replica_from_a_backup() {
             }}),
         );
     }
+    // node3 never streams: it replays what archive-get fetches (and may not lead, so the primary is node1 or 2).
+    spec.tags.insert(3, json!({"nostream": true, "nofailover": true}).as_object().cloned().unwrap_or_default());
     let (tc, primary) = start(spec, dir).await;
     let c = &tc.cluster;
-    let replica = (1..=3).find(|n| *n != primary).expect("a replica");
+    let replica = (1..=2).find(|n| *n != primary).expect("a streaming replica");
     // No backup yet: the replicas were made by the fallback method.
     let log = std::fs::read_to_string(c.dir().join(format!("node{replica}/raftgres.log"))).unwrap_or_default();
     assert!(log.contains("replica has been created using basebackup"), "fallback to basebackup\n{}", logs(c));
@@ -152,6 +155,19 @@ async fn pgbackrest_restores_a_replica_from_a_backup() {
         (count(c, primary, &archived).await == Some(1)).then_some(())
     })
     .await;
+    // The nostream replica has it from the archive too, without ever streaming or a slot on the primary.
+    eventually(Duration::from_secs(60), "the nostream replica replays the archived row", || async {
+        (count(c, 3, "SELECT count(*) FROM after_backup").await == Some(1)).then_some(())
+    })
+    .await;
+    let node3_streams = "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'node3'";
+    assert_eq!(count(c, primary, node3_streams).await, Some(0), "node3 does not stream");
+    let node3_slot = "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'node3'";
+    assert_eq!(count(c, primary, node3_slot).await, Some(0), "no slot is kept for a nostream member");
+    let status: serde_json::Value =
+        reqwest::get(format!("{}/patroni", c.api(3))).await.expect("GET /patroni").json().await.expect("JSON");
+    assert_eq!(status["replication_state"], "in archive recovery", "{status}");
+
     let (mut spec2, dir2) = crate::harness::spec();
     spec2.n_nodes = 1;
     let restored_data = dir2.path().join("node1/data");

@@ -57,6 +57,8 @@ pub struct PgConfig {
     pub initdb_options: Vec<String>,
     /// Extra pg_basebackup arguments such as `--max-rate=100M`.
     pub basebackup_options: Vec<String>,
+    /// `nostream` tag: a replica recovers from the archive (`recovery_conf.restore_command`) and never streams.
+    pub nostream: bool,
     /// `bootstrap.method` when it is not `initdb`: the command that makes a new cluster (see `restore`).
     pub custom_bootstrap: Option<super::CustomBootstrap>,
     /// `postgresql.create_replica_methods` with their sections, tried in order (see `Supervisor::create_replica`).

@@ -252,6 +252,10 @@ impl Supervisor {
         }
         let recovery = match role {
             StartRole::Primary => RecoveryConf::Primary,
+            // A nostream replica replays what restore_command fetches from the archive: no upstream, no slot.
+            StartRole::Replica { .. } if self.inner.cfg.nostream => {
+                RecoveryConf::Replica { primary_conninfo: String::new(), slot: None }
+            }
             StartRole::Replica { primary, slot } => {
                 let this = self.clone();
                 files::blocking("write pgpass", move || this.write_pgpass()).await?;

@@ -327,6 +327,7 @@ mod tests {
             basebackup_options: Vec::new(),
             replica_methods: vec![super::super::ReplicaMethod::Basebackup],
             custom_bootstrap: None,
+            nostream: false,
             pgpass: "/pgpass".into(),
             scope: "s".into(),
             start_timeout: Duration::from_secs(1),

@@ -256,6 +256,9 @@ impl Supervisor {
     pub async fn follows(&self, primary: &ConnTarget, slot: &str) -> Result<bool, PgError> {
         let expected = files::replica_conninfo(&self.inner.cfg, &primary.host, primary.port)?;
         Ok(match self.recovery_conf_from_server().await? {
+            files::RecoveryConf::Replica { primary_conninfo, slot: None } if self.inner.cfg.nostream => {
+                primary_conninfo.is_empty()
+            }
             files::RecoveryConf::Replica { primary_conninfo, slot: Some(current) } => {
                 primary_conninfo == expected && current == slot
             }
