@@ -79,6 +79,7 @@ pub fn cluster_json(view: &ClusterView, dynamic: &DynamicView, scope: &str) -> C
         .map(|(name, member)| {
             let is_leader = Some(name.as_str()) == leader_name;
             let role = match (is_leader, sync_role) {
+                (true, _) if dynamic.standby_cluster.is_some() => "standby_leader",
                 (true, _) => "leader",
                 (false, Some(sync_role)) if sync_members.contains(name) => sync_role,
                 (false, _) => "replica",
@@ -204,11 +205,12 @@ mod tests {
             json!({"members": [leader, replica("pg2", 2, "replica", pg2_lsn.clone()),
                 replica("pg3", 3, "replica", unknown.clone())], "scope": "batman"}),
         );
-        // A standby_cluster section is refused (no standby clusters yet): the leader is what it is, a leader.
+        let mut standby_leader = leader.clone();
+        standby_leader["role"] = json!("standby_leader");
         check(
             &view(),
             json!({"synchronous_mode": true, "pause": true, "standby_cluster": {"host": "remote"}}),
-            json!({"members": [leader.clone(), replica("pg2", 2, "sync_standby", pg2_lsn.clone()),
+            json!({"members": [standby_leader, replica("pg2", 2, "sync_standby", pg2_lsn.clone()),
                 replica("pg3", 3, "replica", unknown.clone())], "scope": "batman", "pause": true}),
         );
         let mut scheduled = view();

@@ -54,6 +54,7 @@ pub async fn patch_config(State(state): State<ApiState>, headers: HeaderMap, bod
     let patch = restore_redacted(&patch, Some(&stored.value));
     let merged = merge_patch(&stored.value, &patch);
     check_document(&merged)?;
+    check_no_new_standby_cluster(&stored.value, &merged)?;
     if merged != stored.value {
         let dcs = control.dcs.clone();
         let document = merged.clone();
@@ -78,6 +79,9 @@ pub async fn put_config(State(state): State<ApiState>, headers: HeaderMap, body:
     let control = state.control()?;
     let view = control.dcs.view_linearizable(LINEARIZABLE_READ_TIMEOUT).await.map_err(unavailable)?;
     let document = restore_redacted(&document, view.config.as_ref().map(|stored| &stored.value));
+    if let Some(stored) = view.config.as_ref() {
+        check_no_new_standby_cluster(&stored.value, &document)?;
+    }
     if view.config.as_ref().is_none_or(|stored| stored.value != document) {
         let dcs = control.dcs.clone();
         let to_write = document.clone();
@@ -91,6 +95,22 @@ pub async fn put_config(State(state): State<ApiState>, headers: HeaderMap, body:
         }
     }
     Ok(Json(redact(&document)).into_response())
+}
+
+/// 400 when a change would turn a running cluster into a standby cluster: raftgres cannot demote a primary into
+/// a standby leader of another cluster (its data has diverged from the remote primary's); a standby cluster is
+/// made by bootstrapping it with `standby_cluster` in `bootstrap.dcs`. Removing the section (promoting the
+/// standby cluster) and changing it are allowed.
+fn check_no_new_standby_cluster(stored: &Value, document: &Value) -> Result<(), ApiError> {
+    let standby = |doc: &Value| DynamicConfig::parse_lenient(doc.clone()).0.view().standby_cluster.is_some();
+    if !standby(stored) && standby(document) {
+        return Err(ApiError::BadRequest(
+            "standby_cluster: a running cluster cannot become a standby cluster; bootstrap a new cluster with \
+             standby_cluster in bootstrap.dcs"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// 400 naming the key path when the document is not a valid dynamic configuration.

@@ -212,7 +212,7 @@ pub struct DynamicView {
     /// Slots raftgres must not touch (list of matchers).
     pub ignore_slots: Vec<Value>,
     /// Standby-cluster settings, when this cluster replicates from another.
-    pub standby_cluster: Option<Map<String, Value>>,
+    pub standby_cluster: Option<StandbyCluster>,
     /// PostgreSQL settings.
     pub postgresql: DynamicPostgresql,
 }
@@ -239,6 +239,18 @@ impl Default for DynamicView {
             postgresql: DynamicPostgresql::default(),
         }
     }
+}
+
+/// `standby_cluster`: this cluster is a standby of another; its leader (the standby leader) streams from
+/// `host:port` and the other members cascade from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StandbyCluster {
+    /// The remote primary's host.
+    pub host: String,
+    /// Its port (default 5432).
+    pub port: u16,
+    /// `primary_slot_name` on the remote primary, if any.
+    pub primary_slot_name: Option<String>,
 }
 
 /// The dynamic configuration: the stored JSON document plus its typed view.
@@ -418,23 +430,68 @@ fn synchronous_mode(reader: &mut Reader<'_, '_>) -> Result<SynchronousMode, Conf
     Ok(reader.keep(res)?.unwrap_or(SynchronousMode::Off))
 }
 
-/// `standby_cluster`: refused while raftgres has no standby clusters. Taking it as a note would be unsafe: the
-/// leader of what the operator set up as a disaster-recovery standby would run as a writable primary. A section
-/// whose values are all empty (`host: null`, as a `PATCH` that removes it leaves) is no standby cluster.
-fn standby_cluster(reader: &mut Reader<'_, '_>) -> Result<Option<Map<String, Value>>, ConfigError> {
+/// `standby_cluster`: `host` (required) and `port` of the remote primary, `primary_slot_name`. Archive-only
+/// standby clusters (`restore_command` without `host`), `archive_cleanup_command`, `recovery_min_apply_delay` and
+/// `create_replica_methods` in the section are refused: raftgres does not apply them yet, and a standby leader
+/// that silently ignored them would not be the standby the operator set up. A section whose values are all empty
+/// (`host: null`, as a `PATCH` that removes it leaves) is no standby cluster.
+fn standby_cluster(reader: &mut Reader<'_, '_>) -> Result<Option<StandbyCluster>, ConfigError> {
     let Some(section) = reader.map("standby_cluster")? else { return Ok(None) };
     if section.values().all(|value| value.is_null()) {
         return Ok(None);
     }
-    let res: Result<Option<Map<String, Value>>, ConfigError> = Err(ConfigError::Invalid {
-        path: reader.section.path_of("standby_cluster"),
-        message: "standby clusters are not supported yet: raftgres would run this cluster's leader as a writable \
-                  primary instead of a standby leader; remove the section (keep a DR standby cluster on Patroni \
-                  for now)"
-            .to_owned(),
-    });
-    // Read from the store (lenient) it is a warning: the cluster runs on, and `raftgres check` says why.
-    reader.keep(res).map(|_| None)
+    let path = reader.section.path_of("standby_cluster");
+    let res = parse_standby_cluster(&section, &path).map(Some);
+    reader.keep(res)
+}
+
+fn parse_standby_cluster(section: &Map<String, Value>, path: &str) -> Result<StandbyCluster, ConfigError> {
+    let invalid =
+        |key: &str, message: &str| ConfigError::Invalid { path: format!("{path}.{key}"), message: message.to_owned() };
+    for key in ["restore_command", "archive_cleanup_command", "recovery_min_apply_delay", "create_replica_methods"] {
+        if section.get(key).is_some_and(|value| !value.is_null()) {
+            return Err(invalid(
+                key,
+                "is not supported yet in a standby cluster: raftgres' standby leader streams from host:port; remove it",
+            ));
+        }
+    }
+    let host = match section.get("host") {
+        Some(Value::String(host)) if !host.trim().is_empty() => host.trim().to_owned(),
+        Some(other) if !other.is_null() => {
+            return Err(expected(format!("{path}.host"), "a host name or address", other))
+        }
+        _ => {
+            return Err(invalid(
+                "host",
+                "missing; set the remote primary's host (archive-only standby clusters are not supported yet)",
+            ))
+        }
+    };
+    let port = match section.get("port") {
+        None | Some(Value::Null) => 5432,
+        Some(value) => {
+            let port = value.as_u64().or_else(|| value.as_str().and_then(|s| s.trim().parse().ok()));
+            port.and_then(|p| u16::try_from(p).ok())
+                .filter(|p| *p > 0)
+                .ok_or_else(|| expected(format!("{path}.port"), "a port number", value))?
+        }
+    };
+    let primary_slot_name = match section.get("primary_slot_name") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(name)) if slots::valid_slot_name(name) => Some(name.clone()),
+        Some(other) => {
+            return Err(expected(
+                format!("{path}.primary_slot_name"),
+                "a slot name (lower case letters, digits, _)",
+                other,
+            ))
+        }
+    };
+    if let Some(key) = section.keys().find(|key| !["host", "port", "primary_slot_name"].contains(&key.as_str())) {
+        return Err(invalid(key, "unknown standby_cluster key; use host, port and primary_slot_name"));
+    }
+    Ok(StandbyCluster { host, port, primary_slot_name })
 }
 
 /// `slots:`, each entry read as the leader will read it (`postgres::slots::permanent_slot`): a bad entry is

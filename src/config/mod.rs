@@ -34,6 +34,7 @@ pub use dynamic::adjust_timing;
 pub use dynamic::merge_patch;
 pub use dynamic::DynamicConfig;
 pub use dynamic::DynamicView;
+pub use dynamic::StandbyCluster;
 pub use dynamic::SynchronousMode;
 pub use dynamic::Timing;
 pub use env::process_env;

@@ -201,12 +201,28 @@ fn bad_permanent_and_ignored_slots_are_refused_with_their_path() {
 }
 
 #[test]
-fn a_standby_cluster_is_refused_until_raftgres_has_them() {
+fn a_standby_cluster_streams_from_host_and_port_only() {
+    let loaded =
+        load_patched("bootstrap: {dcs: {standby_cluster: {host: 10.0.0.1, port: 5433, primary_slot_name: dr}}}", &[])
+            .unwrap_or_else(|e| panic!("{e}"));
+    let standby = loaded.config.bootstrap.dcs.view().standby_cluster.clone();
+    assert_eq!(
+        standby,
+        Some(crate::config::StandbyCluster {
+            host: "10.0.0.1".into(),
+            port: 5433,
+            primary_slot_name: Some("dr".into())
+        })
+    );
     check_error(
-        "bootstrap: {dcs: {standby_cluster: {host: 10.0.0.1, port: 5432}}}",
-        "bootstrap.dcs.standby_cluster: standby clusters are not supported yet: raftgres would run this cluster's \
-         leader as a writable primary instead of a standby leader; remove the section (keep a DR standby cluster on \
-         Patroni for now)",
+        "bootstrap: {dcs: {standby_cluster: {restore_command: 'cp /a/%f %p'}}}",
+        "bootstrap.dcs.standby_cluster.restore_command: is not supported yet in a standby cluster: raftgres' standby \
+         leader streams from host:port; remove it",
+    );
+    check_error(
+        "bootstrap: {dcs: {standby_cluster: {port: 5432}}}",
+        "bootstrap.dcs.standby_cluster.host: missing; set the remote primary's host (archive-only standby clusters \
+         are not supported yet)",
     );
     assert!(load_patched("bootstrap: {dcs: {standby_cluster: {host: null}}}", &[]).is_ok(), "an emptied section");
 }

@@ -72,8 +72,12 @@ pub fn healthy_primary(members: &[MemberView]) -> Result<usize, String> {
     if let Some(member) = running.iter().find(|m| m.probe.is_none()) {
         return Err(format!("{} does not answer on its REST API yet", member.name));
     }
-    let is_running_primary =
-        |m: &&&MemberView| m.probe.as_ref().is_some_and(|p| p.role == Some(Role::Primary) && p.state == "running");
+    // The leader: a primary, or the standby leader of a standby cluster.
+    let is_running_primary = |m: &&&MemberView| {
+        m.probe
+            .as_ref()
+            .is_some_and(|p| matches!(p.role, Some(Role::Primary | Role::StandbyLeader)) && p.state == "running")
+    };
     let primaries: Vec<&&MemberView> = running.iter().filter(is_running_primary).collect();
     let primary = match primaries.as_slice() {
         [] => return Err("no running primary yet".to_string()),

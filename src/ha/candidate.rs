@@ -14,6 +14,7 @@ use super::types::HaConfig;
 use super::types::Observation;
 use super::types::PgProcess;
 use super::types::Reason;
+use super::types::REMOTE_PRIMARY;
 use crate::config::SynchronousMode;
 use crate::dcs::view::ClusterView;
 use crate::dcs::view::MemberData;
@@ -32,13 +33,18 @@ pub fn race(obs: &Observation, view: &ClusterView, cfg: &HaConfig, role: Role) -
     if obs.race_backoff {
         return Decision::idle(Reason::PrePromoteBackoff);
     }
-    let race_actions = || vec![Action::AcquireLease, Action::Promote];
+    // In a standby cluster the winner becomes the standby leader: it follows the remote primary, never promotes.
+    let race_actions = || {
+        let then = if cfg.standby_cluster { Action::Follow(REMOTE_PRIMARY.to_owned()) } else { Action::Promote };
+        vec![Action::AcquireLease, then]
+    };
+    let won = if cfg.standby_cluster { Reason::StandbyLeaderByAcquiringLock } else { Reason::PromotedByAcquiringLock };
     if let Some(failover) = view.failover.as_ref().map(|f| &f.value) {
         match failover.member.as_deref() {
             Some(candidate) if candidate == cfg.name => {
                 let mut actions = race_actions();
                 actions.push(Action::ClearFailover);
-                return Decision::new(actions, Reason::PromotedByAcquiringLock);
+                return Decision::new(actions, won.clone());
             }
             Some(candidate) => {
                 let candidate_healthy = obs.peers.iter().any(|p| p.name == candidate && p.reachable && !p.is_primary)
@@ -56,7 +62,7 @@ pub fn race(obs: &Observation, view: &ClusterView, cfg: &HaConfig, role: Role) -
         }
         // The candidate is gone: everybody but the old leader races, without the lag check.
         return match healthiest(obs, cfg, None).and_then(|()| quorum_votes(obs, view, cfg)) {
-            Ok(()) => Decision::new(race_actions(), Reason::PromotedByAcquiringLock),
+            Ok(()) => Decision::new(race_actions(), won.clone()),
             Err(why) => Decision::idle(Reason::NotHealthiest(why)),
         };
     }
@@ -67,7 +73,7 @@ pub fn race(obs: &Observation, view: &ClusterView, cfg: &HaConfig, role: Role) -
         return Decision::idle(Reason::NotSynchronous);
     }
     match healthiest(obs, cfg, Some(view)).and_then(|()| quorum_votes(obs, view, cfg)) {
-        Ok(()) => Decision::new(race_actions(), Reason::PromotedByAcquiringLock),
+        Ok(()) => Decision::new(race_actions(), won.clone()),
         Err(why) => Decision::idle(Reason::NotHealthiest(why)),
     }
 }
@@ -283,6 +289,7 @@ mod quorum_tests {
             check_timeline: false,
             synchronous_mode: SynchronousMode::Quorum,
             replicatefrom: None,
+            standby_cluster: false,
         };
         let wal = WalPosition::Replica {
             received: Some(Lsn(100)),
@@ -435,6 +442,7 @@ mod race_peers_tests {
             check_timeline: false,
             synchronous_mode: SynchronousMode::Quorum,
             replicatefrom: None,
+            standby_cluster: false,
         };
         assert_eq!(races_for_vacant_key(&view, &pg, &cfg, dcs_ok), want);
     }

@@ -22,6 +22,7 @@ use super::types::HaConfig;
 use super::types::Observation;
 use super::types::PgProcess;
 use super::types::Reason;
+use super::types::REMOTE_PRIMARY;
 use crate::dcs::view::ClusterView;
 use crate::status::Role;
 use crate::status::WalPosition;
@@ -101,7 +102,8 @@ fn empty_data_dir(obs: &Observation, view: &ClusterView, cfg: &HaConfig) -> Deci
     match (&view.initialize, &view.leader) {
         (None, None) if !cfg.nofailover => {
             actions.push(Action::Bootstrap);
-            Decision::new(actions, Reason::Bootstrapping)
+            let reason = if cfg.standby_cluster { Reason::BootstrappingStandby } else { Reason::Bootstrapping };
+            Decision::new(actions, reason)
         }
         (Some(init), Some(leader)) if !init.is_empty() && leader.name != cfg.name => {
             if view.members.contains_key(&leader.name) {
@@ -134,11 +136,17 @@ fn stopped(obs: &Observation, view: &ClusterView, cfg: &HaConfig) -> Decision {
         return rewind_incomplete(obs, view, cfg);
     }
     if obs.leader_key_is_mine {
+        if cfg.standby_cluster {
+            return Decision::new(vec![Action::RenewLease, start_standby_leader()], Reason::StartingStandbyLeader);
+        }
         let reason =
             if was_primary { Reason::StartingPrimaryAfterFailure } else { Reason::PromotingBecauseIHoldTheLock };
         return Decision::new(vec![Action::RenewLease, Action::StartPrimary], reason);
     }
     match leader {
+        Some(l) if l.name == cfg.name && cfg.standby_cluster => {
+            Decision::new(vec![Action::TakeOverLease, start_standby_leader()], Reason::StartingStandbyLeader)
+        }
         Some(l) if l.name == cfg.name => {
             Decision::new(vec![Action::TakeOverLease, Action::StartPrimary], Reason::TakingOverOwnLease)
         }
@@ -190,6 +198,14 @@ fn running(obs: &Observation, view: &ClusterView, cfg: &HaConfig, role: Role, no
             }
             return Decision::new(vec![Action::RenewLease], Reason::LeaderWithLock);
         }
+        if role != Role::Primary && cfg.standby_cluster {
+            // A standby leader: it follows the remote primary and is never promoted while standby_cluster is set.
+            if obs.following.as_deref() == Some(REMOTE_PRIMARY) {
+                return Decision::new(vec![Action::RenewLease], Reason::StandbyLeaderWithLock);
+            }
+            let follow = Action::Follow(REMOTE_PRIMARY.to_owned());
+            return Decision::new(vec![Action::RenewLease, follow], Reason::StandbyLeaderWithLock);
+        }
         if role != Role::Primary {
             return Decision::new(vec![Action::RenewLease, Action::Promote], Reason::PromotingBecauseIHoldTheLock);
         }
@@ -201,7 +217,11 @@ fn running(obs: &Observation, view: &ClusterView, cfg: &HaConfig, role: Role, no
     if leader.name == cfg.name {
         let mut actions = vec![Action::TakeOverLease];
         if role != Role::Primary && !cfg.paused {
-            actions.push(Action::Promote);
+            if !cfg.standby_cluster {
+                actions.push(Action::Promote);
+            } else if obs.following.as_deref() != Some(REMOTE_PRIMARY) {
+                actions.push(Action::Follow(REMOTE_PRIMARY.to_owned()));
+            }
         }
         return Decision::new(actions, Reason::TakingOverOwnLease);
     }
@@ -220,6 +240,11 @@ fn running(obs: &Observation, view: &ClusterView, cfg: &HaConfig, role: Role, no
         return Decision::new(vec![Action::Follow(source.clone())], Reason::FollowingLeader(source));
     }
     Decision::idle(Reason::FollowingLeader(source))
+}
+
+/// Starting the standby leader: as a replica of the remote primary.
+fn start_standby_leader() -> Action {
+    Action::StartReplica { leader: Some(REMOTE_PRIMARY.to_owned()), rewind: false }
 }
 
 /// The member a replica streams from: the one its `replicatefrom` tag names while that member has a member key

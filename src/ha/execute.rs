@@ -19,6 +19,7 @@ use super::types::Action;
 use super::types::ActionKind;
 use super::types::DemoteMode;
 use super::types::Observation;
+use super::types::REMOTE_PRIMARY;
 use super::ActionOutcome;
 use super::Following;
 use super::HaSettings;
@@ -31,6 +32,7 @@ use crate::postgres::slots::slot_name;
 use crate::postgres::slots::IgnoreMatcher;
 use crate::postgres::slots::LeaderSlots;
 use crate::postgres::slots::PermanentSlot;
+use crate::postgres::slots::SlotKind;
 use crate::postgres::slots::SlotMember;
 use crate::postgres::slots::SlotPlanInput;
 use crate::postgres::slots::SlotRetention;
@@ -62,6 +64,8 @@ pub struct Context<'a> {
     pub permanent_slots: Vec<PermanentSlot>,
     /// The dynamic `ignore_slots`.
     pub ignore_slots: Vec<IgnoreMatcher>,
+    /// The dynamic `standby_cluster`: this cluster's leader follows that remote primary.
+    pub standby: Option<crate::config::StandbyCluster>,
 }
 
 /// What happened.
@@ -88,6 +92,7 @@ pub struct ExecResult {
 pub async fn run(ctx: &Context<'_>, actions: &[Action], obs: &Observation) -> ExecResult {
     let mut res = ExecResult { holds_key: obs.leader_key_is_mine, ..ExecResult::default() };
     let pg_status = publish::status_without_probe(&obs.pg, &obs.data_dir, crate::status::PgState::Running);
+    let pg_status = publish::standby_leader_role(pg_status, ctx.standby.is_some(), obs.leader_key_is_mine);
     let member = ctx.settings.member_data(&pg_status, ctx.paused);
     let is_primary = obs.pg.role() == Some(Role::Primary);
     for action in actions {
@@ -146,9 +151,13 @@ pub async fn run(ctx: &Context<'_>, actions: &[Action], obs: &Observation) -> Ex
             break;
         }
     }
+    let standby_leader = ctx.standby.is_some() && obs.pg.role() == Some(Role::Replica) && res.holds_key;
     if is_primary && res.dcs_contacted && !res.demoted && res.holds_key {
         ensure_member_slots(ctx).await;
         maintain_sync(ctx, &pg_status).await;
+    } else if standby_leader && res.dcs_contacted && res.spawned.is_none() {
+        // The standby leader keeps its members' slots, as a primary does (physical permanent slots only).
+        ensure_member_slots(ctx).await;
     } else if obs.pg.role() == Some(Role::Replica) && res.spawned.is_none() && !res.demoted {
         drop_replica_slots(ctx).await;
     }
@@ -290,10 +299,14 @@ pub async fn demote_now(pg: &Supervisor) {
 async fn ensure_member_slots(ctx: &Context<'_>) {
     let members = member_slots(ctx, SlotRole::Leader);
     let own = slot_name(&ctx.settings.name);
+    let permanent: Vec<PermanentSlot> = match ctx.standby {
+        Some(_) => ctx.permanent_slots.iter().filter(|slot| slot.kind == SlotKind::Physical).cloned().collect(),
+        None => ctx.permanent_slots.clone(),
+    };
     let wanted = LeaderSlots {
         own: &own,
         members: &members,
-        permanent: &ctx.permanent_slots,
+        permanent: &permanent,
         ignore: &ctx.ignore_slots,
         paused: ctx.paused,
     };
@@ -347,6 +360,22 @@ async fn drop_replica_slots(ctx: &Context<'_>) {
     }
 }
 
+/// The remote primary of `standby_cluster` and the slot to stream through on it, when this is a standby cluster.
+fn remote_primary(ctx: &Context<'_>) -> Option<(super::long::Upstream, Option<String>)> {
+    let standby = ctx.standby.as_ref()?;
+    let target = ConnTarget { host: standby.host.clone(), port: standby.port };
+    Some((super::long::Upstream { name: REMOTE_PRIMARY.to_owned(), target }, standby.primary_slot_name.clone()))
+}
+
+/// Where a replica streams from (`name` a member, or [`REMOTE_PRIMARY`] for a standby leader) and through which
+/// slot there: its own on a member; `standby_cluster.primary_slot_name` on the remote primary.
+fn stream_from(ctx: &Context<'_>, name: &str, my_slot: String) -> Option<(ConnTarget, Option<String>)> {
+    if name == REMOTE_PRIMARY {
+        return remote_primary(ctx).map(|(remote, slot)| (remote.target, slot));
+    }
+    Some((target_of(ctx.view, name)?, Some(my_slot)))
+}
+
 /// Whom this node streams from when `leader` leads (see `decide::upstream`).
 pub(super) fn follow_target(view: &ClusterView, settings: &HaSettings, leader: &str) -> String {
     let replicatefrom = settings.tags.get("replicatefrom").and_then(serde_json::Value::as_str);
@@ -378,7 +407,13 @@ fn spawn_long(
     let span = tracing::info_span!("action");
     let (kind, fut): (ActionKind, std::pin::Pin<Box<dyn std::future::Future<Output = ActionOutcome> + Send>>) =
         match action {
-            Action::Bootstrap => (ActionKind::Bootstrap, Box::pin(super::long::bootstrap(pg, dcs, settings, timing))),
+            Action::Bootstrap => match remote_primary(ctx) {
+                None => (ActionKind::Bootstrap, Box::pin(super::long::bootstrap(pg, dcs, settings, timing))),
+                Some((remote, slot)) => (
+                    ActionKind::Bootstrap,
+                    Box::pin(super::long::bootstrap_standby(pg, dcs, settings, timing, remote, slot)),
+                ),
+            },
             Action::CloneFrom(source) | Action::WipeAndClone(source) => {
                 let source = upstream_target(ctx.view, source)?;
                 let leader = ctx.view.leader.as_ref().map_or(source.name.as_str(), |l| l.name.as_str());
@@ -390,8 +425,8 @@ fn spawn_long(
                 (ActionKind::Start, Box::pin(super::long::start(pg, StartRole::Primary, Following::Unchanged)))
             }
             Action::StartReplica { leader: Some(leader), rewind } => {
-                let target = target_of(ctx.view, leader)?;
-                let role = StartRole::Replica { primary: target.clone(), slot: Some(my_slot) };
+                let (target, slot) = stream_from(ctx, leader, my_slot)?;
+                let role = StartRole::Replica { primary: target.clone(), slot };
                 let kind = if *rewind { ActionKind::Rewind } else { ActionKind::Start };
                 let rewind_from = rewind.then_some(target);
                 (kind, Box::pin(super::long::start_replica(pg, role, leader.clone(), rewind_from)))
@@ -405,8 +440,8 @@ fn spawn_long(
                 (ActionKind::Start, Box::pin(super::long::start(pg, StartRole::Standby, Following::Nobody)))
             }
             Action::Follow(leader) => {
-                let target = target_of(ctx.view, leader)?;
-                let role = StartRole::Replica { primary: target, slot: Some(my_slot) };
+                let (target, slot) = stream_from(ctx, leader, my_slot)?;
+                let role = StartRole::Replica { primary: target, slot };
                 (ActionKind::Restart, Box::pin(super::long::restart(pg, role, leader.clone())))
             }
             Action::Promote => {

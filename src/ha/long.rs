@@ -31,41 +31,114 @@ use crate::status::WalPosition;
 /// Bootstrap a new cluster: win the `initialize` race, initdb, start, create users, take the
 /// leader key, record the system identifier and the initial dynamic config.
 pub async fn bootstrap(pg: Supervisor, dcs: Dcs, settings: HaSettings, timing: Timing) -> ActionOutcome {
-    let timeout = timing.retry_timeout;
-    match dcs.race_initialize(timeout).await {
-        Ok(true) => info!("won the initialize race; bootstrapping a new cluster"),
-        Ok(false) => {
-            info!("another node is bootstrapping the cluster");
-            return ActionOutcome::default();
-        }
-        Err(e) => {
-            warn!(error = %e, "failed to race for initialize");
-            return ActionOutcome::default();
-        }
+    if !won_initialize_race(&dcs, timing).await {
+        return ActionOutcome::default();
     }
     // No callback fires while the new cluster is being made; `on_start` fires once it is ready (Patroni).
     pg.set_bootstrapping(true);
     let result = bootstrap_steps(&pg, &dcs, &settings, timing).await;
-    pg.set_bootstrapping(false);
-    match &result {
-        Ok(()) => pg.fire(Callback::OnStart),
-        Err(e) => error!(error = %e, "bootstrap failed; cleaning up so another attempt can start"),
-    }
-    if result.is_err() {
-        if let Err(e) = pg.stop(StopMode::Immediate).await {
-            warn!(error = %e, "failed to stop postgres after a failed bootstrap");
-        }
-        if let Err(e) = pg.wipe_data_dir().await {
-            warn!(error = %e, "failed to remove the half-initialized data directory");
-        }
-        if let Err(e) = dcs.release_leader(None, timeout).await {
-            warn!(error = %e, "failed to release the leader lock after a failed bootstrap");
-        }
-        if let Err(e) = dcs.cancel_initialization(timeout).await {
-            warn!(error = %e, "failed to cancel the initialization");
-        }
-    }
+    finish_bootstrap(&pg, &dcs, timing, result).await;
     ActionOutcome { following: Following::Nobody, ..ActionOutcome::default() }
+}
+
+/// Bootstrap a standby cluster (`standby_cluster` in `bootstrap.dcs`): win the `initialize` race, create the
+/// data directory from the remote primary with the `create_replica_methods`, start it as a standby of the remote
+/// primary, take the leader key as the standby leader, record the system identifier and the dynamic config.
+pub async fn bootstrap_standby(
+    pg: Supervisor,
+    dcs: Dcs,
+    settings: HaSettings,
+    timing: Timing,
+    remote: Upstream,
+    slot: Option<String>,
+) -> ActionOutcome {
+    if !won_initialize_race(&dcs, timing).await {
+        return ActionOutcome::default();
+    }
+    pg.set_bootstrapping(true);
+    let result = standby_bootstrap_steps(&pg, &dcs, &settings, timing, &remote, slot).await;
+    let ok = result.is_ok();
+    finish_bootstrap(&pg, &dcs, timing, result).await;
+    let following = if ok { Following::Member(remote.name) } else { Following::Nobody };
+    ActionOutcome { following, ..ActionOutcome::default() }
+}
+
+async fn won_initialize_race(dcs: &Dcs, timing: Timing) -> bool {
+    match dcs.race_initialize(timing.retry_timeout).await {
+        Ok(true) => {
+            info!("won the initialize race; bootstrapping a new cluster");
+            true
+        }
+        Ok(false) => {
+            info!("another node is bootstrapping the cluster");
+            false
+        }
+        Err(e) => {
+            warn!(error = %e, "failed to race for initialize");
+            false
+        }
+    }
+}
+
+/// Ends a bootstrap: callbacks again (`on_start` when it worked), or everything undone so another attempt can
+/// start.
+async fn finish_bootstrap(pg: &Supervisor, dcs: &Dcs, timing: Timing, result: anyhow::Result<()>) {
+    let timeout = timing.retry_timeout;
+    pg.set_bootstrapping(false);
+    let Err(e) = result else {
+        pg.fire(Callback::OnStart);
+        return;
+    };
+    error!(error = %format!("{e:#}"), "bootstrap failed; cleaning up so another attempt can start");
+    if let Err(e) = pg.stop(StopMode::Immediate).await {
+        warn!(error = %e, "failed to stop postgres after a failed bootstrap");
+    }
+    if let Err(e) = pg.wipe_data_dir().await {
+        warn!(error = %e, "failed to remove the half-initialized data directory");
+    }
+    pg.abandon_restore();
+    if let Err(e) = dcs.release_leader(None, timeout).await {
+        warn!(error = %e, "failed to release the leader lock after a failed bootstrap");
+    }
+    if let Err(e) = dcs.cancel_initialization(timeout).await {
+        warn!(error = %e, "failed to cancel the initialization");
+    }
+}
+
+async fn standby_bootstrap_steps(
+    pg: &Supervisor,
+    dcs: &Dcs,
+    settings: &HaSettings,
+    timing: Timing,
+    remote: &Upstream,
+    slot: Option<String>,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let timeout = timing.retry_timeout;
+    pg.write_pgpass().context("write pgpass")?;
+    let target = &remote.target;
+    let from = format!("{}:{}", target.host, target.port);
+    pg.create_replica(target).await.with_context(|| format!("create the standby leader from {from}"))?;
+    match pg.start(StartRole::Replica { primary: target.clone(), slot }).await {
+        // A standby that is not consistent yet answers later: it is waited for below.
+        Ok(()) | Err(PgError::NotReady { .. }) => {}
+        Err(e) => return Err(e).context("start the standby leader"),
+    }
+    let status = loop {
+        anyhow::ensure!(pg.is_running(), "PostgreSQL stopped while the standby leader started (see its log)");
+        if let Ok(probe) = pg.probe().await {
+            break PgStatus::from(probe);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    let system_id = status.system_identifier.map(|s| s.to_string()).context("read the system identifier")?;
+    let member = settings.member_data(&status, false);
+    let acquired = dcs.acquire_leader(&member, timing.ttl, timeout).await.context("take the leader lock")?;
+    anyhow::ensure!(acquired, "the leader lock was taken by someone else during bootstrap");
+    dcs.set_initialize(&system_id, timeout).await.context("record the system identifier")?;
+    dcs.write_config_if_absent(&settings.bootstrap_dcs, timeout).await.context("write the dynamic config")?;
+    info!(system_id, remote = from, "bootstrapped a new standby cluster");
+    Ok(())
 }
 
 async fn bootstrap_steps(pg: &Supervisor, dcs: &Dcs, settings: &HaSettings, timing: Timing) -> anyhow::Result<()> {

@@ -261,6 +261,7 @@ impl HaLoop {
         self.absorb(&mut result);
         self.restore_cluster_keys(&snapshot, &result).await;
         let pg_status = publish::pg_status_after(&snapshot.obs, self.state.running.as_ref().map(|r| r.kind));
+        let pg_status = publish::standby_leader_role(pg_status, snapshot.cfg.standby_cluster, result.holds_key);
         if !result.member_touched {
             // A member touch is also how a node finds out whether the store answers again.
             self.touch_member(&pg_status).await;
@@ -311,6 +312,7 @@ impl HaLoop {
                 .iter()
                 .filter_map(|value| crate::postgres::slots::IgnoreMatcher::from_value(value).ok())
                 .collect(),
+            standby: dynamic.standby_cluster.clone(),
         }
     }
 
@@ -349,6 +351,7 @@ impl HaLoop {
             check_timeline: view.check_timeline,
             synchronous_mode: view.synchronous_mode,
             replicatefrom: tags.get("replicatefrom").and_then(Value::as_str).map(str::to_owned),
+            standby_cluster: view.standby_cluster.is_some(),
         }
     }
 

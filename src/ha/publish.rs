@@ -122,6 +122,15 @@ pub fn pg_status_after(obs: &Observation, running: Option<ActionKind>) -> PgStat
     status_without_probe(&obs.pg, &obs.data_dir, state)
 }
 
+/// PURE: in a standby cluster the key holder running as a replica is the standby leader (Patroni's role
+/// `standby_leader`, which `/standby-leader` and `/cluster` report).
+pub fn standby_leader_role(mut pg: PgStatus, standby_cluster: bool, holds_key: bool) -> PgStatus {
+    if standby_cluster && holds_key && pg.role == Role::Replica {
+        pg.role = Role::StandbyLeader;
+    }
+    pg
+}
+
 /// PURE: the cluster summary for the API, `None` when the view is not trusted.
 pub fn cluster_summary(view: &ClusterView, dcs_ok: bool, mode: SynchronousMode) -> Option<ClusterSummary> {
     dcs_ok.then(|| ClusterSummary {

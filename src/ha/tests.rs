@@ -35,6 +35,7 @@ fn cfg() -> HaConfig {
         check_timeline: false,
         synchronous_mode: crate::config::SynchronousMode::Off,
         replicatefrom: None,
+        standby_cluster: false,
     }
 }
 
@@ -391,6 +392,67 @@ fn replica_streams_from_its_replicatefrom_member_while_it_has_a_member_key() {
         cascading,
         vec![Action::StartReplica { leader: Some("pg2".into()), rewind: true }],
         "running pg_rewind from pg2",
+    );
+}
+
+#[test]
+fn standby_leader_follows_the_remote_primary_and_is_never_promoted() {
+    use crate::ha::types::REMOTE_PRIMARY;
+    let standby = HaConfig { standby_cluster: true, ..cfg() };
+    let remote = || Action::Follow(REMOTE_PRIMARY.into());
+    let holder = |following: &str| Observation {
+        leader_key_is_mine: true,
+        holds_lease: true,
+        following: Some(following.into()),
+        ..obs(pg(Role::Replica, 100))
+    };
+    check(
+        holder("pg2"),
+        view(Some("pg1")),
+        standby.clone(),
+        vec![Action::RenewLease, remote()],
+        "no action. I am the standby leader",
+    );
+    check(
+        holder(REMOTE_PRIMARY),
+        view(Some("pg1")),
+        standby.clone(),
+        vec![Action::RenewLease],
+        "no action. I am the standby leader",
+    );
+    // The race is won by following the remote primary, not by promoting.
+    check(
+        obs(pg(Role::Replica, 100)),
+        view(None),
+        standby.clone(),
+        vec![Action::AcquireLease, remote()],
+        "promoted self to a standby leader",
+    );
+    // Stopped while holding the key: start as a standby of the remote primary.
+    let stopped = Observation {
+        data_dir: initialized(false),
+        leader_key_is_mine: true,
+        holds_lease: true,
+        ..obs(PgProcess::Stopped)
+    };
+    let start = Action::StartReplica { leader: Some(REMOTE_PRIMARY.into()), rewind: false };
+    check(stopped, view(Some("pg1")), standby.clone(), vec![Action::RenewLease, start], "starting as a standby leader");
+    // A new standby cluster is bootstrapped from the remote primary.
+    let empty = Observation { data_dir: DataDir::Empty, ..obs(PgProcess::Stopped) };
+    check(
+        empty,
+        ClusterView::default(),
+        standby.clone(),
+        vec![Action::Bootstrap],
+        "trying to bootstrap a new standby leader",
+    );
+    // Without standby_cluster the same holder is promoted.
+    check(
+        holder(REMOTE_PRIMARY),
+        view(Some("pg1")),
+        cfg(),
+        vec![Action::RenewLease, Action::Promote],
+        "promoted self to leader because I had the session lock",
     );
 }
 

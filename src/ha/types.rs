@@ -155,7 +155,13 @@ pub struct HaConfig {
     pub synchronous_mode: crate::config::SynchronousMode,
     /// `replicatefrom` tag: stream from this member while it has a member key, else from the leader.
     pub replicatefrom: Option<String>,
+    /// `standby_cluster` is set: the key holder is a standby leader following [`REMOTE_PRIMARY`], never a primary.
+    pub standby_cluster: bool,
 }
+
+/// The upstream a standby leader follows: the remote primary of `standby_cluster` (not a member; the executor
+/// resolves it from the dynamic configuration). Parentheses never occur in a member name raftgres generates.
+pub const REMOTE_PRIMARY: &str = "(standby_cluster primary)";
 
 /// How to stop being primary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,6 +236,14 @@ pub enum Reason {
     Bootstrapping,
     /// Someone else bootstraps.
     WaitingForBootstrap,
+    /// Standby cluster: the key holder follows the remote primary.
+    StandbyLeaderWithLock,
+    /// Standby cluster: the race was won; follow the remote primary.
+    StandbyLeaderByAcquiringLock,
+    /// Standby cluster: start the standby leader.
+    StartingStandbyLeader,
+    /// Standby cluster: bootstrap from the remote primary.
+    BootstrappingStandby,
     /// Cloning from the leader.
     CloningFrom(String),
     /// Cloning from a replica tagged `clonefrom`.
@@ -291,6 +305,12 @@ impl fmt::Display for Reason {
             Reason::Bootstrapping => write!(f, "trying to bootstrap a new cluster"),
             Reason::WaitingForBootstrap => write!(f, "waiting for leader to bootstrap"),
             Reason::CloningFrom(l) => write!(f, "trying to bootstrap from leader '{l}'"),
+            Reason::StandbyLeaderWithLock => write!(f, "no action. I am the standby leader with the lock"),
+            Reason::StandbyLeaderByAcquiringLock => {
+                write!(f, "promoted self to a standby leader by acquiring session lock")
+            }
+            Reason::StartingStandbyLeader => write!(f, "starting as a standby leader"),
+            Reason::BootstrappingStandby => write!(f, "trying to bootstrap a new standby leader"),
             Reason::CloningFromReplica(m) => write!(f, "trying to bootstrap from replica '{m}'"),
             Reason::StartingPrimaryAfterFailure => write!(f, "starting primary after failure"),
             Reason::StartingAsSecondary => write!(f, "starting as a secondary"),

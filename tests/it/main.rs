@@ -19,5 +19,6 @@ mod leadership;
 mod partition;
 mod peer_tls;
 mod slots;
+mod standby;
 mod sync;
 mod topology;

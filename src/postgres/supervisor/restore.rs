@@ -148,6 +148,11 @@ impl Supervisor {
         Ok(())
     }
 
+    /// Drops the restore overlay without touching the files (a failed bootstrap, whose data directory goes).
+    pub fn abandon_restore(&self) {
+        *self.restore_overlay_slot() = None;
+    }
+
     pub(super) fn restore_overlay_slot(&self) -> std::sync::MutexGuard<'_, Option<RestoreOverlay>> {
         // Plain values: a poisoned lock (a panic elsewhere) leaves them usable.
         self.inner.restore.lock().unwrap_or_else(|poisoned| poisoned.into_inner())

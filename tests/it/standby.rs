@@ -1,0 +1,96 @@
+//! A standby cluster (`standby_cluster` in `bootstrap.dcs`): a second raftgres cluster whose leader streams from
+//! the first cluster's primary and is never writable; its other members cascade from it; a crash of its standby
+//! leader moves the role to another member, which follows the remote primary; removing `standby_cluster`
+//! promotes it.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::harness::*;
+
+async fn code(url: String) -> Option<u16> {
+    reqwest::get(url).await.ok().map(|r| r.status().as_u16())
+}
+
+/// The member of `c` answering 200 on `/standby-leader`.
+async fn standby_leader(c: &raftgres::demo::cluster::LocalCluster, not: Option<usize>) -> Option<usize> {
+    for node in (1..=c.n_nodes()).filter(|n| Some(*n) != not) {
+        if code(format!("{}/standby-leader", c.api(node))).await == Some(200) {
+            return Some(node);
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn standby_cluster_follows_the_remote_primary_fails_over_and_is_promoted() {
+    if !pg_available("standby_cluster_follows_the_remote_primary_fails_over_and_is_promoted") {
+        return;
+    }
+    let (spec_a, dir_a) = spec();
+    let (tc_a, primary_a) = start(spec_a, dir_a).await;
+    let a = &tc_a.cluster;
+    assert!(execute(a, primary_a, "CREATE TABLE dr (id int); INSERT INTO dr VALUES (1)").await);
+
+    // Cluster B: the same replication credentials (pgpass), standby of A's primary.
+    let (mut spec_b, dir_b) = spec();
+    std::fs::copy(a.dir().join("pgpass"), dir_b.path().join("pgpass")).expect("share the credentials");
+    spec_b.dcs_overrides = json!({"standby_cluster": {"host": "127.0.0.1", "port": a.pg_port(primary_a)}});
+    let (tc_b, leader_b) = start(spec_b, dir_b).await;
+    let b = &tc_b.cluster;
+    assert_eq!(
+        standby_leader(b, None).await,
+        Some(leader_b),
+        "the standby leader answers /standby-leader\n{}",
+        logs(b)
+    );
+    assert_eq!(code(format!("{}/primary", b.api(leader_b))).await, Some(503), "a standby leader is not a primary");
+    assert_eq!(in_recovery(b, leader_b).await, Some(true));
+    let role = reqwest::get(format!("{}/patroni", b.api(leader_b))).await.expect("GET /patroni");
+    let role: serde_json::Value = role.json().await.expect("JSON");
+    assert_eq!(role["role"], "standby_leader", "{role}");
+    for node in 1..=3 {
+        eventually(Duration::from_secs(60), &format!("B's node{node} has A's row"), || async {
+            (count(b, node, "SELECT count(*) FROM dr").await == Some(1)).then_some(())
+        })
+        .await;
+    }
+
+    // The standby leader crashes: another member takes the role and follows A.
+    b.kill_node(leader_b).await.expect("kill -9 B's standby leader");
+    b.kill_postmaster(leader_b).expect("kill -9 its postmaster");
+    let new_leader = eventually(Duration::from_secs(60), "a new standby leader in B", || async {
+        standby_leader(b, Some(leader_b)).await
+    })
+    .await;
+    assert!(execute(a, primary_a, "INSERT INTO dr VALUES (2)").await);
+    eventually(Duration::from_secs(60), "the new standby leader has A's new row", || async {
+        (count(b, new_leader, "SELECT count(*) FROM dr").await == Some(2)).then_some(())
+    })
+    .await;
+    assert!(!execute(b, new_leader, "INSERT INTO dr VALUES (3)").await, "a standby leader refuses writes");
+
+    // Removing standby_cluster promotes B's standby leader.
+    let res = reqwest::Client::new()
+        .patch(format!("{}/config", b.api(new_leader)))
+        .json(&json!({"standby_cluster": null}))
+        .send()
+        .await;
+    assert_eq!(res.map(|r| r.status().as_u16()).unwrap_or_default(), 200, "PATCH /config\n{}", logs(b));
+    eventually(Duration::from_secs(60), "B's leader is promoted", || async {
+        (in_recovery(b, new_leader).await == Some(false)).then_some(())
+    })
+    .await;
+    assert!(execute(b, new_leader, "INSERT INTO dr VALUES (3)").await, "B is writable now");
+    assert_eq!(code(format!("{}/primary", b.api(new_leader))).await, Some(200));
+    // A running cluster cannot become a standby cluster by a config change.
+    let res = reqwest::Client::new()
+        .patch(format!("{}/config", a.api(primary_a)))
+        .json(&json!({"standby_cluster": {"host": "127.0.0.1", "port": 5432}}))
+        .send()
+        .await;
+    assert_eq!(res.map(|r| r.status().as_u16()).unwrap_or_default(), 400);
+    finish(b, &[]).await;
+    finish(a, &[]).await;
+}
