@@ -211,6 +211,9 @@ pub struct DynamicView {
     pub slots: Map<String, Value>,
     /// Slots raftgres must not touch (list of matchers).
     pub ignore_slots: Vec<Value>,
+    /// `slots` or `ignore_slots` in the store could not be read (written by another version): no slot is dropped
+    /// as unknown while it is so, since the slot might be one of them.
+    pub slots_unreadable: bool,
     /// Standby-cluster settings, when this cluster replicates from another.
     pub standby_cluster: Option<StandbyCluster>,
     /// PostgreSQL settings.
@@ -235,6 +238,7 @@ impl Default for DynamicView {
             pause: false,
             slots: Map::new(),
             ignore_slots: Vec::new(),
+            slots_unreadable: false,
             standby_cluster: None,
             postgresql: DynamicPostgresql::default(),
         }
@@ -385,6 +389,8 @@ fn build_view(
         if reader.section.has("primary_start_timeout") { "primary_start_timeout" } else { "master_start_timeout" };
     let stop_key =
         if reader.section.has("primary_stop_timeout") { "primary_stop_timeout" } else { "master_stop_timeout" };
+    let (slots, slots_unreadable) = permanent_slots(&mut reader)?;
+    let (ignore_slots, ignore_unreadable) = ignore_slots(&mut reader)?;
     let view = DynamicView {
         timing,
         maximum_lag_on_failover: reader
@@ -401,8 +407,9 @@ fn build_view(
         max_timelines_history: count(reader.int("max_timelines_history", "an integer", 0, 0)?),
         member_slots_ttl: reader.seconds("member_slots_ttl", base.member_slots_ttl)?,
         pause: reader.flag("pause", false)?,
-        slots: permanent_slots(&mut reader)?,
-        ignore_slots: ignore_slots(&mut reader)?,
+        slots,
+        ignore_slots,
+        slots_unreadable: slots_unreadable || ignore_unreadable,
         standby_cluster: standby_cluster(&mut reader)?,
         postgresql: postgresql(&mut reader)?,
     };
@@ -496,7 +503,7 @@ fn parse_standby_cluster(section: &Map<String, Value>, path: &str) -> Result<Sta
 
 /// `slots:`, each entry read as the leader will read it (`postgres::slots::permanent_slot`): a bad entry is
 /// refused with its path, instead of being skipped with an error in the log at every cycle as Patroni does.
-fn permanent_slots(reader: &mut Reader<'_, '_>) -> Result<Map<String, Value>, ConfigError> {
+fn permanent_slots(reader: &mut Reader<'_, '_>) -> Result<(Map<String, Value>, bool), ConfigError> {
     let path = reader.section.path_of("slots");
     let res = match reader.section.raw("slots") {
         None | Some(Value::Null) => Ok(None),
@@ -521,10 +528,11 @@ fn permanent_slots(reader: &mut Reader<'_, '_>) -> Result<Map<String, Value>, Co
         }
         Some(other) => Err(expected(path, "a map of slot names", other)),
     };
-    Ok(reader.keep(res)?.unwrap_or_default())
+    let unreadable = res.is_err();
+    Ok((reader.keep(res)?.unwrap_or_default(), unreadable))
 }
 
-fn ignore_slots(reader: &mut Reader<'_, '_>) -> Result<Vec<Value>, ConfigError> {
+fn ignore_slots(reader: &mut Reader<'_, '_>) -> Result<(Vec<Value>, bool), ConfigError> {
     let path = reader.section.path_of("ignore_slots");
     let res = match reader.section.raw("ignore_slots") {
         None | Some(Value::Null) => Ok(None),
@@ -540,7 +548,8 @@ fn ignore_slots(reader: &mut Reader<'_, '_>) -> Result<Vec<Value>, ConfigError> 
         }
         Some(other) => Err(expected(path, "a list of maps", other)),
     };
-    Ok(reader.keep(res)?.unwrap_or_default())
+    let unreadable = res.is_err();
+    Ok((reader.keep(res)?.unwrap_or_default(), unreadable))
 }
 
 /// Keys of the local `postgresql` section that Patroni drops from the dynamic one.

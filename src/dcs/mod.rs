@@ -205,11 +205,18 @@ impl Dcs {
     }
 
     /// Writes a missing `initialize` (after `raftgres remove`), guarded by our session holding `leader`.
-    pub async fn restore_initialize(&self, system_id: &str, timeout: Duration) -> Result<bool, DcsError> {
+    pub async fn restore_initialize(
+        &self,
+        system_id: &str,
+        was_empty: bool,
+        timeout: Duration,
+    ) -> Result<bool, DcsError> {
+        // Empty: a bootstrap won the race and its process stopped before recording the system identifier.
+        let guard = if was_empty { Guard::ValueEq(String::new()) } else { Guard::Absent };
         let cmd = Command::Txn {
             guards: vec![
                 (keys::LEADER.into(), Guard::SessionIs(self.node.session_id())),
-                (keys::INITIALIZE.into(), Guard::Absent),
+                (keys::INITIALIZE.into(), guard),
             ],
             ops: vec![Op::Put { key: keys::INITIALIZE.into(), value: system_id.to_string(), attach: None }],
         };

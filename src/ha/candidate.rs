@@ -320,6 +320,7 @@ mod quorum_tests {
             rewind_failed: false,
             rewind_incomplete: false,
             race_backoff: false,
+            restore_incomplete: false,
         };
         let mut view = ClusterView::default();
         let value = SyncData {

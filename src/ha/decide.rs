@@ -43,6 +43,10 @@ fn decide_inner(obs: &Observation, view: &ClusterView, cfg: &HaConfig, now: Syst
         }
         return Decision::idle(Reason::InProgress(kind));
     }
+    if obs.restore_incomplete {
+        // Never race, promote or serve a half-recovered restore: start the bootstrap over.
+        return Decision::new(vec![Action::ResetBootstrap], Reason::ResettingBootstrap);
+    }
     if !obs.dcs_ok {
         let primary = obs.pg.role() == Some(Role::Primary);
         if primary && !obs.holds_lease && !cfg.paused {

@@ -66,6 +66,8 @@ pub struct Context<'a> {
     pub ignore_slots: Vec<IgnoreMatcher>,
     /// The dynamic `standby_cluster`: this cluster's leader follows that remote primary.
     pub standby: Option<crate::config::StandbyCluster>,
+    /// `slots`/`ignore_slots` in the store could not be read: keep unknown slots (see `DynamicView`).
+    pub slots_unreadable: bool,
 }
 
 /// What happened.
@@ -121,6 +123,11 @@ pub async fn run(ctx: &Context<'_>, actions: &[Action], obs: &Observation) -> Ex
             Action::Demote(DemoteMode::ImmediateNoLock) => {
                 demote_now(ctx.pg).await;
                 res.demoted = true;
+                true
+            }
+            Action::ResetBootstrap => {
+                reset_bootstrap(ctx).await;
+                res.holds_key = false;
                 true
             }
             Action::ClearFailover => {
@@ -308,7 +315,7 @@ async fn ensure_member_slots(ctx: &Context<'_>) {
         members: &members,
         permanent: &permanent,
         ignore: &ctx.ignore_slots,
-        paused: ctx.paused,
+        paused: ctx.paused || ctx.slots_unreadable,
     };
     if let Err(e) = ctx.pg.maintain_slots(&wanted).await {
         warn!(error = %e, "failed to maintain replication slots");
@@ -346,6 +353,33 @@ fn member_slots(ctx: &Context<'_>, role: SlotRole) -> BTreeSet<String> {
     desired.slots
 }
 
+/// Undoes a custom bootstrap an earlier process did not finish (`Action::ResetBootstrap`): stop PostgreSQL,
+/// empty the data directory (which removes the marker), release the key if we hold it, and clear an
+/// `initialize` still empty (the race this node won), so that a bootstrap starts over. Failures are retried by
+/// the next cycles, which decide the same while the marker exists.
+async fn reset_bootstrap(ctx: &Context<'_>) {
+    warn!("a custom bootstrap did not finish in an earlier process; removing its data directory to start over");
+    if let Err(e) = ctx.pg.stop(StopMode::Immediate).await {
+        warn!(error = %e, "failed to stop postgres");
+        return;
+    }
+    if let Err(e) = ctx.pg.wipe_data_dir().await {
+        warn!(error = %e, "failed to remove the data directory of the interrupted bootstrap");
+        return;
+    }
+    let timeout = ctx.timing.retry_timeout;
+    if ctx.dcs.leader_key_is_mine(ctx.view) {
+        if let Err(e) = ctx.dcs.release_leader(None, timeout).await {
+            warn!(error = %e, "failed to release the leader key");
+        }
+    }
+    if ctx.view.initialize.as_deref() == Some("") && ctx.view.leader.is_none() {
+        if let Err(e) = ctx.dcs.cancel_initialization(timeout).await {
+            warn!(error = %e, "failed to clear the initialize key");
+        }
+    }
+}
+
 /// A replica keeps only the slots of members cascading from it (raftgres does not advance slots on replicas, so
 /// a slot left from the node's time as primary would hold WAL for ever): every other slot not matched by
 /// `ignore_slots` is dropped, outside pause. The new primary creates the member and permanent slots after a
@@ -353,8 +387,13 @@ fn member_slots(ctx: &Context<'_>, role: SlotRole) -> BTreeSet<String> {
 async fn drop_replica_slots(ctx: &Context<'_>) {
     let cascading = member_slots(ctx, SlotRole::Replica);
     let own = slot_name(&ctx.settings.name);
-    let wanted =
-        LeaderSlots { own: &own, members: &cascading, permanent: &[], ignore: &ctx.ignore_slots, paused: ctx.paused };
+    let wanted = LeaderSlots {
+        own: &own,
+        members: &cascading,
+        permanent: &[],
+        ignore: &ctx.ignore_slots,
+        paused: ctx.paused || ctx.slots_unreadable,
+    };
     if let Err(e) = ctx.pg.maintain_slots(&wanted).await {
         warn!(error = %e, "failed to drop the replica's replication slots");
     }

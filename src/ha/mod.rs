@@ -313,6 +313,7 @@ impl HaLoop {
                 .filter_map(|value| crate::postgres::slots::IgnoreMatcher::from_value(value).ok())
                 .collect(),
             standby: dynamic.standby_cluster.clone(),
+            slots_unreadable: dynamic.slots_unreadable,
         }
     }
 
@@ -383,10 +384,10 @@ impl HaLoop {
             return;
         }
         let timeout = self.timing.retry_timeout;
-        if let (None, types::DataDir::Initialized { system_id, .. }) =
-            (&snapshot.view.initialize, &snapshot.obs.data_dir)
-        {
-            match self.dcs.restore_initialize(&system_id.to_string(), timeout).await {
+        let initialize = snapshot.view.initialize.as_deref();
+        if let (None | Some(""), types::DataDir::Initialized { system_id, .. }) = (initialize, &snapshot.obs.data_dir) {
+            let was_empty = initialize.is_some();
+            match self.dcs.restore_initialize(&system_id.to_string(), was_empty, timeout).await {
                 Ok(true) => info!(system_id = %system_id, "wrote the missing initialize key"),
                 Ok(false) => {}
                 Err(e) => warn!(error = %e, "failed to write the missing initialize key"),

@@ -42,6 +42,9 @@ impl HaLoop {
         let data_dir = data_dir(&self.pg).await;
         let process = pg_process(&self.pg).await;
         self.is_primary.store(process.role() == Some(Role::Primary), Ordering::SeqCst);
+        if let PgProcess::Running(status) = &process {
+            self.pg.observed_running(status.role == Role::Primary);
+        }
         self.adopt_following(&view, &process).await;
         let cfg = self.ha_config();
         let race_backoff = self.state.race_backoff_until.is_some_and(|until| now < until);
@@ -72,6 +75,7 @@ impl HaLoop {
             rewind_failed: self.state.rewind_failed,
             rewind_incomplete: self.pg.rewind_incomplete(),
             race_backoff,
+            restore_incomplete: self.pg.restore_incomplete(),
         };
         Snapshot { view, cfg, obs }
     }

@@ -77,6 +77,7 @@ fn obs(pg: PgProcess) -> Observation {
         rewind_failed: false,
         rewind_incomplete: false,
         race_backoff: false,
+        restore_incomplete: false,
     }
 }
 
@@ -454,6 +455,21 @@ fn standby_leader_follows_the_remote_primary_and_is_never_promoted() {
         vec![Action::RenewLease, Action::Promote],
         "promoted self to leader because I had the session lock",
     );
+}
+
+#[test]
+fn an_interrupted_custom_bootstrap_is_started_over_never_promoted() {
+    // Even a running replica with the key vacant (it would win the race) is reset instead.
+    let o = Observation { restore_incomplete: true, ..obs(pg(Role::Replica, 100)) };
+    check(
+        o,
+        view(None),
+        cfg(),
+        vec![Action::ResetBootstrap],
+        "removing the data directory of an interrupted custom bootstrap",
+    );
+    let o = Observation { restore_incomplete: true, leader_key_is_mine: true, ..obs(pg(Role::Primary, 100)) };
+    check(o, view(Some("pg1")), cfg(), vec![Action::ResetBootstrap], "removing the data directory");
 }
 
 #[test]

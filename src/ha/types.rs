@@ -128,6 +128,8 @@ pub struct Observation {
     /// This node's `pre_promote` script failed less than a ttl ago and it released the key: it stays out of the
     /// leader race meanwhile, so another member can take the key (Patroni's pre_promote backoff).
     pub race_backoff: bool,
+    /// A custom bootstrap of an earlier process did not finish (`Supervisor::restore_incomplete`).
+    pub restore_incomplete: bool,
 }
 
 /// The policy the decision applies (dynamic config + local tags).
@@ -209,6 +211,9 @@ pub enum Action {
     RewindReplica(String),
     /// Clear a consumed `failover` key.
     ClearFailover,
+    /// Undo a custom bootstrap an earlier process did not finish: stop PostgreSQL, empty the data directory,
+    /// and give up the `initialize` race (and the key) it had won, so the bootstrap starts over.
+    ResetBootstrap,
 }
 
 /// Why: Patroni's sentences.
@@ -244,6 +249,8 @@ pub enum Reason {
     StartingStandbyLeader,
     /// Standby cluster: bootstrap from the remote primary.
     BootstrappingStandby,
+    /// An interrupted custom bootstrap is undone.
+    ResettingBootstrap,
     /// Cloning from the leader.
     CloningFrom(String),
     /// Cloning from a replica tagged `clonefrom`.
@@ -311,6 +318,9 @@ impl fmt::Display for Reason {
             }
             Reason::StartingStandbyLeader => write!(f, "starting as a standby leader"),
             Reason::BootstrappingStandby => write!(f, "trying to bootstrap a new standby leader"),
+            Reason::ResettingBootstrap => {
+                write!(f, "removing the data directory of an interrupted custom bootstrap to start it over")
+            }
             Reason::CloningFromReplica(m) => write!(f, "trying to bootstrap from replica '{m}'"),
             Reason::StartingPrimaryAfterFailure => write!(f, "starting primary after failure"),
             Reason::StartingAsSecondary => write!(f, "starting as a secondary"),

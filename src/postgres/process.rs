@@ -398,42 +398,65 @@ pub(crate) fn kill_script(pgid: u32) {
     }
 }
 
-/// Logs each line the script `name` writes, under tracing target `script`, until it closes its output, and
-/// returns the last 15 lines.
-pub(crate) async fn log_script_output(child: &mut Child, name: &str) -> String {
-    let mut tail: VecDeque<String> = VecDeque::new();
-    let stdout = child.stdout.take().map(|out| BufReader::new(out).lines());
-    let stderr = child.stderr.take().map(|err| BufReader::new(err).lines());
-    let (mut stdout, mut stderr) = (stdout, stderr);
-    while stdout.is_some() || stderr.is_some() {
-        let line = tokio::select! {
-            line = next_line(&mut stdout) => line,
-            line = next_line(&mut stderr) => line,
-        };
-        if let Some(line) = line {
-            tracing::info!(target: "script", script = name, "{line}");
-            tail.push_back(line);
-            if tail.len() > 15 {
-                tail.pop_front();
+/// A running script's output readers: each line it writes is logged under tracing target `script` (decoded
+/// lossily, so bytes that are not UTF-8 neither stop the reading nor kill the script with SIGPIPE).
+pub(crate) struct ScriptOutput {
+    readers: Vec<tokio::task::JoinHandle<()>>,
+    tail: Arc<Mutex<VecDeque<String>>>,
+}
+
+/// How long the output of a script that exited is still read: a daemon it started may hold the pipes open for
+/// ever, and the script is over when it exits, not when its output closes.
+const OUTPUT_GRACE: Duration = Duration::from_secs(2);
+
+/// Starts reading the stdout and stderr of a script spawned by [`spawn_script`].
+pub(crate) fn capture_output(child: &mut Child, name: &str) -> ScriptOutput {
+    let tail = Arc::new(Mutex::new(VecDeque::new()));
+    let mut readers = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        readers.push(tokio::spawn(read_lines(out, name.to_owned(), tail.clone())));
+    }
+    if let Some(err) = child.stderr.take() {
+        readers.push(tokio::spawn(read_lines(err, name.to_owned(), tail.clone())));
+    }
+    ScriptOutput { readers, tail }
+}
+
+impl ScriptOutput {
+    /// Once the script exited: the last 15 lines it wrote, reading on for at most [`OUTPUT_GRACE`].
+    pub(crate) async fn finish(self) -> String {
+        let deadline = tokio::time::Instant::now() + OUTPUT_GRACE;
+        for mut reader in self.readers {
+            if tokio::time::timeout_at(deadline, &mut reader).await.is_err() {
+                reader.abort();
+            }
+        }
+        let tail = self.tail.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        tail.iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+}
+
+async fn read_lines<R: tokio::io::AsyncRead + Unpin>(reader: R, name: String, tail: Arc<Mutex<VecDeque<String>>>) {
+    let mut reader = BufReader::new(reader);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let line = String::from_utf8_lossy(&buf).trim_end_matches(['\n', '\r']).to_owned();
+                tracing::info!(target: "script", script = name, "{line}");
+                let mut tail = tail.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                tail.push_back(line);
+                if tail.len() > 15 {
+                    tail.pop_front();
+                }
             }
         }
     }
-    tail.into_iter().collect::<Vec<_>>().join("\n")
 }
 
-/// The next line of an output stream, `None` (and the stream dropped) at its end; pending forever once closed.
-async fn next_line<R: tokio::io::AsyncBufRead + Unpin>(lines: &mut Option<tokio::io::Lines<R>>) -> Option<String> {
-    let Some(reader) = lines.as_mut() else { return std::future::pending().await };
-    match reader.next_line().await {
-        Ok(Some(line)) => Some(line),
-        Ok(None) | Err(_) => {
-            *lines = None;
-            None
-        }
-    }
-}
-
-/// Runs the script `argv` to its end, or kills its process group at `timeout`; logs its output.
+/// Runs the script `argv` until it exits, or kills its process group at `timeout`; logs its output.
 pub(crate) async fn run_script(
     argv: &[String],
     env: &[(&str, OsString)],
@@ -443,25 +466,22 @@ pub(crate) async fn run_script(
     let name = argv.first().cloned().unwrap_or_default();
     let mut child = spawn_script(argv, env, owner)?;
     let pgid = child.id();
-    let run = async {
-        let output_tail = log_script_output(&mut child, &name).await;
-        let status = child.wait().await;
-        (output_tail, status)
-    };
-    match tokio::time::timeout(timeout, run).await {
-        Ok((output_tail, Ok(status))) => {
-            Ok(ScriptRun { code: status.code(), status: describe_status(status), output_tail })
-        }
-        Ok((_, Err(e))) => Err(crate::postgres::files::io_context("wait for script", Path::new(&name))(e)),
+    let output = capture_output(&mut child, &name);
+    let waited = tokio::time::timeout(timeout, child.wait()).await;
+    let status = match waited {
+        Ok(Ok(status)) => status,
+        Ok(Err(e)) => return Err(crate::postgres::files::io_context("wait for script", Path::new(&name))(e)),
         Err(_) => {
             if let Some(pgid) = pgid {
                 kill_script(pgid);
             }
             let _ = child.wait().await;
-            let status = format!("killed after {timeout:?}");
-            Ok(ScriptRun { code: None, status, output_tail: String::new() })
+            let output_tail = output.finish().await;
+            return Ok(ScriptRun { code: None, status: format!("killed after {timeout:?}"), output_tail });
         }
-    }
+    };
+    let output_tail = output.finish().await;
+    Ok(ScriptRun { code: status.code(), status: describe_status(status), output_tail })
 }
 
 /// Starts the fence guard (`raftgres guard`) as its own process group, so it outlives a killed
@@ -552,6 +572,17 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert!(gone, "the script's child {child} outlived the timeout");
+    }
+
+    #[tokio::test]
+    async fn a_script_is_over_when_it_exits_even_if_a_child_holds_its_output() {
+        // A daemon started by the script keeps the pipe open; the bytes are not UTF-8.
+        let script = "sleep 5 & printf 'caf\\351\\n'; exit 0";
+        let run = run_script(&argv(&["/bin/sh", "-c", script]), &[], None, Duration::from_secs(30))
+            .await
+            .expect("run /bin/sh");
+        assert_eq!(run.code, Some(0), "{run:?}");
+        assert_eq!(run.output_tail, "caf\u{fffd}", "{run:?}");
     }
 
     #[tokio::test]

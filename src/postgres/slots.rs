@@ -453,9 +453,6 @@ mod tests {
         let input = plan("pg-1", SlotRole::Leader, &members, SlotRetention::AllMembers);
         check(Input::Plan(input), r#"{"pg_2"} conflicts={"pg_2": ["pg-2", "pg.2"]}"#);
     }
-
-    #[test]
-    fn diff_creates_missing_and_drops_unwanted() {}
 }
 
 #[cfg(test)]

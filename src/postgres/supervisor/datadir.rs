@@ -182,8 +182,14 @@ impl Supervisor {
     }
 
     pub(super) async fn empty_data_dir(&self) -> Result<(), PgError> {
+        *self.restore_overlay_slot() = None;
         let data_dir = self.inner.cfg.data_dir.clone();
-        files::blocking("empty the data directory", move || files::clear_dir(&data_dir)).await
+        let restore_marker = self.restore_marker();
+        files::blocking("empty the data directory", move || {
+            files::clear_dir(&data_dir)?;
+            files::remove_durable(&restore_marker)
+        })
+        .await
     }
 }
 

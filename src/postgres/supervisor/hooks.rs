@@ -194,6 +194,20 @@ impl Supervisor {
         self.fire(callback);
     }
 
+    /// The HA loop saw PostgreSQL running as a primary (`primary`) or a replica. When no callback fired yet in
+    /// this process (PostgreSQL was adopted after a restart of raftgres, or its start outlasted `pg_ctl_timeout`),
+    /// the role is learnt from it and `on_start` fires once, as Patroni's loop does when `cb_called` is false.
+    pub fn observed_running(&self, primary: bool) {
+        {
+            let mut state = self.hook_state();
+            if state.bootstrapping || state.called {
+                return;
+            }
+            state.role.get_or_insert(if primary { CallbackRole::Primary } else { CallbackRole::Replica });
+        }
+        self.fire(Callback::OnStart);
+    }
+
     /// After a promotion: the role is `primary` now.
     pub(super) fn promoted(&self) {
         self.hook_state().role = Some(CallbackRole::Primary);
@@ -247,8 +261,10 @@ impl Supervisor {
         let this = self.clone();
         self.inner.tasks.spawn(async move {
             let name = callback.as_str();
-            process::log_script_output(&mut child, name).await;
-            match child.wait().await {
+            let output = process::capture_output(&mut child, name);
+            let waited = child.wait().await;
+            output.finish().await;
+            match waited {
                 Ok(status) => {
                     tracing::info!(callback = name, status = %process::describe_status(status), "callback ended")
                 }

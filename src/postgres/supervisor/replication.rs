@@ -55,7 +55,16 @@ impl Supervisor {
         for method in &methods {
             let res = match method {
                 ReplicaMethod::Basebackup => self.basebackup(from).await.map(|()| "basebackup".to_owned()),
-                ReplicaMethod::Command(custom) => self.run_replica_method(custom, from).await,
+                // Shielded: a cancelled clone (a forced reinitialize, a shutdown) must not leave the operator's
+                // restore writing into a data directory that is being wiped or cloned again.
+                ReplicaMethod::Command(custom) => {
+                    let (custom, from) = (custom.clone(), from.clone());
+                    self.shielded(
+                        "replica method",
+                        move |this| async move { this.run_replica_method(&custom, &from).await },
+                    )
+                    .await
+                }
             };
             match res {
                 Ok(name) => {
@@ -456,7 +465,10 @@ async fn apply_slot_plan(client: &Client, wanted: &slots::LeaderSlots<'_>) -> Re
             Ok(_) => tracing::info!(slot = %slot.name, kind = %slot.kind, "dropped replication slot: {why}"),
             // Gone already, or a walsender attached since the listing: try again next cycle.
             Err(e) if [SqlState::UNDEFINED_OBJECT, SqlState::OBJECT_IN_USE].iter().any(|c| e.code() == Some(c)) => {}
-            Err(e) => return Err(sql(&format!("drop replication slot {}", slot.name))(e)),
+            // One slot that cannot be dropped must not hold up the others or the creations.
+            Err(e) => {
+                tracing::warn!(slot = %slot.name, "failed to drop replication slot: {}", super::error::error_chain(&e))
+            }
         }
     }
     for name in &plan.create_physical {

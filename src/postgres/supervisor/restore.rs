@@ -90,6 +90,14 @@ impl Supervisor {
 
     async fn bootstrap_with_locked(&self, method: &CustomBootstrap) -> Result<(), PgError> {
         self.prepare_empty_data_dir(&format!("bootstrap.{}", method.name)).await?;
+        // Durable: a raftgres stopped before `finish_restore` leaves it, and the next process starts over
+        // (`restore_incomplete`) instead of taking a half-recovered cluster, with trust lines, for a primary.
+        let marker = self.restore_marker();
+        let owner = self.inner.owner.clone();
+        files::blocking("write the restore marker", move || {
+            files::write_durable(&marker, b"a custom bootstrap is in progress\n", 0o600, owner.as_ref())
+        })
+        .await?;
         let this = self.clone();
         files::blocking("write pgpass", move || this.write_pgpass()).await?;
         let cfg = &self.inner.cfg;
@@ -144,8 +152,25 @@ impl Supervisor {
             .await?;
         }
         self.reload().await?;
+        let marker = self.restore_marker();
+        files::blocking("remove the restore marker", move || files::remove_durable(&marker)).await?;
         tracing::info!("the restored cluster runs with raftgres' users; recovery settings and trust lines removed");
         Ok(())
+    }
+
+    /// `<data_dir>.restore-incomplete`: exists from the start of a custom bootstrap until [`finish_restore`].
+    ///
+    /// [`finish_restore`]: Supervisor::finish_restore
+    pub fn restore_marker(&self) -> std::path::PathBuf {
+        let data_dir = &self.inner.cfg.data_dir;
+        let name = data_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "data".into());
+        data_dir.with_file_name(format!("{name}.restore-incomplete"))
+    }
+
+    /// A custom bootstrap began in an earlier process and did not finish: the data directory must be wiped and
+    /// the bootstrap started over ([`Supervisor::wipe_data_dir`] removes the marker).
+    pub fn restore_incomplete(&self) -> bool {
+        self.restore_marker().exists()
     }
 
     /// Drops the restore overlay without touching the files (a failed bootstrap, whose data directory goes).
