@@ -26,6 +26,7 @@ use tracing::info;
 use tracing::warn;
 
 use crate::command::Command;
+use crate::command::ExpiryRecord;
 use crate::command::SessionId;
 use crate::config::LeaseMode;
 use crate::node::Inner;
@@ -236,7 +237,7 @@ async fn expire_overdue(inner: &Arc<Inner>, deadlines: &mut HashMap<SessionId, D
         }
         let owner = inner.view().sessions.get(&session).map(|s| s.owner.clone()).unwrap_or_default();
         info!(%session, owner, expected_renewed_rev, "session deadline passed on the raft leader; expiring it");
-        let cmd = Command::Expire { session, expected_renewed_rev, record: inner.config().expiry_record.clone() };
+        let cmd = expire_command(session, expected_renewed_rev, inner.config().expiry_record.clone());
         match inner.propose_as_keeper(cmd, retry_after).await {
             Ok(res) => debug!(%session, ?res, "expire proposed"),
             Err(crate::RaftError::NotLeader { .. }) => return false,
@@ -246,9 +247,42 @@ async fn expire_overdue(inner: &Arc<Inner>, deadlines: &mut HashMap<SessionId, D
     true
 }
 
+/// PURE: the command that expires `session`. When the record is the one [`Command::ExpireSession`] implies, that
+/// older command is proposed: it applies identically (the record's holder field is read under both names), and
+/// a node of the previous version, which cannot decode [`Command::Expire`], keeps applying the log during a
+/// rolling upgrade.
+pub(crate) fn expire_command(session: SessionId, expected_renewed_rev: u64, record: Option<ExpiryRecord>) -> Command {
+    let legacy = crate::state::LEGACY_EXPIRY_RECORD;
+    match record {
+        Some(r) if r.held_key == legacy.0 && r.record_key == legacy.1 => {
+            Command::ExpireSession { session, expected_renewed_rev }
+        }
+        record => Command::Expire { session, expected_renewed_rev, record },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_leader_records_expiry_keeps_the_command_older_nodes_decode() {
+        let session = SessionId(7);
+        let record = |held: &str, key: &str| Some(ExpiryRecord { held_key: held.into(), record_key: key.into() });
+        assert_eq!(
+            expire_command(session, 3, record("leader", "last_leader_expiry")),
+            Command::ExpireSession { session, expected_renewed_rev: 3 }
+        );
+        let other = record("lock", "lock_expiry");
+        assert_eq!(
+            expire_command(session, 3, other.clone()),
+            Command::Expire { session, expected_renewed_rev: 3, record: other }
+        );
+        assert_eq!(
+            expire_command(session, 3, None),
+            Command::Expire { session, expected_renewed_rev: 3, record: None }
+        );
+    }
 
     #[track_caller]
     fn check(mode: LeaseMode, renewed_stamp_ms: u64, wall_now_ms: u64, want_ms: u64) {

@@ -23,7 +23,7 @@ pub const DEDUP_CAPACITY: usize = 1024;
 
 /// What [`Command::ExpireSession`] entries, written before expiry records became the caller's
 /// choice ([`Command::Expire`]), record: replaying them must keep producing the same state.
-const LEGACY_EXPIRY_RECORD: (&str, &str) = ("leader", "last_leader_expiry");
+pub(crate) const LEGACY_EXPIRY_RECORD: (&str, &str) = ("leader", "last_leader_expiry");
 
 /// A stored value with its revisions (etcd's `create_revision`/`mod_revision`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
