@@ -397,11 +397,24 @@ pub async fn promote(
             warn!(error = %e, "checkpoint after promote failed");
         }
     });
-    let old_timeline = before.as_ref().and_then(|s| s.timeline).map(|t| t.0).unwrap_or(1);
-    let switch_lsn = match before.as_ref().map(|s| &s.wal) {
-        Some(wal @ WalPosition::Replica { .. }) => wal.furthest().map(|l| l.0).unwrap_or(0),
-        _ => 0,
+    // The switch as PostgreSQL recorded it in the new timeline's history file, as Patroni reads it; the probe
+    // taken before the promotion is only the fallback (it may have failed, and a wrong line here hides a
+    // diverged former primary from `decide::diverged`).
+    let recorded = match pg.last_timeline_switch().await {
+        Ok(switch) => switch,
+        Err(e) => {
+            warn!(error = %e, "failed to read the timeline history file after the promotion");
+            None
+        }
     };
+    let (old_timeline, switch_lsn) = recorded.unwrap_or_else(|| {
+        let old_timeline = before.as_ref().and_then(|s| s.timeline).map(|t| t.0).unwrap_or(1);
+        let switch_lsn = match before.as_ref().map(|s| &s.wal) {
+            Some(wal @ WalPosition::Replica { .. }) => wal.furthest().map(|l| l.0).unwrap_or(0),
+            _ => 0,
+        };
+        (old_timeline, switch_lsn)
+    });
     let line = HistoryLine {
         timeline: old_timeline,
         switch_lsn,

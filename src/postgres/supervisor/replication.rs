@@ -251,6 +251,27 @@ impl Supervisor {
         self.rewind_marker().exists()
     }
 
+    /// After a promotion: the timeline the server left and the LSN where it switched, from the last line of its
+    /// new timeline's history file (Patroni reads the same file to write `history`). `None` when there is none.
+    pub async fn last_timeline_switch(&self) -> Result<Option<(u32, u64)>, PgError> {
+        let session = self.session().await?;
+        let res = async {
+            let row = session
+                .client
+                .query_one(
+                    "SELECT pg_catalog.pg_read_file('pg_wal/' || pg_catalog.substr(pg_catalog.pg_walfile_name(\
+                     pg_catalog.pg_current_wal_lsn()), 1, 8) || '.history', true)",
+                    &[],
+                )
+                .await
+                .map_err(sql("read the timeline history file"))?;
+            let text: Option<String> = row.try_get(0).map_err(sql("read the timeline history file"))?;
+            Ok(text.as_deref().and_then(last_switch))
+        }
+        .await;
+        session.done(res)
+    }
+
     /// Runs `CHECKPOINT`. After a promotion, pg_rewind on the old primary reads the new timeline from the new
     /// primary's pg_control, which changes only at its first checkpoint: run this on the new primary first.
     pub async fn checkpoint(&self) -> Result<(), PgError> {
@@ -408,6 +429,15 @@ impl CustomReplicaMethod {
     }
 }
 
+/// PURE: the timeline and switch LSN of the last line of a timeline history file (`<tli>\t<X/Y>\t<reason>`).
+pub fn last_switch(history: &str) -> Option<(u32, u64)> {
+    let line = history.lines().map(str::trim).rfind(|l| !l.is_empty() && !l.starts_with('#'))?;
+    let mut fields = line.split_whitespace();
+    let timeline = fields.next()?.parse().ok()?;
+    let lsn: crate::postgres::types::Lsn = fields.next()?.parse().ok()?;
+    Some((timeline, lsn.as_u64()))
+}
+
 /// PURE: whether pg_rewind's output shows it got past its read-only checks (it prints the last common checkpoint
 /// just before it reads the target's WAL and starts copying files).
 fn rewind_began(output: &str) -> bool {
@@ -513,6 +543,14 @@ mod tests {
         let argv = method(true).argv("batman", data_dir, "host=10.0.0.1").map_err(|e| e.to_string());
         let expected = ["/usr/bin/pgbackrest", "--stanza=my stanza", "--delta", "restore", "--type=standby"];
         assert_eq!(argv, Ok(expected.map(str::to_owned).to_vec()), "no_params drops the flags and the four parameters");
+    }
+
+    #[test]
+    fn the_last_switch_of_a_history_file() {
+        let file = "1\t0/3000060\tno recovery target specified\n\n18\t0/4D62148\tno recovery target specified\n";
+        assert_eq!(last_switch(file), Some((18, 0x4D6_2148)));
+        assert_eq!(last_switch(""), None);
+        assert_eq!(last_switch("garbage"), None);
     }
 
     #[test]
