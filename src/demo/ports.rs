@@ -13,14 +13,25 @@ use std::sync::atomic::Ordering;
 /// Lowest port handed out (above the well-known and most registered service ports).
 const LOWEST: u16 = 20_000;
 
-/// `n` consecutive loopback ports that are free now, below the ephemeral range; `None` when 500 tries found none.
+/// `n` consecutive loopback ports that are free now, below the ephemeral range, and never handed out before in
+/// this process; `None` when 500 tries found none. A port handed out may be unbound for a while (a replica's
+/// PostgreSQL starts only after its clone), so being free now is not enough: two clusters of one test process
+/// would otherwise get the same port and one PostgreSQL fail to start until the other stops.
 pub fn free_port_block(n: u16) -> Option<u16> {
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
     let highest = ephemeral_range_start().saturating_sub(n).max(LOWEST + 1);
     let span = u64::from(highest - LOWEST);
     let mut rng = crate::chaos::schedule::Rng::new(seed());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     for _ in 0..500 {
         let first = LOWEST + rng.below(span) as u16;
-        if (0..n).all(|i| TcpListener::bind(("127.0.0.1", first + i)).is_ok()) {
+        let ports = first..first + n;
+        if ports.clone().any(|port| handed_out.contains(&port)) {
+            continue;
+        }
+        if ports.clone().all(|port| TcpListener::bind(("127.0.0.1", port)).is_ok()) {
+            handed_out.extend(ports);
             return Some(first);
         }
     }
