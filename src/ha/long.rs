@@ -349,7 +349,11 @@ pub async fn promote(
         warn!(error = %e, "failed to run the pre_promote script");
         false
     });
-    if allowed && !(dcs.leader_key_is_mine(&dcs.view()) && dcs.lease().holds_leader(tokio::time::Instant::now())) {
+    let script_ran = pg.config().hooks.pre_promote.is_some();
+    if allowed
+        && script_ran
+        && !(dcs.leader_key_is_mine(&dcs.view()) && dcs.lease().holds_leader(tokio::time::Instant::now()))
+    {
         // The script ran while the lease could have lapsed (up to its 60 s): promoting without the key would
         // make a second primary. Patroni cancels the promotion when it loses the lock.
         warn!("lost the leader key while pre_promote ran; not promoting");
