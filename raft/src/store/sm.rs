@@ -342,6 +342,22 @@ mod tests {
         assert_eq!(current.meta, newer.meta);
     }
 
+    /// Opens the store at `dir` again once the dropped one released sled's file lock: its flusher and the
+    /// tasks that held clones of the database let go asynchronously (bounded wait on that condition).
+    async fn reopen(dir: &std::path::Path) -> Result<Store, crate::RaftError> {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match Store::open(dir, CACHE) {
+                Err(e)
+                    if e.to_string().contains("could not acquire lock") && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                res => return res,
+            }
+        }
+    }
+
     #[tokio::test]
     async fn pristine_until_voted_and_identity_persists() {
         let dir = tempfile::tempdir().unwrap();
@@ -354,7 +370,7 @@ mod tests {
         assert!(!store.is_pristine().unwrap());
         drop(store);
 
-        let store = Store::open(dir.path(), CACHE).unwrap();
+        let store = reopen(dir.path()).await.unwrap();
         assert_eq!(store.identity().unwrap(), Some((2, 0xfeed)));
         assert!(!store.is_pristine().unwrap());
     }
@@ -366,7 +382,7 @@ mod tests {
         store.disk.meta.insert(super::super::META_FORMAT, &[99u8]).unwrap();
         store.flush().await.unwrap();
         drop(store);
-        let err = Store::open(dir.path(), CACHE).err().expect("format 99 must be refused");
+        let err = reopen(dir.path()).await.err().expect("format 99 must be refused");
         assert!(err.to_string().contains("store format [99]"), "{err}");
     }
 }
