@@ -114,7 +114,6 @@ async fn standby_bootstrap_steps(
     slot: Option<String>,
 ) -> anyhow::Result<()> {
     use anyhow::Context as _;
-    let timeout = timing.retry_timeout;
     pg.write_pgpass().context("write pgpass")?;
     let target = &remote.target;
     let from = format!("{}:{}", target.host, target.port);
@@ -131,19 +130,32 @@ async fn standby_bootstrap_steps(
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
-    let system_id = status.system_identifier.map(|s| s.to_string()).context("read the system identifier")?;
-    let member = settings.member_data(&status, false);
-    let acquired = dcs.acquire_leader(&member, timing.ttl, timeout).await.context("take the leader lock")?;
-    anyhow::ensure!(acquired, "the leader lock was taken by someone else during bootstrap");
-    dcs.set_initialize(&system_id, timeout).await.context("record the system identifier")?;
-    dcs.write_config_if_absent(&settings.bootstrap_dcs, timeout).await.context("write the dynamic config")?;
+    let system_id = take_the_new_cluster(dcs, settings, timing, &status).await?;
     info!(system_id, remote = from, "bootstrapped a new standby cluster");
     Ok(())
 }
 
-async fn bootstrap_steps(pg: &Supervisor, dcs: &Dcs, settings: &HaSettings, timing: Timing) -> anyhow::Result<()> {
+/// The end of every bootstrap: take the leader key with this member's status, record the system identifier and
+/// the dynamic configuration. Returns the system identifier.
+async fn take_the_new_cluster(
+    dcs: &Dcs,
+    settings: &HaSettings,
+    timing: Timing,
+    status: &PgStatus,
+) -> anyhow::Result<String> {
     use anyhow::Context as _;
     let timeout = timing.retry_timeout;
+    let system_id = status.system_identifier.map(|s| s.to_string()).context("read the system identifier")?;
+    let member = settings.member_data(status, false);
+    let acquired = dcs.acquire_leader(&member, timing.ttl, timeout).await.context("take the leader lock")?;
+    anyhow::ensure!(acquired, "the leader lock was taken by someone else during bootstrap");
+    dcs.set_initialize(&system_id, timeout).await.context("record the system identifier")?;
+    dcs.write_config_if_absent(&settings.bootstrap_dcs, timeout).await.context("write the dynamic config")?;
+    Ok(system_id)
+}
+
+async fn bootstrap_steps(pg: &Supervisor, dcs: &Dcs, settings: &HaSettings, timing: Timing) -> anyhow::Result<()> {
+    use anyhow::Context as _;
     pg.write_pgpass().context("write pgpass")?;
     match pg.config().custom_bootstrap.clone() {
         None => {
@@ -166,12 +178,7 @@ async fn bootstrap_steps(pg: &Supervisor, dcs: &Dcs, settings: &HaSettings, timi
     pg.run_post_bootstrap().await.context("run bootstrap.post_bootstrap")?;
     let probe = pg.probe().await.context("probe the new primary")?;
     let status = PgStatus::from(probe);
-    let system_id = status.system_identifier.map(|s| s.to_string()).context("read the system identifier")?;
-    let member = settings.member_data(&status, false);
-    let acquired = dcs.acquire_leader(&member, timing.ttl, timeout).await.context("take the leader lock")?;
-    anyhow::ensure!(acquired, "the leader lock was taken by someone else during bootstrap");
-    dcs.set_initialize(&system_id, timeout).await.context("record the system identifier")?;
-    dcs.write_config_if_absent(&settings.bootstrap_dcs, timeout).await.context("write the dynamic config")?;
+    let system_id = take_the_new_cluster(dcs, settings, timing, &status).await?;
     info!(system_id, "bootstrapped a new cluster");
     Ok(())
 }
