@@ -247,6 +247,26 @@ all_healthy() {
     done
 }
 
+# haproxy_routes_as_rest: true when HAProxy's own health checks agree with the nodes' REST API:
+# the one node answering /primary is the only server UP behind port 5000, and the nodes answering
+# /replica are exactly the servers UP behind port 5001. REST can turn healthy a check interval
+# before HAProxy does (inter 1s; servers leave MAINT only once Docker's DNS resolves them), and a
+# client connecting in between is refused or routed to the wrong role.
+haproxy_routes_as_rest() {
+    local csv node rest_primary=() rest_replicas=() up_primary up_standbys
+    csv=$(docker exec "$HAPROXY" curl -fsS -m 2 'http://localhost:7000/;csv' 2>/dev/null) || return 1
+    for node in "${NODES[@]}"; do
+        [[ $(rest_code "$node" primary) == 200 ]] && rest_primary+=("$node")
+        [[ $(rest_code "$node" replica) == 200 ]] && rest_replicas+=("$node")
+    done
+    ((${#rest_primary[@]} == 1)) || return 1
+    # Field 18 of HAProxy's CSV statistics is the status (UP, DOWN, MAINT, "UP 1/2", ...); the BACKEND row
+    # sums up the servers and is not one.
+    up_primary=$(awk -F, '$1 == "primary" && $2 != "BACKEND" && $18 == "UP" { print $2 }' <<<"$csv" | sort | xargs)
+    up_standbys=$(awk -F, '$1 == "standbys" && $2 != "BACKEND" && $18 == "UP" { print $2 }' <<<"$csv" | sort | xargs)
+    [[ $up_primary == "${rest_primary[*]}" && $up_standbys == "$(printf '%s\n' "${rest_replicas[@]}" | sort | xargs)" ]]
+}
+
 insert_row() { [[ $(sql 5000 "insert into e2e (phase) values ('$1') returning 'ok'") == ok ]]; }
 rows_on() { sql "$1" "select count(*) from e2e where phase = '$2'"; }
 has_row() { [[ $(rows_on "$1" "$2") == 1 ]]; }
@@ -285,6 +305,7 @@ wait_until "three healthy containers" 240 all_healthy
 wait_until "one primary and two replicas" 120 one_primary_two_replicas
 first_primary=$(primaries)
 record "cluster healthy" "$(since "$step_start") s after up returned (primary $first_primary)"
+wait_until "HAProxy routes as the REST API says" 60 haproxy_routes_as_rest
 
 primary_port=$(compose port haproxy 5000)
 replica_port=$(compose port haproxy 5001)
@@ -371,6 +392,7 @@ record "network connect $victim" "replica after $(since "$step_start") s"
 # ---------------------------------------------------------------------------------------------
 step_start=$EPOCHREALTIME
 wait_until "one primary and two replicas at the end" 60 one_primary_two_replicas
+wait_until "HAProxy routes as the REST API says at the end" 60 haproxy_routes_as_rest
 insert_row final || fail "the final write through port 5000"
 wait_until "the final row through port 5001" 30 has_row 5001 final
 n_rows=$(sql 5000 'select count(*) from e2e')

@@ -17,10 +17,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use raftgres::postgres::controldata::ClusterState;
-use raftgres::postgres::slots::{slot_name, LeaderSlots};
+use raftgres::postgres::slots::{slot_name, LeaderSlots, SlotRole};
 use raftgres::postgres::supervisor::{
-    error_chain, ConnTarget, Credentials, DataDirState, PgConfig, PgError, ReplicaMethod, RewindOutcome, StartRole,
-    StopMode, Supervisor,
+    error_chain, ConnTarget, Credentials, DataDirState, PgConfig, PgError, ReplicaMethod, RewindOutcome, SlotWork,
+    StartRole, StopMode, Supervisor,
 };
 use raftgres::postgres::types::TimelineId;
 use raftgres::status::{PgState, Role, WalPosition};
@@ -170,7 +170,9 @@ async fn sql(port: u16, query: &str) -> Result<Vec<String>, String> {
 async fn ensure_member_slots(sup: &Supervisor, members: BTreeSet<String>) -> Result<(), PgError> {
     let own = slot_name(&sup.config().name);
     let wanted = LeaderSlots { own: &own, members: &members, permanent: &[], ignore: &[], paused: false };
-    sup.maintain_slots(&wanted).await
+    let targets = std::collections::BTreeMap::new();
+    let work = SlotWork { wanted, role: SlotRole::Leader, targets: &targets, clean_xmin: false };
+    sup.maintain_slots(&work).await.map(|_| ())
 }
 
 async fn bootstrap_primary(dir: &TestDir, name: &str) -> Supervisor {

@@ -511,19 +511,7 @@ fn permanent_slots(reader: &mut Reader<'_, '_>) -> Result<(Map<String, Value>, b
             let bad = map.iter().find_map(|(name, value)| slots::permanent_slot(name, value).err().map(|e| (name, e)));
             match bad {
                 Some((name, message)) => Err(ConfigError::Invalid { path: format!("{path}.{name}"), message }),
-                None => {
-                    let logical = map.iter().filter(|(name, value)| {
-                        slots::permanent_slot(name, value).is_ok_and(|slot| slot.kind != slots::SlotKind::Physical)
-                    });
-                    for (name, _) in logical {
-                        reader.warnings.push(format!(
-                            "{path}.{name}: a logical slot does not survive a failover yet: raftgres does not copy it \
-                             to the replicas, so a new primary creates it anew at its current WAL position and changes \
-                             its consumer had not confirmed are not in it"
-                        ));
-                    }
-                    Ok(Some(map.clone()))
-                }
+                None => Ok(Some(map.clone())),
             }
         }
         Some(other) => Err(expected(path, "a map of slot names", other)),

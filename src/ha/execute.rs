@@ -27,6 +27,9 @@ use crate::config::dynamic::Timing;
 use crate::dcs::view::ClusterView;
 use crate::dcs::view::MemberData;
 use crate::dcs::Dcs;
+use crate::postgres::slot_positions::slot_targets;
+use crate::postgres::slot_positions::slots_to_copy;
+use crate::postgres::slot_positions::TargetInput;
 use crate::postgres::slots::desired_slots;
 use crate::postgres::slots::slot_name;
 use crate::postgres::slots::IgnoreMatcher;
@@ -38,6 +41,7 @@ use crate::postgres::slots::SlotPlanInput;
 use crate::postgres::slots::SlotRetention;
 use crate::postgres::slots::SlotRole;
 use crate::postgres::supervisor::ConnTarget;
+use crate::postgres::supervisor::SlotWork;
 use crate::postgres::supervisor::StartRole;
 use crate::postgres::supervisor::StopMode;
 use crate::postgres::supervisor::Supervisor;
@@ -68,6 +72,10 @@ pub struct Context<'a> {
     pub standby: Option<crate::config::StandbyCluster>,
     /// `slots`/`ignore_slots` in the store could not be read: keep unknown slots (see `DynamicView`).
     pub slots_unreadable: bool,
+    /// `member_slots_ttl`: above zero every node keeps (and advances) a slot for every member.
+    pub member_slots_ttl: Duration,
+    /// The slots this node listed as leader in an earlier cycle, for the `status` key (`None`: not listed yet).
+    pub status_slots: Option<&'a publish::StatusSlots>,
 }
 
 /// What happened.
@@ -88,6 +96,8 @@ pub struct ExecResult {
     pub demoted: bool,
     /// Forget an earlier rewind failure.
     pub clear_rewind_failed: bool,
+    /// As leader: the positions of the slots this cycle listed, to publish (see `slot_positions`).
+    pub slot_positions: Option<std::collections::BTreeMap<String, u64>>,
 }
 
 /// Runs `actions` in order, against the snapshot the decision saw.
@@ -160,13 +170,16 @@ pub async fn run(ctx: &Context<'_>, actions: &[Action], obs: &Observation) -> Ex
     }
     let standby_leader = ctx.standby.is_some() && obs.pg.role() == Some(Role::Replica) && res.holds_key;
     if is_primary && res.dcs_contacted && !res.demoted && res.holds_key {
-        ensure_member_slots(ctx).await;
+        res.slot_positions = leader_slots(ctx).await;
         maintain_sync(ctx, &pg_status).await;
     } else if standby_leader && res.dcs_contacted && res.spawned.is_none() {
         // The standby leader keeps its members' slots, as a primary does (physical permanent slots only).
-        ensure_member_slots(ctx).await;
+        res.slot_positions = leader_slots(ctx).await;
     } else if obs.pg.role() == Some(Role::Replica) && res.spawned.is_none() && !res.demoted {
-        drop_replica_slots(ctx).await;
+        let to_copy = replica_slots(ctx).await;
+        if !to_copy.is_empty() {
+            res.spawned = spawn_slot_copy(ctx, to_copy);
+        }
     }
     res
 }
@@ -255,7 +268,7 @@ async fn lease_write(
     let (ttl, timeout) = (ctx.timing.ttl, ctx.timing.retry_timeout);
     let outcome = match kind {
         LeaseWrite::Renew => {
-            let status = publish::status_data(pg_status, ctx.view.status.as_ref());
+            let status = publish::status_data(pg_status, ctx.view.status.as_ref(), ctx.status_slots);
             let lease_left = ctx.dcs.lease().leader_remaining(tokio::time::Instant::now());
             ctx.dcs.renew_leader(member, status.as_ref(), ttl, ctx.timing.renewal_timeout(lease_left)).await
         }
@@ -303,54 +316,140 @@ pub async fn demote_now(pg: &Supervisor) {
     }
 }
 
-async fn ensure_member_slots(ctx: &Context<'_>) {
-    let members = member_slots(ctx, SlotRole::Leader);
-    let own = slot_name(&ctx.settings.name);
-    let permanent: Vec<PermanentSlot> = match ctx.standby {
-        Some(_) => ctx.permanent_slots.iter().filter(|slot| slot.kind == SlotKind::Physical).cloned().collect(),
-        None => ctx.permanent_slots.clone(),
-    };
-    let wanted = LeaderSlots {
-        own: &own,
-        members: &members,
-        permanent: &permanent,
-        ignore: &ctx.ignore_slots,
-        paused: ctx.paused || ctx.slots_unreadable,
-    };
-    if let Err(e) = ctx.pg.maintain_slots(&wanted).await {
-        warn!(error = %e, "failed to maintain replication slots");
-    }
-}
-
-/// The physical slots of the members that stream from this node: on the leader every member not tagged `nostream`
-/// whose `replicatefrom` does not name another existing member; on a replica the members whose `replicatefrom`
-/// names it (cascading replication). Slots are not kept for members that stream elsewhere: nothing advances them.
-fn member_slots(ctx: &Context<'_>, role: SlotRole) -> BTreeSet<String> {
-    let members: Vec<SlotMember> = ctx
-        .view
+/// The members as far as slots go: tags and the WAL position each reports.
+fn slot_members(ctx: &Context<'_>) -> Vec<SlotMember> {
+    ctx.view
         .members
         .iter()
         .map(|(name, member)| SlotMember {
             name: name.clone(),
             nostream: member.tag_bool("nostream"),
             replicatefrom: member.tags.get("replicatefrom").and_then(serde_json::Value::as_str).map(str::to_owned),
+            lsn: member.xlog_location.unwrap_or(0),
         })
-        .collect();
-    let none = BTreeSet::new();
+        .collect()
+}
+
+fn my_tag(ctx: &Context<'_>, tag: &str) -> bool {
+    ctx.settings.tags.get(tag).and_then(serde_json::Value::as_bool).unwrap_or(false)
+}
+
+/// The member slots this node keeps (Patroni's `_get_members_slots`): with `member_slots_ttl` above zero, a slot
+/// for every member not tagged `nostream` (only those cascading from it on a `nofailover` node) and the slots of
+/// members that left less than `member_slots_ttl` ago; with zero, only the slots of members streaming from it.
+fn member_slots(ctx: &Context<'_>, role: SlotRole, members: &[SlotMember]) -> BTreeSet<String> {
+    let retain: BTreeSet<String> = match ctx.member_slots_ttl.is_zero() {
+        true => BTreeSet::new(),
+        false => ctx.view.status.as_ref().map(|s| s.retain_slots.iter().cloned().collect()).unwrap_or_default(),
+    };
     let input = SlotPlanInput {
         me: &ctx.settings.name,
         role,
-        nofailover: false,
+        nofailover: my_tag(ctx, "nofailover"),
         leader: ctx.view.leader.as_ref().map(|l| l.name.as_str()),
-        members: &members,
-        retention: SlotRetention::StreamingOnly,
-        retain_slots: &none,
+        members,
+        retention: if ctx.member_slots_ttl.is_zero() {
+            SlotRetention::StreamingOnly
+        } else {
+            SlotRetention::AllMembers
+        },
+        retain_slots: &retain,
     };
     let desired = desired_slots(&input);
     for (slot, names) in &desired.conflicts {
         error!(slot, ?names, "several members map to one replication slot name; rename one of them");
     }
     desired.slots
+}
+
+/// The permanent slots this node keeps (Patroni's `_get_permanent_slots`): none on a `nofailover` node (it never
+/// leads); physical ones only in a standby cluster, or on a node whose WAL does not stream from the leader
+/// (`nostream`: no feedback reaches the leader, so a logical slot here would not be safe to use); all of them
+/// otherwise.
+fn permanent_slots(ctx: &Context<'_>, role: SlotRole) -> Vec<PermanentSlot> {
+    if role == SlotRole::Replica && my_tag(ctx, "nofailover") {
+        return Vec::new();
+    }
+    let physical_only = ctx.standby.is_some() || (role == SlotRole::Replica && my_tag(ctx, "nostream"));
+    ctx.permanent_slots.iter().filter(|slot| !physical_only || slot.kind == SlotKind::Physical).cloned().collect()
+}
+
+/// Whether this node must run with `hot_standby_feedback = on`: it keeps permanent logical slots as a replica.
+pub(super) fn wants_hot_standby_feedback(
+    settings: &HaSettings,
+    permanent: &[PermanentSlot],
+    standby_cluster: bool,
+) -> bool {
+    let tag = |name: &str| settings.tags.get(name).and_then(serde_json::Value::as_bool).unwrap_or(false);
+    !standby_cluster
+        && !tag("nofailover")
+        && !tag("nostream")
+        && permanent.iter().any(|slot| matches!(slot.kind, SlotKind::Logical { .. }))
+}
+
+/// One cycle's slot work on this node: plan, create, drop, advance (see `Supervisor::maintain_slots`).
+async fn slot_work(ctx: &Context<'_>, role: SlotRole) -> Option<crate::postgres::supervisor::SlotReport> {
+    let members = slot_members(ctx);
+    let kept = member_slots(ctx, role, &members);
+    let permanent = permanent_slots(ctx, role);
+    let own = slot_name(&ctx.settings.name);
+    let empty = std::collections::BTreeMap::new();
+    let published = ctx.view.status.as_ref().map_or(&empty, |status| &status.slots);
+    let leader = ctx.view.leader.as_ref().map(|l| l.name.as_str());
+    let input =
+        TargetInput { me: &ctx.settings.name, role, leader, members: &members, published, permanent: &permanent };
+    let mut targets = slot_targets(&input);
+    targets.retain(|name, _| kept.contains(name) || permanent.iter().any(|slot| slot.name == *name));
+    let work = SlotWork {
+        wanted: LeaderSlots {
+            own: &own,
+            members: &kept,
+            permanent: &permanent,
+            ignore: &ctx.ignore_slots,
+            paused: ctx.paused || ctx.slots_unreadable,
+        },
+        role,
+        targets: &targets,
+        clean_xmin: leader.is_some(),
+    };
+    match ctx.pg.maintain_slots(&work).await {
+        Ok(report) => Some(report),
+        Err(e) => {
+            warn!(error = %e, "failed to maintain replication slots");
+            None
+        }
+    }
+}
+
+/// The leader's slots: member and permanent slots created, unknown ones dropped, idle ones advanced; returns
+/// their positions for the `status` key.
+async fn leader_slots(ctx: &Context<'_>) -> Option<std::collections::BTreeMap<String, u64>> {
+    slot_work(ctx, SlotRole::Leader).await.map(|report| report.positions)
+}
+
+/// A replica keeps the slots a leader would (Patroni 3.2+ with `member_slots_ttl`), moved forward to the
+/// positions the leader published, so that after a failover it already holds what its members and the permanent
+/// slots' consumers need. Returns the permanent logical slots it lacks and may copy from the leader.
+async fn replica_slots(ctx: &Context<'_>) -> Vec<PermanentSlot> {
+    let Some(report) = slot_work(ctx, SlotRole::Replica).await else { return Vec::new() };
+    let empty = std::collections::BTreeMap::new();
+    let published = ctx.view.status.as_ref().map_or(&empty, |status| &status.slots);
+    slots_to_copy(&report.missing_logical, published).into_iter().cloned().collect()
+}
+
+/// Copies the logical slots `wanted` from the running leader (a long action: PostgreSQL restarts), unless this
+/// node follows no running primary of this cluster, or an earlier copy failed less than its backoff ago.
+fn spawn_slot_copy(ctx: &Context<'_>, wanted: Vec<PermanentSlot>) -> Option<(ActionKind, JoinHandle<ActionOutcome>)> {
+    let leader = ctx.view.leader.as_ref()?;
+    if leader.name == ctx.settings.name || ctx.standby.is_some() || !ctx.pg.slot_copy_due() {
+        return None;
+    }
+    let source = target_of(ctx.view, &leader.name)?;
+    let follow = follow_target(ctx.view, ctx.settings, &leader.name);
+    let (primary, slot) = stream_from(ctx, &follow, slot_name(&ctx.settings.name))?;
+    let role = StartRole::Replica { primary, slot };
+    let fut = super::long::copy_logical_slots(ctx.pg.clone(), source, wanted, role, follow);
+    Some((ActionKind::CopySlots, tokio::spawn(fut.instrument(tracing::info_span!("action")))))
 }
 
 /// Undoes a custom bootstrap an earlier process did not finish (`Action::ResetBootstrap`): stop PostgreSQL,
@@ -377,25 +476,6 @@ async fn reset_bootstrap(ctx: &Context<'_>) {
         if let Err(e) = ctx.dcs.cancel_initialization(timeout).await {
             warn!(error = %e, "failed to clear the initialize key");
         }
-    }
-}
-
-/// A replica keeps only the slots of members cascading from it (raftgres does not advance slots on replicas, so
-/// a slot left from the node's time as primary would hold WAL for ever): every other slot not matched by
-/// `ignore_slots` is dropped, outside pause. The new primary creates the member and permanent slots after a
-/// promotion.
-async fn drop_replica_slots(ctx: &Context<'_>) {
-    let cascading = member_slots(ctx, SlotRole::Replica);
-    let own = slot_name(&ctx.settings.name);
-    let wanted = LeaderSlots {
-        own: &own,
-        members: &cascading,
-        permanent: &[],
-        ignore: &ctx.ignore_slots,
-        paused: ctx.paused || ctx.slots_unreadable,
-    };
-    if let Err(e) = ctx.pg.maintain_slots(&wanted).await {
-        warn!(error = %e, "failed to drop the replica's replication slots");
     }
 }
 
@@ -492,7 +572,7 @@ fn spawn_long(
                 )
             }
             Action::Demote(DemoteMode::Graceful) => {
-                let status = publish::status_data(pg_status, ctx.view.status.as_ref());
+                let status = publish::status_data(pg_status, ctx.view.status.as_ref(), ctx.status_slots);
                 (ActionKind::Demote, Box::pin(super::long::graceful_demote(pg, dcs, status, timing)))
             }
             _ => return None,

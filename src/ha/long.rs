@@ -327,6 +327,29 @@ pub async fn restart(pg: Supervisor, role: StartRole, leader: String) -> ActionO
     }
 }
 
+/// Copies the permanent logical slots `wanted` from the leader at `source`, restarting PostgreSQL as `role`
+/// (following `follow`); see `Supervisor::copy_logical_slots`.
+pub async fn copy_logical_slots(
+    pg: Supervisor,
+    source: ConnTarget,
+    wanted: Vec<crate::postgres::slots::PermanentSlot>,
+    role: StartRole,
+    follow: String,
+) -> ActionOutcome {
+    match pg.copy_logical_slots(&source, &wanted, role).await {
+        Ok(copied) if copied.is_empty() => ActionOutcome::default(),
+        Ok(copied) => {
+            info!(slots = ?copied, "copied logical replication slots from the leader");
+            ActionOutcome { following: Following::Member(follow), ..ActionOutcome::default() }
+        }
+        Err(e @ (PgError::Sql { .. } | PgError::Timeout { .. })) => {
+            warn!(error = %e, "failed to read the logical replication slots on the leader; trying again later");
+            ActionOutcome::default()
+        }
+        Err(e) => started_or_failed(e, Following::Member(follow), "failed to copy the logical replication slots").await,
+    }
+}
+
 /// Restart on an API request, in the role PostgreSQL has now.
 pub async fn restart_on_request(pg: Supervisor, role: StartRole) -> ActionOutcome {
     match pg.restart(role).await {

@@ -121,6 +121,10 @@ struct LoopState {
     last_dcs_seen_wall: Option<SystemTime>,
     /// Whether a replica found running at start-up was checked against the leader (see `adopt_following`).
     adopted_checked: bool,
+    /// As leader: the slots listed by the last cycle, published in `status` by the next lease renewal.
+    status_slots: Option<publish::StatusSlots>,
+    /// As leader: when each member slot was last seen (`member_slots_ttl` retention, see `slot_positions`).
+    slots_last_seen: std::collections::BTreeMap<String, std::time::Instant>,
 }
 
 /// The HA loop of one node.
@@ -246,6 +250,9 @@ impl HaLoop {
         self.retry_rewind_when_due();
         let view = self.dcs.view();
         self.refresh_dynamic(&view);
+        let standby_cluster = self.dynamic.view().standby_cluster.is_some();
+        let feedback = execute::wants_hot_standby_feedback(&self.settings, &self.permanent_slots(), standby_cluster);
+        self.pg.enforce_hot_standby_feedback(feedback);
         if let Some(kind) = self.state.running.as_ref().map(|r| r.kind) {
             // While a long action runs, observing PostgreSQL can wait behind it (the supervisor
             // serialises state changes), so the holder renews its lease first and observes
@@ -259,6 +266,7 @@ impl HaLoop {
         let ctx = self.exec_context(&snapshot);
         let mut result = execute::run(&ctx, &decision.actions, &snapshot.obs).await;
         self.absorb(&mut result);
+        self.keep_status_slots(&snapshot.view, &result);
         self.restore_cluster_keys(&snapshot, &result).await;
         let pg_status = publish::pg_status_after(&snapshot.obs, self.state.running.as_ref().map(|r| r.kind));
         let pg_status = publish::standby_leader_role(pg_status, snapshot.cfg.standby_cluster, result.holds_key);
@@ -302,11 +310,7 @@ impl HaLoop {
                 node_count: dynamic.synchronous_node_count,
                 maximum_lag_on_syncnode: dynamic.maximum_lag_on_syncnode,
             },
-            permanent_slots: dynamic
-                .slots
-                .iter()
-                .filter_map(|(name, value)| crate::postgres::slots::permanent_slot(name, value).ok())
-                .collect(),
+            permanent_slots: self.permanent_slots(),
             ignore_slots: dynamic
                 .ignore_slots
                 .iter()
@@ -314,7 +318,52 @@ impl HaLoop {
                 .collect(),
             standby: dynamic.standby_cluster.clone(),
             slots_unreadable: dynamic.slots_unreadable,
+            member_slots_ttl: dynamic.member_slots_ttl,
+            status_slots: self.state.status_slots.as_ref(),
         }
+    }
+
+    /// The dynamic `slots:` (valid entries; the configuration refuses invalid ones).
+    fn permanent_slots(&self) -> Vec<crate::postgres::slots::PermanentSlot> {
+        let slots = &self.dynamic.view().slots;
+        slots.iter().filter_map(|(name, value)| crate::postgres::slots::permanent_slot(name, value).ok()).collect()
+    }
+
+    /// As leader, keeps the slots this cycle listed for the next `status` write, with the `retain_slots` of
+    /// members that left less than `member_slots_ttl` ago; forgets them when not leading.
+    fn keep_status_slots(&mut self, view: &ClusterView, result: &execute::ExecResult) {
+        if !result.holds_key {
+            self.state.status_slots = None;
+            self.state.slots_last_seen.clear();
+            return;
+        }
+        let Some(positions) = &result.slot_positions else { return };
+        let now = std::time::Instant::now();
+        if self.state.status_slots.is_none() {
+            // A new leader takes over the retention its predecessor published.
+            let inherited = view.status.iter().flat_map(|status| status.retain_slots.iter());
+            self.state.slots_last_seen.extend(inherited.map(|slot| (slot.clone(), now)));
+        }
+        let members: Vec<crate::postgres::slots::SlotMember> = view
+            .members
+            .iter()
+            .map(|(name, member)| crate::postgres::slots::SlotMember {
+                name: name.clone(),
+                nostream: member.tag_bool("nostream"),
+                replicatefrom: None,
+                lsn: 0,
+            })
+            .collect();
+        let ttl = self.dynamic.view().member_slots_ttl;
+        let permanent = self.permanent_slots();
+        let last_seen = &mut self.state.slots_last_seen;
+        let expired =
+            crate::postgres::slot_positions::retain_slots(last_seen, positions, &members, &permanent, now, ttl);
+        for slot in expired {
+            info!(slot, ?ttl, "the replication slot of an absent member expired (member_slots_ttl)");
+        }
+        let retain_slots = if ttl.is_zero() { Vec::new() } else { last_seen.keys().cloned().collect() };
+        self.state.status_slots = Some(publish::StatusSlots { slots: positions.clone(), retain_slots });
     }
 
     /// Carries what the actions did into the loop's state: a long action it started now runs.

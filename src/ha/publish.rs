@@ -2,6 +2,7 @@
 //! `NodeStatus` (what the REST API answers from), rendered PURE from one cycle's snapshot; and the
 //! loop's two writers of them, [`HaLoop::publish`] (once per cycle) and [`HaLoop::touch_member`].
 
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use serde_json::Map;
@@ -80,11 +81,25 @@ fn pending_restart_reason(pg: &PgStatus) -> Map<String, Value> {
         .collect()
 }
 
-/// PURE: the `status` key a leader writes.
-pub fn status_data(pg: &PgStatus, previous: Option<&StatusData>) -> Option<StatusData> {
+/// What a leader publishes about its slots in `status` (see `postgres::slot_positions`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatusSlots {
+    /// The kept slots' positions and the leader's own slot at its WAL position.
+    pub slots: BTreeMap<String, u64>,
+    /// Member slots kept for `member_slots_ttl` after their member left.
+    pub retain_slots: Vec<String>,
+}
+
+/// PURE: the `status` key a leader writes: its WAL position, and its slots when this process listed them (else
+/// the slots the key holds stay as they are).
+pub fn status_data(pg: &PgStatus, previous: Option<&StatusData>, slots: Option<&StatusSlots>) -> Option<StatusData> {
     let WalPosition::Primary { location } = pg.wal else { return None };
     let mut status = previous.cloned().unwrap_or_default();
     status.optime = location.0;
+    if let Some(slots) = slots {
+        status.slots = slots.slots.clone();
+        status.retain_slots = slots.retain_slots.clone();
+    }
     Some(status)
 }
 

@@ -69,6 +69,8 @@ pub enum ActionKind {
     Demote,
     /// Restart on request.
     Restart,
+    /// Logical slots copied from the leader (PostgreSQL restarts).
+    CopySlots,
 }
 
 impl ActionKind {
@@ -82,6 +84,7 @@ impl ActionKind {
             ActionKind::Promote => "promote",
             ActionKind::Demote => "demote",
             ActionKind::Restart => "restart",
+            ActionKind::CopySlots => "copy logical slots",
         }
     }
 }

@@ -140,6 +140,38 @@ fn parent_dir(path: &Path) -> PathBuf {
     }
 }
 
+/// Installs a replication slot's state file copied from another server as `<replslot>/<name>/state`, so that a
+/// crash leaves either no slot, the old one, or the new one: the file goes into `<name>.tmp` (which PostgreSQL
+/// removes at start if it finds it), then that directory replaces `<name>`; modes 0700/0600, owned by `owner`,
+/// everything fsynced. PostgreSQL must be stopped.
+pub(crate) fn install_slot_state(
+    replslot: &Path,
+    name: &str,
+    state: &[u8],
+    owner: Option<&Owner>,
+) -> Result<(), PgError> {
+    let dir = replslot.join(name);
+    let tmp = replslot.join(format!("{name}.tmp"));
+    match fs::remove_dir_all(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_context("remove the stale", &tmp)(e)),
+    }
+    fs::create_dir(&tmp).map_err(io_context("create directory", &tmp))?;
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o700)).map_err(io_context("chmod 0700", &tmp))?;
+    if let Some(owner) = owner {
+        std::os::unix::fs::chown(&tmp, Some(owner.uid), Some(owner.gid)).map_err(io_context("chown", &tmp))?;
+    }
+    write_durable(&tmp.join("state"), state, 0o600, owner)?;
+    match fs::remove_dir_all(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_context("remove the old slot directory", &dir)(e)),
+    }
+    rename_durable(&tmp, &dir)?;
+    fsync_dir(&dir)
+}
+
 /// Whether `dir` is absent or has no entries (what initdb and pg_basebackup need).
 pub(crate) fn is_missing_or_empty(dir: &Path) -> Result<bool, PgError> {
     match fs::read_dir(dir) {

@@ -25,6 +25,7 @@ pub mod guard;
 pub mod params;
 pub mod pidfile;
 pub mod process;
+pub mod slot_positions;
 pub mod slots;
 pub mod supervisor;
 pub mod sync;

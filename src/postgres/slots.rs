@@ -37,6 +37,8 @@ pub struct SlotMember {
     pub nostream: bool,
     /// `replicatefrom` tag: the member streams from this member instead of the leader.
     pub replicatefrom: Option<String>,
+    /// The WAL position the member reports in its member key (0 when unknown).
+    pub lsn: u64,
 }
 
 /// The role of the node the slots are planned for.
@@ -246,6 +248,12 @@ pub struct ExistingSlot {
     pub kind: SlotKind,
     /// A walsender (or a decoding session) uses it now: it cannot be dropped.
     pub active: bool,
+    /// `restart_lsn`: the oldest WAL it holds, `None` when it reserves none.
+    pub restart_lsn: Option<u64>,
+    /// `confirmed_flush_lsn` of a logical slot: what its consumer confirmed.
+    pub confirmed_flush_lsn: Option<u64>,
+    /// `xmin` is set: hot standby feedback through the slot holds back vacuum on this node.
+    pub has_xmin: bool,
 }
 
 /// Why a slot is dropped.
@@ -346,7 +354,7 @@ mod tests {
     use super::*;
 
     fn member(name: &str, nostream: bool, replicatefrom: Option<&str>) -> SlotMember {
-        SlotMember { name: name.to_owned(), nostream, replicatefrom: replicatefrom.map(str::to_owned) }
+        SlotMember { name: name.to_owned(), nostream, replicatefrom: replicatefrom.map(str::to_owned), lsn: 0 }
     }
 
     fn set(names: &[&str]) -> BTreeSet<String> {
@@ -462,12 +470,26 @@ mod leader_tests {
     use super::*;
 
     fn physical(name: &str, active: bool) -> ExistingSlot {
-        ExistingSlot { name: name.to_owned(), kind: SlotKind::Physical, active }
+        ExistingSlot {
+            name: name.to_owned(),
+            kind: SlotKind::Physical,
+            active,
+            restart_lsn: Some(1),
+            confirmed_flush_lsn: None,
+            has_xmin: false,
+        }
     }
 
     fn logical(name: &str, database: &str, plugin: &str, active: bool) -> ExistingSlot {
         let kind = SlotKind::Logical { database: database.to_owned(), plugin: plugin.to_owned() };
-        ExistingSlot { name: name.to_owned(), kind, active }
+        ExistingSlot {
+            name: name.to_owned(),
+            kind,
+            active,
+            restart_lsn: Some(1),
+            confirmed_flush_lsn: Some(1),
+            has_xmin: false,
+        }
     }
 
     fn permanent(entries: serde_json::Value) -> Vec<PermanentSlot> {

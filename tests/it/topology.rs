@@ -64,18 +64,29 @@ async fn replicatefrom_cascades_and_clonefrom_clones_from_a_replica() {
     let c = &tc.cluster;
     assert_eq!(primary, 1, "only node1 may lead\n{}", logs(c));
 
-    // node3 streams from node2 through a slot on node2; the primary keeps no slot for node3.
+    // node3 streams from node2 through a slot on node2. The primary keeps a slot for every member (Patroni's
+    // member_slots_ttl retention): node3's is idle there and follows the position node3 reports. node2, tagged
+    // nofailover, keeps only the slot of the member cascading from it.
     wait_streaming(c, 2, &["node3"]).await;
     wait_streaming(c, 1, &["node2"]).await;
-    eventually(Duration::from_secs(30), "node2 keeps node3's slot and node1 only node2's", || async {
+    eventually(Duration::from_secs(30), "node2 keeps node3's slot and node1 both members'", || async {
         let on2 = physical_slots(c, 2).await?;
         let on1 = physical_slots(c, 1).await?;
-        (on2 == ["node3"] && on1 == ["node2"]).then_some(())
+        (on2 == ["node3"] && on1 == ["node2", "node3"]).then_some(())
     })
     .await;
     assert!(execute(c, 1, "CREATE TABLE cascade (x int); INSERT INTO cascade VALUES (1)").await);
     eventually(Duration::from_secs(30), "the row reaches node3 through node2", || async {
         (count(c, 3, "SELECT count(*) FROM cascade").await == Some(1)).then_some(())
+    })
+    .await;
+    // The idle slot for node3 on the primary moves forward with node3's replay, so it holds no old WAL.
+    let wal_now = "SELECT pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), '0/0')::bigint";
+    let written = count(c, 1, wal_now).await.unwrap_or_default();
+    eventually(Duration::from_secs(60), "node3's idle slot on the primary is advanced", || async {
+        let sql = "SELECT pg_catalog.pg_wal_lsn_diff(restart_lsn, '0/0')::bigint FROM pg_catalog.pg_replication_slots \
+                   WHERE slot_name = 'node3' AND NOT active";
+        (count(c, 1, sql).await? >= written).then_some(())
     })
     .await;
 

@@ -114,6 +114,10 @@ impl Supervisor {
     /// The configuration `postgresql.conf` is written from: the static one with the parameters in force.
     pub(super) fn effective_config(&self) -> PgConfig {
         let mut cfg = PgConfig { parameters: self.parameters(), ..self.inner.cfg.clone() };
+        if self.inner.hot_standby_feedback.load(std::sync::atomic::Ordering::Acquire) {
+            cfg.parameters.retain(|name, _| !name.eq_ignore_ascii_case("hot_standby_feedback"));
+            cfg.parameters.insert("hot_standby_feedback".to_owned(), "on".to_owned());
+        }
         if let Some(overlay) = self.restore_overlay_slot().as_ref() {
             cfg.parameters.extend(overlay.recovery.clone());
             cfg.pg_hba = overlay.hba_lines(&cfg.superuser.username, &cfg.pg_hba);
@@ -137,6 +141,26 @@ impl Supervisor {
                 match this.reload().await {
                     Ok(()) | Err(PgError::NotRunning) => {}
                     Err(e) => tracing::warn!(error = %e, "failed to reload PostgreSQL with the new parameters"),
+                }
+            });
+        }
+        true
+    }
+
+    /// Enforces `hot_standby_feedback = on` (or stops enforcing it), as Patroni does on a replica that keeps
+    /// permanent logical slots: the leader then keeps the catalog rows those slots need. A change reloads a
+    /// running PostgreSQL in a spawned task (the parameter needs no restart). Returns whether it changed.
+    pub fn enforce_hot_standby_feedback(&self, on: bool) -> bool {
+        if self.inner.hot_standby_feedback.swap(on, std::sync::atomic::Ordering::AcqRel) == on {
+            return false;
+        }
+        tracing::info!(on, "hot_standby_feedback enforcement changed (permanent logical slots on replicas)");
+        if self.is_running() {
+            let this = self.clone();
+            tokio::spawn(async move {
+                match this.reload().await {
+                    Ok(()) | Err(PgError::NotRunning) => {}
+                    Err(e) => tracing::warn!(error = %e, "failed to reload PostgreSQL for hot_standby_feedback"),
                 }
             });
         }

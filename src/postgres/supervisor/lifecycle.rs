@@ -240,7 +240,7 @@ impl Supervisor {
         self.inner.exit_tx.send_replace(Some(PostmasterExit { pid: id.pid, code, signal, expected }));
     }
 
-    async fn start_locked(&self, role: &StartRole) -> Result<(), PgError> {
+    pub(super) async fn start_locked(&self, role: &StartRole) -> Result<(), PgError> {
         if let Some(id) = self.ensure_tracked().await? {
             return Err(PgError::AlreadyRunning { pid: id.pid });
         }
@@ -352,7 +352,7 @@ impl Supervisor {
     }
 
     /// True when PostgreSQL ran and was stopped.
-    async fn stop_locked(&self, mode: StopMode) -> Result<bool, PgError> {
+    pub(super) async fn stop_locked(&self, mode: StopMode) -> Result<bool, PgError> {
         let Some(id) = self.ensure_tracked().await? else { return Ok(false) };
         if mode != StopMode::Immediate {
             self.run_before_stop().await;

@@ -16,8 +16,10 @@
 //! - `datadir`: the data directory: `data_dir_state`, `initdb`, `create_users` (the roles of a new cluster),
 //!   `wipe_data_dir`, and emptying it again (`prepare_empty_data_dir`, `empty_data_dir`). Type `DataDirState`.
 //! - `replication`: this server and its upstream: `basebackup` (clone), `rewind`, `rewind_marker`,
-//!   `rewind_incomplete`, `follows`, `checkpoint`, `maintain_slots`, `synchronous_standby_names`,
+//!   `rewind_incomplete`, `follows`, `checkpoint`, `synchronous_standby_names`,
 //!   `set_synchronous_standby_names`. Types `ConnTarget`, `RewindOutcome`.
+//! - `slots`: the replication slots on this server: `maintain_slots` (create, drop, advance, report positions)
+//!   and `copy_logical_slots` (a permanent logical slot copied from the leader). Types `SlotWork`, `SlotReport`.
 //! - `probe`: the SQL status probe (`probe`, type `Probe`), the one cached SQL connection (`session`) and the
 //!   statement helpers the other submodules share.
 //! - `hooks`: the operator's scripts: the callbacks (`fire`, and the supervisor's own `started`, `promoted`),
@@ -42,6 +44,7 @@ mod lifecycle;
 mod probe;
 mod replication;
 mod restore;
+mod slots;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -64,6 +67,7 @@ pub use lifecycle::{PostmasterExit, StartRole, StopMode};
 pub use probe::Probe;
 pub use replication::{ConnTarget, CustomReplicaMethod, ReplicaMethod, RewindOutcome};
 pub use restore::CustomBootstrap;
+pub use slots::{SlotReport, SlotWork};
 
 /// The programs raftgres runs from `bin_dir`, checked by [`Supervisor::new`].
 const REQUIRED_PROGRAMS: [&str; 5] = ["postgres", "initdb", "pg_basebackup", "pg_rewind", "pg_controldata"];
@@ -96,6 +100,10 @@ struct Inner {
     hooks: Mutex<hooks::HookState>,
     /// Set between a custom bootstrap and the end of its recovery (see `restore`).
     restore: Mutex<Option<restore::RestoreOverlay>>,
+    /// Logical slot advances and copies in progress (see `slots`).
+    slot_sync: slots::SlotSync,
+    /// `hot_standby_feedback = on` is enforced: permanent logical slots are kept on this replica (see `config`).
+    hot_standby_feedback: std::sync::atomic::AtomicBool,
 }
 
 /// What the supervisor knows about the postmaster and the configuration it last wrote.
@@ -151,8 +159,14 @@ impl Supervisor {
                 parameters: Mutex::new(None),
                 hooks: Mutex::new(hooks::HookState::default()),
                 restore: Mutex::new(None),
+                slot_sync: slots::SlotSync::default(),
+                hot_standby_feedback: std::sync::atomic::AtomicBool::new(false),
             }),
         })
+    }
+
+    fn slot_sync(&self) -> &slots::SlotSync {
+        &self.inner.slot_sync
     }
 
     /// The configuration, with absolute paths.

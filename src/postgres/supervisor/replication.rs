@@ -1,9 +1,9 @@
 //! This server and its upstream: cloning it with pg_basebackup, rejoining a former primary to the new
 //! primary's timeline with pg_rewind (contract §2.12), whom a running replica follows, the primary's physical
-//! replication slots, and `synchronous_standby_names`.
+//! and `synchronous_standby_names` (the replication slots are in `slots`).
 //!
 //! This module owns running pg_basebackup and pg_rewind against a source server and reading what pg_rewind did
-//! from its output, the `<data_dir>.rewind-incomplete` marker, and the SQL that creates and drops slots.
+//! from its output and the `<data_dir>.rewind-incomplete` marker.
 //! It must not decide whether to clone, rewind or reclone (the HA loop does, from the timelines), nor which
 //! slots or standbys are wanted (`postgres::slots`, `postgres::sync` and the HA loop do). It relies on
 //! PostgreSQL 13+ pg_rewind bringing an uncleanly stopped target to a clean shutdown itself.
@@ -11,15 +11,11 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 
-use tokio_postgres::error::SqlState;
-use tokio_postgres::Client;
-
-use super::probe::{bounded, sql, STATEMENT_TIMEOUT};
+use super::probe::sql;
 use super::{DataDirState, PgError, Supervisor};
 use crate::postgres::conf::{self, ConnInfo};
 use crate::postgres::files;
 use crate::postgres::process;
-use crate::postgres::slots::{self, DropReason, ExistingSlot, SlotKind};
 
 /// The PostgreSQL server to clone from, follow or rewind from (normally the leader).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -296,46 +292,6 @@ impl Supervisor {
         })
     }
 
-    /// Slot maintenance (see `slots::plan_slots`; a replica passes no member or permanent slots): creates the
-    /// member and permanent slots that are missing (a logical one in its database), drops unknown slots and
-    /// permanent ones configured anew; logs each slot it drops and why. A logical slot that cannot be created
-    /// (`wal_level` below `logical`, a missing database or plugin) is logged and tried again next cycle; the
-    /// others still go ahead.
-    pub async fn maintain_slots(&self, wanted: &slots::LeaderSlots<'_>) -> Result<(), PgError> {
-        let plan = bounded("replication slot changes", STATEMENT_TIMEOUT, async {
-            let session = self.session().await?;
-            let res = apply_slot_plan(&session.client, wanted).await;
-            session.done(res)
-        })
-        .await?;
-        for slot in &plan.create_logical {
-            let SlotKind::Logical { database, plugin } = &slot.kind else { continue };
-            let created = bounded("logical slot creation", STATEMENT_TIMEOUT, async {
-                let client = self.connect_to(database).await?;
-                client
-                    .query(
-                        "SELECT pg_catalog.pg_create_logical_replication_slot($1, $2) WHERE NOT EXISTS \
-                         (SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1)",
-                        &[&slot.name, plugin],
-                    )
-                    .await
-                    .map_err(sql(&format!("create logical replication slot {} in database {database}", slot.name)))
-            })
-            .await;
-            match created {
-                Ok(_) => {
-                    tracing::info!(slot = %slot.name, database, plugin, "created permanent logical replication slot")
-                }
-                Err(e) => tracing::error!(
-                    slot = %slot.name,
-                    plugin,
-                    "failed to create the permanent logical replication slot (wal_level must be logical): {e:#}"
-                ),
-            }
-        }
-        Ok(())
-    }
-
     /// Sets `synchronous_standby_names` (`None` resets it) with `ALTER SYSTEM` and reloads; the
     /// HA loop's synchronous replication manager calls it in Patroni's order relative to `/sync`.
     pub async fn set_synchronous_standby_names(&self, value: Option<&str>) -> Result<(), PgError> {
@@ -451,65 +407,6 @@ fn rewind_outcome(output: &str) -> RewindOutcome {
     } else {
         RewindOutcome::Rewound
     }
-}
-
-/// Lists the slots, plans, drops and creates the physical ones; returns the plan (logical slots are created by
-/// the caller, each in its own database).
-async fn apply_slot_plan(client: &Client, wanted: &slots::LeaderSlots<'_>) -> Result<slots::SlotPlan, PgError> {
-    let rows = client
-        .query(
-            "SELECT slot_name::text, slot_type::text, database::text, plugin::text, active \
-             FROM pg_catalog.pg_replication_slots",
-            &[],
-        )
-        .await
-        .map_err(sql("list replication slots"))?;
-    let mut existing = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let text = |i: usize| row.try_get::<_, Option<String>>(i).map_err(sql("list replication slots"));
-        let name = text(0)?.unwrap_or_default();
-        let kind = match text(1)?.as_deref() {
-            Some("logical") => {
-                SlotKind::Logical { database: text(2)?.unwrap_or_default(), plugin: text(3)?.unwrap_or_default() }
-            }
-            _ => SlotKind::Physical,
-        };
-        let active = row.try_get::<_, bool>(4).map_err(sql("list replication slots"))?;
-        existing.push(ExistingSlot { name, kind, active });
-    }
-    let plan = slots::plan_slots(wanted, &existing);
-    for name in &plan.conflicts {
-        tracing::error!(slot = %name, "permanent logical slot has the name of a member's physical slot; not created");
-    }
-    for (name, why) in &plan.kept {
-        tracing::debug!(slot = %name, why, "keeping a replication slot that is not managed");
-    }
-    for (slot, reason) in &plan.drop {
-        let why = match reason {
-            DropReason::Unknown => {
-                "unknown: not a member's slot, not in the dynamic slots, not matched by ignore_slots".to_owned()
-            }
-            DropReason::Changed { wanted } => format!("it is {} and the dynamic slots want it {wanted}", slot.kind),
-        };
-        match client.query("SELECT pg_catalog.pg_drop_replication_slot($1)", &[&slot.name]).await {
-            Ok(_) => tracing::info!(slot = %slot.name, kind = %slot.kind, "dropped replication slot: {why}"),
-            // Gone already, or a walsender attached since the listing: try again next cycle.
-            Err(e) if [SqlState::UNDEFINED_OBJECT, SqlState::OBJECT_IN_USE].iter().any(|c| e.code() == Some(c)) => {}
-            // One slot that cannot be dropped must not hold up the others or the creations.
-            Err(e) => {
-                tracing::warn!(slot = %slot.name, "failed to drop replication slot: {}", super::error::error_chain(&e))
-            }
-        }
-    }
-    for name in &plan.create_physical {
-        let res = client.query("SELECT pg_catalog.pg_create_physical_replication_slot($1, true)", &[name]).await;
-        match res {
-            Ok(_) => tracing::info!(slot = %name, "created physical replication slot"),
-            Err(e) if e.code() == Some(&SqlState::DUPLICATE_OBJECT) => {}
-            Err(e) => return Err(sql(&format!("create replication slot {name}"))(e)),
-        }
-    }
-    Ok(plan)
 }
 
 #[cfg(test)]
