@@ -258,6 +258,7 @@ pub fn pg_config(config: &Config) -> anyhow::Result<PgConfig> {
         start_timeout: pg.pg_ctl_timeout,
         stop_timeout: pg.pg_ctl_timeout,
         recovery_params: pg.recovery_conf.iter().map(|(k, v)| (k.clone(), guc_value(v))).collect(),
+        standby_leader_recovery: None,
         hooks: crate::postgres::supervisor::Hooks {
             on_start: pg.callbacks.on_start.clone(),
             on_stop: pg.callbacks.on_stop.clone(),

@@ -101,6 +101,7 @@ fn node_config(root: &Path, name: &str, port: u16) -> PgConfig {
         start_timeout: Duration::from_secs(90),
         stop_timeout: Duration::from_secs(60),
         recovery_params: Default::default(),
+        standby_leader_recovery: None,
         hooks: Default::default(),
     }
 }

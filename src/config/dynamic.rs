@@ -255,6 +255,9 @@ pub struct StandbyCluster {
     pub port: u16,
     /// `primary_slot_name` on the remote primary, if any.
     pub primary_slot_name: Option<String>,
+    /// `restore_command`, `archive_cleanup_command` and `recovery_min_apply_delay`: recovery settings of the
+    /// standby leader only (they replace its `postgresql.recovery_conf` ones, as in Patroni).
+    pub recovery: BTreeMap<String, String>,
 }
 
 /// The dynamic configuration: the stored JSON document plus its typed view.
@@ -442,6 +445,9 @@ fn synchronous_mode(reader: &mut Reader<'_, '_>) -> Result<SynchronousMode, Conf
 /// `create_replica_methods` in the section are refused: raftgres does not apply them yet, and a standby leader
 /// that silently ignored them would not be the standby the operator set up. A section whose values are all empty
 /// (`host: null`, as a `PATCH` that removes it leaves) is no standby cluster.
+/// The recovery settings of `standby_cluster` that apply to the standby leader.
+const STANDBY_RECOVERY_KEYS: [&str; 3] = ["restore_command", "archive_cleanup_command", "recovery_min_apply_delay"];
+
 fn standby_cluster(reader: &mut Reader<'_, '_>) -> Result<Option<StandbyCluster>, ConfigError> {
     let Some(section) = reader.map("standby_cluster")? else { return Ok(None) };
     if section.values().all(|value| value.is_null()) {
@@ -455,12 +461,25 @@ fn standby_cluster(reader: &mut Reader<'_, '_>) -> Result<Option<StandbyCluster>
 fn parse_standby_cluster(section: &Map<String, Value>, path: &str) -> Result<StandbyCluster, ConfigError> {
     let invalid =
         |key: &str, message: &str| ConfigError::Invalid { path: format!("{path}.{key}"), message: message.to_owned() };
-    for key in ["restore_command", "archive_cleanup_command", "recovery_min_apply_delay", "create_replica_methods"] {
-        if section.get(key).is_some_and(|value| !value.is_null()) {
-            return Err(invalid(
-                key,
-                "is not supported yet in a standby cluster: raftgres' standby leader streams from host:port; remove it",
-            ));
+    if section.get("create_replica_methods").is_some_and(|value| !value.is_null()) {
+        return Err(invalid(
+            "create_replica_methods",
+            "is not supported yet in a standby cluster: the standby leader is created with postgresql.\
+             create_replica_methods; move the list there",
+        ));
+    }
+    let mut recovery = BTreeMap::new();
+    for key in STANDBY_RECOVERY_KEYS {
+        match section.get(key) {
+            None | Some(Value::Null) => {}
+            Some(Value::String(text)) if text.is_empty() => {}
+            Some(Value::String(text)) => {
+                recovery.insert(key.to_owned(), text.clone());
+            }
+            Some(Value::Number(number)) if key == "recovery_min_apply_delay" => {
+                recovery.insert(key.to_owned(), number.to_string());
+            }
+            Some(other) => return Err(expected(format!("{path}.{key}"), "a string", other)),
         }
     }
     let host = match section.get("host") {
@@ -495,10 +514,16 @@ fn parse_standby_cluster(section: &Map<String, Value>, path: &str) -> Result<Sta
             ))
         }
     };
-    if let Some(key) = section.keys().find(|key| !["host", "port", "primary_slot_name"].contains(&key.as_str())) {
-        return Err(invalid(key, "unknown standby_cluster key; use host, port and primary_slot_name"));
+    let known =
+        |key: &str| ["host", "port", "primary_slot_name"].contains(&key) || STANDBY_RECOVERY_KEYS.contains(&key);
+    if let Some(key) = section.keys().find(|key| !known(key)) {
+        return Err(invalid(
+            key,
+            "unknown standby_cluster key; use host, port, primary_slot_name, restore_command, \
+             archive_cleanup_command and recovery_min_apply_delay",
+        ));
     }
-    Ok(StandbyCluster { host, port, primary_slot_name })
+    Ok(StandbyCluster { host, port, primary_slot_name, recovery })
 }
 
 /// `slots:`, each entry read as the leader will read it (`postgres::slots::permanent_slot`): a bad entry is

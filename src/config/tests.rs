@@ -202,22 +202,27 @@ fn bad_permanent_and_ignored_slots_are_refused_with_their_path() {
 
 #[test]
 fn a_standby_cluster_streams_from_host_and_port_only() {
-    let loaded =
-        load_patched("bootstrap: {dcs: {standby_cluster: {host: 10.0.0.1, port: 5433, primary_slot_name: dr}}}", &[])
-            .unwrap_or_else(|e| panic!("{e}"));
+    let loaded = load_patched(
+        "bootstrap: {dcs: {standby_cluster: {host: 10.0.0.1, port: 5433, primary_slot_name: dr, \
+         restore_command: 'cp /a/%f %p', recovery_min_apply_delay: 60000}}}",
+        &[],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let standby = loaded.config.bootstrap.dcs.view().standby_cluster.clone();
+    let recovery = [("recovery_min_apply_delay", "60000"), ("restore_command", "cp /a/%f %p")];
     assert_eq!(
         standby,
         Some(crate::config::StandbyCluster {
             host: "10.0.0.1".into(),
             port: 5433,
-            primary_slot_name: Some("dr".into())
+            primary_slot_name: Some("dr".into()),
+            recovery: recovery.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
         })
     );
     check_error(
-        "bootstrap: {dcs: {standby_cluster: {restore_command: 'cp /a/%f %p'}}}",
-        "bootstrap.dcs.standby_cluster.restore_command: is not supported yet in a standby cluster: raftgres' standby \
-         leader streams from host:port; remove it",
+        "bootstrap: {dcs: {standby_cluster: {host: h, create_replica_methods: [pgbackrest]}}}",
+        "bootstrap.dcs.standby_cluster.create_replica_methods: is not supported yet in a standby cluster: the \
+         standby leader is created with postgresql.create_replica_methods; move the list there",
     );
     check_error(
         "bootstrap: {dcs: {standby_cluster: {port: 5432}}}",

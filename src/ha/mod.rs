@@ -250,9 +250,12 @@ impl HaLoop {
         self.retry_rewind_when_due();
         let view = self.dcs.view();
         self.refresh_dynamic(&view);
-        let standby_cluster = self.dynamic.view().standby_cluster.is_some();
-        let feedback = execute::wants_hot_standby_feedback(&self.settings, &self.permanent_slots(), standby_cluster);
+        let standby = self.dynamic.view().standby_cluster.clone();
+        let feedback = execute::wants_hot_standby_feedback(&self.settings, &self.permanent_slots(), standby.is_some());
         self.pg.enforce_hot_standby_feedback(feedback);
+        let remote =
+            standby.map(|s| (crate::postgres::supervisor::ConnTarget { host: s.host, port: s.port }, s.recovery));
+        self.pg.set_standby_leader_recovery(remote);
         if let Some(kind) = self.state.running.as_ref().map(|r| r.kind) {
             // While a long action runs, observing PostgreSQL can wait behind it (the supervisor
             // serialises state changes), so the holder renews its lease first and observes

@@ -343,7 +343,19 @@ pub(crate) fn server_parameters(
             set("primary_slot_name", None);
         }
         RecoveryConf::Replica { primary_conninfo, slot } => {
-            for (name, value) in &cfg.recovery_params {
+            let params = match &cfg.standby_leader_recovery {
+                // The standby leader: standby_cluster's settings replace recovery_conf's, as in Patroni.
+                Some((remote, standby)) if remote == primary_conninfo && !remote.is_empty() => {
+                    let mut params = cfg.recovery_params.clone();
+                    for name in standby.keys() {
+                        params.retain(|key, _| !key.eq_ignore_ascii_case(name));
+                    }
+                    params.extend(standby.clone());
+                    params
+                }
+                _ => cfg.recovery_params.clone(),
+            };
+            for (name, value) in &params {
                 set(name, Some(value.clone()));
             }
             set("primary_conninfo", Some(primary_conninfo.clone()));

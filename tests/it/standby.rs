@@ -23,6 +23,13 @@ async fn standby_leader(c: &raftgres::demo::cluster::LocalCluster, not: Option<u
     None
 }
 
+/// `SHOW <parameter>` on node `node`.
+async fn show(c: &raftgres::demo::cluster::LocalCluster, node: usize, parameter: &str) -> Option<String> {
+    let client = connect(c, node).await?;
+    let row = client.query_one(&format!("SHOW {parameter}"), &[]).await.ok()?;
+    Some(row.get(0))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn standby_cluster_follows_the_remote_primary_fails_over_and_is_promoted() {
     if !pg_available("standby_cluster_follows_the_remote_primary_fails_over_and_is_promoted") {
@@ -36,7 +43,12 @@ async fn standby_cluster_follows_the_remote_primary_fails_over_and_is_promoted()
     // Cluster B: the same replication credentials (pgpass), standby of A's primary.
     let (mut spec_b, dir_b) = spec();
     std::fs::copy(a.dir().join("pgpass"), dir_b.path().join("pgpass")).expect("share the credentials");
-    spec_b.dcs_overrides = json!({"standby_cluster": {"host": "127.0.0.1", "port": a.pg_port(primary_a)}});
+    spec_b.dcs_overrides = json!({"standby_cluster": {
+        "host": "127.0.0.1",
+        "port": a.pg_port(primary_a),
+        "restore_command": "/bin/false %f %p",
+        "recovery_min_apply_delay": "1s",
+    }});
     let (tc_b, leader_b) = start(spec_b, dir_b).await;
     let b = &tc_b.cluster;
     assert_eq!(
@@ -50,6 +62,20 @@ async fn standby_cluster_follows_the_remote_primary_fails_over_and_is_promoted()
     let role = reqwest::get(format!("{}/patroni", b.api(leader_b))).await.expect("GET /patroni");
     let role: serde_json::Value = role.json().await.expect("JSON");
     assert_eq!(role["role"], "standby_leader", "{role}");
+    // standby_cluster's recovery settings apply to the standby leader only.
+    for node in 1..=3 {
+        let expected = if node == leader_b { ("1s", "/bin/false %f %p") } else { ("0", "") };
+        let what = format!(
+            "B's node{node} runs with recovery_min_apply_delay {} and restore_command {:?}",
+            expected.0, expected.1
+        );
+        eventually(Duration::from_secs(30), &what, || async {
+            let delay = show(b, node, "recovery_min_apply_delay").await?;
+            let restore = show(b, node, "restore_command").await?;
+            (delay == expected.0 && restore == expected.1).then_some(())
+        })
+        .await;
+    }
     for node in 1..=3 {
         eventually(Duration::from_secs(60), &format!("B's node{node} has A's row"), || async {
             (count(b, node, "SELECT count(*) FROM dr").await == Some(1)).then_some(())
@@ -70,6 +96,10 @@ async fn standby_cluster_follows_the_remote_primary_fails_over_and_is_promoted()
     })
     .await;
     assert!(!execute(b, new_leader, "INSERT INTO dr VALUES (3)").await, "a standby leader refuses writes");
+    eventually(Duration::from_secs(30), "the new standby leader applies with standby_cluster's delay", || async {
+        (show(b, new_leader, "recovery_min_apply_delay").await? == "1s").then_some(())
+    })
+    .await;
 
     // Removing standby_cluster promotes B's standby leader.
     let res = reqwest::Client::new()

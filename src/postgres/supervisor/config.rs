@@ -75,6 +75,10 @@ pub struct PgConfig {
     pub recovery_params: BTreeMap<String, String>,
     /// The operator's scripts (`postgresql.callbacks`, `pre_promote`, `before_stop`, `bootstrap.post_bootstrap`).
     pub hooks: super::Hooks,
+    /// In a standby cluster: the `primary_conninfo` of the remote primary and the `standby_cluster` recovery
+    /// settings that replace `recovery_params` while PostgreSQL streams from it (the standby leader). Set by the
+    /// supervisor from [`Supervisor::set_standby_leader_recovery`]; `None` in a configuration.
+    pub standby_leader_recovery: Option<(String, BTreeMap<String, String>)>,
 }
 
 /// A PostgreSQL user name and password; `Debug` never shows the password.
@@ -114,6 +118,11 @@ impl Supervisor {
     /// The configuration `postgresql.conf` is written from: the static one with the parameters in force.
     pub(super) fn effective_config(&self) -> PgConfig {
         let mut cfg = PgConfig { parameters: self.parameters(), ..self.inner.cfg.clone() };
+        let remote = self.inner.standby_recovery.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        cfg.standby_leader_recovery = remote.and_then(|(target, params)| {
+            let conninfo = files::replica_conninfo(&cfg, &target.host, target.port).ok()?;
+            Some((conninfo, params))
+        });
         if self.inner.hot_standby_feedback.load(std::sync::atomic::Ordering::Acquire) {
             cfg.parameters.retain(|name, _| !name.eq_ignore_ascii_case("hot_standby_feedback"));
             cfg.parameters.insert("hot_standby_feedback".to_owned(), "on".to_owned());
@@ -161,6 +170,32 @@ impl Supervisor {
                 match this.reload().await {
                     Ok(()) | Err(PgError::NotRunning) => {}
                     Err(e) => tracing::warn!(error = %e, "failed to reload PostgreSQL for hot_standby_feedback"),
+                }
+            });
+        }
+        true
+    }
+
+    /// In a standby cluster, the remote primary and the `standby_cluster` recovery settings (`restore_command`,
+    /// `archive_cleanup_command`, `recovery_min_apply_delay`) PostgreSQL runs with while it streams from that
+    /// primary, i.e. as the standby leader; `None` outside a standby cluster. A change reloads a running
+    /// PostgreSQL in a spawned task (the three need no restart). Returns whether it changed.
+    pub fn set_standby_leader_recovery(&self, remote: Option<(super::ConnTarget, BTreeMap<String, String>)>) -> bool {
+        {
+            let mut current = self.inner.standby_recovery.lock().unwrap_or_else(|p| p.into_inner());
+            if *current == remote {
+                return false;
+            }
+            *current = remote;
+        }
+        if self.is_running() {
+            let this = self.clone();
+            tokio::spawn(async move {
+                match this.reload().await {
+                    Ok(()) | Err(PgError::NotRunning) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "failed to reload PostgreSQL for the standby_cluster settings")
+                    }
                 }
             });
         }

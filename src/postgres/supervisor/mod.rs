@@ -104,6 +104,8 @@ struct Inner {
     slot_sync: slots::SlotSync,
     /// `hot_standby_feedback = on` is enforced: permanent logical slots are kept on this replica (see `config`).
     hot_standby_feedback: std::sync::atomic::AtomicBool,
+    /// The remote primary of a standby cluster and the recovery settings while following it (see `config`).
+    standby_recovery: Mutex<Option<(ConnTarget, BTreeMap<String, String>)>>,
 }
 
 /// What the supervisor knows about the postmaster and the configuration it last wrote.
@@ -161,6 +163,7 @@ impl Supervisor {
                 restore: Mutex::new(None),
                 slot_sync: slots::SlotSync::default(),
                 hot_standby_feedback: std::sync::atomic::AtomicBool::new(false),
+                standby_recovery: Mutex::new(None),
             }),
         })
     }

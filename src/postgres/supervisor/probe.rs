@@ -333,6 +333,7 @@ mod tests {
             start_timeout: Duration::from_secs(1),
             stop_timeout: Duration::from_secs(1),
             recovery_params: Default::default(),
+            standby_leader_recovery: None,
             hooks: Default::default(),
         }
     }
