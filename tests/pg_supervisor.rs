@@ -172,7 +172,7 @@ async fn ensure_member_slots(sup: &Supervisor, members: BTreeSet<String>) -> Res
     let own = slot_name(&sup.config().name);
     let wanted = LeaderSlots { own: &own, members: &members, permanent: &[], ignore: &[], paused: false };
     let targets = std::collections::BTreeMap::new();
-    let work = SlotWork { wanted, role: SlotRole::Leader, targets: &targets, clean_xmin: false };
+    let work = SlotWork { wanted, role: SlotRole::Leader, targets: &targets, clean_xmin: false, leader: None };
     sup.maintain_slots(&work).await.map(|_| ())
 }
 

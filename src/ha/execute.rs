@@ -400,6 +400,12 @@ async fn slot_work(ctx: &Context<'_>, role: SlotRole) -> Option<crate::postgres:
         TargetInput { me: &ctx.settings.name, role, leader, members: &members, published, permanent: &permanent };
     let mut targets = slot_targets(&input);
     targets.retain(|name, _| kept.contains(name) || permanent.iter().any(|slot| slot.name == *name));
+    let leader_target = match (role, leader) {
+        (SlotRole::Replica, Some(name)) if name != ctx.settings.name && ctx.standby.is_none() => {
+            target_of(ctx.view, name)
+        }
+        _ => None,
+    };
     let work = SlotWork {
         wanted: LeaderSlots {
             own: &own,
@@ -411,6 +417,7 @@ async fn slot_work(ctx: &Context<'_>, role: SlotRole) -> Option<crate::postgres:
         role,
         targets: &targets,
         clean_xmin: leader.is_some(),
+        leader: leader_target.as_ref().map(|target| (target, own.as_str())),
     };
     match ctx.pg.maintain_slots(&work).await {
         Ok(report) => Some(report),

@@ -415,6 +415,10 @@ pub async fn promote(
         // promotion took 5.0 s instead of 10 ms). Let the reload land first.
         tokio::time::sleep(RELOAD_BEFORE_PROMOTE).await;
     }
+    let unready = pg.take_unready_logical_slots();
+    if !unready.is_empty() {
+        warn!(slots = ?unready, "logical replication slots that might be unsafe to use after the promotion");
+    }
     let promote_started_ms = raft::lease::wall_ms();
     if let Err(e) = pg.promote(timeout).await {
         error!(error = %e, "failed to promote postgres");

@@ -214,6 +214,41 @@ pub fn retain_slots(
     expired
 }
 
+/// PURE: Patroni's readiness check of logical slots copied to a replica (`check_logical_slots_readiness`). A copied
+/// slot is safe to use after a failover once the leader's physical slot for this replica holds, through hot
+/// standby feedback, a `catalog_xmin` (`physical`) that is not newer than the copied slot's own here
+/// (`local`), and not older than the leader's logical slot had when that feedback first arrived (remembered in
+/// `pending`: `None` until then). `leader_logical` has the leader's `catalog_xmin` of each pending slot. Updates
+/// `pending` and returns the slots that became ready (the caller logs them).
+pub fn ready_slots(
+    pending: &mut BTreeMap<String, Option<u32>>,
+    physical: Option<u32>,
+    leader_logical: &BTreeMap<String, u32>,
+    local: &[ExistingSlot],
+) -> Vec<String> {
+    let Some(physical) = physical else { return Vec::new() };
+    for (name, remembered) in pending.iter_mut() {
+        if remembered.is_none() {
+            *remembered = leader_logical.get(name).copied();
+        }
+    }
+    let ready: Vec<String> = pending
+        .iter()
+        .filter(|(name, remembered)| match local.iter().find(|slot| slot.name == **name) {
+            // Gone from this replica: nothing left to check.
+            None => true,
+            Some(slot) => remembered.is_some_and(|leader_xmin| {
+                slot.catalog_xmin.is_some_and(|own| leader_xmin <= physical && physical <= own)
+            }),
+        })
+        .map(|(name, _)| name.clone())
+        .collect();
+    for name in &ready {
+        pending.remove(name);
+    }
+    ready
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,6 +265,7 @@ mod tests {
             restart_lsn,
             confirmed_flush_lsn: None,
             has_xmin,
+            catalog_xmin: None,
         }
     }
 
@@ -241,6 +277,7 @@ mod tests {
             restart_lsn: Some(confirmed.saturating_sub(10)),
             confirmed_flush_lsn: Some(confirmed),
             has_xmin: false,
+            catalog_xmin: Some(confirmed as u32),
         }
     }
 
@@ -388,6 +425,27 @@ mod tests {
         let expired = retain_slots(&mut seen, &without_n3, &members[..2], &permanent(), start + ttl, ttl);
         assert_eq!(expired, ["n3"]);
         assert_eq!(seen.keys().collect::<Vec<_>>(), ["n1", "n2"]);
+    }
+
+    #[test]
+    fn a_copied_slot_is_ready_once_feedback_covers_its_catalog_rows() {
+        let local = |catalog_xmin: u32| ExistingSlot { catalog_xmin: Some(catalog_xmin), ..logical("cdc", 700) };
+        let leader: BTreeMap<String, u32> = [("cdc".to_owned(), 750)].into();
+        let mut pending: BTreeMap<String, Option<u32>> = [("cdc".to_owned(), None)].into();
+        // No feedback yet (hot_standby_feedback off, or not streaming): nothing is learnt.
+        assert!(ready_slots(&mut pending, None, &leader, &[local(760)]).is_empty());
+        assert_eq!(pending["cdc"], None);
+        // Feedback older than the leader's slot: the leader's catalog_xmin is remembered, not ready yet.
+        assert!(ready_slots(&mut pending, Some(740), &leader, &[local(760)]).is_empty());
+        assert_eq!(pending["cdc"], Some(750));
+        // Feedback past the remembered value but newer than the copy's own catalog_xmin: not ready.
+        assert!(ready_slots(&mut pending, Some(770), &BTreeMap::new(), &[local(760)]).is_empty());
+        // Between the two: ready, and forgotten.
+        assert_eq!(ready_slots(&mut pending, Some(755), &BTreeMap::new(), &[local(760)]), ["cdc"]);
+        assert!(pending.is_empty());
+        // A pending slot that vanished here is dropped from the queue.
+        let mut gone: BTreeMap<String, Option<u32>> = [("old".to_owned(), None)].into();
+        assert_eq!(ready_slots(&mut gone, Some(1), &BTreeMap::new(), &[]), ["old"]);
     }
 
     #[test]

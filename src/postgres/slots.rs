@@ -254,6 +254,8 @@ pub struct ExistingSlot {
     pub confirmed_flush_lsn: Option<u64>,
     /// `xmin` is set: hot standby feedback through the slot holds back vacuum on this node.
     pub has_xmin: bool,
+    /// `catalog_xmin` of a logical slot: the oldest catalog rows it needs.
+    pub catalog_xmin: Option<u32>,
 }
 
 /// Why a slot is dropped.
@@ -477,6 +479,7 @@ mod leader_tests {
             restart_lsn: Some(1),
             confirmed_flush_lsn: None,
             has_xmin: false,
+            catalog_xmin: None,
         }
     }
 
@@ -489,6 +492,7 @@ mod leader_tests {
             restart_lsn: Some(1),
             confirmed_flush_lsn: Some(1),
             has_xmin: false,
+            catalog_xmin: None,
         }
     }
 

@@ -165,6 +165,15 @@ async fn logical_slot_keeps_unconfirmed_changes_across_a_crash_failover() {
             (at >= confirmed && replayed >= written).then_some(())
         })
         .await;
+        // Patroni's readiness check: the primary's physical slot for the replica holds, through hot standby
+        // feedback, the catalog rows the copied slot needs.
+        eventually(Duration::from_secs(60), &format!("node{replica} finds its copy of cdc ready"), || async {
+            let log = std::fs::read_to_string(c.dir().join(format!("node{replica}/raftgres.log"))).ok()?;
+            log.lines()
+                .any(|l| l.contains("logical slot is safe to be used after a failover") && l.contains("cdc"))
+                .then_some(())
+        })
+        .await;
     }
 
     // The primary crashes (raftgres and PostgreSQL killed); a replica takes over.

@@ -33,6 +33,9 @@ pub struct SlotWork<'a> {
     pub targets: &'a BTreeMap<String, SlotTarget>,
     /// Drop idle physical slots that hold an `xmin` (Patroni does when a leader exists).
     pub clean_xmin: bool,
+    /// On a replica: the leader's PostgreSQL and this node's slot name there, for the readiness check of
+    /// copied logical slots.
+    pub leader: Option<(&'a ConnTarget, &'a str)>,
 }
 
 /// What a cycle's slot work found.
@@ -72,6 +75,7 @@ impl Supervisor {
             self.create_logical_slots(&plan.create_logical).await;
         } else {
             report.missing_logical = plan.create_logical.clone();
+            self.check_readiness(work, &listed).await;
             if report.missing_logical.is_empty() {
                 *self.slot_sync().copy_backoff.lock().unwrap_or_else(|p| p.into_inner()) = (0, None);
             }
@@ -86,6 +90,82 @@ impl Supervisor {
         let advance = slot_positions::plan_advance(&listed, work.targets, work.role, replay, work.clean_xmin);
         self.advance_slots(advance).await;
         Ok(report)
+    }
+
+    /// Patroni's readiness check of the logical slots copied to this replica (see `slot_positions::ready_slots`):
+    /// at the first cycle every permanent logical slot found here is pending, as is every slot copied since; while
+    /// any is pending, the leader is asked for the `catalog_xmin` of this replica's physical slot and of the
+    /// pending slots. Each slot found ready is logged; a promotion warns about those still pending.
+    async fn check_readiness(&self, work: &SlotWork<'_>, listed: &[ExistingSlot]) {
+        let sync = self.slot_sync();
+        if !sync.readiness_loaded.swap(true, Ordering::AcqRel) {
+            let mut pending = sync.pending_ready.lock().unwrap_or_else(|p| p.into_inner());
+            let permanent_logical = |slot: &&ExistingSlot| {
+                matches!(slot.kind, SlotKind::Logical { .. })
+                    && work.wanted.permanent.iter().any(|p| p.name == slot.name)
+            };
+            pending.extend(listed.iter().filter(permanent_logical).map(|slot| (slot.name.clone(), None)));
+        }
+        let names: Vec<String> = {
+            let pending = sync.pending_ready.lock().unwrap_or_else(|p| p.into_inner());
+            pending.iter().filter(|(_, xmin)| xmin.is_none()).map(|(name, _)| name.clone()).collect()
+        };
+        let Some((leader, my_slot)) = work.leader else { return };
+        if sync.pending_ready.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
+            return;
+        }
+        let mut asked = names.clone();
+        asked.push(my_slot.to_owned());
+        let rows = bounded("the readiness check of logical slots", std::time::Duration::from_secs(5), async {
+            let client = self.connect_remote(leader).await?;
+            client
+                .query(
+                    "SELECT slot_name::text, catalog_xmin::text::bigint FROM pg_catalog.pg_get_replication_slots() \
+                     WHERE NOT pg_catalog.pg_is_in_recovery() AND slot_name = ANY($1)",
+                    &[&asked],
+                )
+                .await
+                .map_err(sql("read the catalog_xmin of the slots on the leader"))
+        })
+        .await;
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(error = %e, "failed to check the readiness of the copied logical slots");
+                return;
+            }
+        };
+        let mut xmins: BTreeMap<String, Option<u32>> = BTreeMap::new();
+        for row in &rows {
+            let name: Option<String> = row.try_get(0).ok().flatten();
+            let xmin: Option<i64> = row.try_get(1).ok().flatten();
+            if let Some(name) = name {
+                xmins.insert(name, xmin.and_then(|x| u32::try_from(x).ok()));
+            }
+        }
+        let Some(physical) = xmins.remove(my_slot) else {
+            tracing::warn!(slot = my_slot, "the physical slot of this replica does not exist on the leader yet");
+            return;
+        };
+        if physical.is_none() {
+            tracing::debug!("no catalog_xmin from hot standby feedback on the leader yet; copied slots stay pending");
+        }
+        let leader_logical: BTreeMap<String, u32> =
+            xmins.into_iter().filter_map(|(name, xmin)| Some((name, xmin?))).collect();
+        let ready = {
+            let mut pending = sync.pending_ready.lock().unwrap_or_else(|p| p.into_inner());
+            slot_positions::ready_slots(&mut pending, physical, &leader_logical, listed)
+        };
+        for name in ready {
+            tracing::info!(slot = %name, "logical slot is safe to be used after a failover");
+        }
+    }
+
+    /// The logical slots copied to this replica that were not found ready (see `check_readiness`); forgets them.
+    /// A promotion logs them: their consumers may find catalog rows missing.
+    pub fn take_unready_logical_slots(&self) -> Vec<String> {
+        let mut pending = self.slot_sync().pending_ready.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut *pending).into_keys().collect()
     }
 
     async fn create_logical_slots(&self, create: &[PermanentSlot]) {
@@ -260,6 +340,8 @@ impl Supervisor {
             Ok(())
         })
         .await?;
+        let mut pending = self.slot_sync().pending_ready.lock().unwrap_or_else(|p| p.into_inner());
+        pending.extend(copied.iter().map(|name| (name.clone(), None)));
         Ok(copied)
     }
 
@@ -311,6 +393,11 @@ pub(super) struct SlotSync {
     pub(super) advancing: std::sync::atomic::AtomicBool,
     /// Logical slots whose advance found their WAL gone or the slot invalidated: copied anew.
     pub(super) recopy: std::sync::Mutex<BTreeSet<String>>,
+    /// Copied logical slots not yet found safe to use after a failover, with the leader's `catalog_xmin` of the
+    /// slot once hot standby feedback reached the leader (see `slot_positions::ready_slots`).
+    pub(super) pending_ready: std::sync::Mutex<BTreeMap<String, Option<u32>>>,
+    /// The logical slots found at the first replica cycle were queued for the readiness check.
+    pub(super) readiness_loaded: std::sync::atomic::AtomicBool,
     /// Copies attempted since the replica last had all its logical slots, and when the next may start.
     pub(super) copy_backoff: std::sync::Mutex<(u32, Option<std::time::Instant>)>,
 }
@@ -331,14 +418,16 @@ SELECT slot_name::text, slot_type::text, database::text, plugin::text, active,
        CASE WHEN pg_catalog.pg_is_in_recovery() THEN NULL
             ELSE pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), '0/0')::bigint END,
        CASE WHEN pg_catalog.pg_is_in_recovery()
-            THEN pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_last_wal_replay_lsn(), '0/0')::bigint END
+            THEN pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_last_wal_replay_lsn(), '0/0')::bigint END,
+       catalog_xmin::text::bigint
 FROM pg_catalog.pg_replication_slots
 UNION ALL
 SELECT NULL, NULL, NULL, NULL, false, NULL, NULL, false,
        CASE WHEN pg_catalog.pg_is_in_recovery() THEN NULL
             ELSE pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), '0/0')::bigint END,
        CASE WHEN pg_catalog.pg_is_in_recovery()
-            THEN pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_last_wal_replay_lsn(), '0/0')::bigint END";
+            THEN pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_last_wal_replay_lsn(), '0/0')::bigint END,
+       NULL";
 
 type Listing = (slots::SlotPlan, Vec<ExistingSlot>, Option<u64>, Option<u64>);
 
@@ -370,6 +459,7 @@ async fn apply_slot_plan(client: &Client, work: &SlotWork<'_>) -> Result<Listing
             restart_lsn: lsn(5)?,
             confirmed_flush_lsn: lsn(6)?,
             has_xmin: row.try_get::<_, bool>(7).map_err(err())?,
+            catalog_xmin: lsn(10)?.and_then(|xmin| u32::try_from(xmin).ok()),
         });
     }
     let plan = slots::plan_slots(&work.wanted, &existing);
