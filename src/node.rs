@@ -253,6 +253,14 @@ pub fn pg_config(config: &Config) -> anyhow::Result<PgConfig> {
             .iter()
             .map(|name| replica_method(name, &pg.replica_methods))
             .collect(),
+        method_sections: pg
+            .replica_methods
+            .keys()
+            .filter_map(|name| match replica_method(name, &pg.replica_methods) {
+                ReplicaMethod::Command(custom) => Some((name.clone(), custom)),
+                ReplicaMethod::Basebackup => None,
+            })
+            .collect(),
         pgpass,
         scope: config.scope.clone(),
         start_timeout: pg.pg_ctl_timeout,

@@ -102,6 +102,7 @@ fn node_config(root: &Path, name: &str, port: u16) -> PgConfig {
         stop_timeout: Duration::from_secs(60),
         recovery_params: Default::default(),
         standby_leader_recovery: None,
+        method_sections: Default::default(),
         hooks: Default::default(),
     }
 }

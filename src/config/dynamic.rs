@@ -258,6 +258,10 @@ pub struct StandbyCluster {
     /// `restore_command`, `archive_cleanup_command` and `recovery_min_apply_delay`: recovery settings of the
     /// standby leader only (they replace its `postgresql.recovery_conf` ones, as in Patroni).
     pub recovery: BTreeMap<String, String>,
+    /// `create_replica_methods`: how the standby leader is created from the remote primary (each a
+    /// `postgresql.<name>` section of the local configuration, or `basebackup`); empty means
+    /// `postgresql.create_replica_methods`.
+    pub create_replica_methods: Vec<String>,
 }
 
 /// The dynamic configuration: the stored JSON document plus its typed view.
@@ -461,13 +465,21 @@ fn standby_cluster(reader: &mut Reader<'_, '_>) -> Result<Option<StandbyCluster>
 fn parse_standby_cluster(section: &Map<String, Value>, path: &str) -> Result<StandbyCluster, ConfigError> {
     let invalid =
         |key: &str, message: &str| ConfigError::Invalid { path: format!("{path}.{key}"), message: message.to_owned() };
-    if section.get("create_replica_methods").is_some_and(|value| !value.is_null()) {
-        return Err(invalid(
-            "create_replica_methods",
-            "is not supported yet in a standby cluster: the standby leader is created with postgresql.\
-             create_replica_methods; move the list there",
-        ));
-    }
+    let create_replica_methods = match section.get("create_replica_methods") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => {
+            let names: Option<Vec<String>> =
+                items.iter().map(|item| item.as_str().filter(|s| !s.trim().is_empty()).map(str::to_owned)).collect();
+            names.ok_or_else(|| {
+                expected(
+                    format!("{path}.create_replica_methods"),
+                    "a list of method names",
+                    &Value::Array(items.clone()),
+                )
+            })?
+        }
+        Some(other) => return Err(expected(format!("{path}.create_replica_methods"), "a list of method names", other)),
+    };
     let mut recovery = BTreeMap::new();
     for key in STANDBY_RECOVERY_KEYS {
         match section.get(key) {
@@ -514,16 +526,18 @@ fn parse_standby_cluster(section: &Map<String, Value>, path: &str) -> Result<Sta
             ))
         }
     };
-    let known =
-        |key: &str| ["host", "port", "primary_slot_name"].contains(&key) || STANDBY_RECOVERY_KEYS.contains(&key);
+    let known = |key: &str| {
+        ["host", "port", "primary_slot_name", "create_replica_methods"].contains(&key)
+            || STANDBY_RECOVERY_KEYS.contains(&key)
+    };
     if let Some(key) = section.keys().find(|key| !known(key)) {
         return Err(invalid(
             key,
-            "unknown standby_cluster key; use host, port, primary_slot_name, restore_command, \
-             archive_cleanup_command and recovery_min_apply_delay",
+            "unknown standby_cluster key; use host, port, primary_slot_name, create_replica_methods, \
+             restore_command, archive_cleanup_command and recovery_min_apply_delay",
         ));
     }
-    Ok(StandbyCluster { host, port, primary_slot_name, recovery })
+    Ok(StandbyCluster { host, port, primary_slot_name, recovery, create_replica_methods })
 }
 
 /// `slots:`, each entry read as the leader will read it (`postgres::slots::permanent_slot`): a bad entry is

@@ -518,6 +518,19 @@ fn postgresql(mut sec: Section<'_>, warnings: &mut Vec<String>) -> Res<Postgresq
     };
     let ignored = ["proxy_address", "custom_conf"];
     sec.ignore(&ignored, "is not supported by raftgres", warnings);
+    let mut res = res;
+    // Any other map with a command is a replica method section, as in Patroni: `standby_cluster.
+    // create_replica_methods` (dynamic) may name a method the local list does not.
+    for key in sec.unread_keys() {
+        match sec.raw(key) {
+            Some(Value::Object(section))
+                if section.get("command").and_then(scalar_text).is_some_and(|c| !c.trim().is_empty()) =>
+            {
+                res.replica_methods.insert(key.to_owned(), section.clone());
+            }
+            _ => warnings.push(format!("unknown key {} (ignored)", sec.path_of(key))),
+        }
+    }
     sec.finish(warnings);
     Ok(res)
 }

@@ -204,7 +204,9 @@ fn bad_permanent_and_ignored_slots_are_refused_with_their_path() {
 fn a_standby_cluster_streams_from_host_and_port_only() {
     let loaded = load_patched(
         "bootstrap: {dcs: {standby_cluster: {host: 10.0.0.1, port: 5433, primary_slot_name: dr, \
-         restore_command: 'cp /a/%f %p', recovery_min_apply_delay: 60000}}}",
+         restore_command: 'cp /a/%f %p', recovery_min_apply_delay: 60000, \
+         create_replica_methods: [pgbackrest, basebackup]}}}\n\
+         postgresql: {pgbackrest: {command: 'pgbackrest restore', keep_data: true}}",
         &[],
     )
     .unwrap_or_else(|e| panic!("{e}"));
@@ -217,12 +219,21 @@ fn a_standby_cluster_streams_from_host_and_port_only() {
             port: 5433,
             primary_slot_name: Some("dr".into()),
             recovery: recovery.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
+            create_replica_methods: vec!["pgbackrest".into(), "basebackup".into()],
         })
     );
+    assert!(
+        loaded.config.postgresql.replica_methods.contains_key("pgbackrest"),
+        "a method section the local list does not name is kept for standby_cluster"
+    );
     check_error(
-        "bootstrap: {dcs: {standby_cluster: {host: h, create_replica_methods: [pgbackrest]}}}",
-        "bootstrap.dcs.standby_cluster.create_replica_methods: is not supported yet in a standby cluster: the \
-         standby leader is created with postgresql.create_replica_methods; move the list there",
+        "bootstrap: {dcs: {standby_cluster: {host: h, create_replica_methods: [wal_g]}}}",
+        "bootstrap.dcs.standby_cluster.create_replica_methods: lists \"wal_g\"; add a postgresql.wal_g section with \
+         its command",
+    );
+    check_error(
+        "bootstrap: {dcs: {standby_cluster: {host: h, create_replica_methods: pgbackrest}}}",
+        "bootstrap.dcs.standby_cluster.create_replica_methods: expected a list of method names, got \"pgbackrest\"",
     );
     check_error(
         "bootstrap: {dcs: {standby_cluster: {port: 5432}}}",

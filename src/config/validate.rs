@@ -25,11 +25,26 @@ pub fn validate(config: &Config) -> Result<Vec<String>, ConfigError> {
     check_raft_timers(config)?;
     check_tls(config)?;
     check_timing_rule(config)?;
+    check_standby_methods(config)?;
     // Peer TLS or loopback-only plaintext (`raft.tls` / `raft.insecure`); last, so an older config
     // with another mistake hears about that one first.
     config.raft_config().validate_transport().map_err(from_raft)?;
     timing_advice(config, &mut warnings);
     Ok(warnings)
+}
+
+/// Every method `bootstrap.dcs.standby_cluster.create_replica_methods` names has its `postgresql.<name>` section
+/// (or is `basebackup`): the node that bootstraps the standby cluster runs them.
+fn check_standby_methods(config: &Config) -> Result<(), ConfigError> {
+    let Some(standby) = config.bootstrap.dcs.view().standby_cluster.as_ref() else { return Ok(()) };
+    let sections = &config.postgresql.replica_methods;
+    match standby.create_replica_methods.iter().find(|m| *m != "basebackup" && !sections.contains_key(*m)) {
+        None => Ok(()),
+        Some(method) => Err(ConfigError::Invalid {
+            path: "bootstrap.dcs.standby_cluster.create_replica_methods".to_owned(),
+            message: format!("lists {method:?}; add a postgresql.{method} section with its command"),
+        }),
+    }
 }
 
 fn from_raft(error: RaftError) -> ConfigError {

@@ -311,6 +311,11 @@ impl<'a> Section<'a> {
         }
     }
 
+    /// The keys not read so far.
+    pub(crate) fn unread_keys(&self) -> Vec<&'a str> {
+        self.map.keys().map(String::as_str).filter(|key| !self.used.contains(key)).collect()
+    }
+
     /// Ends the section: every key never read becomes an `unknown key` warning.
     pub(crate) fn finish(self, warnings: &mut Vec<String>) {
         for key in self.map.keys() {

@@ -535,10 +535,13 @@ fn spawn_long(
         match action {
             Action::Bootstrap => match remote_primary(ctx) {
                 None => (ActionKind::Bootstrap, Box::pin(super::long::bootstrap(pg, dcs, settings, timing))),
-                Some((remote, slot)) => (
-                    ActionKind::Bootstrap,
-                    Box::pin(super::long::bootstrap_standby(pg, dcs, settings, timing, remote, slot)),
-                ),
+                Some((remote, slot)) => {
+                    let methods = ctx.standby.as_ref().map(|s| s.create_replica_methods.clone()).unwrap_or_default();
+                    (
+                        ActionKind::Bootstrap,
+                        Box::pin(super::long::bootstrap_standby(pg, dcs, settings, timing, remote, slot, methods)),
+                    )
+                }
             },
             Action::CloneFrom(source) | Action::WipeAndClone(source) => {
                 let source = upstream_target(ctx.view, source)?;

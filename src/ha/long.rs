@@ -51,12 +51,13 @@ pub async fn bootstrap_standby(
     timing: Timing,
     remote: Upstream,
     slot: Option<String>,
+    methods: Vec<String>,
 ) -> ActionOutcome {
     if !won_initialize_race(&dcs, timing).await {
         return ActionOutcome::default();
     }
     pg.set_bootstrapping(true);
-    let result = standby_bootstrap_steps(&pg, &dcs, &settings, timing, &remote, slot).await;
+    let result = standby_bootstrap_steps(&pg, &dcs, &settings, timing, &remote, slot, &methods).await;
     let ok = result.is_ok();
     finish_bootstrap(&pg, &dcs, timing, result).await;
     let following = if ok { Following::Member(remote.name) } else { Following::Nobody };
@@ -112,12 +113,17 @@ async fn standby_bootstrap_steps(
     timing: Timing,
     remote: &Upstream,
     slot: Option<String>,
+    methods: &[String],
 ) -> anyhow::Result<()> {
     use anyhow::Context as _;
     pg.write_pgpass().context("write pgpass")?;
     let target = &remote.target;
     let from = format!("{}:{}", target.host, target.port);
-    pg.create_replica(target).await.with_context(|| format!("create the standby leader from {from}"))?;
+    let created = match methods {
+        [] => pg.create_replica(target).await,
+        methods => pg.create_replica_with(target, methods).await,
+    };
+    created.with_context(|| format!("create the standby leader from {from}"))?;
     match pg.start(StartRole::Replica { primary: target.clone(), slot }).await {
         // A standby that is not consistent yet answers later: it is waited for below.
         Ok(()) | Err(PgError::NotReady { .. }) => {}

@@ -3,6 +3,7 @@
 //! leader moves the role to another member, which follows the remote primary; removing `standby_cluster`
 //! promotes it.
 
+use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use serde_json::json;
@@ -48,7 +49,30 @@ async fn standby_cluster_follows_the_remote_primary_fails_over_and_is_promoted()
         "port": a.pg_port(primary_a),
         "restore_command": "/bin/false %f %p",
         "recovery_min_apply_delay": "1s",
+        "create_replica_methods": ["dr_copy", "basebackup"],
     }});
+    // The standby leader is created by the method standby_cluster names (a local postgresql.dr_copy section the
+    // node's own create_replica_methods does not list): it records its arguments, then runs pg_basebackup.
+    let shared = dir_b.path().join("shared");
+    std::fs::create_dir_all(&shared).expect("create the shared directory");
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).expect("open the shared directory");
+    let bin = raftgres::demo::cluster::find_pg_bin_dir().expect("PostgreSQL's bin directory");
+    let script = shared.join("dr_copy.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$@\" >> {log}\nfor a in \"$@\"; do case $a in --datadir=*) d=${{a#--datadir=}};; \
+             --connstring=*) c=${{a#--connstring=}};; esac; done\nexec {bin}/pg_basebackup -D \"$d\" -d \"$c\" -X stream -c fast\n",
+            log = shared.join("dr_copy.log").display(),
+            bin = bin.display()
+        ),
+    )
+    .expect("write the method script");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("make the script executable");
+    for node in 1..=3 {
+        let section = json!({"command": script.display().to_string(), "keep_data": false});
+        spec_b.node_overrides.insert(node, json!({"postgresql": {"dr_copy": section}}));
+    }
     let (tc_b, leader_b) = start(spec_b, dir_b).await;
     let b = &tc_b.cluster;
     assert_eq!(
@@ -57,6 +81,9 @@ async fn standby_cluster_follows_the_remote_primary_fails_over_and_is_promoted()
         "the standby leader answers /standby-leader\n{}",
         logs(b)
     );
+    let calls = std::fs::read_to_string(shared.join("dr_copy.log")).unwrap_or_default();
+    assert_eq!(calls.lines().count(), 1, "the standby leader, and only it, was made by dr_copy: {calls}");
+    assert!(calls.contains("--role=replica") && calls.contains(&format!("port='{}'", a.pg_port(primary_a))), "{calls}");
     assert_eq!(code(format!("{}/primary", b.api(leader_b))).await, Some(503), "a standby leader is not a primary");
     assert_eq!(in_recovery(b, leader_b).await, Some(true));
     let role = reqwest::get(format!("{}/patroni", b.api(leader_b))).await.expect("GET /patroni");

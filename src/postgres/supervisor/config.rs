@@ -63,6 +63,9 @@ pub struct PgConfig {
     pub custom_bootstrap: Option<super::CustomBootstrap>,
     /// `postgresql.create_replica_methods` with their sections, tried in order (see `Supervisor::create_replica`).
     pub replica_methods: Vec<super::ReplicaMethod>,
+    /// Every custom method section of the local configuration, by name (`standby_cluster.
+    /// create_replica_methods` may name any of them, see `Supervisor::create_replica_with`).
+    pub method_sections: BTreeMap<String, super::CustomReplicaMethod>,
     /// The `.pgpass` file raftgres writes and every PostgreSQL client program reads (`PGPASSFILE`).
     pub pgpass: PathBuf,
     /// Cluster name (`cluster_name`).

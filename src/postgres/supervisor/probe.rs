@@ -334,6 +334,7 @@ mod tests {
             stop_timeout: Duration::from_secs(1),
             recovery_params: Default::default(),
             standby_leader_recovery: None,
+            method_sections: Default::default(),
             hooks: Default::default(),
         }
     }

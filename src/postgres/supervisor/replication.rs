@@ -46,7 +46,29 @@ impl Supervisor {
     /// method that succeeds (exit code 0 and a data directory PostgreSQL can start) wins; the name is returned.
     /// A failed method is logged and the next one tried; when all failed the data directory is emptied again.
     pub async fn create_replica(&self, from: &ConnTarget) -> Result<String, PgError> {
-        let methods = self.inner.cfg.replica_methods.clone();
+        self.run_replica_methods(from, self.inner.cfg.replica_methods.clone()).await
+    }
+
+    /// [`Supervisor::create_replica`] with the methods `names` instead of `postgresql.create_replica_methods`
+    /// (`standby_cluster.create_replica_methods`): `basebackup`, or a method section of the local configuration.
+    pub async fn create_replica_with(&self, from: &ConnTarget, names: &[String]) -> Result<String, PgError> {
+        let mut methods = Vec::with_capacity(names.len());
+        for name in names {
+            match self.inner.cfg.method_sections.get(name) {
+                _ if name == "basebackup" => methods.push(ReplicaMethod::Basebackup),
+                Some(custom) => methods.push(ReplicaMethod::Command(custom.clone())),
+                None => {
+                    return Err(PgError::Config(format!(
+                        "standby_cluster.create_replica_methods lists {name:?}; add a postgresql.{name} section with \
+                         its command"
+                    )))
+                }
+            }
+        }
+        self.run_replica_methods(from, methods).await
+    }
+
+    async fn run_replica_methods(&self, from: &ConnTarget, methods: Vec<ReplicaMethod>) -> Result<String, PgError> {
         let mut failures = Vec::new();
         for method in &methods {
             let res = match method {
