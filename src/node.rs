@@ -184,6 +184,7 @@ fn replica_method(
         command: section.get("command").map(option_text).unwrap_or_else(|| name.to_owned()),
         keep_data: option_flag(section, "keep_data"),
         no_params: option_flag(section, "no_params"),
+        no_leader: option_flag(section, "no_leader") || option_flag(section, "no_master"),
         options: section
             .iter()
             .filter(|(key, _)| key.as_str() != "command")

@@ -290,6 +290,7 @@ mod quorum_tests {
             synchronous_mode: SynchronousMode::Quorum,
             replicatefrom: None,
             standby_cluster: false,
+            clone_without_leader: false,
         };
         let wal = WalPosition::Replica {
             received: Some(Lsn(100)),
@@ -444,6 +445,7 @@ mod race_peers_tests {
             synchronous_mode: SynchronousMode::Quorum,
             replicatefrom: None,
             standby_cluster: false,
+            clone_without_leader: false,
         };
         assert_eq!(races_for_vacant_key(&view, &pg, &cfg, dcs_ok), want);
     }

@@ -120,12 +120,22 @@ fn empty_data_dir(obs: &Observation, view: &ClusterView, cfg: &HaConfig) -> Deci
                 actions.push(Action::CloneFrom(source));
                 Decision::new(actions, reason)
             } else {
-                Decision::new(actions, Reason::WaitingForLeader)
+                without_leader(actions, cfg)
             }
         }
-        (Some(init), _) if !init.is_empty() => Decision::new(actions, Reason::WaitingForLeader),
+        (Some(init), _) if !init.is_empty() => without_leader(actions, cfg),
         _ => Decision::new(actions, Reason::WaitingForBootstrap),
     }
+}
+
+/// An initialized cluster with no member to clone from: a `no_leader` replica method restores the data directory
+/// from a backup (Patroni's "bootstrap (without leader)"); otherwise wait for a leader.
+fn without_leader(mut actions: Vec<Action>, cfg: &HaConfig) -> Decision {
+    if !cfg.clone_without_leader {
+        return Decision::new(actions, Reason::WaitingForLeader);
+    }
+    actions.push(Action::CloneWithoutLeader);
+    Decision::new(actions, Reason::CloningWithoutLeader)
 }
 
 /// Data directory present, PostgreSQL not running.

@@ -550,6 +550,11 @@ fn spawn_long(
                 let wipe = matches!(action, Action::WipeAndClone(_));
                 (ActionKind::Clone, Box::pin(super::long::clone(pg, source, follow, my_slot, wipe)))
             }
+            Action::CloneWithoutLeader => {
+                let standby = ctx.standby.as_ref().map(|s| s.create_replica_methods.clone());
+                let methods = standby.filter(|methods| !methods.is_empty());
+                (ActionKind::Clone, Box::pin(super::long::clone_without_leader(pg, methods)))
+            }
             Action::StartPrimary => {
                 (ActionKind::Start, Box::pin(super::long::start(pg, StartRole::Primary, Following::Unchanged)))
             }

@@ -257,6 +257,31 @@ pub async fn clone(pg: Supervisor, source: Upstream, follow: Upstream, slot: Str
     }
 }
 
+/// Patroni's "bootstrap (without leader)": creates the data directory with the `no_leader` replica methods
+/// (`methods`: `standby_cluster.create_replica_methods`, else `postgresql.create_replica_methods`). PostgreSQL is
+/// not started here: the next cycle starts it as a standby, and it may then win the leader race.
+pub async fn clone_without_leader(pg: Supervisor, methods: Option<Vec<String>>) -> ActionOutcome {
+    if let Err(e) = pg.write_pgpass() {
+        error!(error = %e, "failed to write the pgpass file");
+        return ActionOutcome::default();
+    }
+    info!("creating the data directory without a leader (replica methods with no_leader)");
+    match pg.create_replica_without_leader(methods.as_deref()).await {
+        Ok(method) => {
+            info!(method, "created the data directory without a leader");
+            ActionOutcome { following: Following::Nobody, ..ActionOutcome::default() }
+        }
+        Err(e) => {
+            error!(error = %e, "failed to create the data directory without a leader; will retry");
+            tokio::time::sleep(FAILED_CLONE_PAUSE).await;
+            ActionOutcome::default()
+        }
+    }
+}
+
+/// How long a failed restore without a leader waits before the HA loop decides again.
+const FAILED_CLONE_PAUSE: Duration = Duration::from_secs(5);
+
 /// Start PostgreSQL in `role`.
 pub async fn start(pg: Supervisor, role: StartRole, following: Following) -> ActionOutcome {
     match pg.start(role).await {

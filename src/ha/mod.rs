@@ -405,6 +405,10 @@ impl HaLoop {
             synchronous_mode: view.synchronous_mode,
             replicatefrom: tags.get("replicatefrom").and_then(Value::as_str).map(str::to_owned),
             standby_cluster: view.standby_cluster.is_some(),
+            clone_without_leader: {
+                let standby_methods = view.standby_cluster.as_ref().map(|s| s.create_replica_methods.as_slice());
+                self.pg.can_create_replica_without_leader(standby_methods.filter(|m| !m.is_empty()))
+            },
         }
     }
 

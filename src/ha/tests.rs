@@ -36,6 +36,7 @@ fn cfg() -> HaConfig {
         synchronous_mode: crate::config::SynchronousMode::Off,
         replicatefrom: None,
         standby_cluster: false,
+        clone_without_leader: false,
     }
 }
 
@@ -331,6 +332,24 @@ fn wait_while_another_node_bootstraps() {
     let o = Observation { data_dir: DataDir::Empty, ..obs(PgProcess::Stopped) };
     let v = ClusterView { initialize: Some(String::new()), ..ClusterView::default() };
     check(o, v, cfg(), vec![], "waiting for leader to bootstrap");
+}
+
+#[test]
+fn restore_without_leader_when_a_replica_method_has_no_leader() {
+    let o = Observation { data_dir: DataDir::Empty, ..obs(PgProcess::Stopped) };
+    let initialized = ClusterView { initialize: Some("7000".into()), ..ClusterView::default() };
+    let can = HaConfig { clone_without_leader: true, ..cfg() };
+    check(
+        o.clone(),
+        initialized.clone(),
+        can.clone(),
+        vec![Action::CloneWithoutLeader],
+        "trying to bootstrap (without leader)",
+    );
+    check(o.clone(), initialized, cfg(), vec![], "waiting for a leader to follow");
+    // Not while another node bootstraps the cluster (initialize empty), as in Patroni.
+    let racing = ClusterView { initialize: Some(String::new()), ..ClusterView::default() };
+    check(o, racing, can, vec![], "waiting for leader to bootstrap");
 }
 
 #[test]

@@ -162,6 +162,9 @@ pub struct HaConfig {
     pub replicatefrom: Option<String>,
     /// `standby_cluster` is set: the key holder is a standby leader following [`REMOTE_PRIMARY`], never a primary.
     pub standby_cluster: bool,
+    /// A replica creation method has `no_leader`: a node with an empty data directory can restore it from a
+    /// backup while the cluster has no leader.
+    pub clone_without_leader: bool,
 }
 
 /// The upstream a standby leader follows: the remote primary of `standby_cluster` (not a member; the executor
@@ -192,6 +195,8 @@ pub enum Action {
     Bootstrap,
     /// Create a replica with pg_basebackup from this member.
     CloneFrom(String),
+    /// Create the data directory with the replica methods that need no member (`no_leader`).
+    CloneWithoutLeader,
     /// Start PostgreSQL as the primary (we hold the lease).
     StartPrimary,
     /// Start PostgreSQL as a replica of this member (`None`: no upstream yet).
@@ -258,6 +263,8 @@ pub enum Reason {
     CloningFrom(String),
     /// Cloning from a replica tagged `clonefrom`.
     CloningFromReplica(String),
+    /// Restoring with a `no_leader` replica method while the cluster has no leader.
+    CloningWithoutLeader,
     /// Crash recovery as primary.
     StartingPrimaryAfterFailure,
     /// Starting as replica.
@@ -325,6 +332,7 @@ impl fmt::Display for Reason {
                 write!(f, "removing the data directory of an interrupted custom bootstrap to start it over")
             }
             Reason::CloningFromReplica(m) => write!(f, "trying to bootstrap from replica '{m}'"),
+            Reason::CloningWithoutLeader => write!(f, "trying to bootstrap (without leader)"),
             Reason::StartingPrimaryAfterFailure => write!(f, "starting primary after failure"),
             Reason::StartingAsSecondary => write!(f, "starting as a secondary"),
             Reason::Rewinding(l) => write!(f, "running pg_rewind from {l}"),

@@ -16,6 +16,7 @@ mod haproxy;
 mod harness;
 mod hooks;
 mod leadership;
+mod noleader;
 mod partition;
 mod peer_tls;
 mod slots;

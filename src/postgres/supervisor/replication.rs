@@ -46,12 +46,31 @@ impl Supervisor {
     /// method that succeeds (exit code 0 and a data directory PostgreSQL can start) wins; the name is returned.
     /// A failed method is logged and the next one tried; when all failed the data directory is emptied again.
     pub async fn create_replica(&self, from: &ConnTarget) -> Result<String, PgError> {
-        self.run_replica_methods(from, self.inner.cfg.replica_methods.clone()).await
+        self.run_replica_methods(Some(from), self.inner.cfg.replica_methods.clone()).await
     }
 
-    /// [`Supervisor::create_replica`] with the methods `names` instead of `postgresql.create_replica_methods`
-    /// (`standby_cluster.create_replica_methods`): `basebackup`, or a method section of the local configuration.
-    pub async fn create_replica_with(&self, from: &ConnTarget, names: &[String]) -> Result<String, PgError> {
+    /// Whether a replica can be created while the cluster has no leader: one of the methods (`names`, else
+    /// `postgresql.create_replica_methods`) has `no_leader` (Patroni's `can_create_replica_without_replication_
+    /// connection`).
+    pub fn can_create_replica_without_leader(&self, names: Option<&[String]>) -> bool {
+        self.resolve_methods(names).is_ok_and(|methods| methods.iter().any(works_without_leader))
+    }
+
+    /// Creates the data directory with the methods that need no member to copy from (`no_leader`), in order,
+    /// their `--connstring` empty, as Patroni's "bootstrap (without leader)" does: a node restored from a backup
+    /// while no member runs PostgreSQL. `names` as in [`Supervisor::can_create_replica_without_leader`].
+    pub async fn create_replica_without_leader(&self, names: Option<&[String]>) -> Result<String, PgError> {
+        let methods: Vec<ReplicaMethod> =
+            self.resolve_methods(names)?.into_iter().filter(works_without_leader).collect();
+        if methods.is_empty() {
+            return Err(PgError::Config("no replica creation method has no_leader".to_owned()));
+        }
+        self.run_replica_methods(None, methods).await
+    }
+
+    /// The methods `names` (`basebackup` or a local method section), else `postgresql.create_replica_methods`.
+    fn resolve_methods(&self, names: Option<&[String]>) -> Result<Vec<ReplicaMethod>, PgError> {
+        let Some(names) = names else { return Ok(self.inner.cfg.replica_methods.clone()) };
         let mut methods = Vec::with_capacity(names.len());
         for name in names {
             match self.inner.cfg.method_sections.get(name) {
@@ -65,22 +84,35 @@ impl Supervisor {
                 }
             }
         }
-        self.run_replica_methods(from, methods).await
+        Ok(methods)
     }
 
-    async fn run_replica_methods(&self, from: &ConnTarget, methods: Vec<ReplicaMethod>) -> Result<String, PgError> {
+    /// [`Supervisor::create_replica`] with the methods `names` instead of `postgresql.create_replica_methods`
+    /// (`standby_cluster.create_replica_methods`): `basebackup`, or a method section of the local configuration.
+    pub async fn create_replica_with(&self, from: &ConnTarget, names: &[String]) -> Result<String, PgError> {
+        let methods = self.resolve_methods(Some(names))?;
+        self.run_replica_methods(Some(from), methods).await
+    }
+
+    async fn run_replica_methods(
+        &self,
+        from: Option<&ConnTarget>,
+        methods: Vec<ReplicaMethod>,
+    ) -> Result<String, PgError> {
         let mut failures = Vec::new();
         for method in &methods {
-            let res = match method {
-                ReplicaMethod::Basebackup => self.basebackup(from).await.map(|()| "basebackup".to_owned()),
+            let res = match (method, from) {
+                (ReplicaMethod::Basebackup, Some(from)) => {
+                    self.basebackup(from).await.map(|()| "basebackup".to_owned())
+                }
+                (ReplicaMethod::Basebackup, None) => continue,
                 // Shielded: a cancelled clone (a forced reinitialize, a shutdown) must not leave the operator's
                 // restore writing into a data directory that is being wiped or cloned again.
-                ReplicaMethod::Command(custom) => {
-                    let (custom, from) = (custom.clone(), from.clone());
-                    self.shielded(
-                        "replica method",
-                        move |this| async move { this.run_replica_method(&custom, &from).await },
-                    )
+                (ReplicaMethod::Command(custom), _) => {
+                    let (custom, from) = (custom.clone(), from.cloned());
+                    self.shielded("replica method", move |this| async move {
+                        this.run_replica_method(&custom, from.as_ref()).await
+                    })
                     .await
                 }
             };
@@ -98,7 +130,11 @@ impl Supervisor {
         Err(PgError::Config(format!("every replica creation method failed ({})", failures.join("; "))))
     }
 
-    async fn run_replica_method(&self, method: &CustomReplicaMethod, from: &ConnTarget) -> Result<String, PgError> {
+    async fn run_replica_method(
+        &self,
+        method: &CustomReplicaMethod,
+        from: Option<&ConnTarget>,
+    ) -> Result<String, PgError> {
         if let Some(id) = self.ensure_tracked().await? {
             return Err(PgError::AlreadyRunning { pid: id.pid });
         }
@@ -115,7 +151,10 @@ impl Supervisor {
         .await?;
         let this = self.clone();
         files::blocking("write pgpass", move || this.write_pgpass()).await?;
-        let connstring = files::replica_conninfo(cfg, &from.host, from.port)?;
+        let connstring = match from {
+            Some(from) => files::replica_conninfo(cfg, &from.host, from.port)?,
+            None => String::new(),
+        };
         let argv = method.argv(&cfg.scope, &cfg.data_dir, &connstring)?;
         let env = [("PGPASSFILE", cfg.pgpass.clone().into_os_string())];
         tracing::info!(method = method.name, ?argv, "creating the replica with a custom method");
@@ -383,6 +422,9 @@ pub struct CustomReplicaMethod {
     pub keep_data: bool,
     /// `no_params`: Patroni's four parameters are not passed.
     pub no_params: bool,
+    /// `no_leader` (or the older `no_master`): the method needs no running member to copy from (a restore from a
+    /// backup repository), so a node may use it while the cluster has no leader.
+    pub no_leader: bool,
     /// The section's other keys, passed as `--key=value` (Patroni passes them all, the flags included unless
     /// `no_params`), in name order.
     pub options: Vec<(String, String)>,
@@ -405,6 +447,10 @@ impl CustomReplicaMethod {
         }
         Ok(argv)
     }
+}
+
+fn works_without_leader(method: &ReplicaMethod) -> bool {
+    matches!(method, ReplicaMethod::Command(custom) if custom.no_leader)
 }
 
 /// PURE: the timeline and switch LSN of the last line of a timeline history file (`<tli>\t<X/Y>\t<reason>`).
@@ -442,6 +488,7 @@ mod tests {
             command: "/usr/bin/pgbackrest --stanza='my stanza' --delta restore".into(),
             keep_data: true,
             no_params,
+            no_leader: false,
             options: vec![("keep_data".into(), "True".into()), ("type".into(), "standby".into())],
         };
         let data_dir = std::path::Path::new("/var/lib/pg/data");
