@@ -249,8 +249,8 @@ impl Default for DynamicView {
 /// `host:port` and the other members cascade from it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StandbyCluster {
-    /// The remote primary's host.
-    pub host: String,
+    /// The remote primary's host; `None` in an archive-only standby cluster (`restore_command` only).
+    pub host: Option<String>,
     /// Its port (default 5432).
     pub port: u16,
     /// `primary_slot_name` on the remote primary, if any.
@@ -495,14 +495,17 @@ fn parse_standby_cluster(section: &Map<String, Value>, path: &str) -> Result<Sta
         }
     }
     let host = match section.get("host") {
-        Some(Value::String(host)) if !host.trim().is_empty() => host.trim().to_owned(),
-        Some(other) if !other.is_null() => {
+        Some(Value::String(host)) if !host.trim().is_empty() => Some(host.trim().to_owned()),
+        Some(other) if !other.is_null() && !matches!(other, Value::String(_)) => {
             return Err(expected(format!("{path}.host"), "a host name or address", other))
         }
+        // Archive-only: the standby leader replays what restore_command fetches and streams from nobody.
+        _ if recovery.contains_key("restore_command") => None,
         _ => {
             return Err(invalid(
                 "host",
-                "missing; set the remote primary's host (archive-only standby clusters are not supported yet)",
+                "missing; set the remote primary's host, or restore_command for a standby cluster that replays \
+                 the primary cluster's WAL archive",
             ))
         }
     };

@@ -215,7 +215,7 @@ fn a_standby_cluster_streams_from_host_and_port_only() {
     assert_eq!(
         standby,
         Some(crate::config::StandbyCluster {
-            host: "10.0.0.1".into(),
+            host: Some("10.0.0.1".into()),
             port: 5433,
             primary_slot_name: Some("dr".into()),
             recovery: recovery.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
@@ -237,9 +237,13 @@ fn a_standby_cluster_streams_from_host_and_port_only() {
     );
     check_error(
         "bootstrap: {dcs: {standby_cluster: {port: 5432}}}",
-        "bootstrap.dcs.standby_cluster.host: missing; set the remote primary's host (archive-only standby clusters \
-         are not supported yet)",
+        "bootstrap.dcs.standby_cluster.host: missing; set the remote primary's host, or restore_command for a \
+         standby cluster that replays the primary cluster's WAL archive",
     );
+    let archive_only = load_patched("bootstrap: {dcs: {standby_cluster: {restore_command: 'cp /a/%f %p'}}}", &[])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let standby = archive_only.config.bootstrap.dcs.view().standby_cluster.clone();
+    assert_eq!(standby.map(|s| s.host), Some(None), "an archive-only standby cluster has no host");
     assert!(load_patched("bootstrap: {dcs: {standby_cluster: {host: null}}}", &[]).is_ok(), "an emptied section");
 }
 

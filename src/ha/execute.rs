@@ -453,8 +453,7 @@ fn spawn_slot_copy(ctx: &Context<'_>, wanted: Vec<PermanentSlot>) -> Option<(Act
     }
     let source = target_of(ctx.view, &leader.name)?;
     let follow = follow_target(ctx.view, ctx.settings, &leader.name);
-    let (primary, slot) = stream_from(ctx, &follow, slot_name(&ctx.settings.name))?;
-    let role = StartRole::Replica { primary, slot };
+    let role = stream_from(ctx, &follow, slot_name(&ctx.settings.name))?;
     let fut = super::long::copy_logical_slots(ctx.pg.clone(), source, wanted, role, follow);
     Some((ActionKind::CopySlots, tokio::spawn(fut.instrument(tracing::info_span!("action")))))
 }
@@ -486,20 +485,29 @@ async fn reset_bootstrap(ctx: &Context<'_>) {
     }
 }
 
-/// The remote primary of `standby_cluster` and the slot to stream through on it, when this is a standby cluster.
-fn remote_primary(ctx: &Context<'_>) -> Option<(super::long::Upstream, Option<String>)> {
+/// The remote primary of `standby_cluster` (`target` `None`: archive-only), the slot to stream through on it and
+/// the methods that create the standby leader, when this is a standby cluster.
+fn remote_primary(ctx: &Context<'_>) -> Option<super::long::RemotePrimary> {
     let standby = ctx.standby.as_ref()?;
-    let target = ConnTarget { host: standby.host.clone(), port: standby.port };
-    Some((super::long::Upstream { name: REMOTE_PRIMARY.to_owned(), target }, standby.primary_slot_name.clone()))
+    Some(super::long::RemotePrimary {
+        target: standby.host.clone().map(|host| ConnTarget { host, port: standby.port }),
+        slot: standby.primary_slot_name.clone(),
+        methods: standby.create_replica_methods.clone(),
+    })
 }
 
-/// Where a replica streams from (`name` a member, or [`REMOTE_PRIMARY`] for a standby leader) and through which
-/// slot there: its own on a member; `standby_cluster.primary_slot_name` on the remote primary.
-fn stream_from(ctx: &Context<'_>, name: &str, my_slot: String) -> Option<(ConnTarget, Option<String>)> {
+/// How a replica runs when it follows `name` (a member, or [`REMOTE_PRIMARY`] for a standby leader): streaming
+/// from that member through its own slot there; from the remote primary through `standby_cluster.
+/// primary_slot_name`; in an archive-only standby cluster, with no upstream (replaying `restore_command`).
+fn stream_from(ctx: &Context<'_>, name: &str, my_slot: String) -> Option<StartRole> {
     if name == REMOTE_PRIMARY {
-        return remote_primary(ctx).map(|(remote, slot)| (remote.target, slot));
+        let remote = remote_primary(ctx)?;
+        return Some(match remote.target {
+            Some(primary) => StartRole::Replica { primary, slot: remote.slot },
+            None => StartRole::Standby,
+        });
     }
-    Some((target_of(ctx.view, name)?, Some(my_slot)))
+    Some(StartRole::Replica { primary: target_of(ctx.view, name)?, slot: Some(my_slot) })
 }
 
 /// Whom this node streams from when `leader` leads (see `decide::upstream`).
@@ -535,12 +543,8 @@ fn spawn_long(
         match action {
             Action::Bootstrap => match remote_primary(ctx) {
                 None => (ActionKind::Bootstrap, Box::pin(super::long::bootstrap(pg, dcs, settings, timing))),
-                Some((remote, slot)) => {
-                    let methods = ctx.standby.as_ref().map(|s| s.create_replica_methods.clone()).unwrap_or_default();
-                    (
-                        ActionKind::Bootstrap,
-                        Box::pin(super::long::bootstrap_standby(pg, dcs, settings, timing, remote, slot, methods)),
-                    )
+                Some(remote) => {
+                    (ActionKind::Bootstrap, Box::pin(super::long::bootstrap_standby(pg, dcs, settings, timing, remote)))
                 }
             },
             Action::CloneFrom(source) | Action::WipeAndClone(source) => {
@@ -559,10 +563,10 @@ fn spawn_long(
                 (ActionKind::Start, Box::pin(super::long::start(pg, StartRole::Primary, Following::Unchanged)))
             }
             Action::StartReplica { leader: Some(leader), rewind } => {
-                let (target, slot) = stream_from(ctx, leader, my_slot)?;
-                let role = StartRole::Replica { primary: target.clone(), slot };
+                let role = stream_from(ctx, leader, my_slot)?;
                 let kind = if *rewind { ActionKind::Rewind } else { ActionKind::Start };
-                let rewind_from = rewind.then_some(target);
+                // pg_rewind runs from the leader, which `decide` passed (never the remote primary).
+                let rewind_from = if *rewind { Some(target_of(ctx.view, leader)?) } else { None };
                 (kind, Box::pin(super::long::start_replica(pg, role, leader.clone(), rewind_from)))
             }
             Action::RewindReplica(leader) => {
@@ -574,8 +578,7 @@ fn spawn_long(
                 (ActionKind::Start, Box::pin(super::long::start(pg, StartRole::Standby, Following::Nobody)))
             }
             Action::Follow(leader) => {
-                let (target, slot) = stream_from(ctx, leader, my_slot)?;
-                let role = StartRole::Replica { primary: target, slot };
+                let role = stream_from(ctx, leader, my_slot)?;
                 (ActionKind::Restart, Box::pin(super::long::restart(pg, role, leader.clone())))
             }
             Action::Promote => {

@@ -49,19 +49,28 @@ pub async fn bootstrap_standby(
     dcs: Dcs,
     settings: HaSettings,
     timing: Timing,
-    remote: Upstream,
-    slot: Option<String>,
-    methods: Vec<String>,
+    remote: RemotePrimary,
 ) -> ActionOutcome {
     if !won_initialize_race(&dcs, timing).await {
         return ActionOutcome::default();
     }
     pg.set_bootstrapping(true);
-    let result = standby_bootstrap_steps(&pg, &dcs, &settings, timing, &remote, slot, &methods).await;
+    let result = standby_bootstrap_steps(&pg, &dcs, &settings, timing, remote).await;
     let ok = result.is_ok();
     finish_bootstrap(&pg, &dcs, timing, result).await;
-    let following = if ok { Following::Member(remote.name) } else { Following::Nobody };
+    let following = if ok { Following::Member(super::types::REMOTE_PRIMARY.to_owned()) } else { Following::Nobody };
     ActionOutcome { following, ..ActionOutcome::default() }
+}
+
+/// The remote primary of a standby cluster, as the standby leader's bootstrap needs it.
+#[derive(Debug, Clone)]
+pub struct RemotePrimary {
+    /// Its PostgreSQL; `None` in an archive-only standby cluster.
+    pub target: Option<ConnTarget>,
+    /// `standby_cluster.primary_slot_name`.
+    pub slot: Option<String>,
+    /// `standby_cluster.create_replica_methods` (empty: `postgresql.create_replica_methods`).
+    pub methods: Vec<String>,
 }
 
 async fn won_initialize_race(dcs: &Dcs, timing: Timing) -> bool {
@@ -111,20 +120,26 @@ async fn standby_bootstrap_steps(
     dcs: &Dcs,
     settings: &HaSettings,
     timing: Timing,
-    remote: &Upstream,
-    slot: Option<String>,
-    methods: &[String],
+    remote: RemotePrimary,
 ) -> anyhow::Result<()> {
     use anyhow::Context as _;
     pg.write_pgpass().context("write pgpass")?;
-    let target = &remote.target;
-    let from = format!("{}:{}", target.host, target.port);
-    let created = match methods {
-        [] => pg.create_replica(target).await,
-        methods => pg.create_replica_with(target, methods).await,
+    let methods = Some(remote.methods.as_slice()).filter(|methods| !methods.is_empty());
+    let (from, created, role) = match &remote.target {
+        Some(target) => {
+            let created = match methods {
+                None => pg.create_replica(target).await,
+                Some(methods) => pg.create_replica_with(target, methods).await,
+            };
+            let role = StartRole::Replica { primary: target.clone(), slot: remote.slot.clone() };
+            (format!("{}:{}", target.host, target.port), created, role)
+        }
+        // Archive-only: only a method that needs no server to copy from (`no_leader`) can create it, and it
+        // replays what standby_cluster.restore_command fetches.
+        None => ("the WAL archive".to_owned(), pg.create_replica_without_leader(methods).await, StartRole::Standby),
     };
     created.with_context(|| format!("create the standby leader from {from}"))?;
-    match pg.start(StartRole::Replica { primary: target.clone(), slot }).await {
+    match pg.start(role).await {
         // A standby that is not consistent yet answers later: it is waited for below.
         Ok(()) | Err(PgError::NotReady { .. }) => {}
         Err(e) => return Err(e).context("start the standby leader"),

@@ -253,8 +253,10 @@ impl HaLoop {
         let standby = self.dynamic.view().standby_cluster.clone();
         let feedback = execute::wants_hot_standby_feedback(&self.settings, &self.permanent_slots(), standby.is_some());
         self.pg.enforce_hot_standby_feedback(feedback);
-        let remote =
-            standby.map(|s| (crate::postgres::supervisor::ConnTarget { host: s.host, port: s.port }, s.recovery));
+        let remote = standby.map(|s| {
+            let target = s.host.map(|host| crate::postgres::supervisor::ConnTarget { host, port: s.port });
+            (target, s.recovery)
+        });
         self.pg.set_standby_leader_recovery(remote);
         if let Some(kind) = self.state.running.as_ref().map(|r| r.kind) {
             // While a long action runs, observing PostgreSQL can wait behind it (the supervisor

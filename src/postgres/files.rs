@@ -345,7 +345,8 @@ pub(crate) fn server_parameters(
         RecoveryConf::Replica { primary_conninfo, slot } => {
             let params = match &cfg.standby_leader_recovery {
                 // The standby leader: standby_cluster's settings replace recovery_conf's, as in Patroni.
-                Some((remote, standby)) if remote == primary_conninfo && !remote.is_empty() => {
+                // (Archive-only: the standby leader, or any member started without an upstream.)
+                Some((remote, standby)) if remote == primary_conninfo => {
                     let mut params = cfg.recovery_params.clone();
                     for name in standby.keys() {
                         params.retain(|key, _| !key.eq_ignore_ascii_case(name));

@@ -217,3 +217,21 @@ pub fn strip_ansi(line: &str) -> String {
     }
     out
 }
+
+/// Runs `program` from PostgreSQL's bin directory as the PostgreSQL user (`postgres` when the tests run as
+/// root), with `env`; its output on failure.
+pub async fn as_postgres(program: &std::path::Path, args: &[String], env: &[(&str, String)]) -> Result<(), String> {
+    let mut command = if nix::unistd::geteuid().is_root() {
+        let mut command = tokio::process::Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(program);
+        command
+    } else {
+        tokio::process::Command::new(program)
+    };
+    command.args(args).envs(env.iter().map(|(k, v)| (k, v))).current_dir("/");
+    let out = command.output().await.map_err(|e| format!("run {}: {e}", program.display()))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(format!("{} {args:?}: {}\n{}", program.display(), out.status, String::from_utf8_lossy(&out.stderr)))
+}

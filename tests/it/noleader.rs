@@ -3,30 +3,11 @@
 //! of a base backup taken with pg_basebackup), starts as a standby and wins the leader race.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::time::Duration;
 
 use serde_json::json;
 
 use crate::harness::*;
-
-/// Runs `program` from PostgreSQL's bin directory as the PostgreSQL user (`postgres` when the tests run as
-/// root), with `env`; its output on failure.
-async fn as_postgres(program: &Path, args: &[String], env: &[(&str, String)]) -> Result<(), String> {
-    let mut command = if nix::unistd::geteuid().is_root() {
-        let mut command = tokio::process::Command::new("runuser");
-        command.args(["-u", "postgres", "--"]).arg(program);
-        command
-    } else {
-        tokio::process::Command::new(program)
-    };
-    command.args(args).envs(env.iter().map(|(k, v)| (k, v))).current_dir("/");
-    let out = command.output().await.map_err(|e| format!("run {}: {e}", program.display()))?;
-    if out.status.success() {
-        return Ok(());
-    }
-    Err(format!("{} {args:?}: {}\n{}", program.display(), out.status, String::from_utf8_lossy(&out.stderr)))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_no_leader_method_restores_a_node_while_the_cluster_has_no_leader() {

@@ -151,3 +151,93 @@ async fn standby_cluster_follows_the_remote_primary_fails_over_and_is_promoted()
     finish(b, &[]).await;
     finish(a, &[]).await;
 }
+
+/// An archive-only standby cluster: `standby_cluster` with `restore_command` and no `host`. Its standby leader is
+/// created from a base backup of the primary cluster by a `no_leader` method, runs without `primary_conninfo`
+/// and replays what the primary cluster archives; the other members clone from it and stream from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn archive_only_standby_cluster_replays_the_primary_clusters_archive() {
+    if !pg_available("archive_only_standby_cluster_replays_the_primary_clusters_archive") {
+        return;
+    }
+    let (mut spec_a, dir_a) = spec();
+    spec_a.n_nodes = 1;
+    let shared = dir_a.path().join("shared");
+    let archive = shared.join("archive");
+    for dir in [&shared, &archive] {
+        std::fs::create_dir_all(dir).expect("create a shared directory");
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).expect("open a shared directory");
+    }
+    spec_a.dcs_overrides = json!({"postgresql": {"parameters": {
+        "archive_mode": "on",
+        "archive_command": format!("test ! -f {a}/%f && cp %p {a}/%f", a = archive.display()),
+    }}});
+    let (tc_a, primary_a) = start(spec_a, dir_a).await;
+    let a = &tc_a.cluster;
+    assert!(execute(a, primary_a, "CREATE TABLE dr (id int); INSERT INTO dr VALUES (1)").await);
+
+    // A base backup of A, as a backup tool keeps it.
+    let backup = shared.join("base");
+    let bin = raftgres::demo::cluster::find_pg_bin_dir().expect("PostgreSQL's bin directory");
+    let mut args =
+        ["-h", "127.0.0.1", "-U", "replicator", "-X", "stream", "-c", "fast", "-D"].map(str::to_owned).to_vec();
+    args.extend([backup.display().to_string(), "-p".to_owned(), a.pg_port(primary_a).to_string()]);
+    let env = [("PGPASSFILE", a.dir().join(format!("node{primary_a}/pgpass")).display().to_string())];
+    if let Err(e) = as_postgres(&bin.join("pg_basebackup"), &args, &env).await {
+        panic!("pg_basebackup: {e}");
+    }
+    let script = shared.join("from_backup.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nfor a in \"$@\"; do case $a in --datadir=*) d=${{a#--datadir=}};; esac; done\n\
+             exec cp -a {}/. \"$d\"/\n",
+            backup.display()
+        ),
+    )
+    .expect("write the restore script");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("make the script executable");
+
+    // Cluster B: A's credentials (its data is A's), standby of A's archive.
+    let (mut spec_b, dir_b) = spec();
+    std::fs::copy(a.dir().join("pgpass"), dir_b.path().join("pgpass")).expect("share the credentials");
+    let restore = format!("cp {}/%f %p", archive.display());
+    spec_b.dcs_overrides =
+        json!({"standby_cluster": {"restore_command": restore, "create_replica_methods": ["from_backup"]}});
+    for node in 1..=3 {
+        let section = json!({"command": script.display().to_string(), "no_leader": true});
+        spec_b.node_overrides.insert(node, json!({"postgresql": {"from_backup": section}}));
+    }
+    let (tc_b, leader_b) = start(spec_b, dir_b).await;
+    let b = &tc_b.cluster;
+    assert_eq!(standby_leader(b, None).await, Some(leader_b), "B has a standby leader\n{}", logs(b));
+    assert_eq!(in_recovery(b, leader_b).await, Some(true));
+    assert_eq!(show(b, leader_b, "primary_conninfo").await.as_deref(), Some(""), "it streams from nobody");
+    assert_eq!(show(b, leader_b, "restore_command").await.as_deref(), Some(restore.as_str()));
+
+    // What A writes reaches B through the archive, and B's members through B's standby leader.
+    // Two statements: a switch inside the inserting transaction would leave its commit in the next segment.
+    assert!(execute(a, primary_a, "INSERT INTO dr VALUES (2)").await);
+    assert!(execute(a, primary_a, "SELECT pg_catalog.pg_switch_wal()").await);
+    for node in 1..=3 {
+        let arrived = tokio::time::timeout(Duration::from_secs(90), async {
+            while count(b, node, "SELECT count(*) FROM dr").await != Some(2) {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
+        if arrived.await.is_err() {
+            let archived: Vec<String> = std::fs::read_dir(&archive)
+                .map(|entries| entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+                .unwrap_or_default();
+            let mode = show(a, primary_a, "archive_mode").await;
+            panic!(
+                "B's node{node} does not have A's archived row; archive {archived:?}, A's archive_mode {mode:?}\n\
+                 --- B ---\n{}\n--- A ---\n{}",
+                logs(b),
+                logs(a)
+            );
+        }
+    }
+    finish(b, &[]).await;
+    finish(a, &[]).await;
+}

@@ -123,7 +123,11 @@ impl Supervisor {
         let mut cfg = PgConfig { parameters: self.parameters(), ..self.inner.cfg.clone() };
         let remote = self.inner.standby_recovery.lock().unwrap_or_else(|p| p.into_inner()).clone();
         cfg.standby_leader_recovery = remote.and_then(|(target, params)| {
-            let conninfo = files::replica_conninfo(&cfg, &target.host, target.port).ok()?;
+            let conninfo = match target {
+                Some(target) => files::replica_conninfo(&cfg, &target.host, target.port).ok()?,
+                // Archive-only: the standby leader runs without primary_conninfo.
+                None => String::new(),
+            };
             Some((conninfo, params))
         });
         if self.inner.hot_standby_feedback.load(std::sync::atomic::Ordering::Acquire) {
@@ -179,11 +183,12 @@ impl Supervisor {
         true
     }
 
-    /// In a standby cluster, the remote primary and the `standby_cluster` recovery settings (`restore_command`,
-    /// `archive_cleanup_command`, `recovery_min_apply_delay`) PostgreSQL runs with while it streams from that
-    /// primary, i.e. as the standby leader; `None` outside a standby cluster. A change reloads a running
+    /// In a standby cluster, the remote primary (`None`: archive-only) and the `standby_cluster` recovery settings
+    /// (`restore_command`, `archive_cleanup_command`, `recovery_min_apply_delay`) PostgreSQL runs with while it
+    /// streams from that primary (archive-only: while it runs with no upstream), i.e. as the standby leader;
+    /// `None` outside a standby cluster. A change reloads a running
     /// PostgreSQL in a spawned task (the three need no restart). Returns whether it changed.
-    pub fn set_standby_leader_recovery(&self, remote: Option<(super::ConnTarget, BTreeMap<String, String>)>) -> bool {
+    pub fn set_standby_leader_recovery(&self, remote: Option<super::StandbyRecovery>) -> bool {
         {
             let mut current = self.inner.standby_recovery.lock().unwrap_or_else(|p| p.into_inner());
             if *current == remote {

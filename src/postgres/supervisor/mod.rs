@@ -105,8 +105,11 @@ struct Inner {
     /// `hot_standby_feedback = on` is enforced: permanent logical slots are kept on this replica (see `config`).
     hot_standby_feedback: std::sync::atomic::AtomicBool,
     /// The remote primary of a standby cluster and the recovery settings while following it (see `config`).
-    standby_recovery: Mutex<Option<(ConnTarget, BTreeMap<String, String>)>>,
+    standby_recovery: Mutex<Option<StandbyRecovery>>,
 }
+
+/// A standby cluster's remote primary (`None`: archive-only) and its recovery settings for the standby leader.
+pub type StandbyRecovery = (Option<ConnTarget>, BTreeMap<String, String>);
 
 /// What the supervisor knows about the postmaster and the configuration it last wrote.
 #[derive(Default)]

@@ -75,7 +75,7 @@ impl Supervisor {
             self.create_logical_slots(&plan.create_logical).await;
         } else {
             report.missing_logical = plan.create_logical.clone();
-            self.check_readiness(work, &listed).await;
+            self.check_readiness(work, &listed);
             if report.missing_logical.is_empty() {
                 *self.slot_sync().copy_backoff.lock().unwrap_or_else(|p| p.into_inner()) = (0, None);
             }
@@ -96,7 +96,7 @@ impl Supervisor {
     /// at the first cycle every permanent logical slot found here is pending, as is every slot copied since; while
     /// any is pending, the leader is asked for the `catalog_xmin` of this replica's physical slot and of the
     /// pending slots. Each slot found ready is logged; a promotion warns about those still pending.
-    async fn check_readiness(&self, work: &SlotWork<'_>, listed: &[ExistingSlot]) {
+    fn check_readiness(&self, work: &SlotWork<'_>, listed: &[ExistingSlot]) {
         let sync = self.slot_sync();
         if !sync.readiness_loaded.swap(true, Ordering::AcqRel) {
             let mut pending = sync.pending_ready.lock().unwrap_or_else(|p| p.into_inner());
@@ -106,15 +106,35 @@ impl Supervisor {
             };
             pending.extend(listed.iter().filter(permanent_logical).map(|slot| (slot.name.clone(), None)));
         }
-        let names: Vec<String> = {
-            let pending = sync.pending_ready.lock().unwrap_or_else(|p| p.into_inner());
-            pending.iter().filter(|(_, xmin)| xmin.is_none()).map(|(name, _)| name.clone()).collect()
-        };
         let Some((leader, my_slot)) = work.leader else { return };
         if sync.pending_ready.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
             return;
         }
-        let mut asked = names.clone();
+        // In the background, one at a time: a leader that does not answer must not hold up this node's HA cycle.
+        if sync.checking.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (this, leader, my_slot, listed) = (self.clone(), leader.clone(), my_slot.to_owned(), listed.to_vec());
+        let task = async move {
+            if let Err(e) = this.readiness_round(&leader, &my_slot, &listed).await {
+                tracing::warn!(error = %e, "failed to check the readiness of the copied logical slots on the leader");
+            }
+            this.slot_sync().checking.store(false, Ordering::Release);
+        };
+        self.inner.tasks.spawn(task.instrument(tracing::Span::current()));
+    }
+
+    async fn readiness_round(
+        &self,
+        leader: &ConnTarget,
+        my_slot: &str,
+        listed: &[ExistingSlot],
+    ) -> Result<(), PgError> {
+        let sync = self.slot_sync();
+        let mut asked: Vec<String> = {
+            let pending = sync.pending_ready.lock().unwrap_or_else(|p| p.into_inner());
+            pending.iter().filter(|(_, xmin)| xmin.is_none()).map(|(name, _)| name.clone()).collect()
+        };
         asked.push(my_slot.to_owned());
         let rows = bounded("the readiness check of logical slots", std::time::Duration::from_secs(5), async {
             let client = self.connect_remote(leader).await?;
@@ -127,25 +147,18 @@ impl Supervisor {
                 .await
                 .map_err(sql("read the catalog_xmin of the slots on the leader"))
         })
-        .await;
-        let rows = match rows {
-            Ok(rows) => rows,
-            Err(e) => {
-                tracing::warn!(error = %e, "failed to check the readiness of the copied logical slots");
-                return;
-            }
-        };
+        .await?;
         let mut xmins: BTreeMap<String, Option<u32>> = BTreeMap::new();
         for row in &rows {
-            let name: Option<String> = row.try_get(0).ok().flatten();
-            let xmin: Option<i64> = row.try_get(1).ok().flatten();
+            let name: Option<String> = row.try_get(0).map_err(sql("read a slot on the leader"))?;
+            let xmin: Option<i64> = row.try_get(1).map_err(sql("read a slot on the leader"))?;
             if let Some(name) = name {
                 xmins.insert(name, xmin.and_then(|x| u32::try_from(x).ok()));
             }
         }
         let Some(physical) = xmins.remove(my_slot) else {
-            tracing::warn!(slot = my_slot, "the physical slot of this replica does not exist on the leader yet");
-            return;
+            tracing::debug!(slot = my_slot, "the physical slot of this replica does not exist on the leader yet");
+            return Ok(());
         };
         if physical.is_none() {
             tracing::debug!("no catalog_xmin from hot standby feedback on the leader yet; copied slots stay pending");
@@ -159,6 +172,7 @@ impl Supervisor {
         for name in ready {
             tracing::info!(slot = %name, "logical slot is safe to be used after a failover");
         }
+        Ok(())
     }
 
     /// The logical slots copied to this replica that were not found ready (see `check_readiness`); forgets them.
@@ -398,6 +412,8 @@ pub(super) struct SlotSync {
     pub(super) pending_ready: std::sync::Mutex<BTreeMap<String, Option<u32>>>,
     /// The logical slots found at the first replica cycle were queued for the readiness check.
     pub(super) readiness_loaded: std::sync::atomic::AtomicBool,
+    /// A background readiness check runs.
+    pub(super) checking: std::sync::atomic::AtomicBool,
     /// Copies attempted since the replica last had all its logical slots, and when the next may start.
     pub(super) copy_backoff: std::sync::Mutex<(u32, Option<std::time::Instant>)>,
 }
