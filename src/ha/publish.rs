@@ -90,10 +90,15 @@ pub struct StatusSlots {
     pub retain_slots: Vec<String>,
 }
 
-/// PURE: the `status` key a leader writes: its WAL position, and its slots when this process listed them (else
-/// the slots the key holds stay as they are).
+/// PURE: the `status` key a leader writes: its WAL position (a standby leader's replay position, as Patroni's
+/// standby leader publishes it), and its slots when this process listed them (else the slots the key holds stay
+/// as they are).
 pub fn status_data(pg: &PgStatus, previous: Option<&StatusData>, slots: Option<&StatusSlots>) -> Option<StatusData> {
-    let WalPosition::Primary { location } = pg.wal else { return None };
+    let location = match pg.wal {
+        WalPosition::Primary { location } => location,
+        WalPosition::Replica { replayed: Some(replayed), .. } if pg.role == Role::StandbyLeader => replayed,
+        _ => return None,
+    };
     let mut status = previous.cloned().unwrap_or_default();
     status.optime = location.0;
     if let Some(slots) = slots {
@@ -268,5 +273,37 @@ impl HaLoop {
             }
             Err(e) => warn!(error = %e, "failed to update the member key"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::postgres::types::Lsn;
+
+    fn replica_at(replayed: u64, role: Role) -> PgStatus {
+        let wal = WalPosition::Replica {
+            received: Some(Lsn(replayed + 10)),
+            replayed: Some(Lsn(replayed)),
+            replayed_timestamp: None,
+            paused: false,
+            latest_end: None,
+        };
+        PgStatus { role, wal, ..PgStatus::default() }
+    }
+
+    #[test]
+    fn the_key_holder_publishes_its_position_and_slots() {
+        let slots = StatusSlots { slots: [("node2".to_owned(), 90)].into(), retain_slots: vec!["node2".into()] };
+        let primary =
+            PgStatus { role: Role::Primary, wal: WalPosition::Primary { location: Lsn(100) }, ..PgStatus::default() };
+        let status = status_data(&primary, None, Some(&slots)).map(|s| (s.optime, s.slots, s.retain_slots));
+        assert_eq!(status, Some((100, slots.slots.clone(), slots.retain_slots.clone())));
+        // Without a listing of its own yet, the slots the key holds stay.
+        let previous = StatusData { optime: 50, slots: [("old".to_owned(), 7)].into(), retain_slots: vec![] };
+        assert_eq!(status_data(&primary, Some(&previous), None).map(|s| s.slots), Some(previous.slots.clone()));
+        // A standby leader publishes its replay position; a plain replica publishes nothing.
+        assert_eq!(status_data(&replica_at(80, Role::StandbyLeader), None, None).map(|s| s.optime), Some(80));
+        assert_eq!(status_data(&replica_at(80, Role::Replica), None, None), None);
     }
 }

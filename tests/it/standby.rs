@@ -109,6 +109,27 @@ async fn standby_cluster_follows_the_remote_primary_fails_over_and_is_promoted()
         })
         .await;
     }
+    // B's replicas keep a slot for B's standby leader, moved forward to the replay position it publishes, so it
+    // holds no old WAL there.
+    assert!(execute(a, primary_a, "CREATE TABLE filler AS SELECT g FROM generate_series(1, 10000) g").await);
+    eventually(Duration::from_secs(60), "B's standby leader replays A's new WAL", || async {
+        (count(b, leader_b, "SELECT count(*) FROM filler").await == Some(10000)).then_some(())
+    })
+    .await;
+    let replayed = "SELECT pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_last_wal_replay_lsn(), '0/0')::bigint";
+    let at = count(b, leader_b, replayed).await.unwrap_or_default();
+    for node in (1..=3).filter(|n| *n != leader_b) {
+        let slot = format!(
+            "SELECT pg_catalog.pg_wal_lsn_diff(restart_lsn, '0/0')::bigint FROM pg_catalog.pg_replication_slots \
+             WHERE slot_name = 'node{leader_b}'"
+        );
+        eventually(
+            Duration::from_secs(60),
+            &format!("B's node{node} advances its slot for the standby leader"),
+            || async { (count(b, node, &slot).await? >= at).then_some(()) },
+        )
+        .await;
+    }
 
     // The standby leader crashes: another member takes the role and follows A.
     b.kill_node(leader_b).await.expect("kill -9 B's standby leader");

@@ -70,8 +70,9 @@ impl Supervisor {
         .await?;
         let mut report = SlotReport::default();
         if work.role == SlotRole::Leader {
-            report.positions =
-                slot_positions::published_positions(&listed, work.targets, work.wanted.own, optime.unwrap_or(0));
+            // A standby leader publishes its replay position for its own slot, as a primary its WAL position.
+            let at = optime.or(replay).unwrap_or(0);
+            report.positions = slot_positions::published_positions(&listed, work.targets, work.wanted.own, at);
             self.create_logical_slots(&plan.create_logical).await;
         } else {
             report.missing_logical = plan.create_logical.clone();
