@@ -163,6 +163,9 @@ pub struct DynamicPostgresql {
     pub pg_hba: Vec<String>,
     /// `pg_ident.conf` lines.
     pub pg_ident: Vec<String>,
+    /// `recovery_conf`: recovery settings of the replicas of nodes whose own file has none (as in Patroni, a
+    /// local `postgresql.recovery_conf` replaces it).
+    pub recovery_conf: BTreeMap<String, Value>,
 }
 
 impl Default for DynamicPostgresql {
@@ -173,6 +176,7 @@ impl Default for DynamicPostgresql {
             parameters: BTreeMap::new(),
             pg_hba: Vec::new(),
             pg_ident: Vec::new(),
+            recovery_conf: BTreeMap::new(),
         }
     }
 }
@@ -604,9 +608,12 @@ fn postgresql(reader: &mut Reader<'_, '_>) -> Result<DynamicPostgresql, ConfigEr
     let pg_hba = inner.keep(res.map(Some))?.unwrap_or_default();
     let res = inner.section.str_list("pg_ident");
     let pg_ident = inner.keep(res.map(Some))?.unwrap_or_default();
+    let Reader { mut section, warnings, mode } = inner;
+    let res = super::sections::recovery_conf(&mut section, warnings);
+    let mut inner = Reader { section, mode, warnings };
+    let recovery_conf = inner.keep(res.map(Some))?.unwrap_or_default();
     let Reader { mut section, warnings, .. } = inner;
     section.ignore(&LOCAL_ONLY_PG_KEYS, "is local-only and cannot be set in the dynamic configuration", warnings);
-    section.ignore(&["recovery_conf"], "is not used by raftgres", warnings);
     section.finish(warnings);
-    Ok(DynamicPostgresql { use_pg_rewind, use_slots, parameters, pg_hba, pg_ident })
+    Ok(DynamicPostgresql { use_pg_rewind, use_slots, parameters, pg_hba, pg_ident, recovery_conf })
 }

@@ -420,7 +420,7 @@ fn callbacks(pg: &mut Section<'_>, warnings: &mut Vec<String>) -> Res<Callbacks>
 /// `postgresql.recovery_conf`: a map of scalars. As in Patroni, the upstream (`primary_conninfo`,
 /// `primary_slot_name`) is raftgres' to set, and a replica that follows its leader has no recovery target; those
 /// keys are dropped, but out loud.
-fn recovery_conf(pg: &mut Section<'_>, warnings: &mut Vec<String>) -> Res<BTreeMap<String, Value>> {
+pub(crate) fn recovery_conf(pg: &mut Section<'_>, warnings: &mut Vec<String>) -> Res<BTreeMap<String, Value>> {
     let path = pg.path_of("recovery_conf");
     let mut settings = pg.scalar_map("recovery_conf")?;
     settings.retain(|key, _| {

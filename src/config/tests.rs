@@ -606,6 +606,13 @@ fn dynamic_view_reads_patroni_values() {
         Ok(|v| !v.postgresql.use_slots && v.postgresql.use_pg_rewind),
     );
     check_dynamic(json!({"slots": {"s": {"type": "physical"}}}), Ok(|v| v.slots.contains_key("s")));
+    check_dynamic(
+        json!({"postgresql": {"recovery_conf": {"recovery_min_apply_delay": "5min", "primary_slot_name": "x"}}}),
+        Ok(|v| {
+            let keys: Vec<&String> = v.postgresql.recovery_conf.keys().collect();
+            keys == ["recovery_min_apply_delay"]
+        }),
+    );
     check_dynamic(json!({"ttl": -5}), Err("ttl: expected a number of seconds, got -5"));
     check_dynamic(
         json!({"maximum_lag_on_failover": "1MB"}),

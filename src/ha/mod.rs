@@ -258,6 +258,10 @@ impl HaLoop {
             (target, s.recovery)
         });
         self.pg.set_standby_leader_recovery(remote);
+        let recovery = &self.dynamic.view().postgresql.recovery_conf;
+        self.pg.set_dynamic_recovery(
+            recovery.iter().map(|(k, v)| (k.clone(), crate::postgres::params::guc_value(v))).collect(),
+        );
         if let Some(kind) = self.state.running.as_ref().map(|r| r.kind) {
             // While a long action runs, observing PostgreSQL can wait behind it (the supervisor
             // serialises state changes), so the holder renews its lease first and observes

@@ -121,6 +121,9 @@ impl Supervisor {
     /// The configuration `postgresql.conf` is written from: the static one with the parameters in force.
     pub(super) fn effective_config(&self) -> PgConfig {
         let mut cfg = PgConfig { parameters: self.parameters(), ..self.inner.cfg.clone() };
+        if cfg.recovery_params.is_empty() {
+            cfg.recovery_params = self.inner.dynamic_recovery.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        }
         let remote = self.inner.standby_recovery.lock().unwrap_or_else(|p| p.into_inner()).clone();
         cfg.standby_leader_recovery = remote.and_then(|(target, params)| {
             let conninfo = match target {
@@ -204,6 +207,32 @@ impl Supervisor {
                     Err(e) => {
                         tracing::warn!(error = %e, "failed to reload PostgreSQL for the standby_cluster settings")
                     }
+                }
+            });
+        }
+        true
+    }
+
+    /// The dynamic `postgresql.recovery_conf`, rendered: the replicas' recovery settings when the local
+    /// configuration has none (a local `postgresql.recovery_conf` replaces it, as in Patroni). A change reloads a
+    /// running PostgreSQL in a spawned task. Returns whether it changed.
+    pub fn set_dynamic_recovery(&self, settings: BTreeMap<String, String>) -> bool {
+        {
+            let mut current = self.inner.dynamic_recovery.lock().unwrap_or_else(|p| p.into_inner());
+            if *current == settings {
+                return false;
+            }
+            *current = settings;
+        }
+        if !self.inner.cfg.recovery_params.is_empty() {
+            return true;
+        }
+        if self.is_running() {
+            let this = self.clone();
+            tokio::spawn(async move {
+                match this.reload().await {
+                    Ok(()) | Err(PgError::NotRunning) => {}
+                    Err(e) => tracing::warn!(error = %e, "failed to reload PostgreSQL for postgresql.recovery_conf"),
                 }
             });
         }

@@ -106,6 +106,8 @@ struct Inner {
     hot_standby_feedback: std::sync::atomic::AtomicBool,
     /// The remote primary of a standby cluster and the recovery settings while following it (see `config`).
     standby_recovery: Mutex<Option<StandbyRecovery>>,
+    /// The dynamic `postgresql.recovery_conf`, used when the local configuration has none (see `config`).
+    dynamic_recovery: Mutex<BTreeMap<String, String>>,
 }
 
 /// A standby cluster's remote primary (`None`: archive-only) and its recovery settings for the standby leader.
@@ -167,6 +169,7 @@ impl Supervisor {
                 slot_sync: slots::SlotSync::default(),
                 hot_standby_feedback: std::sync::atomic::AtomicBool::new(false),
                 standby_recovery: Mutex::new(None),
+                dynamic_recovery: Mutex::new(BTreeMap::new()),
             }),
         })
     }
