@@ -1,6 +1,7 @@
 //! Tags that shape the replication topology, on a real cluster: `replicatefrom` (a replica streams from another
 //! replica, through a slot on it, and re-points to the leader when that member goes away, then back) and
-//! `clonefrom` (a replica is cloned from a tagged replica instead of the primary).
+//! `clonefrom` (a replica is cloned from a tagged replica instead of the primary); `noloadbalance` (out of the
+//! `/replica` pool) and `failover_priority` (among equally healthy replicas, the higher priority is promoted).
 
 use std::time::Duration;
 
@@ -117,5 +118,49 @@ async fn replicatefrom_cascades_and_clonefrom_clones_from_a_replica() {
     c.start_node(2).expect("start node2 again");
     wait_streaming(c, 2, &["node3"]).await;
     wait_streaming(c, 1, &["node2"]).await;
+    finish(c, &[]).await;
+}
+
+/// The WAL position node `node` replayed (a replica) or wrote (the primary), as an integer.
+async fn wal_position(c: &raftgres::demo::cluster::LocalCluster, node: usize) -> Option<i64> {
+    let sql = "SELECT pg_catalog.pg_wal_lsn_diff(CASE WHEN pg_catalog.pg_is_in_recovery() \
+               THEN pg_catalog.pg_last_wal_replay_lsn() ELSE pg_catalog.pg_current_wal_lsn() END, '0/0')::bigint";
+    count(c, node, sql).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn noloadbalance_leaves_the_replica_pool_and_failover_priority_picks_the_new_primary() {
+    if !pg_available("noloadbalance_leaves_the_replica_pool_and_failover_priority_picks_the_new_primary") {
+        return;
+    }
+    let (mut spec, dir) = spec();
+    spec.tags
+        .insert(2, json!({"noloadbalance": true, "failover_priority": 1}).as_object().cloned().unwrap_or_default());
+    spec.tags.insert(3, json!({"failover_priority": 5}).as_object().cloned().unwrap_or_default());
+    let (tc, first) = start(spec, dir).await;
+    let c = &tc.cluster;
+    // node1 leads (a switchover if another node won the bootstrap race), so both tagged nodes are replicas.
+    if first != 1 {
+        let request = json!({"leader": format!("node{first}"), "candidate": "node1"});
+        let res = reqwest::Client::new().post(format!("{}/switchover", c.api(first))).json(&request).send().await;
+        assert_eq!(res.map(|r| r.status().as_u16()).unwrap_or_default(), 200, "switchover\n{}", logs(c));
+        assert_eq!(new_primary(c, first, Duration::from_secs(60)).await, 1, "node1 leads\n{}", logs(c));
+    }
+    eventually(Duration::from_secs(30), "node3 is in the replica pool and node2 (noloadbalance) is not", || async {
+        let (two, three) = (c.health_check(2, "/replica").await?, c.health_check(3, "/replica").await?);
+        (two == 503 && three == 200).then_some(())
+    })
+    .await;
+
+    // Both replicas replayed everything the primary wrote: equally healthy, so the priority decides (Patroni 4).
+    assert!(execute(c, 1, "CREATE TABLE prio (x int); INSERT INTO prio VALUES (1)").await);
+    eventually(Duration::from_secs(30), "both replicas replayed the primary's WAL", || async {
+        let at = wal_position(c, 1).await?;
+        (wal_position(c, 2).await? >= at && wal_position(c, 3).await? >= at).then_some(())
+    })
+    .await;
+    c.kill_node(1).await.expect("kill -9 node1's raftgres");
+    c.kill_postmaster(1).expect("kill -9 node1's postmaster");
+    assert_eq!(new_primary(c, 1, Duration::from_secs(60)).await, 3, "the higher failover_priority wins\n{}", logs(c));
     finish(c, &[]).await;
 }
