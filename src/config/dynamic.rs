@@ -448,14 +448,12 @@ fn synchronous_mode(reader: &mut Reader<'_, '_>) -> Result<SynchronousMode, Conf
     Ok(reader.keep(res)?.unwrap_or(SynchronousMode::Off))
 }
 
-/// `standby_cluster`: `host` (required) and `port` of the remote primary, `primary_slot_name`. Archive-only
-/// standby clusters (`restore_command` without `host`), `archive_cleanup_command`, `recovery_min_apply_delay` and
-/// `create_replica_methods` in the section are refused: raftgres does not apply them yet, and a standby leader
-/// that silently ignored them would not be the standby the operator set up. A section whose values are all empty
-/// (`host: null`, as a `PATCH` that removes it leaves) is no standby cluster.
-/// The recovery settings of `standby_cluster` that apply to the standby leader.
+/// The recovery settings of `standby_cluster` (the standby leader gets them all, the other members the first two).
 const STANDBY_RECOVERY_KEYS: [&str; 3] = ["restore_command", "archive_cleanup_command", "recovery_min_apply_delay"];
 
+/// `standby_cluster`: `host` and `port` of the remote primary (no `host` with a `restore_command`: an
+/// archive-only standby cluster), `primary_slot_name`, `create_replica_methods` and the recovery settings. A section
+/// whose values are all empty (`host: null`, as a `PATCH` that removes it leaves) is no standby cluster.
 fn standby_cluster(reader: &mut Reader<'_, '_>) -> Result<Option<StandbyCluster>, ConfigError> {
     let Some(section) = reader.map("standby_cluster")? else { return Ok(None) };
     if section.values().all(|value| value.is_null()) {

@@ -175,9 +175,12 @@ pub async fn run(ctx: &Context<'_>, actions: &[Action], obs: &Observation) -> Ex
     } else if standby_leader && res.dcs_contacted && res.spawned.is_none() {
         // The standby leader keeps its members' slots, as a primary does (physical permanent slots only).
         res.slot_positions = leader_slots(ctx).await;
-    } else if obs.pg.role() == Some(Role::Replica) && res.spawned.is_none() && !res.demoted {
+    } else if obs.pg.role() == Some(Role::Replica) && res.spawned.is_none() && !res.demoted && !res.holds_key {
+        // (A key holder running as a replica is a standby leader: its slots are a leader's, planned above once
+        // its renewal went through, and never a replica's.)
         let to_copy = replica_slots(ctx).await;
-        if !to_copy.is_empty() {
+        // Maintenance mode: PostgreSQL is not restarted for a copy.
+        if !to_copy.is_empty() && !ctx.paused {
             res.spawned = spawn_slot_copy(ctx, to_copy);
         }
     }
@@ -400,6 +403,9 @@ async fn slot_work(ctx: &Context<'_>, role: SlotRole) -> Option<crate::postgres:
         TargetInput { me: &ctx.settings.name, role, leader, members: &members, published, permanent: &permanent };
     let mut targets = slot_targets(&input);
     targets.retain(|name, _| kept.contains(name) || permanent.iter().any(|slot| slot.name == *name));
+    // The physical slot that carries this node's hot standby feedback to the leader: its own, or, cascading, that
+    // of the member at the head of its replicatefrom chain (Patroni's `get_slot_name_on_primary`).
+    let slot_on_primary = slot_name(&crate::postgres::slots::head_of_chain(&ctx.settings.name, &members));
     let leader_target = match (role, leader) {
         (SlotRole::Replica, Some(name)) if name != ctx.settings.name && ctx.standby.is_none() => {
             target_of(ctx.view, name)
@@ -416,8 +422,9 @@ async fn slot_work(ctx: &Context<'_>, role: SlotRole) -> Option<crate::postgres:
         },
         role,
         targets: &targets,
-        clean_xmin: leader.is_some(),
-        leader: leader_target.as_ref().map(|target| (target, own.as_str())),
+        // As Patroni: with a leader, except on a key holder still running as a standby (a standby leader).
+        clean_xmin: leader.is_some_and(|name| name != ctx.settings.name || ctx.standby.is_none()),
+        leader: leader_target.as_ref().map(|target| (target, slot_on_primary.as_str())),
     };
     match ctx.pg.maintain_slots(&work).await {
         Ok(report) => Some(report),

@@ -364,6 +364,12 @@ impl HaLoop {
             })
             .collect();
         let ttl = self.dynamic.view().member_slots_ttl;
+        if ttl.is_zero() {
+            // No retention: nothing to remember or publish.
+            self.state.slots_last_seen.clear();
+            self.state.status_slots = Some(publish::StatusSlots { slots: positions.clone(), retain_slots: Vec::new() });
+            return;
+        }
         let permanent = self.permanent_slots();
         let last_seen = &mut self.state.slots_last_seen;
         let expired =
@@ -371,7 +377,7 @@ impl HaLoop {
         for slot in expired {
             info!(slot, ?ttl, "the replication slot of an absent member expired (member_slots_ttl)");
         }
-        let retain_slots = if ttl.is_zero() { Vec::new() } else { last_seen.keys().cloned().collect() };
+        let retain_slots = last_seen.keys().cloned().collect();
         self.state.status_slots = Some(publish::StatusSlots { slots: positions.clone(), retain_slots });
     }
 

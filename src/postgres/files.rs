@@ -344,14 +344,21 @@ pub(crate) fn server_parameters(
         }
         RecoveryConf::Replica { primary_conninfo, slot } => {
             let params = match &cfg.standby_leader_recovery {
-                // The standby leader: standby_cluster's settings replace recovery_conf's, as in Patroni.
-                // (Archive-only: the standby leader, or any member started without an upstream.)
-                Some((remote, standby)) if remote == primary_conninfo => {
+                // In a standby cluster, as in Patroni: the standby leader (following the remote primary, or with
+                // no upstream when archive-only) runs with all of standby_cluster's recovery settings; a member
+                // following another member gets its restore_command and archive_cleanup_command (it can fall back
+                // to the primary cluster's archive); a nostream member none. They replace recovery_conf's.
+                Some((remote, standby)) if !cfg.nostream => {
+                    let leader = remote == primary_conninfo;
                     let mut params = cfg.recovery_params.clone();
-                    for name in standby.keys() {
+                    let applied = standby
+                        .iter()
+                        .filter(|(name, _)| leader || name.as_str() != "recovery_min_apply_delay")
+                        .collect::<Vec<_>>();
+                    for (name, _) in &applied {
                         params.retain(|key, _| !key.eq_ignore_ascii_case(name));
                     }
-                    params.extend(standby.clone());
+                    params.extend(applied.into_iter().map(|(k, v)| (k.clone(), v.clone())));
                     params
                 }
                 _ => cfg.recovery_params.clone(),

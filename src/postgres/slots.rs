@@ -115,6 +115,21 @@ pub fn desired_slots(input: &SlotPlanInput<'_>) -> DesiredSlots {
     DesiredSlots { slots, conflicts }
 }
 
+/// PURE: the member at the head of `me`'s `replicatefrom` chain: the one that streams from the leader (itself when
+/// it has no `replicatefrom`, or names a member that is gone). A loop in the chain ends where it closes.
+pub fn head_of_chain(me: &str, members: &[SlotMember]) -> String {
+    let mut current = me.to_owned();
+    let mut seen = BTreeSet::new();
+    while seen.insert(current.clone()) {
+        let next = members.iter().find(|m| m.name == current).and_then(|m| m.replicatefrom.clone());
+        match next.filter(|next| members.iter().any(|m| m.name == *next)) {
+            Some(next) => current = next,
+            None => break,
+        }
+    }
+    current
+}
+
 /// What kind of slot, with a logical slot's database and output plugin.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SlotKind {
@@ -455,6 +470,16 @@ mod tests {
             ..plan("pg-1", SlotRole::Leader, &members, SlotRetention::AllMembers)
         };
         check(Input::Plan(input), r#"{"far", "old_member", "pg_2", "pg_3"} conflicts={}"#);
+    }
+
+    #[test]
+    fn the_head_of_a_replicatefrom_chain_streams_from_the_leader() {
+        let members = cluster();
+        assert_eq!(head_of_chain("pg-3", &members), "pg-2", "pg-3 cascades from pg-2");
+        assert_eq!(head_of_chain("pg-2", &members), "pg-2");
+        assert_eq!(head_of_chain("far", &members), "far", "its replicatefrom names a member that is gone");
+        let looped = vec![member("a", false, Some("b")), member("b", false, Some("a"))];
+        assert_eq!(head_of_chain("a", &looped), "a", "a loop ends where it closes");
     }
 
     #[test]

@@ -89,9 +89,10 @@ async fn standby_cluster_follows_the_remote_primary_fails_over_and_is_promoted()
     let role = reqwest::get(format!("{}/patroni", b.api(leader_b))).await.expect("GET /patroni");
     let role: serde_json::Value = role.json().await.expect("JSON");
     assert_eq!(role["role"], "standby_leader", "{role}");
-    // standby_cluster's recovery settings apply to the standby leader only.
+    // standby_cluster's recovery_min_apply_delay applies to the standby leader only.
     for node in 1..=3 {
-        let expected = if node == leader_b { ("1s", "/bin/false %f %p") } else { ("0", "") };
+        // (Its members get restore_command too, as in Patroni, to fall back to the primary cluster's archive.)
+        let expected = if node == leader_b { ("1s", "/bin/false %f %p") } else { ("0", "/bin/false %f %p") };
         let what = format!(
             "B's node{node} runs with recovery_min_apply_delay {} and restore_command {:?}",
             expected.0, expected.1

@@ -127,7 +127,14 @@ impl Supervisor {
         let remote = self.inner.standby_recovery.lock().unwrap_or_else(|p| p.into_inner()).clone();
         cfg.standby_leader_recovery = remote.and_then(|(target, params)| {
             let conninfo = match target {
-                Some(target) => files::replica_conninfo(&cfg, &target.host, target.port).ok()?,
+                Some(target) => match files::replica_conninfo(&cfg, &target.host, target.port) {
+                    Ok(conninfo) => conninfo,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot render the remote primary's conninfo; standby_cluster's \
+                                       recovery settings are not applied");
+                        return None;
+                    }
+                },
                 // Archive-only: the standby leader runs without primary_conninfo.
                 None => String::new(),
             };

@@ -73,13 +73,10 @@ impl Supervisor {
             // A standby leader publishes its replay position for its own slot, as a primary its WAL position.
             let at = optime.or(replay).unwrap_or(0);
             report.positions = slot_positions::published_positions(&listed, work.targets, work.wanted.own, at);
-            self.create_logical_slots(&plan.create_logical).await;
+            self.spawn_logical_creation(plan.create_logical.clone());
         } else {
             report.missing_logical = plan.create_logical.clone();
             self.check_readiness(work, &listed);
-            if report.missing_logical.is_empty() {
-                *self.slot_sync().copy_backoff.lock().unwrap_or_else(|p| p.into_inner()) = (0, None);
-            }
             let recopy = std::mem::take(&mut *self.slot_sync().recopy.lock().unwrap_or_else(|p| p.into_inner()));
             for name in recopy {
                 let slot = work.wanted.permanent.iter().find(|slot| slot.name == name);
@@ -87,8 +84,20 @@ impl Supervisor {
                     report.missing_logical.push(slot.clone());
                 }
             }
+            // The pause grows with every copy until the replica has gone a whole longest pause without needing
+            // one: a copy that does not cure the cause (its advance failing again) never restarts it in a loop.
+            let mut backoff = self.slot_sync().copy_backoff.lock().unwrap_or_else(|p| p.into_inner());
+            let quiet = backoff.1.is_none_or(|not_before| std::time::Instant::now() >= not_before + MAX_COPY_PAUSE);
+            if report.missing_logical.is_empty() && quiet {
+                *backoff = (0, None);
+            }
         }
-        let advance = slot_positions::plan_advance(&listed, work.targets, work.role, replay, work.clean_xmin);
+        let clean_xmin = work.clean_xmin && !work.wanted.paused;
+        let mut advance = slot_positions::plan_advance(&listed, work.targets, work.role, replay, clean_xmin);
+        if work.wanted.paused {
+            // Maintenance mode: nothing is dropped (a slot that cannot be advanced stays as it is).
+            advance.drop.clear();
+        }
         self.advance_slots(advance).await;
         Ok(report)
     }
@@ -181,6 +190,21 @@ impl Supervisor {
     pub fn take_unready_logical_slots(&self) -> Vec<String> {
         let mut pending = self.slot_sync().pending_ready.lock().unwrap_or_else(|p| p.into_inner());
         std::mem::take(&mut *pending).into_keys().collect()
+    }
+
+    /// Creates the missing permanent logical slots in a background task, one task at a time:
+    /// `pg_create_logical_replication_slot` waits for the transactions running on the primary to end, and the
+    /// leader's cycle (which renews its lease) must never wait for an application's long transaction.
+    fn spawn_logical_creation(&self, create: Vec<PermanentSlot>) {
+        if create.is_empty() || self.slot_sync().creating.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let this = self.clone();
+        let task = async move {
+            this.create_logical_slots(&create).await;
+            this.slot_sync().creating.store(false, Ordering::Release);
+        };
+        self.inner.tasks.spawn(task.instrument(tracing::Span::current()));
     }
 
     async fn create_logical_slots(&self, create: &[PermanentSlot]) {
@@ -355,6 +379,7 @@ impl Supervisor {
             Ok(())
         })
         .await?;
+        self.slot_sync().recopy.lock().unwrap_or_else(|p| p.into_inner()).retain(|name| !copied.contains(name));
         let mut pending = self.slot_sync().pending_ready.lock().unwrap_or_else(|p| p.into_inner());
         pending.extend(copied.iter().map(|name| (name.clone(), None)));
         Ok(copied)
@@ -385,6 +410,7 @@ impl Supervisor {
             .user(&creds.username)
             .dbname("postgres")
             .application_name("raftgres")
+            .options("-c statement_timeout=5000")
             .connect_timeout(std::time::Duration::from_secs(5));
         if let Some(password) = &creds.password {
             config.password(password);
@@ -415,6 +441,8 @@ pub(super) struct SlotSync {
     pub(super) readiness_loaded: std::sync::atomic::AtomicBool,
     /// A background readiness check runs.
     pub(super) checking: std::sync::atomic::AtomicBool,
+    /// A background creation of logical slots runs.
+    pub(super) creating: std::sync::atomic::AtomicBool,
     /// Copies attempted since the replica last had all its logical slots, and when the next may start.
     pub(super) copy_backoff: std::sync::Mutex<(u32, Option<std::time::Instant>)>,
 }
@@ -506,7 +534,13 @@ async fn apply_slot_plan(client: &Client, work: &SlotWork<'_>) -> Result<Listing
         match res {
             Ok(_) => tracing::info!(slot = %name, "created physical replication slot"),
             Err(e) if e.code() == Some(&SqlState::DUPLICATE_OBJECT) => {}
-            Err(e) => return Err(sql(&format!("create replication slot {name}"))(e)),
+            // One slot that cannot be created (max_replication_slots reached?) must not stop the advances and the
+            // positions the leader publishes: every node would hold WAL. Tried again next cycle.
+            Err(e) => tracing::warn!(
+                slot = %name,
+                "failed to create physical replication slot (is max_replication_slots large enough?): {}",
+                super::error_chain(&e)
+            ),
         }
     }
     let dropped: BTreeSet<&str> = plan.drop.iter().map(|(slot, _)| slot.name.as_str()).collect();
