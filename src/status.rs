@@ -14,6 +14,14 @@ use crate::postgres::types::Lsn;
 use crate::postgres::types::SystemId;
 use crate::postgres::types::TimelineId;
 
+/// The Patroni release whose REST API, keys and member data raftgres implements
+/// (`../shared/reference/patroni-compat.md`): what `patroni.version`, the member key's `version` and the
+/// `patroni_version` metric report, since monitoring tools (check_patroni, patronictl) gate on it.
+pub const PATRONI_VERSION: &str = "4.1.4";
+
+/// raftgres' own version (`patroni.raftgres_version`, `raftgres_build_info`).
+pub const RAFTGRES_VERSION: &str = env!("CARGO_PKG_VERSION");
+
 /// PostgreSQL state, with Patroni's strings and metric indexes (contract §1.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PgState {

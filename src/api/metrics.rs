@@ -30,6 +30,13 @@ const STATE_VALUES: &str = "# Values: 0=initdb, 1=initdb_failed, 2=custom_bootst
 pub fn render(status: &NodeStatus, now: Instant) -> String {
     let wire = PatroniStatus::from_status(status);
     let mut out = Metrics { labels: labels(status), text: String::new() };
+    out.help("raftgres_build_info", "Always 1; the version label is raftgres' own (patroni_version is the API's).");
+    out.line("# TYPE raftgres_build_info gauge");
+    let labels = out.labels.trim_start_matches('{').to_string();
+    out.line(&format!(
+        r#"raftgres_build_info{{version="{}",{labels} 1"#,
+        escape_label(crate::status::RAFTGRES_VERSION)
+    ));
     postgres_metrics(&mut out, status, &wire);
     wal_metrics(&mut out, &wire);
     cluster_metrics(&mut out, &wire);
@@ -128,7 +135,7 @@ fn failover_metrics(out: &mut Metrics, timeline: &FailoverTimeline) {
 fn postgres_metrics(out: &mut Metrics, status: &NodeStatus, wire: &PatroniStatus) {
     let pg = &status.pg;
     let start_time = wire.postmaster_start_time.as_deref().and_then(parse_pg_timestamp).unwrap_or(0.0);
-    out.gauge("patroni_version", "Patroni semver without periods.", padded_version(env!("CARGO_PKG_VERSION")));
+    out.gauge("patroni_version", "Patroni semver without periods.", padded_version(crate::status::PATRONI_VERSION));
     out.gauge(
         "patroni_postgres_running",
         "Value is 1 if Postgres is running, 0 otherwise.",

@@ -490,7 +490,7 @@ fn check_json(status: &NodeStatus, expected: serde_json::Value) {
 }
 
 fn patroni_info() -> serde_json::Value {
-    json!({"version": env!("CARGO_PKG_VERSION"), "scope": "batman", "name": "pg1"})
+    json!({"version": "4.1.4", "raftgres_version": env!("CARGO_PKG_VERSION"), "scope": "batman", "name": "pg1"})
 }
 
 #[test]
@@ -523,7 +523,11 @@ fn status_json_of_a_primary() {
     );
     let text = serde_json::to_string(&PatroniStatus::from_status(&primary)).expect("status serializes");
     assert!(text.starts_with(r#"{"state":"running","postmaster_start_time":"#), "{text}");
-    let info = concat!(r#""patroni":{"version":""#, env!("CARGO_PKG_VERSION"), r#"","scope":"batman","name":"pg1"}}"#);
+    let info = concat!(
+        r#""patroni":{"version":"4.1.4","raftgres_version":""#,
+        env!("CARGO_PKG_VERSION"),
+        r#"","scope":"batman","name":"pg1"}}"#
+    );
     assert!(text.ends_with(info), "{text}");
 }
 
@@ -603,7 +607,7 @@ fn sample<'a>(text: &'a str, name: &str) -> Option<&'a str> {
 fn metrics_carry_patroni_names_and_values() {
     let primary = metrics::render(&node(Node::PrimaryWithLease), now());
     let rows = [
-        ("patroni_version", "000100"),
+        ("patroni_version", "040104"),
         ("patroni_postgres_running", "1"),
         ("patroni_postmaster_start_time", "1724873966.352526"),
         ("patroni_primary", "1"),
@@ -619,6 +623,9 @@ fn metrics_carry_patroni_names_and_values() {
         ("patroni_postgres_state", "5"),
         ("raftgres_lease_remaining_seconds", "10"),
     ];
+    let build_info =
+        format!(r#"raftgres_build_info{{version="{}",scope="batman",name="pg1"}} 1"#, env!("CARGO_PKG_VERSION"));
+    assert!(primary.lines().any(|line| line == build_info), "raftgres' own version: {build_info}");
     for (name, value) in rows {
         assert_eq!(sample(&primary, name), Some(value), "{name}");
     }
@@ -642,7 +649,7 @@ fn metrics_lines_are_well_formed() {
     let text = metrics::render(&tagged(Node::ReplicaStreaming, json!({"dc": "east"})), now());
     for line in text.lines().filter(|line| !line.starts_with('#')) {
         let (series, value) = line.rsplit_once(' ').expect("sample has a value");
-        assert!(series.ends_with(r#"{scope="batman",name="pg1"}"#), "{line}");
+        assert!(series.ends_with(r#"scope="batman",name="pg1"}"#), "{line}");
         assert!(value.parse::<f64>().is_ok(), "{line}");
     }
     let quoted = with(Node::Stopped, |status| status.name = "pg\"1".into());

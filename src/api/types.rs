@@ -126,8 +126,10 @@ pub struct PendingRestartReason {
 /// `patroni`: the answering program and member.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PatroniInfo {
-    /// raftgres's version (Patroni puts its own version here).
+    /// The Patroni version whose API raftgres implements (tools gate on it; see `status::PATRONI_VERSION`).
     pub version: String,
+    /// raftgres' own version.
+    pub raftgres_version: String,
     /// Cluster name.
     pub scope: String,
     /// Member name.
@@ -164,7 +166,8 @@ impl PatroniStatus {
             pending_restart_reason: pending_restart_reason(pg),
             scheduled_restart: None,
             patroni: PatroniInfo {
-                version: env!("CARGO_PKG_VERSION").to_string(),
+                version: crate::status::PATRONI_VERSION.to_string(),
+                raftgres_version: crate::status::RAFTGRES_VERSION.to_string(),
                 scope: status.scope.clone(),
                 name: status.name.clone(),
             },

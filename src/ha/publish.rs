@@ -55,7 +55,7 @@ pub fn member_data(id: &MemberIdentity<'_>, pg: &PgStatus, paused: bool) -> Memb
         api_url: id.api_url.to_string(),
         state: pg.state.as_str().to_string(),
         role: pg.role.as_str().to_string(),
-        version: env!("CARGO_PKG_VERSION").to_string(),
+        version: crate::status::PATRONI_VERSION.to_string(),
         xlog_location: xlog,
         receive_lsn: receive,
         replay_lsn: replay,

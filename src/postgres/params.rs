@@ -26,6 +26,34 @@ pub fn effective_parameters(
     res
 }
 
+/// PostgreSQL's recovery settings (Patroni's `recovery_parameters`): written by raftgres from the leader key,
+/// tags and `recovery_conf`, and left out of `pending_restart_reason` as Patroni leaves them out.
+pub const RECOVERY_PARAMETERS: [&str; 18] = [
+    "archive_cleanup_command",
+    "pause_at_recovery_target",
+    "primary_conninfo",
+    "primary_slot_name",
+    "promote_trigger_file",
+    "recovery_end_command",
+    "recovery_min_apply_delay",
+    "recovery_target",
+    "recovery_target_action",
+    "recovery_target_inclusive",
+    "recovery_target_lsn",
+    "recovery_target_name",
+    "recovery_target_time",
+    "recovery_target_timeline",
+    "recovery_target_xid",
+    "restore_command",
+    "standby_mode",
+    "trigger_file",
+];
+
+/// PURE: whether `name` is one of [`RECOVERY_PARAMETERS`] (case-insensitive, as GUC names are).
+pub fn is_recovery_parameter(name: &str) -> bool {
+    RECOVERY_PARAMETERS.iter().any(|param| param.eq_ignore_ascii_case(name))
+}
+
 /// A YAML/JSON scalar as a GUC value (`true` → `on`).
 pub fn guc_value(value: &Value) -> String {
     match value {
@@ -88,6 +116,13 @@ mod tests {
             json!({"work_mem": "8MB"}),
             &[("unix_socket_directories", "/run"), ("work_mem", "16MB")],
         );
+    }
+
+    #[test]
+    fn recovery_settings_are_told_apart_from_other_gucs() {
+        assert!(is_recovery_parameter("recovery_target_timeline"));
+        assert!(is_recovery_parameter("Primary_Conninfo"));
+        assert!(!is_recovery_parameter("shared_buffers"));
     }
 
     #[test]

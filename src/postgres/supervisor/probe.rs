@@ -39,7 +39,8 @@ SELECT pg_catalog.pg_is_in_recovery(),
                  ::bit(32)::int END,
        CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_last_wal_receive_lsn()::text END,
        CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_last_wal_replay_lsn()::text END,
-       CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_last_xact_replay_timestamp()::text END,
+       CASE WHEN pg_catalog.pg_is_in_recovery()
+            THEN pg_catalog.to_char(pg_catalog.pg_last_xact_replay_timestamp(), 'YYYY-MM-DD HH24:MI:SS.USTZH:TZM') END,
        CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_is_wal_replay_paused() ELSE false END,
        (SELECT timeline_id FROM pg_catalog.pg_control_checkpoint()),
        (SELECT min_recovery_end_timeline FROM pg_catalog.pg_control_recovery()),
@@ -229,9 +230,15 @@ async fn run_probe(client: &Client) -> Result<Probe, PgError> {
     let mut probe = parse_status_row(&status)?;
     probe.replication = replication.iter().map(parse_replication_row).collect::<Result<_, _>>()?;
     for row in &pending {
+        let name: String = column(row, 0, "pg_settings")?;
+        // As Patroni: the recovery settings raftgres writes itself (a promoted primary drops
+        // `recovery_target_timeline`, a postmaster setting) are never a reason to restart.
+        if crate::postgres::params::is_recovery_parameter(&name) {
+            continue;
+        }
         let running: Option<String> = column(row, 1, "pg_settings")?;
         let configured: String = column(row, 2, "pg_settings")?;
-        probe.pending_restart_reason.insert(column(row, 0, "pg_settings")?, (running.unwrap_or_default(), configured));
+        probe.pending_restart_reason.insert(name, (running.unwrap_or_default(), configured));
     }
     probe.pending_restart = !probe.pending_restart_reason.is_empty();
     Ok(probe)
