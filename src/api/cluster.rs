@@ -40,10 +40,41 @@ pub async fn get_cluster(State(state): State<ApiState>) -> Result<Response, ApiE
     Ok(Json(cluster_json(&view, &dynamic, &scope)).into_response())
 }
 
-/// `GET /history`: the timeline switches, `[]` without any.
-pub async fn get_history(State(state): State<ApiState>) -> Result<Response, ApiError> {
+/// `GET /history`: the timeline switches, `[]` without any, each row as Patroni writes it:
+/// `[timeline, lsn, reason, timestamp, new_leader]` (tools unpack exactly five values).
+/// `GET /history/promotions`: raftgres' own record of how each promotion unfolded (see `promotions`); Patroni
+/// routes on the first path segment, so its tools never ask for it.
+pub async fn get_history(State(state): State<ApiState>, uri: axum::http::Uri) -> Result<Response, ApiError> {
     let view = state.control()?.dcs.view();
-    Ok(Json(view.history_raw).into_response())
+    if uri.path().trim_end_matches('/').ends_with("/history/promotions") {
+        return Ok(Json(promotions(&view.history_raw)).into_response());
+    }
+    Ok(Json(patroni_history(&view.history_raw)).into_response())
+}
+
+/// PURE: the history rows cut to Patroni's five elements.
+pub fn patroni_history(rows: &[Value]) -> Vec<Value> {
+    rows.iter()
+        .map(|row| match row.as_array() {
+            Some(items) => Value::Array(items.iter().take(5).cloned().collect()),
+            None => row.clone(),
+        })
+        .collect()
+}
+
+/// PURE: the promotion timelines stored as a sixth element of history rows, each as an object with the row's
+/// `timeline`, `lsn` and `new_leader`: `{"timeline", "lsn", "new_leader", "kind", "last_renewal_ms", …}`.
+pub fn promotions(rows: &[Value]) -> Vec<Value> {
+    rows.iter()
+        .filter_map(|row| {
+            let items = row.as_array()?;
+            let mut detail = items.get(5)?.as_object()?.clone();
+            detail.insert("timeline".into(), items.first().cloned().unwrap_or(Value::Null));
+            detail.insert("lsn".into(), items.get(1).cloned().unwrap_or(Value::Null));
+            detail.insert("new_leader".into(), items.get(4).cloned().unwrap_or(Value::Null));
+            Some(Value::Object(detail))
+        })
+        .collect()
 }
 
 /// `GET /failsafe`: the members a failsafe primary last reported, 502 when there is no such key.

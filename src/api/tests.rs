@@ -736,3 +736,18 @@ async fn cluster_endpoints_without_a_store_are_503_json() {
         assert_eq!((code, content_type.as_str()), (503, "application/json"), "{method} {uri}");
     }
 }
+
+#[test]
+fn history_rows_keep_patronis_five_elements_and_promotions_have_their_own_answer() {
+    let rows = vec![
+        json!([1, 100, "no recovery target specified", "2026-11-22T01:00:00+00:00", "node2",
+               {"kind": "failover", "promoted_ms": 5}]),
+        json!([2, 200, "no recovery target specified", "2026-11-22T02:00:00+00:00", "node1"]),
+    ];
+    let patroni = crate::api::cluster::patroni_history(&rows);
+    assert!(patroni.iter().all(|row| row.as_array().map(Vec::len) == Some(5)), "{patroni:?}");
+    assert_eq!(
+        crate::api::cluster::promotions(&rows),
+        vec![json!({"timeline": 1, "lsn": 100, "new_leader": "node2", "kind": "failover", "promoted_ms": 5})]
+    );
+}

@@ -107,13 +107,27 @@ pub async fn run_history(client: &ApiClient, cluster_name: Option<&str>, format:
         crate::cli::cluster::fetch(client).await?.check_name(cluster_name)?;
     }
     let history: Value = client.get_any("/history").await?.json()?;
-    print!("{}", render_history(&history, format));
+    // How each promotion unfolded (raftgres' own; a node without the endpoint answers the plain history).
+    let promotions = match client.get_any("/history/promotions").await.and_then(|res| res.json::<Value>()) {
+        Ok(Value::Array(items)) if items.iter().all(Value::is_object) => Value::Array(items),
+        _ => Value::Array(Vec::new()),
+    };
+    print!("{}", render_history(&history, &promotions, format));
     Ok(())
 }
 
-/// PURE: the `history` table; lines shorter than five fields (old Patroni) are padded with `""`.
-pub fn render_history(history: &Value, format: Format) -> String {
-    let columns: Vec<String> = ["TL", "LSN", "Reason", "Timestamp", "New Leader"].map(String::from).to_vec();
+/// PURE: the `history` table; lines shorter than five fields (old Patroni) are padded with `""`. With
+/// `promotions` (`GET /history/promotions`), a `Kind` column says whether each switch was a failover or a
+/// switchover.
+pub fn render_history(history: &Value, promotions: &Value, format: Format) -> String {
+    let mut columns: Vec<String> = ["TL", "LSN", "Reason", "Timestamp", "New Leader"].map(String::from).to_vec();
+    let kinds: Vec<(Value, Value)> = promotions
+        .as_array()
+        .map(|items| items.iter().map(|p| (p["timeline"].clone(), p["kind"].clone())).collect())
+        .unwrap_or_default();
+    if !kinds.is_empty() {
+        columns.push("Kind".to_owned());
+    }
     let rows = history
         .as_array()
         .map(|lines| {
@@ -121,7 +135,13 @@ pub fn render_history(history: &Value, format: Format) -> String {
                 .iter()
                 .map(|line| {
                     let mut row: Vec<Value> = line.as_array().cloned().unwrap_or_default();
-                    row.resize(columns.len(), Value::from(""));
+                    row.truncate(5);
+                    row.resize(5, Value::from(""));
+                    if !kinds.is_empty() {
+                        let timeline = row.first().cloned().unwrap_or(Value::Null);
+                        let kind = kinds.iter().find(|(tl, _)| *tl == timeline).map(|(_, kind)| kind.clone());
+                        row.push(kind.unwrap_or_else(|| Value::from("")));
+                    }
                     row
                 })
                 .collect()

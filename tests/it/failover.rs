@@ -24,12 +24,19 @@ async fn write_rows(c: &raftgres::demo::cluster::LocalCluster, node: usize, from
 /// action itself, right after the promotion).
 async fn check_failover_timeline(c: &raftgres::demo::cluster::LocalCluster, new: usize) {
     let history_url = format!("{}/history", c.api(new));
-    let timeline = eventually(Duration::from_secs(30), "a history line with the failover's timeline", || async {
-        let history: serde_json::Value = reqwest::get(&history_url).await.ok()?.json().await.ok()?;
-        let last = history.as_array()?.last()?.as_array()?.get(5)?.clone();
+    let promotions_url = format!("{}/history/promotions", c.api(new));
+    let timeline = eventually(Duration::from_secs(30), "a promotion record with the failover's timeline", || async {
+        let promotions: serde_json::Value = reqwest::get(&promotions_url).await.ok()?.json().await.ok()?;
+        let last = promotions.as_array()?.last()?.clone();
         (last["kind"] == "failover").then_some(last)
     })
     .await;
+    // /history itself keeps Patroni's five-element rows.
+    let history: serde_json::Value =
+        reqwest::get(&history_url).await.expect("GET /history").json().await.expect("JSON");
+    let row = history.as_array().and_then(|rows| rows.last()).and_then(|row| row.as_array()).cloned();
+    assert_eq!(row.as_ref().map(Vec::len), Some(5), "{history}");
+    assert_eq!(row.and_then(|row| row.first().cloned()), Some(timeline["timeline"].clone()), "{history}");
     let at = |phase: &str| timeline[phase].as_u64().unwrap_or_else(|| panic!("{phase} missing in {timeline}"));
     let phases = ["last_renewal_ms", "lease_expired_ms", "promote_started_ms", "promoted_ms"];
     let times: Vec<u64> = phases.iter().map(|p| at(p)).collect();

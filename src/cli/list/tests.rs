@@ -122,12 +122,16 @@ fn history_pads_old_lines() {
         [1, 25165984, "no recovery target specified", "2026-11-22T01:00:00+00:00", "node1"],
         [2, 33554592, "x"]
     ]);
-    let got = render_history(&history, Format::Tsv);
+    let got = render_history(&history, &json!([]), Format::Tsv);
     assert_eq!(
         got,
         "TL\tLSN\tReason\tTimestamp\tNew Leader\n1\t25165984\tno recovery target specified\t2026-11-22T01:00:00+00:00\tnode1\n\
          2\t33554592\tx\t\t\n"
     );
-    let pretty = render_history(&json!([]), Format::Pretty);
+    let promotions = json!([{"timeline": 1, "kind": "switchover", "promoted_ms": 1}]);
+    let with_kind = render_history(&history, &promotions, Format::Tsv);
+    assert_eq!(with_kind.lines().next(), Some("TL\tLSN\tReason\tTimestamp\tNew Leader\tKind"));
+    assert!(with_kind.lines().nth(1).is_some_and(|line| line.ends_with("\tnode1\tswitchover")), "{with_kind}");
+    let pretty = render_history(&json!([]), &json!([]), Format::Pretty);
     assert_eq!(pretty.lines().next(), Some("+----+-----+--------+-----------+------------+"));
 }
