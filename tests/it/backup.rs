@@ -5,7 +5,6 @@
 //! replica that only ever replays the archive; and a second cluster bootstrapped from the backup.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -14,13 +13,6 @@ use serde_json::json;
 use crate::harness::*;
 
 const TEST: &str = "pgbackrest_restores_a_replica_from_a_backup";
-
-/// A directory the PostgreSQL user (who runs pgBackRest here) may write to.
-fn shared_dir(path: &Path) -> PathBuf {
-    std::fs::create_dir_all(path).expect("create the directory");
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)).expect("open the directory");
-    path.to_path_buf()
-}
 
 /// Runs pgBackRest as the PostgreSQL user (`postgres` when the tests run as root); its output on failure.
 async fn pgbackrest(args: &[String]) -> Result<String, String> {

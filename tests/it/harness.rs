@@ -235,3 +235,39 @@ pub async fn as_postgres(program: &std::path::Path, args: &[String], env: &[(&st
     }
     Err(format!("{} {args:?}: {}\n{}", program.display(), out.status, String::from_utf8_lossy(&out.stderr)))
 }
+
+/// A directory every user may write to (scripts run as the PostgreSQL user); created if missing.
+pub fn shared_dir(path: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(path).expect("create the shared directory");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)).expect("open the shared directory");
+    path.to_path_buf()
+}
+
+/// Writes an executable shell script (mode 0755) that the PostgreSQL user can run.
+pub fn write_script(path: &std::path::Path, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, format!("#!/bin/sh\n{body}")).expect("write the script");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("make the script executable");
+}
+
+/// A plain base backup of node `node`'s PostgreSQL into `dest` (pg_basebackup as the PostgreSQL user, through
+/// the replication user), as a backup tool would keep it; panics with pg_basebackup's error.
+pub async fn base_backup(cluster: &LocalCluster, node: usize, dest: &std::path::Path) {
+    let bin = raftgres::demo::cluster::find_pg_bin_dir().expect("PostgreSQL's bin directory");
+    let mut args =
+        ["-h", "127.0.0.1", "-U", "replicator", "-X", "stream", "-c", "fast", "-D"].map(str::to_owned).to_vec();
+    args.extend([dest.display().to_string(), "-p".to_owned(), cluster.pg_port(node).to_string()]);
+    let env = [("PGPASSFILE", cluster.dir().join(format!("node{node}/pgpass")).display().to_string())];
+    if let Err(e) = as_postgres(&bin.join("pg_basebackup"), &args, &env).await {
+        panic!("pg_basebackup: {e}");
+    }
+}
+
+/// The body of a replica method that copies the base backup in `backup` into its `--datadir`.
+pub fn copy_backup_method(backup: &std::path::Path) -> String {
+    format!(
+        "for a in \"$@\"; do case $a in --datadir=*) d=${{a#--datadir=}};; esac; done\nexec cp -a {}/. \"$d\"/\n",
+        backup.display()
+    )
+}

@@ -2,28 +2,13 @@
 //! arguments through a bootstrap, a switchover and a crash failover; `post_bootstrap` creating a table through
 //! the connection URL it is given; a failing `pre_promote` that makes another member win.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::json;
 use serde_json::Value;
 
 use crate::harness::*;
-
-/// Writes an executable script (mode 0755) that the PostgreSQL user can run.
-fn write_script(path: &Path, body: &str) {
-    std::fs::write(path, format!("#!/bin/sh\n{body}")).expect("write the script");
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("make the script executable");
-}
-
-/// A directory every user may write to (scripts run as the PostgreSQL user).
-fn shared_dir(path: &Path) -> PathBuf {
-    std::fs::create_dir_all(path).expect("create the directory");
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)).expect("open the directory");
-    path.to_path_buf()
-}
 
 /// The callback lines node `node` recorded, oldest first (`<action> <role> <scope>`).
 fn recorded(events: &Path, node: usize) -> Vec<String> {

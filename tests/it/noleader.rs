@@ -2,7 +2,6 @@
 //! in a cluster with no leader to clone from, restores it with a replica method marked `no_leader` (here a copy
 //! of a base backup taken with pg_basebackup), starts as a standby and wins the leader race.
 
-use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use serde_json::json;
@@ -16,23 +15,11 @@ async fn a_no_leader_method_restores_a_node_while_the_cluster_has_no_leader() {
     }
     let (mut spec, dir) = spec();
     spec.n_nodes = 1;
-    let shared = dir.path().join("shared");
-    std::fs::create_dir_all(&shared).expect("create the shared directory");
-    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).expect("open the shared directory");
+    let shared = shared_dir(&dir.path().join("shared"));
     let backup = shared.join("base");
     let calls = shared.join("from_backup.log");
     let script = shared.join("from_backup.sh");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\necho \"$@\" >> {calls}\nfor a in \"$@\"; do case $a in --datadir=*) d=${{a#--datadir=}};; \
-             esac; done\nexec cp -a {backup}/. \"$d\"/\n",
-            calls = calls.display(),
-            backup = backup.display()
-        ),
-    )
-    .expect("write the restore script");
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("make the script executable");
+    write_script(&script, &format!("echo \"$@\" >> {}\n{}", calls.display(), copy_backup_method(&backup)));
     spec.node_overrides.insert(
         1,
         json!({"postgresql": {
@@ -45,15 +32,7 @@ async fn a_no_leader_method_restores_a_node_while_the_cluster_has_no_leader() {
     assert!(execute(c, primary, "CREATE TABLE kept (id int); INSERT INTO kept VALUES (1)").await);
 
     // A base backup, as a backup tool would keep it.
-    let bin = raftgres::demo::cluster::find_pg_bin_dir().expect("PostgreSQL's bin directory");
-    let args = ["-h", "127.0.0.1", "-U", "replicator", "-X", "stream", "-c", "fast", "-D"].map(str::to_owned);
-    let mut args = args.to_vec();
-    args.push(backup.display().to_string());
-    args.extend(["-p".to_owned(), c.pg_port(primary).to_string()]);
-    let env = [("PGPASSFILE", c.dir().join(format!("node{primary}/pgpass")).display().to_string())];
-    if let Err(e) = as_postgres(&bin.join("pg_basebackup"), &args, &env).await {
-        panic!("pg_basebackup: {e}");
-    }
+    base_backup(c, primary, &backup).await;
 
     // The node crashes and loses its data directory: the cluster has no leader and nobody to clone from.
     c.kill_node(primary).await.expect("kill -9 raftgres");

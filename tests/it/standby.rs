@@ -3,7 +3,6 @@
 //! leader moves the role to another member, which follows the remote primary; removing `standby_cluster`
 //! promotes it.
 
-use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use serde_json::json;
@@ -53,22 +52,18 @@ async fn standby_cluster_follows_the_remote_primary_fails_over_and_is_promoted()
     }});
     // The standby leader is created by the method standby_cluster names (a local postgresql.dr_copy section the
     // node's own create_replica_methods does not list): it records its arguments, then runs pg_basebackup.
-    let shared = dir_b.path().join("shared");
-    std::fs::create_dir_all(&shared).expect("create the shared directory");
-    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).expect("open the shared directory");
+    let shared = shared_dir(&dir_b.path().join("shared"));
     let bin = raftgres::demo::cluster::find_pg_bin_dir().expect("PostgreSQL's bin directory");
     let script = shared.join("dr_copy.sh");
-    std::fs::write(
+    write_script(
         &script,
-        format!(
-            "#!/bin/sh\necho \"$@\" >> {log}\nfor a in \"$@\"; do case $a in --datadir=*) d=${{a#--datadir=}};; \
+        &format!(
+            "echo \"$@\" >> {log}\nfor a in \"$@\"; do case $a in --datadir=*) d=${{a#--datadir=}};; \
              --connstring=*) c=${{a#--connstring=}};; esac; done\nexec {bin}/pg_basebackup -D \"$d\" -d \"$c\" -X stream -c fast\n",
             log = shared.join("dr_copy.log").display(),
             bin = bin.display()
         ),
-    )
-    .expect("write the method script");
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("make the script executable");
+    );
     for node in 1..=3 {
         let section = json!({"command": script.display().to_string(), "keep_data": false});
         spec_b.node_overrides.insert(node, json!({"postgresql": {"dr_copy": section}}));
@@ -184,12 +179,8 @@ async fn archive_only_standby_cluster_replays_the_primary_clusters_archive() {
     }
     let (mut spec_a, dir_a) = spec();
     spec_a.n_nodes = 1;
-    let shared = dir_a.path().join("shared");
-    let archive = shared.join("archive");
-    for dir in [&shared, &archive] {
-        std::fs::create_dir_all(dir).expect("create a shared directory");
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).expect("open a shared directory");
-    }
+    let shared = shared_dir(&dir_a.path().join("shared"));
+    let archive = shared_dir(&shared.join("archive"));
     spec_a.dcs_overrides = json!({"postgresql": {"parameters": {
         "archive_mode": "on",
         "archive_command": format!("test ! -f {a}/%f && cp %p {a}/%f", a = archive.display()),
@@ -200,25 +191,9 @@ async fn archive_only_standby_cluster_replays_the_primary_clusters_archive() {
 
     // A base backup of A, as a backup tool keeps it.
     let backup = shared.join("base");
-    let bin = raftgres::demo::cluster::find_pg_bin_dir().expect("PostgreSQL's bin directory");
-    let mut args =
-        ["-h", "127.0.0.1", "-U", "replicator", "-X", "stream", "-c", "fast", "-D"].map(str::to_owned).to_vec();
-    args.extend([backup.display().to_string(), "-p".to_owned(), a.pg_port(primary_a).to_string()]);
-    let env = [("PGPASSFILE", a.dir().join(format!("node{primary_a}/pgpass")).display().to_string())];
-    if let Err(e) = as_postgres(&bin.join("pg_basebackup"), &args, &env).await {
-        panic!("pg_basebackup: {e}");
-    }
+    base_backup(a, primary_a, &backup).await;
     let script = shared.join("from_backup.sh");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\nfor a in \"$@\"; do case $a in --datadir=*) d=${{a#--datadir=}};; esac; done\n\
-             exec cp -a {}/. \"$d\"/\n",
-            backup.display()
-        ),
-    )
-    .expect("write the restore script");
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("make the script executable");
+    write_script(&script, &copy_backup_method(&backup));
 
     // Cluster B: A's credentials (its data is A's), standby of A's archive.
     let (mut spec_b, dir_b) = spec();

@@ -161,15 +161,7 @@ impl Supervisor {
             return false;
         }
         tracing::info!("postgresql.parameters changed in the dynamic configuration");
-        if self.is_running() {
-            let this = self.clone();
-            tokio::spawn(async move {
-                match this.reload().await {
-                    Ok(()) | Err(PgError::NotRunning) => {}
-                    Err(e) => tracing::warn!(error = %e, "failed to reload PostgreSQL with the new parameters"),
-                }
-            });
-        }
+        self.reload_in_background("failed to reload PostgreSQL with the new parameters");
         true
     }
 
@@ -181,15 +173,7 @@ impl Supervisor {
             return false;
         }
         tracing::info!(on, "hot_standby_feedback enforcement changed (permanent logical slots on replicas)");
-        if self.is_running() {
-            let this = self.clone();
-            tokio::spawn(async move {
-                match this.reload().await {
-                    Ok(()) | Err(PgError::NotRunning) => {}
-                    Err(e) => tracing::warn!(error = %e, "failed to reload PostgreSQL for hot_standby_feedback"),
-                }
-            });
-        }
+        self.reload_in_background("failed to reload PostgreSQL for hot_standby_feedback");
         true
     }
 
@@ -206,17 +190,7 @@ impl Supervisor {
             }
             *current = remote;
         }
-        if self.is_running() {
-            let this = self.clone();
-            tokio::spawn(async move {
-                match this.reload().await {
-                    Ok(()) | Err(PgError::NotRunning) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %e, "failed to reload PostgreSQL for the standby_cluster settings")
-                    }
-                }
-            });
-        }
+        self.reload_in_background("failed to reload PostgreSQL for the standby_cluster settings");
         true
     }
 
@@ -234,16 +208,23 @@ impl Supervisor {
         if !self.inner.cfg.recovery_params.is_empty() {
             return true;
         }
-        if self.is_running() {
-            let this = self.clone();
-            tokio::spawn(async move {
-                match this.reload().await {
-                    Ok(()) | Err(PgError::NotRunning) => {}
-                    Err(e) => tracing::warn!(error = %e, "failed to reload PostgreSQL for postgresql.recovery_conf"),
-                }
-            });
-        }
+        self.reload_in_background("failed to reload PostgreSQL for postgresql.recovery_conf");
         true
+    }
+
+    /// Reloads a running PostgreSQL in a spawned task (a changed setting that needs no restart); a failure is
+    /// logged as `failure`, a server that stopped meanwhile is no failure.
+    fn reload_in_background(&self, failure: &'static str) {
+        if !self.is_running() {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            match this.reload().await {
+                Ok(()) | Err(PgError::NotRunning) => {}
+                Err(e) => tracing::warn!(error = %e, "{failure}"),
+            }
+        });
     }
 
     /// Rewrites the managed configuration (same role as the last start) and sends SIGHUP.
