@@ -14,21 +14,28 @@ use tokio_util::sync::CancellationToken;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// patronictl's global options (`-c`, `--url`, `-k`), before or after the command.
+    #[command(flatten)]
+    target: raftgres::cli::client::Target,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run a node: the Raft replica, the PostgreSQL supervisor, the HA loop and the REST API.
+    ///
+    /// The configuration is FILE or `-c FILE` (Patroni-style YAML with a `raft:` section, or a directory of
+    /// them); without either, the whole YAML in `PATRONI_CONFIGURATION` (or `RAFTGRES_CONFIGURATION`), else the
+    /// `RAFTGRES_*`/`PATRONI_*` variables alone, as Patroni reads them.
     Run {
-        /// Node configuration (Patroni-style YAML with a `raft:` section).
-        #[arg(short = 'c', long = "config")]
-        config: PathBuf,
+        /// Node configuration (same as -c FILE).
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
     },
-    /// Validate a configuration file without starting anything.
+    /// Validate a configuration (FILE, -c FILE, or the environment as `run` reads it) without starting anything.
     Check {
-        /// Node configuration.
-        #[arg(short = 'c', long = "config")]
-        config: PathBuf,
+        /// Node configuration (same as -c FILE).
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
     },
     /// Start a local three-node cluster (three `raftgres run` processes with real PostgreSQL
     /// on 127.0.0.1, plus HAProxy when installed) and keep it running until Ctrl-C.
@@ -64,7 +71,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let res = runtime.block_on(dispatch(cli.command));
+    let res = runtime.block_on(dispatch(cli.command, cli.target));
     match res {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -74,10 +81,10 @@ fn main() -> ExitCode {
     }
 }
 
-async fn dispatch(command: Command) -> anyhow::Result<()> {
+async fn dispatch(command: Command, target: raftgres::cli::client::Target) -> anyhow::Result<()> {
     match command {
-        Command::Run { config } => {
-            let loaded = raftgres::config::load::load_private(&config, &raftgres::config::process_env())?;
+        Command::Run { file } => {
+            let (_, loaded) = node_config(file, &target)?;
             raftgres::telemetry::init(loaded.config.log.level.as_filter());
             for warning in &loaded.warnings {
                 tracing::warn!(warning = %warning, "configuration");
@@ -90,8 +97,8 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             spawn_signal_handler(shutdown.clone());
             raftgres::node::run(loaded.config, shutdown).await
         }
-        Command::Check { config } => {
-            let loaded = raftgres::config::load::load_private(&config, &raftgres::config::process_env())?;
+        Command::Check { file } => {
+            let (origin, loaded) = node_config(file, &target)?;
             for warning in &loaded.warnings {
                 println!("warning: {warning}");
             }
@@ -99,7 +106,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             let mut problems = raftgres::config::check_environment(&loaded.config).into_iter();
             match problems.next() {
                 None => {
-                    println!("{}: configuration is valid", config.display());
+                    println!("{origin}: configuration is valid");
                     Ok(())
                 }
                 Some(first) => Err(first.into()),
@@ -107,7 +114,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         }
         Command::Guard { file, parent } => raftgres::postgres::guard::run(file, parent).await,
         Command::Certs(command) => raftgres::cli::certs::run(command),
-        Command::Ctl(command) => raftgres::cli::run(command).await,
+        Command::Ctl(command) => raftgres::cli::run(command, &target).await,
         Command::Chaos(args) => {
             raftgres::telemetry::init("warn");
             let n_violations = raftgres::chaos::run(args).await?;
@@ -122,6 +129,32 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             let shutdown = CancellationToken::new();
             spawn_signal_handler(shutdown.clone());
             raftgres::demo::run(args, shutdown).await
+        }
+    }
+}
+
+/// The node configuration of `run` and `check`: `FILE` or `-c FILE` (not both), else the environment (the whole
+/// YAML in `PATRONI_CONFIGURATION`/`RAFTGRES_CONFIGURATION`, or the variables alone). Returns where it came from.
+fn node_config(
+    file: Option<PathBuf>,
+    target: &raftgres::cli::client::Target,
+) -> anyhow::Result<(String, raftgres::config::Loaded)> {
+    let env = raftgres::config::process_env();
+    let path = match (file, &target.config) {
+        (Some(file), Some(config)) if &file != config => {
+            anyhow::bail!("two configuration files given ({} and -c {}); give one", file.display(), config.display())
+        }
+        (Some(file), _) => Some(file),
+        (None, config) => config.clone(),
+    };
+    match path {
+        Some(path) => Ok((path.display().to_string(), raftgres::config::load::load_private(&path, &env)?)),
+        None => {
+            let origin = match raftgres::config::env::configuration_document(&env) {
+                Some((name, _)) => format!("${name}"),
+                None => "the environment (no FILE, -c FILE or PATRONI_CONFIGURATION given)".to_string(),
+            };
+            Ok((origin, raftgres::config::load::load_from_env(&env)?))
         }
     }
 }

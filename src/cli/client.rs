@@ -13,7 +13,7 @@ use reqwest::Url;
 use serde_json::Value;
 
 use crate::config::BasicAuth;
-use crate::config::Config;
+use crate::config::ctl_view::CtlView;
 
 /// Where a node's REST API is when nothing else is said: Patroni's default port on this host.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:8008";
@@ -27,21 +27,41 @@ const ACTION_TIMEOUT: Duration = Duration::from_secs(180);
 /// How much of a refusal's text an error about several nodes repeats.
 const MAX_REASON_CHARS: usize = 200;
 
-/// Which nodes the CLI talks to, shared by every command.
+/// Which nodes the CLI talks to: patronictl's global options, accepted before or after the command.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct Target {
-    /// Node configuration (a `raftgres run` YAML): the CLI reads `restapi.connect_address`, the other members'
+    /// Configuration file (or directory of YAML files): a node's configuration or a patronictl-style file with
+    /// `restapi:` and `ctl:`. The CLI reads `restapi.connect_address` (or `listen`), the members'
     /// `raft.peers[].api_addr`, TLS settings and the credentials of `ctl.authentication` (else
-    /// `restapi.authentication`).
-    #[arg(short = 'c', long = "config", value_name = "FILE", env = "PATRONICTL_CONFIG_FILE")]
+    /// `restapi.authentication`). Default: $PATRONICTL_CONFIG_FILE, else ~/.config/patroni/patronictl.yaml
+    /// when it exists. For `run` and `check`: the node configuration.
+    #[arg(short = 'c', long = "config-file", visible_alias = "config", value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
     /// REST API addresses to try in order, comma-separated or repeated (`http://10.0.0.1:8008`; the scheme
-    /// defaults to http). Tried before the addresses of `--config`. Default: http://127.0.0.1:8008.
-    #[arg(long = "url", value_name = "URL", value_delimiter = ',')]
+    /// defaults to http); patronictl's `--dcs-url` is accepted as an alias. Tried before the addresses of the
+    /// configuration file. Default: http://127.0.0.1:8008.
+    #[arg(long = "url", visible_alias = "dcs-url", short = 'd', value_name = "URL", value_delimiter = ',', global = true)]
     pub urls: Vec<String>,
     /// Accept any TLS certificate from the nodes (like `ctl.insecure`).
-    #[arg(short = 'k', long)]
+    #[arg(short = 'k', long, global = true)]
     pub insecure: bool,
+}
+
+impl Target {
+    /// The configuration file the CLI reads: `-c`, else `PATRONICTL_CONFIG_FILE`, else patronictl's default file
+    /// (`$XDG_CONFIG_HOME/patroni/patronictl.yaml`, `~/.config/…` without it) when it exists.
+    pub fn config_file(&self) -> Option<PathBuf> {
+        if let Some(path) = &self.config {
+            return Some(path.clone());
+        }
+        let var = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty()).map(PathBuf::from);
+        if let Some(path) = var("PATRONICTL_CONFIG_FILE") {
+            return Some(path);
+        }
+        let config_home = var("XDG_CONFIG_HOME").or_else(|| var("HOME").map(|home| home.join(".config")))?;
+        let default = config_home.join("patroni").join("patronictl.yaml");
+        default.exists().then_some(default)
+    }
 }
 
 /// One answer from one node.
@@ -108,31 +128,24 @@ pub struct ApiClient {
 impl ApiClient {
     /// A client for `target`: its `--url`s, then the addresses of its `--config`, else [`DEFAULT_URL`].
     pub fn new(target: &Target) -> anyhow::Result<ApiClient> {
-        let config = match &target.config {
-            Some(path) => Some(
-                crate::config::load(path, &crate::config::process_env())
-                    .with_context(|| format!("read {} (-c or PATRONICTL_CONFIG_FILE)", path.display()))?
-                    .config,
-            ),
-            None => None,
+        let view = match target.config_file() {
+            Some(path) => crate::config::ctl_view::load_ctl_view(&path, &crate::config::process_env()).with_context(
+                || format!("read {} (-c, PATRONICTL_CONFIG_FILE or ~/.config/patroni/patronictl.yaml)", path.display()),
+            )?,
+            None => CtlView::default(),
         };
-        let https = config.as_ref().is_some_and(|config| config.restapi.certfile.is_some());
         let mut nodes = Vec::new();
         for url in &target.urls {
-            push_unique(&mut nodes, parse_base(url, https)?);
+            push_unique(&mut nodes, parse_base(url, view.https)?);
         }
-        if let Some(config) = &config {
-            for address in config_addresses(config) {
-                push_unique(&mut nodes, parse_base(&address, https)?);
-            }
+        for address in &view.addresses {
+            push_unique(&mut nodes, parse_base(address, view.https)?);
         }
         if nodes.is_empty() {
             nodes.push(parse_base(DEFAULT_URL, false)?);
         }
-        let auth =
-            config.as_ref().and_then(|c| c.ctl.authentication.clone().or_else(|| c.restapi.authentication.clone()));
-        let http = http_client(config.as_ref(), target.insecure)?;
-        Ok(ApiClient { http, nodes, auth, https })
+        let http = http_client(&view, target.insecure)?;
+        Ok(ApiClient { http, nodes, auth: view.auth, https: view.https })
     }
 
     /// The nodes this client tries, in order.
@@ -206,21 +219,13 @@ impl ApiClient {
 }
 
 /// `restapi.connect_address`, then every peer's `api_addr`.
-fn config_addresses(config: &Config) -> Vec<String> {
-    let own = config.restapi.connect_address.to_string();
-    let peers = config.raft.peers.iter().map(|peer| peer.api_addr.clone()).filter(|addr| !addr.is_empty());
-    std::iter::once(own).chain(peers).collect()
-}
-
-fn http_client(config: Option<&Config>, insecure: bool) -> anyhow::Result<reqwest::Client> {
+fn http_client(view: &CtlView, insecure: bool) -> anyhow::Result<reqwest::Client> {
     let mut builder = reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT).no_proxy();
-    let insecure = insecure || config.is_some_and(|config| config.ctl.insecure);
-    if insecure {
+    if insecure || view.insecure {
         builder = builder.danger_accept_invalid_certs(true);
     }
-    let ca_file = config.and_then(|config| config.ctl.cacert.clone().or_else(|| config.restapi.cafile.clone()));
-    if let Some(ca_file) = ca_file {
-        let pem = std::fs::read(&ca_file).with_context(|| format!("read the CA certificate {}", ca_file.display()))?;
+    if let Some(ca_file) = &view.cacert {
+        let pem = std::fs::read(ca_file).with_context(|| format!("read the CA certificate {}", ca_file.display()))?;
         let certificate = reqwest::Certificate::from_pem(&pem)
             .with_context(|| format!("parse the CA certificate {}", ca_file.display()))?;
         builder = builder.add_root_certificate(certificate);

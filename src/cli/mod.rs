@@ -75,15 +75,12 @@ pub struct ClusterArgs {
     /// Cluster name; when given, it must be the scope the nodes serve.
     #[arg(value_name = "CLUSTER")]
     pub cluster: Option<String>,
-    /// Which nodes to talk to.
-    #[command(flatten)]
-    pub target: Target,
 }
 
 /// `list`.
 #[derive(Debug, Clone, Args)]
 pub struct ListArgs {
-    /// The cluster name and the nodes to talk to.
+    /// The cluster name.
     #[command(flatten)]
     pub cluster: ClusterArgs,
     /// Output format.
@@ -103,7 +100,7 @@ pub struct ListArgs {
 /// `topology`.
 #[derive(Debug, Clone, Args)]
 pub struct TopologyArgs {
-    /// The cluster name and the nodes to talk to.
+    /// The cluster name.
     #[command(flatten)]
     pub cluster: ClusterArgs,
     /// Repeat until Ctrl-C.
@@ -131,7 +128,7 @@ impl WatchArgs {
 /// `switchover`.
 #[derive(Debug, Clone, Args)]
 pub struct SwitchoverArgs {
-    /// The cluster name and the nodes to talk to.
+    /// The cluster name.
     #[command(flatten)]
     pub cluster: ClusterArgs,
     /// The current leader (asked for unless --force).
@@ -151,7 +148,7 @@ pub struct SwitchoverArgs {
 /// `failover`.
 #[derive(Debug, Clone, Args)]
 pub struct FailoverArgs {
-    /// The cluster name and the nodes to talk to.
+    /// The cluster name.
     #[command(flatten)]
     pub cluster: ClusterArgs,
     /// The member to promote (asked for unless --force).
@@ -189,9 +186,6 @@ pub struct RestartArgs {
     /// Do not ask anything.
     #[arg(long)]
     pub force: bool,
-    /// Which nodes to talk to.
-    #[command(flatten)]
-    pub target: Target,
 }
 
 /// `reload`.
@@ -206,9 +200,6 @@ pub struct ReloadArgs {
     /// Do not ask anything.
     #[arg(long)]
     pub force: bool,
-    /// Which nodes to talk to.
-    #[command(flatten)]
-    pub target: Target,
 }
 
 /// `reinit`.
@@ -226,15 +217,12 @@ pub struct ReinitArgs {
     /// Do not ask anything (also cancels a running action on the member).
     #[arg(long)]
     pub force: bool,
-    /// Which nodes to talk to.
-    #[command(flatten)]
-    pub target: Target,
 }
 
 /// `pause` and `resume`.
 #[derive(Debug, Clone, Args)]
 pub struct PauseArgs {
-    /// The cluster name and the nodes to talk to.
+    /// The cluster name.
     #[command(flatten)]
     pub cluster: ClusterArgs,
     /// Wait until every member reports the new state.
@@ -245,7 +233,7 @@ pub struct PauseArgs {
 /// `edit-config`.
 #[derive(Debug, Clone, Args)]
 pub struct EditConfigArgs {
-    /// The cluster name and the nodes to talk to.
+    /// The cluster name.
     #[command(flatten)]
     pub cluster: ClusterArgs,
     /// Set a value, `key.path=value` (a YAML value; empty deletes the key). Repeatable.
@@ -271,7 +259,7 @@ pub struct EditConfigArgs {
 /// `history`.
 #[derive(Debug, Clone, Args)]
 pub struct HistoryArgs {
-    /// The cluster name and the nodes to talk to.
+    /// The cluster name.
     #[command(flatten)]
     pub cluster: ClusterArgs,
     /// Output format.
@@ -288,9 +276,6 @@ pub struct RemoveArgs {
     /// Do not ask for the cluster name, "Yes I am aware" and the leader's name.
     #[arg(long)]
     pub force: bool,
-    /// Which nodes to talk to.
-    #[command(flatten)]
-    pub target: Target,
 }
 
 /// `members`.
@@ -301,8 +286,6 @@ pub enum MembersCommand {
         /// Output format.
         #[arg(short = 'f', long = "format", value_enum, default_value = "pretty")]
         format: Format,
-        #[command(flatten)]
-        target: Target,
     },
     /// Add a node to the Raft membership (as a learner until it caught up, then as a voter).
     Add {
@@ -317,8 +300,6 @@ pub enum MembersCommand {
         /// Its REST API, host:port.
         #[arg(long, value_name = "HOST:PORT")]
         api_addr: Option<String>,
-        #[command(flatten)]
-        target: Target,
     },
     /// Remove a node from the Raft membership (by member name or Raft id).
     Remove {
@@ -327,16 +308,15 @@ pub enum MembersCommand {
         /// Do not ask.
         #[arg(long)]
         force: bool,
-        #[command(flatten)]
-        target: Target,
     },
 }
 
 /// Runs one operator command.
-pub async fn run(command: CtlCommand) -> anyhow::Result<()> {
+pub async fn run(command: CtlCommand, target: &Target) -> anyhow::Result<()> {
+    let client = || ApiClient::new(target);
     match command {
         CtlCommand::List(args) => {
-            let client = ApiClient::new(&args.cluster.target)?;
+            let client = client()?;
             let cluster = args.cluster.cluster.as_deref();
             let options = list::ListOptions {
                 format: args.format,
@@ -347,7 +327,7 @@ pub async fn run(command: CtlCommand) -> anyhow::Result<()> {
             list::run_list(&client, cluster, options).await
         }
         CtlCommand::Topology(args) => {
-            let client = ApiClient::new(&args.cluster.target)?;
+            let client = client()?;
             let cluster = args.cluster.cluster.as_deref();
             let options = list::ListOptions {
                 format: Format::Topology,
@@ -358,44 +338,44 @@ pub async fn run(command: CtlCommand) -> anyhow::Result<()> {
             list::run_list(&client, cluster, options).await
         }
         CtlCommand::Switchover(args) => {
-            let client = ApiClient::new(&args.cluster.target)?;
+            let client = client()?;
             switchover::run(&client, switchover::Action::Switchover, args.into()).await
         }
         CtlCommand::Failover(args) => {
-            let client = ApiClient::new(&args.cluster.target)?;
+            let client = client()?;
             switchover::run(&client, switchover::Action::Failover, args.into()).await
         }
-        CtlCommand::Restart(args) => actions::restart(&ApiClient::new(&args.target)?, args.into()).await,
+        CtlCommand::Restart(args) => actions::restart(&client()?, args.into()).await,
         CtlCommand::Reload(args) => {
-            actions::reload(&ApiClient::new(&args.target)?, &args.members, args.role, args.force).await
+            actions::reload(&client()?, &args.members, args.role, args.force).await
         }
-        CtlCommand::Reinit(args) => actions::reinit(&ApiClient::new(&args.target)?, args.into()).await,
+        CtlCommand::Reinit(args) => actions::reinit(&client()?, args.into()).await,
         CtlCommand::Pause(args) => {
-            let client = ApiClient::new(&args.cluster.target)?;
+            let client = client()?;
             config::toggle_pause(&client, args.cluster.cluster.as_deref(), config::Maintenance::Pause, args.wait).await
         }
         CtlCommand::Resume(args) => {
-            let client = ApiClient::new(&args.cluster.target)?;
+            let client = client()?;
             config::toggle_pause(&client, args.cluster.cluster.as_deref(), config::Maintenance::Resume, args.wait).await
         }
-        CtlCommand::ShowConfig(args) => config::show(&ApiClient::new(&args.target)?, args.cluster.as_deref()).await,
-        CtlCommand::EditConfig(args) => config::edit(&ApiClient::new(&args.cluster.target)?, args.into()).await,
+        CtlCommand::ShowConfig(args) => config::show(&client()?, args.cluster.as_deref()).await,
+        CtlCommand::EditConfig(args) => config::edit(&client()?, args.into()).await,
         CtlCommand::History(args) => {
-            let client = ApiClient::new(&args.cluster.target)?;
+            let client = client()?;
             list::run_history(&client, args.cluster.cluster.as_deref(), args.format).await
         }
         CtlCommand::Remove(args) => {
-            raft::remove_cluster(&ApiClient::new(&args.target)?, &args.cluster, args.force).await
+            raft::remove_cluster(&client()?, &args.cluster, args.force).await
         }
-        CtlCommand::Members(MembersCommand::List { format, target }) => {
-            raft::list(&ApiClient::new(&target)?, format).await
+        CtlCommand::Members(MembersCommand::List { format }) => {
+            raft::list(&client()?, format).await
         }
-        CtlCommand::Members(MembersCommand::Add { name, id, raft_addr, api_addr, target }) => {
+        CtlCommand::Members(MembersCommand::Add { name, id, raft_addr, api_addr }) => {
             let member = raft::NewMember { name, id, raft_addr, api_addr: api_addr.unwrap_or_default() };
-            raft::add(&ApiClient::new(&target)?, &member).await
+            raft::add(&client()?, &member).await
         }
-        CtlCommand::Members(MembersCommand::Remove { member, force, target }) => {
-            raft::remove(&ApiClient::new(&target)?, &member, force).await
+        CtlCommand::Members(MembersCommand::Remove { member, force }) => {
+            raft::remove(&client()?, &member, force).await
         }
     }
 }

@@ -154,7 +154,7 @@ fn read_file(path: &Path) -> Result<String, ConfigError> {
     std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })
 }
 
-fn read_tree(path: &Path) -> Result<Value, ConfigError> {
+pub(crate) fn read_tree(path: &Path) -> Result<Value, ConfigError> {
     Ok(merge_documents(&read_documents(path)?))
 }
 

@@ -10,6 +10,7 @@
 
 pub mod defaults;
 pub mod dynamic;
+pub mod ctl_view;
 pub mod env;
 pub mod load;
 mod sections;

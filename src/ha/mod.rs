@@ -250,18 +250,7 @@ impl HaLoop {
         self.retry_rewind_when_due();
         let view = self.dcs.view();
         self.refresh_dynamic(&view);
-        let standby = self.dynamic.view().standby_cluster.clone();
-        let feedback = execute::wants_hot_standby_feedback(&self.settings, &self.permanent_slots(), standby.is_some());
-        self.pg.enforce_hot_standby_feedback(feedback);
-        let remote = standby.map(|s| {
-            let target = s.host.map(|host| crate::postgres::supervisor::ConnTarget { host, port: s.port });
-            (target, s.recovery)
-        });
-        self.pg.set_standby_leader_recovery(remote);
-        let recovery = &self.dynamic.view().postgresql.recovery_conf;
-        self.pg.set_dynamic_recovery(
-            recovery.iter().map(|(k, v)| (k.clone(), crate::postgres::params::guc_value(v))).collect(),
-        );
+        self.apply_dynamic_recovery();
         if let Some(kind) = self.state.running.as_ref().map(|r| r.kind) {
             // While a long action runs, observing PostgreSQL can wait behind it (the supervisor
             // serialises state changes), so the holder renews its lease first and observes
@@ -284,6 +273,24 @@ impl HaLoop {
             self.touch_member(&pg_status).await;
         }
         self.publish(&snapshot.view, pg_status, sentence);
+    }
+
+    /// Hands the supervisor what the dynamic configuration says about recovery: `hot_standby_feedback` (needed
+    /// by copied logical slots), a standby cluster's remote primary and recovery settings, and
+    /// `postgresql.recovery_conf`.
+    fn apply_dynamic_recovery(&self) {
+        let standby = self.dynamic.view().standby_cluster.clone();
+        let feedback = execute::wants_hot_standby_feedback(&self.settings, &self.permanent_slots(), standby.is_some());
+        self.pg.enforce_hot_standby_feedback(feedback);
+        let remote = standby.map(|s| {
+            let target = s.host.map(|host| crate::postgres::supervisor::ConnTarget { host, port: s.port });
+            (target, s.recovery)
+        });
+        self.pg.set_standby_leader_recovery(remote);
+        let recovery = &self.dynamic.view().postgresql.recovery_conf;
+        self.pg.set_dynamic_recovery(
+            recovery.iter().map(|(k, v)| (k.clone(), crate::postgres::params::guc_value(v))).collect(),
+        );
     }
 
     fn retry_rewind_when_due(&mut self) {

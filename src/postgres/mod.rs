@@ -3,7 +3,7 @@
 //!
 //! The imperative shell, which does I/O:
 //! - `supervisor/`: the `Supervisor` handle and its methods, by concern (lifecycle, config, datadir,
-//!   replication, probe, error); its `mod.rs` is the table of contents. It also holds the public vocabulary
+//!   replication, slots, probe, hooks, restore, error); its `mod.rs` is the table of contents. It also holds the public vocabulary
 //!   (`PgConfig`, `StartRole`, `StopMode`, `ConnTarget`, `DataDirState`, `PgError`, ...).
 //! - `process`: the only code that spawns PostgreSQL programs or sends signals, and that looks at processes.
 //! - `files`: durable writes, ownership checks and the managed files in and next to the data directory.
@@ -15,6 +15,8 @@
 //! - `pidfile`: parsing `postmaster.pid` and the adopt-or-reject decision.
 //! - `params`: the user GUCs in force (dynamic ones overlaid by local ones) and `guc_value`.
 //! - `slots`: physical replication slot names and the slots a node should have.
+//! - `slot_positions`: where each slot should be advanced to, what the leader publishes, which logical slots a
+//!   replica copies.
 //! - `sync`: rendering and parsing `synchronous_standby_names`.
 //! - `types`: value newtypes (`Lsn`, `TimelineId`, `SystemId`, `PgVersion`) and size parsing.
 

@@ -7,6 +7,7 @@
 mod api;
 mod backup;
 mod chaos;
+mod check_patroni;
 mod cli;
 mod cluster;
 mod config;

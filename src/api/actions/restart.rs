@@ -35,7 +35,8 @@ use crate::ha::requests::HaRequest;
 #[derive(Debug)]
 pub struct RestartSchedule {
     slot: Mutex<Option<Scheduled>>,
-    /// [`RestartSchedule::describe`] after every change, for the HA loop's member key.
+    /// [`RestartSchedule::describe`] plus `postmaster_start_time` after every change, for the HA loop's member
+    /// key (Patroni keeps the start time in the member key and leaves it out of `GET /patroni`).
     published: watch::Sender<Option<Map<String, Value>>>,
 }
 
@@ -50,6 +51,8 @@ struct Scheduled {
     id: u64,
     request: RestartRequest,
     at: DateTime<FixedOffset>,
+    /// `postmaster_start_time` when the restart was scheduled: a PostgreSQL restarted since cancels it.
+    start_time: Option<String>,
     timer: JoinHandle<()>,
 }
 
@@ -65,7 +68,11 @@ impl RestartSchedule {
 
     /// Publishes what `slot` now holds to the receivers of [`RestartSchedule::subscribe`].
     fn publish(&self, slot: &Option<Scheduled>) {
-        self.published.send_replace(describe(slot.as_ref()));
+        let mut member_key = describe(slot.as_ref());
+        if let (Some(map), Some(start_time)) = (member_key.as_mut(), slot.as_ref().and_then(|s| s.start_time.clone())) {
+            map.insert("postmaster_start_time".into(), Value::from(start_time));
+        }
+        self.published.send_replace(member_key);
     }
 
     /// `scheduled_restart` of the status object, when a restart is scheduled.
@@ -155,12 +162,13 @@ fn schedule(state: &ApiState, request: RestartRequest, at: DateTime<FixedOffset>
     let delay = (at.with_timezone(&Utc) - Utc::now()).to_std().unwrap_or(Duration::ZERO);
     let start_time = state.status.borrow().pg.postmaster_start_time.clone();
     let timer_state = state.clone();
+    let timer_start_time = start_time.clone();
     let timer = tokio::spawn(async move {
         tokio::time::sleep(delay).await;
-        run_scheduled(timer_state, id, start_time).await;
+        run_scheduled(timer_state, id, timer_start_time).await;
     });
     tracing::info!(at = %at.to_rfc3339(), "restart scheduled");
-    *slot = Some(Scheduled { id, request, at, timer });
+    *slot = Some(Scheduled { id, request, at, start_time, timer });
     state.restarts.publish(&slot);
     reply::text(202, "Restart scheduled")
 }
