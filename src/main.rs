@@ -152,7 +152,14 @@ fn node_config(
         None => {
             let origin = match raftgres::config::env::configuration_document(&env) {
                 Some((name, _)) => format!("${name}"),
-                None => "the environment (no FILE, -c FILE or PATRONI_CONFIGURATION given)".to_string(),
+                None => {
+                    let overrides = raftgres::config::env::overrides(&env)?;
+                    anyhow::ensure!(
+                        overrides.as_object().is_some_and(|vars| !vars.is_empty()),
+                        "no configuration: give FILE (or -c FILE), or the whole YAML in PATRONI_CONFIGURATION"
+                    );
+                    "the RAFTGRES_*/PATRONI_* environment variables".to_string()
+                }
             };
             Ok((origin, raftgres::config::load::load_from_env(&env)?))
         }

@@ -227,10 +227,7 @@ pub fn pg_config(config: &Config) -> anyhow::Result<PgConfig> {
         config.bootstrap.dcs.view().postgresql.parameters.iter().map(|(k, v)| (k.clone(), guc_value(v))).collect();
     parameters.extend(pg.parameters.iter().map(|(k, v)| (k.clone(), guc_value(v))));
     let pg_hba = if pg.pg_hba.is_empty() { config.bootstrap.pg_hba.clone() } else { pg.pg_hba.clone() };
-    let pgpass = match &pg.pgpass {
-        Some(path) => path.clone(),
-        None => pg.data_dir.parent().unwrap_or(std::path::Path::new("/tmp")).join(format!(".pgpass-{}", config.name)),
-    };
+    let pgpass = pg.pgpass_path(&config.name);
     let is_root = nix::unistd::geteuid().is_root();
     Ok(PgConfig {
         name: config.name.clone(),

@@ -27,12 +27,18 @@ pub const RAFTGRES_VERSION: &str = env!("CARGO_PKG_VERSION");
 pub enum PgState {
     /// `initializing new cluster` (0).
     InitializingNewCluster,
+    /// `initdb failed` (1): the last bootstrap failed (it is retried after a pause).
+    InitdbFailed,
+    /// `custom bootstrap failed` (3): the last `bootstrap.method` run failed.
+    CustomBootstrapFailed,
     /// `creating replica` (4).
     CreatingReplica,
     /// `running` (5).
     Running,
     /// `starting` (6).
     Starting,
+    /// `start failed` (8): the last start (or rewind and start) failed.
+    StartFailed,
     /// `stopped` (12).
     #[default]
     Stopped,
@@ -45,9 +51,12 @@ impl PgState {
     pub fn as_str(self) -> &'static str {
         match self {
             PgState::InitializingNewCluster => "initializing new cluster",
+            PgState::InitdbFailed => "initdb failed",
+            PgState::CustomBootstrapFailed => "custom bootstrap failed",
             PgState::CreatingReplica => "creating replica",
             PgState::Running => "running",
             PgState::Starting => "starting",
+            PgState::StartFailed => "start failed",
             PgState::Stopped => "stopped",
             PgState::Unknown => "unknown",
         }
@@ -57,9 +66,12 @@ impl PgState {
     pub fn index(self) -> i32 {
         match self {
             PgState::InitializingNewCluster => 0,
+            PgState::InitdbFailed => 1,
+            PgState::CustomBootstrapFailed => 3,
             PgState::CreatingReplica => 4,
             PgState::Running => 5,
             PgState::Starting => 6,
+            PgState::StartFailed => 8,
             PgState::Stopped => 12,
             PgState::Unknown => -1,
         }
@@ -196,6 +208,39 @@ pub struct PgStatus {
     pub pending_restart: bool,
     /// Per parameter: (old value, new value).
     pub pending_restart_reason: BTreeMap<String, (String, String)>,
+    /// A long action on PostgreSQL that keeps failing (raftgres' extension of `GET /patroni` and the member key).
+    pub failing: Option<FailingAction>,
+}
+
+/// A bootstrap, clone, start or rewind that failed and waits for its retry (see `ha::retry`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FailingAction {
+    /// Patroni's word for the action (`bootstrap`, `clone from leader`, `starting`, `pg_rewind`).
+    pub action: String,
+    /// Failures in a row.
+    pub attempts: u32,
+    /// The last error, with its causes.
+    pub error: String,
+    /// When it is tried again.
+    #[serde(with = "crate::status::rfc3339")]
+    pub retry_at: SystemTime,
+}
+
+/// `SystemTime` as an RFC 3339 string with a `+00:00` offset, as Patroni writes times.
+pub mod rfc3339 {
+    use std::time::SystemTime;
+
+    /// Serializes `time`.
+    pub fn serialize<S: serde::Serializer>(time: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
+        let time: chrono::DateTime<chrono::Utc> = (*time).into();
+        serializer.serialize_str(&time.to_rfc3339_opts(chrono::SecondsFormat::Millis, false))
+    }
+
+    /// Reads what [`serialize`] wrote.
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<SystemTime, D::Error> {
+        let text: String = serde::Deserialize::deserialize(deserializer)?;
+        chrono::DateTime::parse_from_rfc3339(&text).map(SystemTime::from).map_err(serde::de::Error::custom)
+    }
 }
 
 /// What the cluster view (replicated store) told us at the last cycle.

@@ -134,6 +134,7 @@ pub fn cluster_json(view: &ClusterView, dynamic: &DynamicView, scope: &str) -> C
                 pending_restart_reason: member.pending_restart_reason.clone(),
                 scheduled_restart: member.scheduled_restart.clone(),
                 tags: member.tags.clone(),
+                failing: member.failing.clone(),
                 receive_lsn,
                 receive_lag,
                 replay_lsn,

@@ -71,6 +71,10 @@ pub struct PatroniStatus {
     /// A restart scheduled through `POST /restart` (`{schedule, [restart_pending], [role], …}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduled_restart: Option<serde_json::Map<String, serde_json::Value>>,
+    /// raftgres' extension: a bootstrap, clone, start or rewind that keeps failing (action, attempts, error,
+    /// retry_at).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing: Option<crate::status::FailingAction>,
     /// Who answers.
     pub patroni: PatroniInfo,
 }
@@ -165,6 +169,7 @@ impl PatroniStatus {
             pending_restart: pg.pending_restart || !pg.pending_restart_reason.is_empty(),
             pending_restart_reason: pending_restart_reason(pg),
             scheduled_restart: None,
+            failing: pg.failing.clone(),
             patroni: PatroniInfo {
                 version: crate::status::PATRONI_VERSION.to_string(),
                 raftgres_version: crate::status::RAFTGRES_VERSION.to_string(),
@@ -272,6 +277,9 @@ pub struct ClusterMember {
     /// Member tags.
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub tags: serde_json::Map<String, serde_json::Value>,
+    /// raftgres' extension: the member's failing action, as its member key holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing: Option<crate::status::FailingAction>,
     /// Non-leaders: received position as `X/Y`, or `"unknown"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receive_lsn: Option<serde_json::Value>,

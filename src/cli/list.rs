@@ -352,6 +352,18 @@ fn footer(document: &Value) -> Vec<String> {
         }
         lines.push(info);
     }
+    for member in document.get("members").and_then(Value::as_array).into_iter().flatten() {
+        let Some(failing) = member.get("failing").filter(|f| f.is_object()) else { continue };
+        let field = |key: &str| failing.get(key).map(table::text).unwrap_or_default();
+        lines.push(format!(
+            "{}: {} failing ({} attempts, next at {}): {}",
+            member.get("name").map(table::text).unwrap_or_default(),
+            field("action"),
+            field("attempts"),
+            field("retry_at"),
+            field("error")
+        ));
+    }
     match document.get("leader_lease") {
         None => {}
         Some(Value::Null) => lines.push("Leader lease: none".to_string()),

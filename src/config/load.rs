@@ -218,7 +218,36 @@ pub fn check_environment(config: &Config) -> Vec<ConfigError> {
             errors.push(invalid(key, format!("{} is not a readable file", file.display())));
         }
     }
+    check_postgres_user_reach(config, &mut errors);
     errors
+}
+
+/// As root, PostgreSQL runs as `postgresql.run_as`: that user must be able to enter every directory above the
+/// data directory, the configuration directory and the pgpass file, or every bootstrap and clone fails (a
+/// `mktemp -d` directory or root's home is 0700). Checked up front so `run`, `check` and `demo` say which
+/// directory and the `chmod` that fixes it, instead of failing each attempt.
+fn check_postgres_user_reach(config: &Config, errors: &mut Vec<ConfigError>) {
+    use crate::postgres::files;
+    let pg = &config.postgresql;
+    let owner = match files::resolve_owner(None, &pg.run_as) {
+        Ok(Some(owner)) => owner,
+        Ok(None) => return,
+        Err(e) => {
+            errors.push(invalid("postgresql.run_as", e.to_string()));
+            return;
+        }
+    };
+    let pgpass = pg.pgpass_path(&config.name);
+    let paths = [
+        ("postgresql.data_dir", pg.data_dir.clone()),
+        ("postgresql.config_dir", pg.config_dir().to_path_buf()),
+        ("postgresql.pgpass", pgpass),
+    ];
+    for (key, path) in paths {
+        if let Err(e) = files::check_reachable(&path, Some(&owner)) {
+            errors.push(invalid(key, format!("{} is out of reach of PostgreSQL: {e}", path.display())));
+        }
+    }
 }
 
 fn check_programs(pg: &PostgresqlConfig, errors: &mut Vec<ConfigError>) {

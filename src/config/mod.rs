@@ -8,9 +8,9 @@
 //! [`dynamic`] the PURE [`DynamicConfig`], Patroni's timing rule and `merge_patch`;
 //! [`defaults`] the named constants. Nothing here starts tasks or talks to PostgreSQL.
 
+pub mod ctl_view;
 pub mod defaults;
 pub mod dynamic;
-pub mod ctl_view;
 pub mod env;
 pub mod load;
 mod sections;
@@ -566,6 +566,14 @@ pub struct PostgresqlConfig {
 }
 
 impl PostgresqlConfig {
+    /// The `.pgpass` file raftgres writes: `pgpass`, else `.pgpass-<name>` next to the data directory.
+    pub fn pgpass_path(&self, name: &str) -> PathBuf {
+        match &self.pgpass {
+            Some(path) => path.clone(),
+            None => self.data_dir.parent().unwrap_or(std::path::Path::new("/tmp")).join(format!(".pgpass-{name}")),
+        }
+    }
+
     /// Where the configuration files live.
     pub fn config_dir(&self) -> &std::path::Path {
         self.config_dir.as_deref().unwrap_or(&self.data_dir)

@@ -66,6 +66,9 @@ pub struct MemberData {
     /// raftgres: the member's Raft node id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raft_node_id: Option<u64>,
+    /// raftgres' extension: a bootstrap, clone, start or rewind that keeps failing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing: Option<crate::status::FailingAction>,
 }
 
 impl MemberData {

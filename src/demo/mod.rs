@@ -70,6 +70,21 @@ pub struct DemoArgs {
     pub timeout: u64,
 }
 
+/// Loads every node's configuration and checks the host for it (`raftgres check`), so a problem that would make
+/// every node fail (say, a parent of `--dir` the PostgreSQL user cannot enter) stops the demo at once with the
+/// key, the directory and the fix, instead of nodes retrying.
+fn check_nodes(cluster: &LocalCluster) -> anyhow::Result<()> {
+    for node in cluster.nodes() {
+        let path = node.config_path();
+        let loaded = crate::config::load(&path, &crate::config::EnvMap::new())
+            .with_context(|| format!("read the generated configuration {}", path.display()))?;
+        if let Some(problem) = crate::config::check_environment(&loaded.config).into_iter().next() {
+            anyhow::bail!("{}: {problem}; fix it or pick another --dir", path.display());
+        }
+    }
+    Ok(())
+}
+
 /// Runs the demo until `shutdown` is cancelled, then stops everything it started.
 pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let pg_bin_dir = cluster::find_pg_bin_dir()?;
@@ -90,6 +105,7 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
     let cluster = tokio::task::spawn_blocking(move || LocalCluster::generate(spec))
         .await
         .context("write the cluster configuration")??;
+    check_nodes(&cluster)?;
     println!(
         "Starting a {N_NODES}-node raftgres cluster in {} (PostgreSQL from {})",
         cluster.dir().display(),

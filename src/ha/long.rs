@@ -18,6 +18,7 @@ use crate::dcs::view::LeaderExpiry;
 use crate::dcs::view::PromotionKind;
 use crate::dcs::view::StatusData;
 use crate::dcs::Dcs;
+use crate::postgres::supervisor::error_chain;
 use crate::postgres::supervisor::Callback;
 use crate::postgres::supervisor::ConnTarget;
 use crate::postgres::supervisor::PgError;
@@ -37,8 +38,8 @@ pub async fn bootstrap(pg: Supervisor, dcs: Dcs, settings: HaSettings, timing: T
     // No callback fires while the new cluster is being made; `on_start` fires once it is ready (Patroni).
     pg.set_bootstrapping(true);
     let result = bootstrap_steps(&pg, &dcs, &settings, timing).await;
-    finish_bootstrap(&pg, &dcs, timing, result).await;
-    ActionOutcome { following: Following::Nobody, ..ActionOutcome::default() }
+    let failed = finish_bootstrap(&pg, &dcs, timing, result).await;
+    ActionOutcome { following: Following::Nobody, failed, ..ActionOutcome::default() }
 }
 
 /// Bootstrap a standby cluster (`standby_cluster` in `bootstrap.dcs`): win the `initialize` race, create the
@@ -56,10 +57,10 @@ pub async fn bootstrap_standby(
     }
     pg.set_bootstrapping(true);
     let result = standby_bootstrap_steps(&pg, &dcs, &settings, timing, remote).await;
-    let ok = result.is_ok();
-    finish_bootstrap(&pg, &dcs, timing, result).await;
-    let following = if ok { Following::Member(super::types::REMOTE_PRIMARY.to_owned()) } else { Following::Nobody };
-    ActionOutcome { following, ..ActionOutcome::default() }
+    let failed = finish_bootstrap(&pg, &dcs, timing, result).await;
+    let following =
+        if failed.is_none() { Following::Member(super::types::REMOTE_PRIMARY.to_owned()) } else { Following::Nobody };
+    ActionOutcome { following, failed, ..ActionOutcome::default() }
 }
 
 /// The remote primary of a standby cluster, as the standby leader's bootstrap needs it.
@@ -91,15 +92,16 @@ async fn won_initialize_race(dcs: &Dcs, timing: Timing) -> bool {
 }
 
 /// Ends a bootstrap: callbacks again (`on_start` when it worked), or everything undone so another attempt can
-/// start.
-async fn finish_bootstrap(pg: &Supervisor, dcs: &Dcs, timing: Timing, result: anyhow::Result<()>) {
+/// start; returns the error, with its causes, when it failed.
+async fn finish_bootstrap(pg: &Supervisor, dcs: &Dcs, timing: Timing, result: anyhow::Result<()>) -> Option<String> {
     let timeout = timing.retry_timeout;
     pg.set_bootstrapping(false);
     let Err(e) = result else {
         pg.fire(Callback::OnStart);
-        return;
+        return None;
     };
-    error!(error = %format!("{e:#}"), "bootstrap failed; cleaning up so another attempt can start");
+    let error = format!("{e:#}");
+    error!(error, "bootstrap failed; cleaning up so another attempt can start");
     if let Err(e) = pg.stop(StopMode::Immediate).await {
         warn!(error = %e, "failed to stop postgres after a failed bootstrap");
     }
@@ -113,6 +115,7 @@ async fn finish_bootstrap(pg: &Supervisor, dcs: &Dcs, timing: Timing, result: an
     if let Err(e) = dcs.cancel_initialization(timeout).await {
         warn!(error = %e, "failed to cancel the initialization");
     }
+    Some(error)
 }
 
 async fn standby_bootstrap_steps(
@@ -248,22 +251,18 @@ pub async fn clone(pg: Supervisor, source: Upstream, follow: Upstream, slot: Str
     if wipe {
         warn!(source = source.name, "removing the data directory to clone again");
         if let Err(e) = pg.stop(StopMode::Immediate).await {
-            error!(error = %e, "failed to stop postgres before re-cloning");
-            return ActionOutcome::default();
+            return failure("failed to stop postgres before re-cloning", &e);
         }
         if let Err(e) = pg.wipe_data_dir().await {
-            error!(error = %e, "failed to remove the data directory");
-            return ActionOutcome::default();
+            return failure("failed to remove the data directory", &e);
         }
     }
     if let Err(e) = pg.write_pgpass() {
-        error!(error = %e, "failed to write the pgpass file");
-        return ActionOutcome::default();
+        return failure("failed to write the pgpass file", &e);
     }
     info!(source = source.name, "creating the replica (create_replica_methods)");
     if let Err(e) = pg.create_replica(&source.target).await {
-        error!(source = source.name, error = %e, "failed to create the replica; will retry");
-        return ActionOutcome::default();
+        return failure(&format!("failed to create the replica from {}", source.name), &e);
     }
     let role = StartRole::Replica { primary: follow.target, slot: Some(slot) };
     match pg.start(role).await {
@@ -277,8 +276,7 @@ pub async fn clone(pg: Supervisor, source: Upstream, follow: Upstream, slot: Str
 /// not started here: the next cycle starts it as a standby, and it may then win the leader race.
 pub async fn clone_without_leader(pg: Supervisor, methods: Option<Vec<String>>) -> ActionOutcome {
     if let Err(e) = pg.write_pgpass() {
-        error!(error = %e, "failed to write the pgpass file");
-        return ActionOutcome::default();
+        return failure("failed to write the pgpass file", &e);
     }
     info!("creating the data directory without a leader (replica methods with no_leader)");
     match pg.create_replica_without_leader(methods.as_deref()).await {
@@ -286,16 +284,17 @@ pub async fn clone_without_leader(pg: Supervisor, methods: Option<Vec<String>>) 
             info!(method, "created the data directory without a leader");
             ActionOutcome { following: Following::Nobody, ..ActionOutcome::default() }
         }
-        Err(e) => {
-            error!(error = %e, "failed to create the data directory without a leader; will retry");
-            tokio::time::sleep(FAILED_CLONE_PAUSE).await;
-            ActionOutcome::default()
-        }
+        Err(e) => failure("failed to create the data directory without a leader", &e),
     }
 }
 
-/// How long a failed restore without a leader waits before the HA loop decides again.
-const FAILED_CLONE_PAUSE: Duration = Duration::from_secs(5);
+/// The outcome of a failed step: logged as an ERROR with its causes, reported to the loop, which retries the
+/// action after a growing pause (`ha::retry`).
+fn failure(what: &str, e: &PgError) -> ActionOutcome {
+    let chain = error_chain(e);
+    error!(error = %chain, "{what}");
+    ActionOutcome { failed: Some(format!("{what}: {chain}")), ..ActionOutcome::default() }
+}
 
 /// Start PostgreSQL in `role`.
 pub async fn start(pg: Supervisor, role: StartRole, following: Following) -> ActionOutcome {
@@ -315,9 +314,9 @@ async fn started_or_failed(e: PgError, following: Following, what: &str) -> Acti
         warn!(error = %e, "postgres is still starting; waiting for it in the next cycles");
         return ActionOutcome { following, ..ActionOutcome::default() };
     }
-    error!(error = %e, "{what}");
+    let outcome = failure(what, &e);
     tokio::time::sleep(FAILED_START_PAUSE).await;
-    ActionOutcome::default()
+    outcome
 }
 
 /// How long a failed start waits before the HA loop decides again.
@@ -332,8 +331,7 @@ pub async fn start_replica(
 ) -> ActionOutcome {
     if let Some(target) = rewind_from {
         if let Err(e) = pg.write_pgpass() {
-            error!(error = %e, "failed to write the pgpass file");
-            return ActionOutcome::default();
+            return failure("failed to write the pgpass file", &e);
         }
         match pg.rewind(&target).await {
             Ok(RewindOutcome::Rewound) => info!(leader, "pg_rewind brought the old primary onto the new timeline"),
@@ -341,8 +339,10 @@ pub async fn start_replica(
             Err(e) => {
                 // Retried by the HA loop after a pause (the leader may still be starting), so
                 // not an ERROR: a human acts only if it keeps failing.
-                warn!(leader, error = %e, "pg_rewind failed; will retry");
-                return ActionOutcome { rewind_failed: true, ..ActionOutcome::default() };
+                let chain = error_chain(&e);
+                warn!(leader, error = %chain, "pg_rewind failed; will retry");
+                let failed = Some(format!("pg_rewind from {leader} failed: {chain}"));
+                return ActionOutcome { rewind_failed: true, failed, ..ActionOutcome::default() };
             }
         }
     }

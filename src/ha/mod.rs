@@ -22,6 +22,7 @@ pub mod observe;
 pub mod peers;
 pub mod publish;
 pub mod requests;
+pub mod retry;
 pub mod running;
 pub mod sync;
 pub mod types;
@@ -54,6 +55,7 @@ use crate::dcs::view::MemberData;
 use crate::dcs::Dcs;
 use crate::postgres::supervisor::Supervisor;
 use crate::status::NodeStatus;
+use crate::status::PgState;
 use crate::status::PgStatus;
 
 pub use self::running::ActionOutcome;
@@ -125,6 +127,9 @@ struct LoopState {
     status_slots: Option<publish::StatusSlots>,
     /// As leader: when each member slot was last seen (`member_slots_ttl` retention, see `slot_positions`).
     slots_last_seen: std::collections::BTreeMap<String, std::time::Instant>,
+    /// The last failure of a retried long action (bootstrap, clone, start, rewind), held back until its pause
+    /// is over (see `retry`).
+    failing: Option<retry::Failing>,
 }
 
 /// The HA loop of one node.
@@ -259,20 +264,44 @@ impl HaLoop {
         }
         let snapshot = self.observe(view).await;
         let decision = decide::decide(&snapshot.obs, &snapshot.view, &snapshot.cfg, SystemTime::now());
-        let sentence = decision.reason.to_string();
-        self.log_reason(&sentence, &decision.actions);
+        let (actions, sentence) = self.hold_back_failing(decision.actions, decision.reason.to_string());
+        self.log_reason(&sentence, &actions);
         let ctx = self.exec_context(&snapshot);
-        let mut result = execute::run(&ctx, &decision.actions, &snapshot.obs).await;
+        let mut result = execute::run(&ctx, &actions, &snapshot.obs).await;
         self.absorb(&mut result);
         self.keep_status_slots(&snapshot.view, &result);
         self.restore_cluster_keys(&snapshot, &result).await;
         let pg_status = publish::pg_status_after(&snapshot.obs, self.state.running.as_ref().map(|r| r.kind));
         let pg_status = publish::standby_leader_role(pg_status, snapshot.cfg.standby_cluster, result.holds_key);
+        let pg_status = self.with_failing(pg_status);
         if !result.member_touched {
             // A member touch is also how a node finds out whether the store answers again.
             self.touch_member(&pg_status).await;
         }
         self.publish(&snapshot.view, pg_status, sentence);
+    }
+
+    /// Drops the actions a recent failure holds back (see `retry`); the sentence then says what failed, how
+    /// often, when it is tried again and why it failed.
+    fn hold_back_failing(&self, actions: Vec<types::Action>, sentence: String) -> (Vec<types::Action>, String) {
+        let Some(failing) = &self.state.failing else { return (actions, sentence) };
+        let now = Instant::now();
+        let (held, kept): (Vec<_>, Vec<_>) = actions.into_iter().partition(|action| failing.holds_back(action, now));
+        if held.is_empty() {
+            (kept, sentence)
+        } else {
+            (kept, failing.sentence(now))
+        }
+    }
+
+    /// The published status with the failing action, and Patroni's state for it while PostgreSQL is down.
+    fn with_failing(&self, mut pg_status: PgStatus) -> PgStatus {
+        let Some(failing) = &self.state.failing else { return pg_status };
+        if pg_status.state == PgState::Stopped {
+            pg_status.state = failing.pg_state(self.pg.config().custom_bootstrap.is_some());
+        }
+        pg_status.failing = Some(failing.report());
+        pg_status
     }
 
     /// Hands the supervisor what the dynamic configuration says about recovery: `hot_standby_feedback` (needed

@@ -67,6 +67,7 @@ pub fn member_data(id: &MemberIdentity<'_>, pg: &PgStatus, paused: bool) -> Memb
         scheduled_restart: id.scheduled_restart.clone(),
         pause: paused,
         raft_node_id: Some(id.raft_node_id),
+        failing: pg.failing.clone(),
     }
 }
 

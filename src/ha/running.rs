@@ -14,6 +14,7 @@ use tracing::warn;
 
 use super::requests::Refusal;
 use super::requests::Reply;
+use super::retry::Failing;
 use super::types::ActionKind;
 use super::types::Reason;
 use super::HaLoop;
@@ -71,6 +72,7 @@ impl HaLoop {
         let Some(running) = self.state.running.take() else { return };
         let answer = match joined {
             Ok(outcome) => {
+                self.record_attempt(running.kind, outcome.failed.as_deref());
                 outcome.following.apply(&mut self.state.following);
                 self.state.rewind_failed = outcome.rewind_failed;
                 self.state.rewind_failed_at = outcome.rewind_failed.then(Instant::now);
@@ -87,6 +89,44 @@ impl HaLoop {
         };
         if let Some(reply) = running.reply {
             let _ = reply.send(answer);
+        }
+    }
+
+    /// Keeps the failure of a retried action (bootstrap, clone, start, rewind) so the next attempt waits; the
+    /// first success of any of them clears it.
+    fn record_attempt(&mut self, kind: ActionKind, failed: Option<&str>) {
+        if !matches!(kind, ActionKind::Bootstrap | ActionKind::Clone | ActionKind::Start | ActionKind::Rewind) {
+            return;
+        }
+        match failed {
+            Some(error) => {
+                let failing = Failing::after(
+                    self.state.failing.as_ref(),
+                    kind,
+                    error.to_string(),
+                    Instant::now(),
+                    SystemTime::now(),
+                );
+                let pause = failing.retry_at.saturating_duration_since(Instant::now());
+                warn!(
+                    action = kind.describe(),
+                    attempts = failing.attempts,
+                    retry_in_s = pause.as_secs(),
+                    error,
+                    "long action failed; retrying after a pause"
+                );
+                self.state.failing = Some(failing);
+            }
+            None => {
+                if let Some(previous) = self.state.failing.take() {
+                    info!(
+                        action = kind.describe(),
+                        after = previous.kind.describe(),
+                        attempts = previous.attempts,
+                        "long action succeeded after failures"
+                    );
+                }
+            }
         }
     }
 

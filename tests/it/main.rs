@@ -11,6 +11,7 @@ mod check_patroni;
 mod cli;
 mod cluster;
 mod config;
+mod failing;
 mod failover;
 mod guard;
 mod haproxy;

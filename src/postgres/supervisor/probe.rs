@@ -114,6 +114,7 @@ impl From<Probe> for PgStatus {
             replication: probe.replication,
             pending_restart: probe.pending_restart,
             pending_restart_reason: probe.pending_restart_reason,
+            failing: None,
         }
     }
 }
