@@ -10,6 +10,7 @@ use reqwest::Url;
 use serde_json::Map;
 use serde_json::Value;
 
+use crate::cli::client::display_url;
 use crate::cli::client::ApiClient;
 use crate::cli::client::Reply;
 use crate::cli::cluster;
@@ -191,6 +192,124 @@ pub async fn reload(client: &ApiClient, names: &[String], role: Option<RoleFilte
         println!("{line}");
     }
     all_succeeded("reload", n_failed, members.len())
+}
+
+/// What `flush` discards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FlushTarget {
+    /// The members' scheduled restarts.
+    Restart,
+    /// The cluster's scheduled switchover.
+    Switchover,
+}
+
+/// `flush`: discards scheduled restarts (of the named members, else every member of `role`) or the scheduled
+/// switchover, as patronictl does (`DELETE /restart` on each member that has one; `DELETE /switchover` on the
+/// first member that answers, the leader first).
+pub async fn flush(
+    client: &ApiClient,
+    names: &[String],
+    target: FlushTarget,
+    role: Option<RoleFilter>,
+    force: bool,
+) -> anyhow::Result<()> {
+    let cluster = cluster::fetch(client).await?;
+    let names = cluster.strip_cluster_name(names);
+    match target {
+        FlushTarget::Restart => {
+            let members: Vec<Member> =
+                cluster.select(&names, role.unwrap_or(RoleFilter::Any))?.into_iter().cloned().collect();
+            if !force {
+                switchover::print_table(client).await;
+            }
+            confirm_members(&members, "flush", force).await?;
+            let mut n_failed = 0;
+            for member in &members {
+                if !member.scheduled_restart {
+                    println!("No scheduled restart for member {}", member.name);
+                    continue;
+                }
+                let Some(base) = base_of(client, member) else {
+                    n_failed += 1;
+                    continue;
+                };
+                match client.send(&base, Method::DELETE, "/restart", None).await {
+                    Ok(reply) if reply.is_success() => println!("Success: flush scheduled restart for member {}", member.name),
+                    Ok(reply) => {
+                        n_failed += 1;
+                        print_failure(&member.name, "flush scheduled restart", &reply);
+                    }
+                    Err(e) => {
+                        n_failed += 1;
+                        println!("Failed: flush scheduled restart for member {}, ({e})", member.name);
+                    }
+                }
+            }
+            all_succeeded("flush", n_failed, members.len())
+        }
+        FlushTarget::Switchover => {
+            if cluster.json.get("scheduled_switchover").is_none_or(Value::is_null) {
+                println!("No pending scheduled switchover");
+                return Ok(());
+            }
+            let mut failures = Vec::new();
+            for base in cluster.bases_leader_first(client) {
+                match client.send(&base, Method::DELETE, "/switchover", None).await {
+                    Ok(reply) if reply.status == 200 || reply.status == 404 => {
+                        let prefix = if reply.status == 200 { "Success" } else { "Failed" };
+                        println!("{prefix}: {}", reply.text());
+                        return if reply.status == 200 { Ok(()) } else { Err(anyhow::anyhow!("{}", reply.text())) };
+                    }
+                    Ok(reply) => failures.push(format!("{}: {}", display_url(&base), reply.summary())),
+                    Err(e) => failures.push(format!("{}: {e}", display_url(&base))),
+                }
+            }
+            Err(anyhow::anyhow!("no member could discard the scheduled switchover ({})", failures.join("; ")))
+        }
+    }
+}
+
+/// `version`: the CLI's own version, then each member's (or the named members') Patroni API version, raftgres
+/// version and PostgreSQL version, as patronictl prints them.
+pub async fn version(client: &ApiClient, names: &[String]) -> anyhow::Result<()> {
+    println!("raftgres ctl version {} (patronictl {})", crate::status::RAFTGRES_VERSION, crate::status::PATRONI_VERSION);
+    if names.is_empty() {
+        return Ok(());
+    }
+    println!();
+    let cluster = cluster::fetch(client).await?;
+    let names = cluster.strip_cluster_name(names);
+    for member in &cluster.members {
+        if !names.is_empty() && !names.contains(&member.name) {
+            continue;
+        }
+        let Some(base) = base_of(client, member) else { continue };
+        match client.send(&base, Method::GET, "/patroni", None).await {
+            Ok(reply) => match reply.json::<Value>() {
+                Ok(status) => println!("{}: {}", member.name, describe_version(&status)),
+                Err(e) => println!("{}: failed to get version: {e:#}", member.name),
+            },
+            Err(e) => println!("{}: failed to get version: {e}", member.name),
+        }
+    }
+    Ok(())
+}
+
+/// PURE: `Patroni 4.1.4 (raftgres 0.1.0) PostgreSQL 15.8` from a `GET /patroni` document.
+pub fn describe_version(status: &Value) -> String {
+    let patroni = status["patroni"]["version"].as_str().unwrap_or("unknown");
+    let raftgres = status["patroni"]["raftgres_version"].as_str().map(|v| format!(" (raftgres {v})")).unwrap_or_default();
+    let pg = status["server_version"].as_u64().map(|v| format!(" PostgreSQL {}", format_pg_version(v))).unwrap_or_default();
+    format!("Patroni {patroni}{raftgres}{pg}")
+}
+
+/// PURE: `server_version_num` as people write it (90624 → 9.6.24, 150008 → 15.8).
+pub fn format_pg_version(version: u64) -> String {
+    if version < 100_000 {
+        format!("{}.{}.{}", version / 10_000, version / 100 % 100, version % 100)
+    } else {
+        format!("{}.{}", version / 10_000, version % 10_000)
+    }
 }
 
 /// `reinit`'s options.

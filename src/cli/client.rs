@@ -30,8 +30,9 @@ const MAX_REASON_CHARS: usize = 200;
 /// Which nodes the CLI talks to: patronictl's global options, accepted before or after the command.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct Target {
-    /// Configuration file (or directory of YAML files): a node's configuration or a patronictl-style file with
-    /// `restapi:` and `ctl:`. The CLI reads `restapi.connect_address` (or `listen`), the members'
+    /// Configuration file: a node's configuration, or a patronictl-style file with `restapi:` and `ctl:`.
+    ///
+    /// A directory of YAML files is read as one. The CLI reads `restapi.connect_address` (or `listen`), the members'
     /// `raft.peers[].api_addr`, TLS settings and the credentials of `ctl.authentication` (else
     /// `restapi.authentication`). Default: $PATRONICTL_CONFIG_FILE, else ~/.config/patroni/patronictl.yaml
     /// when it exists. For `run` and `check`: the node configuration.
@@ -43,7 +44,6 @@ pub struct Target {
     #[arg(
         long = "url",
         visible_alias = "dcs-url",
-        short = 'd',
         value_name = "URL",
         value_delimiter = ',',
         global = true

@@ -42,6 +42,10 @@ pub struct Member {
     pub pending_restart: bool,
     /// A restart is scheduled.
     pub scheduled_restart: bool,
+    /// PostgreSQL host, when published.
+    pub host: Option<String>,
+    /// PostgreSQL port, when published.
+    pub port: Option<u16>,
 }
 
 /// A fetched `GET /cluster`.
@@ -82,6 +86,8 @@ impl Cluster {
                         nofailover: nofailover(member.get("tags")),
                         pending_restart: member.get("pending_restart").is_some_and(truthy),
                         scheduled_restart: member.get("scheduled_restart").is_some_and(truthy),
+                        host: member.get("host").and_then(Value::as_str).map(String::from),
+                        port: member.get("port").and_then(Value::as_u64).and_then(|p| u16::try_from(p).ok()),
                     })
                     .collect()
             })

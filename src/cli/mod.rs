@@ -17,10 +17,12 @@ pub mod cluster;
 pub mod config;
 pub mod list;
 pub mod prompt;
+pub mod query;
 pub mod raft;
 pub mod switchover;
 pub mod table;
 
+use anyhow::Context as _;
 use clap::Args;
 use clap::Subcommand;
 
@@ -67,6 +69,88 @@ pub enum CtlCommand {
     /// The Raft replica set: list its nodes, add one, remove one.
     #[command(subcommand)]
     Members(MembersCommand),
+    /// Print `host=… port=…` of a member's PostgreSQL (the leader by default).
+    Dsn(DsnArgs),
+    /// Run SQL on a member's PostgreSQL (the leader by default) and print the rows.
+    Query(QueryArgs),
+    /// Discard scheduled events: members' scheduled restarts, or the scheduled switchover.
+    Flush(FlushArgs),
+    /// Print the CLI's version and, given the cluster name, every member's (or the named members') versions.
+    Version(VersionArgs),
+}
+
+/// `dsn`.
+#[derive(Debug, Clone, Args)]
+pub struct DsnArgs {
+    /// The cluster name.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// The first member with this role.
+    #[arg(short = 'r', long, value_enum)]
+    pub role: Option<RoleFilter>,
+    /// This member.
+    #[arg(short = 'm', long)]
+    pub member: Option<String>,
+}
+
+/// `query`.
+#[derive(Debug, Clone, Args)]
+pub struct QueryArgs {
+    /// The cluster name.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// The first member with this role.
+    #[arg(short = 'r', long, value_enum)]
+    pub role: Option<RoleFilter>,
+    /// This member.
+    #[arg(short = 'm', long)]
+    pub member: Option<String>,
+    /// The SQL to run (`-c SQL` after `query` means this, as in patronictl).
+    #[arg(long = "command", value_name = "SQL")]
+    pub command: Option<String>,
+    /// Run the SQL in this file.
+    #[arg(short = 'f', long = "file", value_name = "FILE", conflicts_with = "command")]
+    pub file: Option<std::path::PathBuf>,
+    /// Database user (default: PGUSER, else the OS user).
+    #[arg(short = 'U', long)]
+    pub username: Option<String>,
+    /// Ask for the password (else PGPASSWORD, else the pgpass file).
+    #[arg(long)]
+    pub password: bool,
+    /// Database (default: postgres).
+    #[arg(short = 'd', long)]
+    pub dbname: Option<String>,
+    /// Output format.
+    #[arg(long = "format", value_enum, default_value = "tsv")]
+    pub format: Format,
+    /// Column delimiter of the tsv format (default: a tab).
+    #[arg(long)]
+    pub delimiter: Option<String>,
+    /// Run again every SECS seconds until Ctrl-C.
+    #[command(flatten)]
+    pub watch: WatchArgs,
+}
+
+/// `flush`.
+#[derive(Debug, Clone, Args)]
+pub struct FlushArgs {
+    /// The cluster name (optional), then the members (restart only), then `restart` or `switchover`.
+    #[arg(value_name = "ARGS", required = true, num_args = 1..)]
+    pub args: Vec<String>,
+    /// Flush only members with this role.
+    #[arg(short = 'r', long, value_enum)]
+    pub role: Option<RoleFilter>,
+    /// Do not ask anything.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `version`.
+#[derive(Debug, Clone, Args)]
+pub struct VersionArgs {
+    /// The cluster name, then optionally member names.
+    #[arg(value_name = "NAMES")]
+    pub names: Vec<String>,
 }
 
 /// An optional cluster name, checked against the nodes' scope as patronictl's first argument.
@@ -311,6 +395,28 @@ pub enum MembersCommand {
     },
 }
 
+/// The command line as clap should read it: after `query`, patronictl's `-c SQL` is `--command SQL` (before the
+/// command, and in every other command, `-c` is the configuration file, as in patronictl).
+pub fn patronictl_argv(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    const TAKES_VALUE: [&str; 5] = ["-c", "--config-file", "--config", "--url", "--dcs-url"];
+    let mut idx = 1;
+    while let Some(arg) = args.get(idx).and_then(|a| a.to_str()) {
+        if TAKES_VALUE.contains(&arg) {
+            idx += 2;
+        } else if arg.starts_with('-') {
+            idx += 1;
+        } else {
+            break;
+        }
+    }
+    if args.get(idx).and_then(|a| a.to_str()) != Some("query") {
+        return args;
+    }
+    let (head, tail) = args.split_at(idx + 1);
+    let tail = tail.iter().map(|arg| if arg == "-c" { "--command".into() } else { arg.clone() });
+    head.iter().cloned().chain(tail).collect()
+}
+
 /// Runs one operator command.
 pub async fn run(command: CtlCommand, target: &Target) -> anyhow::Result<()> {
     let client = || ApiClient::new(target);
@@ -363,6 +469,42 @@ pub async fn run(command: CtlCommand, target: &Target) -> anyhow::Result<()> {
             list::run_history(&client, args.cluster.cluster.as_deref(), args.format).await
         }
         CtlCommand::Remove(args) => raft::remove_cluster(&client()?, &args.cluster, args.force).await,
+        CtlCommand::Dsn(args) => {
+            query::dsn(&client()?, args.cluster.cluster.as_deref(), args.role, args.member.as_deref()).await
+        }
+        CtlCommand::Query(args) => {
+            let sql = match (&args.command, &args.file) {
+                (Some(sql), _) => sql.clone(),
+                (None, Some(file)) => std::fs::read_to_string(file)
+                    .with_context(|| format!("read the SQL file {}", file.display()))?,
+                (None, None) => anyhow::bail!("You need to specify either --command or --file"),
+            };
+            let request = query::QueryRequest {
+                cluster_name: args.cluster.cluster,
+                role: args.role,
+                member: args.member,
+                sql,
+                username: args.username,
+                dbname: args.dbname,
+                ask_password: args.password,
+                format: args.format,
+                delimiter: args.delimiter.unwrap_or_else(|| "\t".to_string()),
+                watch: args.watch.interval(),
+            };
+            query::query(&client()?, request).await
+        }
+        CtlCommand::Flush(args) => {
+            let Some((target, names)) = args.args.split_last() else {
+                anyhow::bail!("name what to flush: restart or switchover")
+            };
+            let target = match target.as_str() {
+                "restart" => actions::FlushTarget::Restart,
+                "switchover" => actions::FlushTarget::Switchover,
+                other => anyhow::bail!("cannot flush {other:?}: the last argument is restart or switchover"),
+            };
+            actions::flush(&client()?, names, target, args.role, args.force).await
+        }
+        CtlCommand::Version(args) => actions::version(&client()?, &args.names).await,
         CtlCommand::Members(MembersCommand::List { format }) => raft::list(&client()?, format).await,
         CtlCommand::Members(MembersCommand::Add { name, id, raft_addr, api_addr }) => {
             let member = raft::NewMember { name, id, raft_addr, api_addr: api_addr.unwrap_or_default() };

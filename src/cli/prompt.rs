@@ -38,6 +38,15 @@ pub async fn ask_required(question: &str, action: &str) -> anyhow::Result<String
     }
 }
 
+/// Asks for a password on the terminal without echoing it (`query --password`).
+pub async fn password(question: &str) -> anyhow::Result<String> {
+    let prompt = format!("{question}: ");
+    tokio::task::spawn_blocking(move || rpassword::prompt_password(prompt))
+        .await
+        .context("read the password")?
+        .context("read the password from the terminal (--password needs one)")
+}
+
 /// Prints `prompt` and reads one line; fails when standard input has no more lines.
 async fn read_answer(prompt: &str, action: &str) -> anyhow::Result<String> {
     let prompt = prompt.to_string();

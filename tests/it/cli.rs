@@ -239,6 +239,7 @@ async fn cli_lists_and_reconfigures_a_live_cluster() {
     let (tc, primary) = start(spec, dir).await;
     let c = &tc.cluster;
     check_list_formats(c, primary).await;
+    check_patronictl_habits(c, primary).await;
     check_edit_config(c).await;
     check_pending_restart(c).await;
     let out = ctl(c, &["reload", "--force"]).await.ok();
@@ -294,6 +295,72 @@ async fn check_list_formats(c: &LocalCluster, primary: usize) {
     assert!(config.contains("max_connections: 100"), "{config}");
     let error = ctl(c, &["list", "other"]).await.failed();
     assert_eq!(error, "error: the nodes serve cluster \"demo\", not \"other\"");
+}
+
+/// patronictl's habits: global options before the command, `PATRONICTL_CONFIG_FILE`, the default file
+/// `~/.config/patroni/patronictl.yaml` with only `restapi:`, and the commands `dsn`, `query` (`-c SQL` after the
+/// command), `version` and `flush`.
+async fn check_patronictl_habits(c: &LocalCluster, primary: usize) {
+    let config = c.node(2).config_path();
+    let config = config.to_string_lossy();
+    let before = run_cli(&["-c", &config, "list", "-f", "json"], "", &[]).await.ok();
+    assert_eq!(serde_json::from_str::<Vec<Value>>(&before).map(|rows| rows.len()).ok(), Some(3), "{before}");
+    let from_env = run_cli(&["list", "-f", "json"], "", &[("PATRONICTL_CONFIG_FILE", &config)]).await.ok();
+    assert_eq!(from_env, before);
+    let home = tempfile::tempdir().expect("a home directory");
+    let ctl_dir = home.path().join(".config/patroni");
+    std::fs::create_dir_all(&ctl_dir).expect("create ~/.config/patroni");
+    let api = c.api(3);
+    let address = api.trim_start_matches("http://");
+    std::fs::write(ctl_dir.join("patronictl.yaml"), format!("restapi:\n  connect_address: {address}\n"))
+        .expect("write patronictl.yaml");
+    let home_path = home.path().to_string_lossy().into_owned();
+    let env = [("HOME", home_path.as_str()), ("XDG_CONFIG_HOME", "")];
+    let from_default = run_cli(&["list", "-f", "json"], "", &env).await.ok();
+    assert_eq!(from_default, before);
+
+    let dsn = ctl(c, &["dsn"]).await.ok();
+    assert_eq!(dsn, format!("host=127.0.0.1 port={}\n", c.pg_port(primary)));
+    let password = c.password().to_string();
+    let pg_env = [("PGPASSWORD", password.as_str()), ("PGUSER", "postgres")];
+    let urls = urls(c);
+    let sql = "SELECT 1 AS one, pg_is_in_recovery() AS standby";
+    let out = run_cli(&["query", "demo", "-c", sql, "--url", &urls], "", &pg_env).await.ok();
+    assert_eq!(out, "one\tstandby\n1\tf\n");
+    let out = run_cli(&["query", "-r", "replica", "-c", sql, "--format", "json", "--url", &urls], "", &pg_env).await.ok();
+    let rows: Vec<Value> = serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"));
+    assert_eq!(rows, vec![serde_json::json!({"one": "1", "standby": "t"})]);
+    let out = run_cli(&["query", "-c", "SELECT * FROM no_such_table", "--url", &urls], "", &pg_env).await.ok();
+    assert!(out.trim_end().ends_with("ERROR, SQLSTATE: 42P01"), "{out}");
+
+    let out = ctl(c, &["version"]).await.ok();
+    assert!(out.starts_with("raftgres ctl version "), "{out}");
+    let out = ctl(c, &["version", "demo"]).await.ok();
+    for node in 1..=3 {
+        assert!(out.contains(&format!("node{node}: Patroni 4.1.4 (raftgres ")), "{out}");
+    }
+    assert!(out.contains(" PostgreSQL 15."), "{out}");
+
+    let replica = (1..=3).find(|node| *node != primary).expect("a replica");
+    let name = format!("node{replica}");
+    let later = (chrono::Local::now() + chrono::Duration::hours(1)).format("%Y-%m-%dT%H:%M").to_string();
+    ctl(c, &["restart", &name, "--scheduled", &later, "--force"]).await.ok();
+    eventually(Duration::from_secs(30), "the scheduled restart in GET /cluster", || async {
+        let cluster = cluster_json(c).await?;
+        let member = cluster["members"].as_array()?.iter().find(|m| m["name"] == name.as_str())?.clone();
+        member["scheduled_restart"].is_object().then_some(())
+    })
+    .await;
+    let out = ctl(c, &["flush", "demo", &name, "restart", "--force"]).await.ok();
+    assert!(out.contains(&format!("Success: flush scheduled restart for member {name}")), "{out}");
+    let out = ctl(c, &["flush", "demo", "switchover"]).await.ok();
+    assert_eq!(out, "No pending scheduled switchover\n");
+    let candidate = format!("node{replica}");
+    ctl(c, &["switchover", "--candidate", &candidate, "--scheduled", &later, "--force"]).await.ok();
+    let out = ctl(c, &["flush", "demo", "switchover"]).await.ok();
+    assert!(out.starts_with("Success: "), "{out}");
+    let cluster = cluster_json(c).await.expect("GET /cluster");
+    assert!(cluster.get("scheduled_switchover").is_none(), "{cluster}");
 }
 
 /// `edit-config` with `--pg`, with `$EDITOR` and an answer on standard input, unchanged, and refused.
