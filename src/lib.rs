@@ -13,5 +13,6 @@ pub mod demo;
 pub mod ha;
 pub mod node;
 pub mod postgres;
+pub mod reload;
 pub mod status;
 pub mod telemetry;

@@ -84,7 +84,7 @@ fn main() -> ExitCode {
 async fn dispatch(command: Command, target: raftgres::cli::client::Target) -> anyhow::Result<()> {
     match command {
         Command::Run { file } => {
-            let (_, loaded) = node_config(file, &target)?;
+            let (_, source, loaded) = node_config(file, &target)?;
             raftgres::telemetry::init(loaded.config.log.level.as_filter());
             for warning in &loaded.warnings {
                 tracing::warn!(warning = %warning, "configuration");
@@ -95,10 +95,10 @@ async fn dispatch(command: Command, target: raftgres::cli::client::Target) -> an
             }
             let shutdown = CancellationToken::new();
             spawn_signal_handler(shutdown.clone());
-            raftgres::node::run(loaded.config, shutdown).await
+            raftgres::node::run(loaded, source, None, shutdown).await
         }
         Command::Check { file } => {
-            let (origin, loaded) = node_config(file, &target)?;
+            let (origin, _, loaded) = node_config(file, &target)?;
             for warning in &loaded.warnings {
                 println!("warning: {warning}");
             }
@@ -134,11 +134,12 @@ async fn dispatch(command: Command, target: raftgres::cli::client::Target) -> an
 }
 
 /// The node configuration of `run` and `check`: `FILE` or `-c FILE` (not both), else the environment (the whole
-/// YAML in `PATRONI_CONFIGURATION`/`RAFTGRES_CONFIGURATION`, or the variables alone). Returns where it came from.
+/// YAML in `PATRONI_CONFIGURATION`/`RAFTGRES_CONFIGURATION`, or the variables alone). Returns where it came from
+/// (for messages and for reloads) and the configuration.
 fn node_config(
     file: Option<PathBuf>,
     target: &raftgres::cli::client::Target,
-) -> anyhow::Result<(String, raftgres::config::Loaded)> {
+) -> anyhow::Result<(String, raftgres::reload::ConfigSource, raftgres::config::Loaded)> {
     let env = raftgres::config::process_env();
     let path = match (file, &target.config) {
         (Some(file), Some(config)) if &file != config => {
@@ -148,7 +149,10 @@ fn node_config(
         (None, config) => config.clone(),
     };
     match path {
-        Some(path) => Ok((path.display().to_string(), raftgres::config::load::load_private(&path, &env)?)),
+        Some(path) => {
+            let loaded = raftgres::config::load::load_private(&path, &env)?;
+            Ok((path.display().to_string(), raftgres::reload::ConfigSource::Path(path), loaded))
+        }
         None => {
             let origin = match raftgres::config::env::configuration_document(&env) {
                 Some((name, _)) => format!("${name}"),
@@ -161,7 +165,7 @@ fn node_config(
                     "the RAFTGRES_*/PATRONI_* environment variables".to_string()
                 }
             };
-            Ok((origin, raftgres::config::load::load_from_env(&env)?))
+            Ok((origin, raftgres::reload::ConfigSource::Environment, raftgres::config::load::load_from_env(&env)?))
         }
     }
 }

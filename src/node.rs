@@ -17,7 +17,10 @@ use tracing::info;
 use tracing::warn;
 use tracing::Instrument;
 
+use std::sync::Arc;
+
 use crate::config::Config;
+use crate::config::Loaded;
 use crate::config::PgUser;
 use crate::dcs::Dcs;
 use crate::ha::HaLoop;
@@ -29,15 +32,31 @@ use crate::postgres::supervisor::CustomReplicaMethod;
 use crate::postgres::supervisor::PgConfig;
 use crate::postgres::supervisor::ReplicaMethod;
 use crate::postgres::supervisor::Supervisor;
+use crate::reload::ConfigSource;
+use crate::reload::LogApply;
+use crate::reload::ReloadTargets;
+use crate::reload::Reloader;
 use crate::status::NodeStatus;
 
-/// Runs one node until `shutdown` is cancelled.
-pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let span = tracing::info_span!("node", name = %config.name);
-    run_inner(config, shutdown).instrument(span).await
+/// Runs one node until `shutdown` is cancelled: `loaded` was read from `source`, which SIGHUP and
+/// `POST /reload` read again (`log` applies new log settings).
+pub async fn run(
+    loaded: Loaded,
+    source: ConfigSource,
+    log: Option<LogApply>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let span = tracing::info_span!("node", name = %loaded.config.name);
+    run_inner(loaded, source, log, shutdown).instrument(span).await
 }
 
-async fn run_inner(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+async fn run_inner(
+    loaded: Loaded,
+    source: ConfigSource,
+    log: Option<LogApply>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let config = loaded.config.clone();
     let pg_config = pg_config(&config).context("resolve the PostgreSQL settings")?;
     let pg = Supervisor::new(pg_config).context("set up the PostgreSQL supervisor")?;
     if let Some(pid) = pg.adopt().await.context("check for a running postmaster")? {
@@ -69,6 +88,16 @@ async fn run_inner(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let mut api_state = crate::api::ApiState::for_node(status_rx, dcs.clone(), ha.requests(), &config.restapi)
         .context("set up the REST API (restapi)")?;
     api_state.restarts = restarts;
+    let targets = ReloadTargets {
+        pg: pg.clone(),
+        ha: ha.requests(),
+        security: api_state.security.clone(),
+        api_tls: api_state.tls.clone(),
+        raft: raft.clone(),
+        log,
+    };
+    let reloader = Arc::new(Reloader::new(source, loaded, targets));
+    api_state.reload = Some(reloader.clone());
     let api_shutdown = api_token.clone();
     tracker.spawn(
         async move {
@@ -79,7 +108,8 @@ async fn run_inner(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         .instrument(tracing::info_span!("api")),
     );
 
-    tracker.spawn(reload_peer_tls_on_sighup(raft.clone(), api_token.clone()).instrument(tracing::info_span!("tls")));
+    tracker
+        .spawn(crate::reload::reload_on_sighup(reloader, api_token.clone()).instrument(tracing::info_span!("reload")));
     let ha_handle = tokio::spawn(ha.run(ha_token.clone()).instrument(tracing::info_span!("ha")));
     let guard_file = config.raft.data_dir.join("fence-guard");
     match crate::postgres::process::spawn_guard(&guard_file) {
@@ -103,33 +133,6 @@ async fn run_inner(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     raft.shutdown().await.context("shut down the raft replica")?;
     info!("stopped");
     Ok(())
-}
-
-/// SIGHUP re-reads the raft peer certificates (`raft.tls`): new peer connections use them, open
-/// ones stay up, and a file that does not load leaves the old certificates in use.
-async fn reload_peer_tls_on_sighup(raft: raft::RaftNode, stop: CancellationToken) {
-    use tokio::signal::unix::signal;
-    use tokio::signal::unix::SignalKind;
-    let mut hangup = match signal(SignalKind::hangup()) {
-        Ok(hangup) => hangup,
-        Err(e) => {
-            warn!(error = %e, "failed to listen for SIGHUP; peer certificates reload only on restart");
-            return;
-        }
-    };
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            received = hangup.recv() => if received.is_none() { return },
-        }
-        match raft.reload_tls().await {
-            Ok(Some(summary)) => info!(certificate = %summary, "SIGHUP: reloaded the raft peer certificate"),
-            Ok(None) => info!("SIGHUP: raft peer traffic is plaintext (raft.insecure); no certificate to reload"),
-            Err(e) => {
-                tracing::error!("failed to reload the raft peer certificate on SIGHUP: {e:#}; the old one stays in use")
-            }
-        }
-    }
 }
 
 /// The HA loop's local settings from the static config.

@@ -314,6 +314,13 @@ log "HAProxy published: primary $primary_port, replicas $replica_port, stats htt
 if command -v curl >/dev/null; then
     curl -fsS -m 5 "http://$stats_port/;csv" | grep -q '^primary,' || fail "the stats page on $stats_port does not list the primary backend"
 fi
+# The CLI in the image reads the node's configuration (PATRONICTL_CONFIG_FILE) with the REST API credentials of
+# the container's environment: read and write commands work out of the box.
+docker exec "${CID[node1]}" raftgres list >/dev/null || fail "raftgres list inside node1"
+reload_out=$(docker exec "${CID[node1]}" raftgres reload --force 2>&1) || fail "raftgres reload inside node1: $reload_out"
+[[ $reload_out == *"Reload request received for member"* || $reload_out == *"No changes to apply"* ]] \
+    || fail "raftgres reload inside node1 printed: $reload_out"
+record "raftgres CLI inside a container" "list and reload (authenticated) work"
 if command -v psql >/dev/null; then
     host_role=$(PGPASSWORD=$SUPERUSER_PASSWORD PGCONNECT_TIMEOUT=5 psql -h "${primary_port%:*}" -p "${primary_port##*:}" \
         -U postgres -d postgres -XAtqc 'select pg_is_in_recovery()')

@@ -47,6 +47,9 @@ pub enum ApiError {
     /// 503: the node cannot serve this now (no leader, store unreachable, …).
     #[error("{0}")]
     Unavailable(String),
+    /// 500: the node's own state refuses the request (a reloaded configuration file that is invalid).
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl ApiError {
@@ -58,6 +61,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::LengthRequired(_) => StatusCode::LENGTH_REQUIRED,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::NotImplemented { .. } => StatusCode::NOT_IMPLEMENTED,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -56,6 +56,7 @@ use crate::api::actions::restart::RestartSchedule;
 use crate::api::error::ApiError;
 use crate::api::security::PeerInfo;
 use crate::api::security::Security;
+use crate::api::security::SharedSecurity;
 use crate::api::tls::TlsHandle;
 use crate::config::RestApiConfig;
 use crate::dcs::Dcs;
@@ -69,14 +70,16 @@ pub struct ApiState {
     pub status: watch::Receiver<NodeStatus>,
     /// The raft store and the HA loop; `None` for a health-only server (tests, benchmarks).
     pub control: Option<Arc<Control>>,
-    /// Access rules of the protected endpoints.
-    pub security: Arc<Security>,
+    /// Access rules of the protected endpoints (a reload replaces them).
+    pub security: Arc<SharedSecurity>,
     /// HTTPS configuration, when `restapi.certfile` is set.
     pub tls: Option<Arc<TlsHandle>>,
     /// This node's scheduled restart.
     pub restarts: Arc<RestartSchedule>,
     /// `restapi.http_extra_headers` (and `https_extra_headers` over TLS), added to every response.
     pub extra_headers: Arc<Vec<(axum::http::HeaderName, HeaderValue)>>,
+    /// Reads the node's configuration again (`POST /reload`); `None` on a server without one (tests).
+    pub reload: Option<Arc<crate::reload::Reloader>>,
 }
 
 /// What the cluster and action endpoints need besides the status.
@@ -105,10 +108,11 @@ impl ApiState {
         ApiState {
             status,
             control: None,
-            security: Arc::new(Security::default()),
+            security: Arc::new(SharedSecurity::default()),
             tls: None,
             restarts: Arc::new(RestartSchedule::default()),
             extra_headers: Arc::new(Vec::new()),
+            reload: None,
         }
     }
 
@@ -139,7 +143,7 @@ impl ApiState {
 
     /// Replaces the access rules.
     pub fn with_security(self, security: Security) -> ApiState {
-        ApiState { security: Arc::new(security), ..self }
+        ApiState { security: Arc::new(SharedSecurity::new(security)), ..self }
     }
 
     /// The store and HA loop, or 503 on a health-only server.

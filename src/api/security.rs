@@ -199,9 +199,30 @@ pub fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
     (given.ct_eq(&repeated) & given.len().ct_eq(&expected.len())).into()
 }
 
+/// The access rules in force, replaced by a reload of the configuration (SIGHUP, `POST /reload`).
+#[derive(Debug, Default)]
+pub struct SharedSecurity(std::sync::RwLock<std::sync::Arc<Security>>);
+
+impl SharedSecurity {
+    /// Rules that start as `security`.
+    pub fn new(security: Security) -> SharedSecurity {
+        SharedSecurity(std::sync::RwLock::new(std::sync::Arc::new(security)))
+    }
+
+    /// The rules in force.
+    pub fn current(&self) -> std::sync::Arc<Security> {
+        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Replaces the rules for the requests that arrive from now on.
+    pub fn replace(&self, security: Security) {
+        *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = std::sync::Arc::new(security);
+    }
+}
+
 /// Middleware of every protected endpoint.
 pub async fn protect(State(state): State<ApiState>, req: Request, next: Next) -> Response {
-    let security = state.security.clone();
+    let security = state.security.current();
     let peer = req.extensions().get::<ConnectInfo<PeerInfo>>().map(|info| info.0);
     if security.has_allowlist() {
         let permitted = match peer {

@@ -234,7 +234,9 @@ pub async fn flush(
                     continue;
                 };
                 match client.send(&base, Method::DELETE, "/restart", None).await {
-                    Ok(reply) if reply.is_success() => println!("Success: flush scheduled restart for member {}", member.name),
+                    Ok(reply) if reply.is_success() => {
+                        println!("Success: flush scheduled restart for member {}", member.name)
+                    }
                     Ok(reply) => {
                         n_failed += 1;
                         print_failure(&member.name, "flush scheduled restart", &reply);
@@ -272,7 +274,11 @@ pub async fn flush(
 /// `version`: the CLI's own version, then each member's (or the named members') Patroni API version, raftgres
 /// version and PostgreSQL version, as patronictl prints them.
 pub async fn version(client: &ApiClient, names: &[String]) -> anyhow::Result<()> {
-    println!("raftgres ctl version {} (patronictl {})", crate::status::RAFTGRES_VERSION, crate::status::PATRONI_VERSION);
+    println!(
+        "raftgres ctl version {} (patronictl {})",
+        crate::status::RAFTGRES_VERSION,
+        crate::status::PATRONI_VERSION
+    );
     if names.is_empty() {
         return Ok(());
     }
@@ -298,8 +304,10 @@ pub async fn version(client: &ApiClient, names: &[String]) -> anyhow::Result<()>
 /// PURE: `Patroni 4.1.4 (raftgres 0.1.0) PostgreSQL 15.8` from a `GET /patroni` document.
 pub fn describe_version(status: &Value) -> String {
     let patroni = status["patroni"]["version"].as_str().unwrap_or("unknown");
-    let raftgres = status["patroni"]["raftgres_version"].as_str().map(|v| format!(" (raftgres {v})")).unwrap_or_default();
-    let pg = status["server_version"].as_u64().map(|v| format!(" PostgreSQL {}", format_pg_version(v))).unwrap_or_default();
+    let raftgres =
+        status["patroni"]["raftgres_version"].as_str().map(|v| format!(" (raftgres {v})")).unwrap_or_default();
+    let pg =
+        status["server_version"].as_u64().map(|v| format!(" PostgreSQL {}", format_pg_version(v))).unwrap_or_default();
     format!("Patroni {patroni}{raftgres}{pg}")
 }
 

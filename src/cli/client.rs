@@ -41,13 +41,7 @@ pub struct Target {
     /// REST API addresses to try in order, comma-separated or repeated (`http://10.0.0.1:8008`; the scheme
     /// defaults to http); patronictl's `--dcs-url` is accepted as an alias. Tried before the addresses of the
     /// configuration file. Default: http://127.0.0.1:8008.
-    #[arg(
-        long = "url",
-        visible_alias = "dcs-url",
-        value_name = "URL",
-        value_delimiter = ',',
-        global = true
-    )]
+    #[arg(long = "url", visible_alias = "dcs-url", value_name = "URL", value_delimiter = ',', global = true)]
     pub urls: Vec<String>,
     /// Accept any TLS certificate from the nodes (like `ctl.insecure`).
     #[arg(short = 'k', long, global = true)]

@@ -475,8 +475,9 @@ pub async fn run(command: CtlCommand, target: &Target) -> anyhow::Result<()> {
         CtlCommand::Query(args) => {
             let sql = match (&args.command, &args.file) {
                 (Some(sql), _) => sql.clone(),
-                (None, Some(file)) => std::fs::read_to_string(file)
-                    .with_context(|| format!("read the SQL file {}", file.display()))?,
+                (None, Some(file)) => {
+                    std::fs::read_to_string(file).with_context(|| format!("read the SQL file {}", file.display()))?
+                }
                 (None, None) => anyhow::bail!("You need to specify either --command or --file"),
             };
             let request = query::QueryRequest {

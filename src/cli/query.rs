@@ -37,7 +37,12 @@ pub fn pick<'a>(cluster: &'a Cluster, role: Option<RoleFilter>, member: Option<&
 }
 
 /// `dsn`: `host=… port=…` of the member.
-pub async fn dsn(client: &ApiClient, cluster_name: Option<&str>, role: Option<RoleFilter>, member: Option<&str>) -> anyhow::Result<()> {
+pub async fn dsn(
+    client: &ApiClient,
+    cluster_name: Option<&str>,
+    role: Option<RoleFilter>,
+    member: Option<&str>,
+) -> anyhow::Result<()> {
     let cluster = super::cluster::fetch(client).await?;
     cluster.check_name(cluster_name)?;
     let member = pick(&cluster, role, member)?;
@@ -184,7 +189,8 @@ fn last_result(messages: &[SimpleQueryMessage]) -> QueryOutput {
     for message in messages {
         match message {
             SimpleQueryMessage::RowDescription(columns) => {
-                output = QueryOutput { columns: columns.iter().map(|c| c.name().to_string()).collect(), rows: Vec::new() };
+                output =
+                    QueryOutput { columns: columns.iter().map(|c| c.name().to_string()).collect(), rows: Vec::new() };
             }
             SimpleQueryMessage::Row(row) => {
                 let values = (0..row.len()).map(|idx| row.get(idx).map_or(Value::Null, Value::from)).collect();

@@ -38,6 +38,8 @@ pub struct Loaded {
     pub config: Config,
     /// Unknown or ignored keys and adjusted values, one sentence each.
     pub warnings: Vec<String>,
+    /// The document it was read from, environment overrides applied (a reload compares two of them).
+    pub tree: Value,
 }
 
 /// Loads a YAML file, or a directory of YAML files merged in sorted order, then applies the
@@ -138,7 +140,7 @@ fn from_tree(tree: &Value) -> Result<Loaded, ConfigError> {
     let mut warnings = Vec::new();
     let config = sections::config(tree, &mut warnings)?;
     warnings.extend(validate(&config)?);
-    Ok(Loaded { config, warnings })
+    Ok(Loaded { config, warnings, tree: tree.clone() })
 }
 
 /// One document as a tree; the top level must be a map (an empty document reads as one).

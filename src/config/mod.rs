@@ -13,6 +13,7 @@ pub mod defaults;
 pub mod dynamic;
 pub mod env;
 pub mod load;
+pub mod reload;
 mod sections;
 #[cfg(test)]
 mod tests;

@@ -7,6 +7,7 @@
 use std::fmt;
 
 use tokio::sync::oneshot;
+use tracing::info;
 use tracing::warn;
 
 use super::long;
@@ -65,6 +66,11 @@ pub enum HaRequest {
         /// Answered at once.
         reply: Reply,
     },
+    /// The `tags` of a reloaded configuration: published and obeyed from the next cycle on.
+    SetTags {
+        /// The new tags.
+        tags: serde_json::Map<String, serde_json::Value>,
+    },
     /// Wipe this replica and clone it again (`POST /reinitialize`).
     Reinitialize {
         /// Cancel a running action first.
@@ -87,6 +93,12 @@ impl HaLoop {
                     warn!(error = %e, "reload failed");
                 }
                 let _ = reply.send(Ok("reload scheduled".into()));
+            }
+            HaRequest::SetTags { tags } => {
+                if tags != self.settings.tags {
+                    info!(?tags, "tags changed by a configuration reload");
+                    self.settings.tags = tags;
+                }
             }
             HaRequest::Restart { role, pending_only, reply } => self.restart(&view, role, pending_only, reply),
             HaRequest::Reinitialize { force, from_leader, reply } => {

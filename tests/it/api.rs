@@ -266,6 +266,7 @@ async fn store_backed_endpoints_follow_patroni() {
                     seen.push(if force { "reinitialize force" } else { "reinitialize" });
                     let _ = reply.send(Err(raftgres::ha::requests::Refusal::IsLeader));
                 }
+                HaRequest::SetTags { .. } => seen.push("tags"),
             }
             if seen.len() == 3 {
                 return seen;

@@ -327,7 +327,8 @@ async fn check_patronictl_habits(c: &LocalCluster, primary: usize) {
     let sql = "SELECT 1 AS one, pg_is_in_recovery() AS standby";
     let out = run_cli(&["query", "demo", "-c", sql, "--url", &urls], "", &pg_env).await.ok();
     assert_eq!(out, "one\tstandby\n1\tf\n");
-    let out = run_cli(&["query", "-r", "replica", "-c", sql, "--format", "json", "--url", &urls], "", &pg_env).await.ok();
+    let out =
+        run_cli(&["query", "-r", "replica", "-c", sql, "--format", "json", "--url", &urls], "", &pg_env).await.ok();
     let rows: Vec<Value> = serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"));
     assert_eq!(rows, vec![serde_json::json!({"one": "1", "standby": "t"})]);
     let out = run_cli(&["query", "-c", "SELECT * FROM no_such_table", "--url", &urls], "", &pg_env).await.ok();

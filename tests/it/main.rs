@@ -21,6 +21,7 @@ mod leadership;
 mod noleader;
 mod partition;
 mod peer_tls;
+mod reload;
 mod slots;
 mod standby;
 mod sync;

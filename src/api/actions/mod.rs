@@ -41,8 +41,16 @@ pub fn refusal_status(refusal: &Refusal) -> u16 {
     }
 }
 
-/// `POST /reload`: re-read the TLS certificate and ask the HA loop to reload PostgreSQL; always 202.
+/// `POST /reload`: read the node's configuration again and apply it (see `crate::reload`), then reload
+/// PostgreSQL: 202 with what changed, or 500 with why the new configuration was refused (the running one is kept).
+/// A server without a configuration (tests) re-reads the TLS certificate and reloads PostgreSQL.
 pub async fn post_reload(State(state): State<ApiState>) -> Result<Response, ApiError> {
+    if let Some(reloader) = state.reload.clone() {
+        return Ok(match reloader.reload().await {
+            Ok(answer) => reply::text(202, answer),
+            Err(e) => return Err(ApiError::Internal(e)),
+        });
+    }
     let control = state.control()?;
     if let Some(tls) = state.tls.clone() {
         match tokio::task::spawn_blocking(move || tls.reload()).await {

@@ -100,11 +100,76 @@ impl fmt::Debug for Credentials {
     }
 }
 
+/// The part of the local configuration a reload (SIGHUP, `POST /reload`) replaces while PostgreSQL runs: its
+/// `postgresql.parameters`, `pg_hba`, `recovery_conf` and the operator's scripts. Everything else in `PgConfig`
+/// (directories, ports, users) needs a restart of raftgres.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalSettings {
+    /// `postgresql.parameters` of the node's file.
+    pub parameters: BTreeMap<String, String>,
+    /// `postgresql.pg_hba` (else `bootstrap.pg_hba`).
+    pub pg_hba: Vec<String>,
+    /// `postgresql.recovery_conf`, rendered.
+    pub recovery_params: BTreeMap<String, String>,
+    /// Callbacks, `pre_promote`, `before_stop`, `post_bootstrap`.
+    pub hooks: super::Hooks,
+}
+
+impl LocalSettings {
+    /// The reloadable part of `cfg`.
+    pub fn of(cfg: &PgConfig) -> LocalSettings {
+        LocalSettings {
+            parameters: cfg.parameters.clone(),
+            pg_hba: cfg.pg_hba.clone(),
+            recovery_params: cfg.recovery_params.clone(),
+            hooks: cfg.hooks.clone(),
+        }
+    }
+}
+
 impl Supervisor {
+    /// The reloadable local settings in force: the last reload's, else the start-up configuration's.
+    pub fn local(&self) -> LocalSettings {
+        let local = self.inner.local.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        local.clone().unwrap_or_else(|| LocalSettings::of(&self.inner.cfg))
+    }
+
+    /// Takes the reloadable part of a re-read configuration; returns the names of what changed
+    /// (`postgresql.parameters`, `pg_hba`, `recovery_conf`, `callbacks`). The parameters in force are recomputed
+    /// with the last dynamic configuration; the caller reloads PostgreSQL.
+    pub fn reload_local(&self, new: &PgConfig) -> Vec<&'static str> {
+        let new = LocalSettings::of(new);
+        let old = self.local();
+        let mut changed = Vec::new();
+        if new.parameters != old.parameters {
+            changed.push("postgresql.parameters");
+        }
+        if new.pg_hba != old.pg_hba {
+            changed.push("postgresql.pg_hba");
+        }
+        if new.recovery_params != old.recovery_params {
+            changed.push("postgresql.recovery_conf");
+        }
+        if new.hooks != old.hooks {
+            changed.push("postgresql.callbacks");
+        }
+        let wanted = match self.inner.last_dynamic.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            Some((bootstrap_dcs, dynamic)) => {
+                let (bootstrap, _) = DynamicConfig::parse_lenient(bootstrap_dcs.clone());
+                effective_parameters(&new.parameters, &bootstrap.view().postgresql.parameters, dynamic)
+            }
+            None => new.parameters.clone(),
+        };
+        *self.inner.local.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(new);
+        self.set_parameters(wanted);
+        changed
+    }
+
     /// Replaces the user GUCs written from now on; true when they changed.
     pub fn set_parameters(&self, parameters: BTreeMap<String, String>) -> bool {
+        let local = self.local().parameters;
         let mut current = self.inner.parameters.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let in_force = current.as_ref().unwrap_or(&self.inner.cfg.parameters);
+        let in_force = current.as_ref().unwrap_or(&local);
         if *in_force == parameters {
             return false;
         }
@@ -115,12 +180,25 @@ impl Supervisor {
     /// The user GUCs in force.
     pub fn parameters(&self) -> BTreeMap<String, String> {
         let current = self.inner.parameters.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        current.clone().unwrap_or_else(|| self.inner.cfg.parameters.clone())
+        match current.as_ref() {
+            Some(parameters) => parameters.clone(),
+            None => {
+                drop(current);
+                self.local().parameters
+            }
+        }
     }
 
     /// The configuration `postgresql.conf` is written from: the static one with the parameters in force.
     pub(super) fn effective_config(&self) -> PgConfig {
-        let mut cfg = PgConfig { parameters: self.parameters(), ..self.inner.cfg.clone() };
+        let local = self.local();
+        let mut cfg = PgConfig {
+            parameters: self.parameters(),
+            pg_hba: local.pg_hba,
+            recovery_params: local.recovery_params,
+            hooks: local.hooks,
+            ..self.inner.cfg.clone()
+        };
         if cfg.recovery_params.is_empty() {
             cfg.recovery_params = self.inner.dynamic_recovery.lock().unwrap_or_else(|p| p.into_inner()).clone();
         }
@@ -156,7 +234,9 @@ impl Supervisor {
     /// task. Returns whether they changed.
     pub fn apply_dynamic_parameters(&self, bootstrap_dcs: &Value, dynamic: &BTreeMap<String, Value>) -> bool {
         let (bootstrap, _) = DynamicConfig::parse_lenient(bootstrap_dcs.clone());
-        let wanted = effective_parameters(&self.inner.cfg.parameters, &bootstrap.view().postgresql.parameters, dynamic);
+        *self.inner.last_dynamic.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((bootstrap_dcs.clone(), dynamic.clone()));
+        let wanted = effective_parameters(&self.local().parameters, &bootstrap.view().postgresql.parameters, dynamic);
         if !self.set_parameters(wanted) {
             return false;
         }
@@ -205,7 +285,7 @@ impl Supervisor {
             }
             *current = settings;
         }
-        if !self.inner.cfg.recovery_params.is_empty() {
+        if !self.local().recovery_params.is_empty() {
             return true;
         }
         self.reload_in_background("failed to reload PostgreSQL for postgresql.recovery_conf");

@@ -215,7 +215,7 @@ impl Supervisor {
     }
 
     fn callback_command(&self, callback: Callback) -> Option<String> {
-        let hooks = &self.inner.cfg.hooks;
+        let hooks = &self.local().hooks;
         let command = match callback {
             Callback::OnStart => &hooks.on_start,
             Callback::OnStop => &hooks.on_stop,
@@ -280,7 +280,7 @@ impl Supervisor {
 
     /// Runs `pre_promote` (when set): true when the promotion may go ahead (no script, or it exited 0).
     pub async fn run_pre_promote(&self) -> Result<bool, PgError> {
-        let Some(command) = self.inner.cfg.hooks.pre_promote.clone() else { return Ok(true) };
+        let Some(command) = self.local().hooks.pre_promote.clone() else { return Ok(true) };
         let run = self.run_hook("pre_promote", &command, Vec::new(), &[]).await?;
         tracing::info!(command, status = %run.status, "pre_promote script ended");
         Ok(run.code == Some(0))
@@ -288,7 +288,7 @@ impl Supervisor {
 
     /// Runs `before_stop` (when set) before PostgreSQL is asked to stop; its failure is logged, not returned.
     pub(super) async fn run_before_stop(&self) {
-        let Some(command) = self.inner.cfg.hooks.before_stop.clone() else { return };
+        let Some(command) = self.local().hooks.before_stop.clone() else { return };
         match self.run_hook("before_stop", &command, Vec::new(), &[]).await {
             Ok(run) => tracing::info!(command, status = %run.status, "before_stop script ended"),
             Err(e) => tracing::warn!(command, "failed to run before_stop: {e:#}"),
@@ -299,7 +299,7 @@ impl Supervisor {
     /// `PGPASSFILE` pointing at raftgres' pgpass file and `PGOPTIONS` as Patroni sets them. A failure means
     /// the new cluster is not ready: the bootstrap is undone.
     pub async fn run_post_bootstrap(&self) -> Result<(), PgError> {
-        let Some(command) = self.inner.cfg.hooks.post_bootstrap.clone() else { return Ok(()) };
+        let Some(command) = self.local().hooks.post_bootstrap.clone() else { return Ok(()) };
         let cfg = &self.inner.cfg;
         let target = ConnInfo {
             host: super::probe::sql_host(cfg, self.state().socket_dir.clone()),

@@ -59,7 +59,7 @@ use tracing::Instrument;
 use crate::postgres::files::{self, Owner, RecoveryConf};
 use crate::postgres::process::{LogTail, PostmasterId};
 
-pub use config::{Credentials, PgConfig, DEFAULT_RUN_AS};
+pub use config::{Credentials, LocalSettings, PgConfig, DEFAULT_RUN_AS};
 pub use datadir::DataDirState;
 pub use error::{error_chain, PgError};
 pub use hooks::{Callback, CallbackRole, Hooks};
@@ -108,6 +108,11 @@ struct Inner {
     standby_recovery: Mutex<Option<StandbyRecovery>>,
     /// The dynamic `postgresql.recovery_conf`, used when the local configuration has none (see `config`).
     dynamic_recovery: Mutex<BTreeMap<String, String>>,
+    /// The reloadable part of the local configuration after a reload replaced it (see `config`).
+    local: Mutex<Option<config::LocalSettings>>,
+    /// The last dynamic configuration's parameters and the bootstrap document, to recompute the parameters in
+    /// force when a reload changes the local ones (see `config`).
+    last_dynamic: Mutex<Option<(serde_json::Value, BTreeMap<String, serde_json::Value>)>>,
 }
 
 /// A standby cluster's remote primary (`None`: archive-only) and its recovery settings for the standby leader.
@@ -170,6 +175,8 @@ impl Supervisor {
                 hot_standby_feedback: std::sync::atomic::AtomicBool::new(false),
                 standby_recovery: Mutex::new(None),
                 dynamic_recovery: Mutex::new(BTreeMap::new()),
+                local: Mutex::new(None),
+                last_dynamic: Mutex::new(None),
             }),
         })
     }

@@ -142,7 +142,7 @@ impl Supervisor {
     /// lines (a `pg_hba.conf` raftgres does not manage gets its restored text back), and PostgreSQL reloads.
     pub async fn finish_restore(&self) -> Result<(), PgError> {
         let Some(overlay) = self.restore_overlay_slot().take() else { return Ok(()) };
-        if self.inner.cfg.pg_hba.is_empty() {
+        if self.local().pg_hba.is_empty() {
             let path = self.inner.cfg.data_dir.join("pg_hba.conf");
             let owner = self.inner.owner.clone();
             let text = overlay.original_hba.unwrap_or_default();
