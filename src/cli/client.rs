@@ -233,6 +233,16 @@ fn http_client(view: &CtlView, insecure: bool) -> anyhow::Result<reqwest::Client
             .with_context(|| format!("parse the CA certificate {}", ca_file.display()))?;
         builder = builder.add_root_certificate(certificate);
     }
+    if let Some((cert, key)) = &view.client_cert {
+        let mut pem = std::fs::read(cert).with_context(|| format!("read ctl.certfile {}", cert.display()))?;
+        if key != cert {
+            pem.push(b'\n');
+            pem.extend(std::fs::read(key).with_context(|| format!("read ctl.keyfile {}", key.display()))?);
+        }
+        let identity = reqwest::Identity::from_pem(&pem)
+            .with_context(|| format!("load the client certificate {} and key {}", cert.display(), key.display()))?;
+        builder = builder.identity(identity);
+    }
     builder.build().context("build the HTTP client")
 }
 

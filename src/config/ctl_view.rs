@@ -33,6 +33,9 @@ pub struct CtlView {
     pub insecure: bool,
     /// `ctl.cacert`, else `restapi.cafile`.
     pub cacert: Option<PathBuf>,
+    /// `ctl.certfile` and `ctl.keyfile`: the client certificate sent to nodes that ask for one
+    /// (`restapi.verify_client`).
+    pub client_cert: Option<(PathBuf, PathBuf)>,
 }
 
 /// Reads the CLI's keys from the file or directory at `path`, with the environment overrides of `env`.
@@ -76,7 +79,18 @@ pub fn ctl_view(tree: &Value) -> Result<CtlView, ConfigError> {
         Some(path) => Some(path),
         None => string(restapi, "restapi", "cafile")?,
     };
+    let client_cert = match (string(ctl, "ctl", "certfile")?, string(ctl, "ctl", "keyfile")?) {
+        (Some(cert), Some(key)) => Some((PathBuf::from(cert), PathBuf::from(key))),
+        // Patroni's default: the key is in the certificate file.
+        (Some(cert), None) => Some((PathBuf::from(&cert), PathBuf::from(cert))),
+        (None, Some(_)) => return Err(invalid("ctl.keyfile", "set ctl.certfile too (the client certificate)")),
+        (None, None) => None,
+    };
+    if string(ctl, "ctl", "keyfile_password")?.is_some() {
+        return Err(invalid("ctl.keyfile_password", "encrypted keys are not supported; decrypt the key file instead"));
+    }
     Ok(CtlView {
+        client_cert,
         addresses,
         https: string(restapi, "restapi", "certfile")?.is_some(),
         auth,

@@ -425,6 +425,7 @@ fn build_view(
         postgresql: postgresql(&mut reader)?,
     };
     let Reader { mut section, warnings, .. } = reader;
+    without_effect(&view, &section, warnings);
     section.ignore(&["primary_race_backoff"], "is not used by raftgres", warnings);
     section.ignore(&["master_start_timeout", "master_stop_timeout"], "is superseded by its primary_* name", warnings);
     section.finish(warnings);
@@ -587,6 +588,34 @@ fn ignore_slots(reader: &mut Reader<'_, '_>) -> Result<(Vec<Value>, bool), Confi
 /// Keys of the local `postgresql` section that Patroni drops from the dynamic one.
 const LOCAL_ONLY_PG_KEYS: [&str; 7] =
     ["connect_address", "proxy_address", "listen", "config_dir", "data_dir", "pgpass", "authentication"];
+
+/// Dynamic keys raftgres reads but does not act on, each named with what happens instead (see
+/// `config::unsupported` for the local ones).
+fn without_effect(view: &DynamicView, section: &Section<'_>, warnings: &mut Vec<String>) {
+    let mut warn = |key: &str, what: &str| {
+        warnings.push(format!("{} has no effect in raftgres: {what}", section.path_of(key)));
+    };
+    if view.failsafe_mode {
+        warn("failsafe_mode", "a primary that cannot reach a Raft majority stops, as without failsafe_mode");
+    }
+    if !view.postgresql.use_slots {
+        warn("postgresql.use_slots", "replicas always stream through physical replication slots");
+    }
+    if !view.postgresql.pg_hba.is_empty() {
+        warn("postgresql.pg_hba", "pg_hba.conf comes from the local postgresql.pg_hba, else bootstrap.pg_hba");
+    }
+    if !view.postgresql.pg_ident.is_empty() {
+        warn("postgresql.pg_ident", "pg_ident.conf is not written");
+    }
+    if view.max_timelines_history > 0 {
+        warn("max_timelines_history", "the whole history is kept");
+    }
+    for key in ["primary_start_timeout", "primary_stop_timeout"] {
+        if section.has(key) {
+            warn(key, "a crashed primary is failed over when its lease expires (ttl), not after this timeout");
+        }
+    }
+}
 
 fn postgresql(reader: &mut Reader<'_, '_>) -> Result<DynamicPostgresql, ConfigError> {
     let res = reader.section.section("postgresql");

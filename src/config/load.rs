@@ -139,6 +139,7 @@ fn with_overrides(tree: Value, env: &EnvMap) -> Result<Loaded, ConfigError> {
 fn from_tree(tree: &Value) -> Result<Loaded, ConfigError> {
     let mut warnings = Vec::new();
     let config = sections::config(tree, &mut warnings)?;
+    warnings.extend(super::unsupported::local_warnings(tree));
     warnings.extend(validate(&config)?);
     Ok(Loaded { config, warnings, tree: tree.clone() })
 }

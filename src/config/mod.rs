@@ -17,6 +17,7 @@ pub mod reload;
 mod sections;
 #[cfg(test)]
 mod tests;
+pub mod unsupported;
 pub mod validate;
 mod walk;
 
