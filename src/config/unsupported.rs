@@ -34,7 +34,7 @@ pub fn local_warnings(tree: &Value) -> Vec<String> {
         warn("namespace", "the Raft store holds one cluster, under no key prefix");
     }
     if present(get("restapi.server_tokens")) {
-        warn("restapi.server_tokens", "the REST API sends no Server header to trim");
+        warn("restapi.server_tokens", "the Server header is always raftgres/<version>");
     }
     let data_dir = get("postgresql.data_dir");
     if present(get("postgresql.config_dir")) && get("postgresql.config_dir") != data_dir {
