@@ -59,7 +59,7 @@ pub fn load_private(path: &Path, env: &EnvMap) -> Result<Loaded, ConfigError> {
         if secrets.is_empty() {
             continue;
         }
-        let metadata = std::fs::metadata(file).map_err(|source| ConfigError::Read { path: file.clone(), source })?;
+        let metadata = std::fs::metadata(file).map_err(|cause| ConfigError::Read { path: file.clone(), cause })?;
         check_secret_mode(file, std::os::unix::fs::PermissionsExt::mode(&metadata.permissions()), &secrets)?;
     }
     Ok(loaded)
@@ -154,7 +154,7 @@ fn document_tree(yaml: &str, origin: &str) -> Result<Value, ConfigError> {
 }
 
 fn read_file(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })
+    std::fs::read_to_string(path).map_err(|cause| ConfigError::Read { path: path.to_path_buf(), cause })
 }
 
 pub(crate) fn read_tree(path: &Path) -> Result<Value, ConfigError> {
@@ -167,7 +167,7 @@ fn merge_documents(documents: &[(PathBuf, Value)]) -> Value {
 
 /// The file at `path`, or the `*.yml` and `*.yaml` files of the directory `path` in sorted order.
 fn read_documents(path: &Path) -> Result<Vec<(PathBuf, Value)>, ConfigError> {
-    let read_error = |source| ConfigError::Read { path: path.to_path_buf(), source };
+    let read_error = |cause| ConfigError::Read { path: path.to_path_buf(), cause };
     let metadata = std::fs::metadata(path).map_err(read_error)?;
     if !metadata.is_dir() {
         return Ok(vec![(path.to_path_buf(), document_tree(&read_file(path)?, &path.display().to_string())?)]);

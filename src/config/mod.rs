@@ -61,12 +61,12 @@ pub enum ConfigError {
         message: String,
     },
     /// A configuration file or directory cannot be read.
-    #[error("read {}: {source}", path.display())]
+    #[error("read {}: {cause}", path.display())]
     Read {
         /// The file or directory.
         path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
+        /// The cause, part of the message.
+        cause: std::io::Error,
     },
     /// A document is not valid YAML.
     #[error("parse {origin}: {message}")]

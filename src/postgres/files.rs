@@ -37,7 +37,7 @@ pub(crate) fn resolve_owner(run_as: Option<&str>, default_run_as: &str) -> Resul
         (false, Some(name)) => name,
     };
     let user = nix::unistd::User::from_name(name)
-        .map_err(|errno| PgError::Io { context: format!("look up user {name}"), source: errno.into() })?
+        .map_err(|errno| PgError::Io { context: format!("look up user {name}"), cause: errno.into() })?
         .ok_or_else(|| {
             PgError::Config(format!(
                 "postgresql.run_as: user {name:?} does not exist; PostgreSQL refuses to run as root, so create it \
@@ -75,14 +75,14 @@ where
 {
     match tokio::task::spawn_blocking(work).await {
         Ok(res) => res,
-        Err(join_error) => Err(PgError::Io { context: what.to_owned(), source: io::Error::other(join_error) }),
+        Err(join_error) => Err(PgError::Io { context: what.to_owned(), cause: io::Error::other(join_error) }),
     }
 }
 
 /// Wraps an I/O error with a context phrase naming the action and path ("write /x/postgresql.conf").
 pub(crate) fn io_context(verb: &str, path: &Path) -> impl FnOnce(io::Error) -> PgError {
     let context = format!("{verb} {}", path.display());
-    move |source| PgError::Io { context, source }
+    move |cause| PgError::Io { context, cause }
 }
 
 /// Writes `contents` to `path` so that after a crash the file holds either the old or the new contents:

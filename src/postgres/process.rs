@@ -120,7 +120,7 @@ fn send(id: PostmasterId, sig: Signal) -> Result<(), PgError> {
         Err(Errno::ESRCH) => Err(PgError::NotRunning),
         Err(errno) => Err(PgError::Io {
             context: format!("send {sig} to postmaster {}", id.pid),
-            source: std::io::Error::from(errno),
+            cause: std::io::Error::from(errno),
         }),
     }
 }
@@ -490,15 +490,14 @@ pub(crate) async fn run_script(
 pub fn spawn_guard(file: &Path) -> Result<u32, PgError> {
     use std::os::unix::process::CommandExt;
     let binary =
-        std::env::current_exe().map_err(|source| PgError::Io { context: "find the raftgres binary".into(), source })?;
+        std::env::current_exe().map_err(|cause| PgError::Io { context: "find the raftgres binary".into(), cause })?;
     let log_path = file.with_extension("log");
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&log_path)
-        .map_err(|source| PgError::Io { context: format!("open {}", log_path.display()), source })?;
-    let log_err =
-        log.try_clone().map_err(|source| PgError::Io { context: "duplicate the guard log".into(), source })?;
+        .map_err(|cause| PgError::Io { context: format!("open {}", log_path.display()), cause })?;
+    let log_err = log.try_clone().map_err(|cause| PgError::Io { context: "duplicate the guard log".into(), cause })?;
     let child = std::process::Command::new(binary)
         .arg("guard")
         .arg("--file")
@@ -510,7 +509,7 @@ pub fn spawn_guard(file: &Path) -> Result<u32, PgError> {
         .stderr(log_err)
         .process_group(0)
         .spawn()
-        .map_err(|source| PgError::Io { context: "spawn the fence guard".into(), source })?;
+        .map_err(|cause| PgError::Io { context: "spawn the fence guard".into(), cause })?;
     Ok(child.id())
 }
 

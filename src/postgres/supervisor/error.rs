@@ -57,21 +57,21 @@ pub enum PgError {
         /// The last lines of its output.
         stderr_tail: String,
     },
-    /// A file or process operation failed; `context` says which, on what.
-    #[error("{context}")]
+    /// A file or process operation failed; `context` says which, on what, and the OS error follows.
+    #[error("{context}: {cause}")]
     Io {
         /// Present-tense verb phrase with the path ("write /data/postgresql.conf").
         context: String,
-        /// The cause.
-        source: std::io::Error,
+        /// The cause, part of the message (so every log line and answer keeps it).
+        cause: std::io::Error,
     },
-    /// An SQL statement or connection failed.
-    #[error("{context}")]
+    /// An SQL statement or connection failed; the server's message follows.
+    #[error("{context}: {}", crate::postgres::supervisor::error_chain(cause))]
     Sql {
         /// Present-tense verb phrase ("probe PostgreSQL").
         context: String,
-        /// The cause.
-        source: tokio_postgres::Error,
+        /// The cause, part of the message.
+        cause: tokio_postgres::Error,
     },
     /// PostgreSQL answered something raftgres cannot interpret.
     #[error("unexpected {what}")]
@@ -120,7 +120,11 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
+        // A message that already ends with its cause (`"…: {source}"`) does not repeat it.
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(&format!(": {cause_text}"));
+        }
         source = cause.source();
     }
     text
@@ -140,7 +144,7 @@ mod tests {
 
     #[test]
     fn error_chain_includes_causes() {
-        let e = PgError::Io { context: "write /x".into(), source: std::io::Error::other("disk full") };
+        let e = PgError::Io { context: "write /x".into(), cause: std::io::Error::other("disk full") };
         assert_eq!(error_chain(&e), "write /x: disk full");
     }
 }

@@ -212,7 +212,7 @@ impl Supervisor {
         match handle.await {
             Ok(res) => res,
             Err(join_error) => {
-                Err(PgError::Io { context: format!("run {name}"), source: std::io::Error::other(join_error) })
+                Err(PgError::Io { context: format!("run {name}"), cause: std::io::Error::other(join_error) })
             }
         }
     }

@@ -137,7 +137,7 @@ impl Session<'_> {
 
 pub(super) fn sql(context: &str) -> impl FnOnce(tokio_postgres::Error) -> PgError {
     let context = context.to_owned();
-    move |source| PgError::Sql { context, source }
+    move |cause| PgError::Sql { context, cause }
 }
 
 /// Bounds `work` by `limit`: a timed-out session is dropped with its connection.
