@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use clap::Subcommand;
+use raftgres::config::LogConfig;
+use raftgres::config::LogLevel;
 use tokio_util::sync::CancellationToken;
 
 /// PostgreSQL high availability with embedded Raft consensus: no etcd.
@@ -85,7 +87,8 @@ async fn dispatch(command: Command, target: raftgres::cli::client::Target) -> an
     match command {
         Command::Run { file } => {
             let (_, source, loaded) = node_config(file, &target)?;
-            raftgres::telemetry::init(loaded.config.log.level.as_filter());
+            // Kept for the node's lifetime; a reload (SIGHUP, POST /reload) re-applies the `log` section.
+            let log = raftgres::telemetry::init(&loaded.config.log)?;
             for warning in &loaded.warnings {
                 tracing::warn!(warning = %warning, "configuration");
             }
@@ -95,7 +98,9 @@ async fn dispatch(command: Command, target: raftgres::cli::client::Target) -> an
             }
             let shutdown = CancellationToken::new();
             spawn_signal_handler(shutdown.clone());
-            raftgres::node::run(loaded, source, None, shutdown).await
+            let apply_log: raftgres::reload::LogApply =
+                Box::new(move |config| log.apply(config).map_err(|e| raftgres::postgres::supervisor::error_chain(&e)));
+            raftgres::node::run(loaded, source, Some(apply_log), shutdown).await
         }
         Command::Check { file } => {
             let (origin, _, loaded) = node_config(file, &target)?;
@@ -116,7 +121,7 @@ async fn dispatch(command: Command, target: raftgres::cli::client::Target) -> an
         Command::Certs(command) => raftgres::cli::certs::run(command),
         Command::Ctl(command) => raftgres::cli::run(command, &target).await,
         Command::Chaos(args) => {
-            raftgres::telemetry::init("warn");
+            raftgres::telemetry::init(&LogConfig::with_level(LogLevel::Warn))?;
             let n_violations = raftgres::chaos::run(args).await?;
             if n_violations > 0 {
                 // The summary on stdout ends with `violations: N`; the exit status says it too.
@@ -125,7 +130,7 @@ async fn dispatch(command: Command, target: raftgres::cli::client::Target) -> an
             Ok(())
         }
         Command::Demo(args) => {
-            raftgres::telemetry::init("info");
+            raftgres::telemetry::init(&LogConfig::with_level(LogLevel::Info))?;
             let shutdown = CancellationToken::new();
             spawn_signal_handler(shutdown.clone());
             raftgres::demo::run(args, shutdown).await

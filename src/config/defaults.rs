@@ -119,3 +119,10 @@ pub const CLUSTER_WIDE_GUCS: [&str; 15] = [
 /// GUCs that neither the local nor the dynamic configuration may set: raftgres derives them
 /// from `postgresql.listen`, `scope`, or pins them (`hot_standby`, `wal_log_hints` are always on).
 pub const PINNED_GUCS: [&str; 5] = ["listen_addresses", "port", "cluster_name", "hot_standby", "wal_log_hints"];
+
+/// Patroni's default `log.format`: the keys of a JSON line when `log.format` is not set.
+pub const LOG_FORMAT: &str = "%(asctime)s %(levelname)s: %(message)s";
+/// Patroni's default `log.file_size` (bytes): the log file is rotated when a line would reach it.
+pub const LOG_FILE_SIZE: u64 = 25_000_000;
+/// Patroni's default `log.file_num`: rotated log files kept (`patroni.log.1` … `patroni.log.4`).
+pub const LOG_FILE_NUM: u32 = 4;

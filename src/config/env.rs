@@ -50,6 +50,8 @@ enum Kind {
     Int,
     List,
     Map,
+    /// `log.format`: a `%`-style string when it has a `%(name)` placeholder, else a list of fields.
+    LogFormat,
 }
 
 /// Variables with a fixed target: (name without prefix, key path, kind, is a legacy name).
@@ -87,10 +89,20 @@ const FIXED: &[(&str, &str, Kind, bool)] = &[
     ("POSTGRESQL_RUN_AS", "postgresql.run_as", Kind::Str, false),
     ("LOG_LEVEL", "log.level", Kind::Str, false),
     ("LOG_TYPE", "log.type", Kind::Str, false),
-    ("LOG_FORMAT", "log.format", Kind::Str, false),
+    ("LOG_FORMAT", "log.format", Kind::LogFormat, false),
+    ("LOG_DATEFORMAT", "log.dateformat", Kind::Str, false),
+    ("LOG_STATIC_FIELDS", "log.static_fields", Kind::Map, false),
     ("LOG_DIR", "log.dir", Kind::Str, false),
+    ("LOG_FILE_SIZE", "log.file_size", Kind::Int, false),
+    ("LOG_FILE_NUM", "log.file_num", Kind::Int, false),
+    ("LOG_MODE", "log.mode", Kind::Str, false),
+    ("LOG_TRACEBACK_LEVEL", "log.traceback_level", Kind::Str, false),
+    ("LOG_MAX_QUEUE_SIZE", "log.max_queue_size", Kind::Str, false),
+    ("LOG_LOGGERS", "log.loggers", Kind::Map, false),
+    ("LOG_DEDUPLICATE_HEARTBEAT_LOGS", "log.deduplicate_heartbeat_logs", Kind::Bool, false),
     ("LOGLEVEL", "log.level", Kind::Str, true),
-    ("LOGFORMAT", "log.format", Kind::Str, true),
+    ("LOGFORMAT", "log.format", Kind::LogFormat, true),
+    ("LOG_DATEFMT", "log.dateformat", Kind::Str, true),
     ("RAFT_NODE_ID", "raft.node_id", Kind::Int, false),
     ("RAFT_LISTEN", "raft.listen", Kind::Str, false),
     ("RAFT_ADVERTISE", "raft.advertise", Kind::Str, false),
@@ -164,6 +176,8 @@ fn parse_value(name: &str, text: &str, kind: Kind) -> Result<Value, ConfigError>
     let raw = Value::String(text.to_string());
     match kind {
         Kind::Str => Ok(raw),
+        Kind::LogFormat if text.contains("%(") => Ok(raw),
+        Kind::LogFormat => parse_value(name, text, Kind::List),
         Kind::Bool => parse_bool(&raw).map(Value::Bool).ok_or_else(|| expected(name, "true or false", &raw)),
         Kind::Int => text.trim().parse::<u64>().map(Value::from).map_err(|_| expected(name, "an integer", &raw)),
         Kind::List => {
@@ -304,6 +318,38 @@ mod tests {
                 {"id": 2, "name": "b", "raft_addr": "h2:7001"},
             ]}})),
         );
+    }
+
+    #[test]
+    fn log_variables() {
+        let rows = [
+            (
+                "format_template",
+                ("PATRONI_LOG_FORMAT", "%(asctime)s %(message)s"),
+                json!("%(asctime)s %(message)s"),
+                "format",
+            ),
+            (
+                "format_list",
+                ("PATRONI_LOG_FORMAT", "asctime, {levelname: level}"),
+                json!(["asctime", {"levelname": "level"}]),
+                "format",
+            ),
+            (
+                "static_fields",
+                ("PATRONI_LOG_STATIC_FIELDS", "app: pg, env: prod"),
+                json!({"app": "pg", "env": "prod"}),
+                "static_fields",
+            ),
+            ("file_size", ("PATRONI_LOG_FILE_SIZE", "1000"), json!(1000), "file_size"),
+            ("file_num", ("PATRONI_LOG_FILE_NUM", "2"), json!(2), "file_num"),
+            ("mode", ("PATRONI_LOG_MODE", "0600"), json!("0600"), "mode"),
+            ("legacy_datefmt", ("PATRONI_LOG_DATEFMT", "%H:%M"), json!("%H:%M"), "dateformat"),
+        ];
+        for (name, (var, text), value, key) in rows {
+            let env: EnvMap = [(var.to_string(), text.to_string())].into_iter().collect();
+            assert_eq!(overrides(&env).map_err(|e| e.to_string()), Ok(json!({"log": {key: value}})), "{name}");
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod defaults;
 pub mod dynamic;
 pub mod env;
 pub mod load;
+mod log;
 pub mod reload;
 mod sections;
 #[cfg(test)]
@@ -47,6 +48,15 @@ pub use load::load;
 pub use load::load_from_env;
 pub use load::load_str;
 pub use load::Loaded;
+pub use log::Conversion;
+pub use log::LogConfig;
+pub use log::LogField;
+pub use log::LogFormat;
+pub use log::LogKey;
+pub use log::LogLevel;
+pub use log::LogType;
+pub use log::Piece;
+pub use log::Template;
 pub use validate::validate;
 
 /// Why a configuration was rejected; every message names where and says what to do.
@@ -675,54 +685,4 @@ pub struct WatchdogConfig {
     pub device: PathBuf,
     /// Time between the watchdog firing and the leader key expiring.
     pub safety_margin: Duration,
-}
-
-/// `log.level`, with Patroni's names (`WARNING`, `CRITICAL`) accepted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogLevel {
-    /// Everything.
-    Trace,
-    /// Per-tick detail.
-    Debug,
-    /// State changes and decisions.
-    Info,
-    /// Unexpected but continued.
-    Warn,
-    /// A human must act.
-    Error,
-}
-
-impl LogLevel {
-    /// The level as a `tracing` filter directive.
-    pub fn as_filter(self) -> &'static str {
-        match self {
-            LogLevel::Trace => "trace",
-            LogLevel::Debug => "debug",
-            LogLevel::Info => "info",
-            LogLevel::Warn => "warn",
-            LogLevel::Error => "error",
-        }
-    }
-}
-
-/// `log.type`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogType {
-    /// Human-readable lines.
-    Plain,
-    /// One JSON object per line.
-    Json,
-}
-
-/// The `log` section.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogConfig {
-    /// Least severe level logged.
-    pub level: LogLevel,
-    /// Output format.
-    pub kind: LogType,
-    /// Patroni's `%`-style format string, kept for reference (raftgres' format is fixed).
-    pub format: Option<String>,
-    /// Directory for log files (default: stderr).
-    pub dir: Option<PathBuf>,
 }

@@ -27,9 +27,6 @@ use super::Config;
 use super::ConfigError;
 use super::CtlConfig;
 use super::DynamicConfig;
-use super::LogConfig;
-use super::LogLevel;
-use super::LogType;
 use super::PgAuthentication;
 use super::PgListen;
 use super::PgUser;
@@ -67,7 +64,7 @@ pub(crate) fn config(root: &Value, warnings: &mut Vec<String>) -> Res<Config> {
     let bootstrap = bootstrap(sec.section("bootstrap")?, warnings)?;
     let tags = tags(sec.section("tags")?, warnings)?;
     let watchdog = watchdog(sec.section("watchdog")?, warnings)?;
-    let log = log(sec.section("log")?, warnings)?;
+    let log = super::log::section(sec.section("log")?, warnings)?;
     let dcs_reason = "is a Patroni DCS section; raftgres keeps the cluster state in its embedded raft";
     sec.ignore(&OTHER_DCS, dcs_reason, warnings);
     sec.ignore(&["thread_pool_size", "thread_stack_size", "citus"], "is not supported by raftgres", warnings);
@@ -605,49 +602,6 @@ fn watchdog(sec: Option<Section<'_>>, warnings: &mut Vec<String>) -> Res<Watchdo
     if let Some(margin) = sec.duration("safety_margin", Unit::Seconds)? {
         res.safety_margin = margin;
     }
-    sec.finish(warnings);
-    Ok(res)
-}
-
-fn log(sec: Option<Section<'_>>, warnings: &mut Vec<String>) -> Res<LogConfig> {
-    let mut res = LogConfig { level: LogLevel::Info, kind: LogType::Plain, format: None, dir: None };
-    let Some(mut sec) = sec else { return Ok(res) };
-    if let Some(level) = sec.str("level")? {
-        res.level = match level.trim().to_ascii_uppercase().as_str() {
-            "TRACE" => LogLevel::Trace,
-            "DEBUG" => LogLevel::Debug,
-            "INFO" => LogLevel::Info,
-            "WARN" | "WARNING" => LogLevel::Warn,
-            "ERROR" | "CRITICAL" | "FATAL" => LogLevel::Error,
-            _ => {
-                return Err(invalid(
-                    sec.path_of("level"),
-                    format!("expected DEBUG, INFO, WARNING or ERROR, got {level:?}"),
-                ))
-            }
-        };
-    }
-    if let Some(kind) = sec.str("type")? {
-        res.kind = match kind.trim().to_ascii_lowercase().as_str() {
-            "plain" => LogType::Plain,
-            "json" => LogType::Json,
-            _ => return Err(invalid(sec.path_of("type"), format!("expected plain or json, got {kind:?}"))),
-        };
-    }
-    res.format = sec.str("format")?;
-    res.dir = path_buf(&mut sec, "dir")?;
-    let ignored = [
-        "traceback_level",
-        "dateformat",
-        "static_fields",
-        "max_queue_size",
-        "mode",
-        "file_num",
-        "file_size",
-        "loggers",
-        "deduplicate_heartbeat_logs",
-    ];
-    sec.ignore(&ignored, "is not supported by raftgres", warnings);
     sec.finish(warnings);
     Ok(res)
 }

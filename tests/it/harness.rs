@@ -179,16 +179,47 @@ pub async fn wait_raft_leader(cluster: &LocalCluster, node_idx: usize) {
 pub fn unexpected_errors(cluster: &LocalCluster, allowed: &[&str]) -> Vec<String> {
     let mut found = Vec::new();
     for node in 1..=cluster.n_nodes() {
-        let path = cluster.dir().join(format!("node{node}")).join("raftgres.log");
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        for line in text.lines().map(strip_ansi) {
-            let is_error = line.split_whitespace().nth(1) == Some("ERROR");
-            if is_error && !allowed.iter().any(|allowed| line.contains(allowed)) {
-                found.push(format!("node{node}: {line}"));
+        for path in log_files(cluster, node) {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            for line in text.lines().map(strip_ansi) {
+                if is_error_line(&line) && !allowed.iter().any(|allowed| line.contains(allowed)) {
+                    found.push(format!("node{node}: {line}"));
+                }
             }
         }
     }
     found
+}
+
+/// The files node `node` logs to: its stderr as the harness keeps it (`nodeN/raftgres.log`) and, when
+/// its configuration sets `log.dir`, `patroni.log` and its rotated files there.
+pub fn log_files(cluster: &LocalCluster, node: usize) -> Vec<PathBuf> {
+    let node_dir = cluster.dir().join(format!("node{node}"));
+    let mut res = vec![node_dir.join("raftgres.log")];
+    let config = std::fs::read_to_string(node_dir.join("raftgres.yml")).unwrap_or_default();
+    let config: serde_json::Value = serde_yaml_ng::from_str(&config).unwrap_or_default();
+    if let Some(dir) = config["log"]["dir"].as_str() {
+        let entries = std::fs::read_dir(dir).into_iter().flatten().flatten();
+        let mut files: Vec<PathBuf> = entries
+            .map(|entry| entry.path())
+            .filter(|path| {
+                path.file_name().is_some_and(|name| name.to_string_lossy().starts_with(raftgres::telemetry::FILE_NAME))
+            })
+            .collect();
+        files.sort();
+        res.extend(files);
+    }
+    res
+}
+
+/// A plain line with ERROR as its level (tracing's line: time, then level), or a JSON line with
+/// `levelname` ERROR.
+fn is_error_line(line: &str) -> bool {
+    if line.starts_with('{') {
+        let parsed: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+        return parsed["levelname"] == "ERROR";
+    }
+    line.split_whitespace().nth(1) == Some("ERROR")
 }
 
 /// Fails the test when a node logged an ERROR not on `allowed`, then stops the cluster. The logs are

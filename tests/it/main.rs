@@ -18,6 +18,7 @@ mod haproxy;
 mod harness;
 mod hooks;
 mod leadership;
+mod logging;
 mod noleader;
 mod partition;
 mod peer_tls;
