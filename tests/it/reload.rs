@@ -1,6 +1,6 @@
 //! Changing a node's YAML without restarting raftgres, as with Patroni: SIGHUP and `POST /reload` read the file
 //! again and apply PostgreSQL's local parameters (a reloadable one at once, one that needs a restart as
-//! `pending_restart`), the tags, and the REST API's authentication; a key that needs raftgres restarted is named
+//! `pending_restart`), the tags, the REST API's authentication and the log level; a key that needs raftgres restarted is named
 //! in the answer; a broken file is refused with its key path and the running configuration is kept.
 
 use std::path::Path;
@@ -125,6 +125,21 @@ async fn sighup_and_post_reload_apply_the_changed_yaml_and_refuse_a_broken_one()
     assert_eq!(code, 401, "POST /reload without credentials after authentication was added");
     let (code, body) = post_reload(c, node, Some(("ops", "s3cret"))).await;
     assert_eq!(code, 202, "{body}");
+
+    // Log settings apply at once: DEBUG lines appear in the node's log after the reload.
+    edit_yaml(c, node, |doc| {
+        section(doc, "log").insert("level".into(), "DEBUG".into());
+    });
+    let (code, body) = post_reload(c, node, Some(("ops", "s3cret"))).await;
+    assert_eq!(code, 202, "{body}");
+    assert!(body.contains("log.level"), "{body}");
+    let log_path = c.dir().join(format!("node{node}/raftgres.log"));
+    eventually(Duration::from_secs(30), "DEBUG lines in the node's log after the reload", || async {
+        let text = std::fs::read_to_string(&log_path).ok()?;
+        let after = text.split("configuration reloaded").last()?;
+        after.lines().any(|line| line.contains("DEBUG")).then_some(())
+    })
+    .await;
 
     // A broken file is refused with the key's path; the node keeps running with what it had.
     edit_yaml(c, node, |doc| {
