@@ -79,13 +79,13 @@ pub fn render_raft(status: &NodeStatus, facts: &RaftFacts) -> String {
         flag(facts.is_raft_leader),
     );
     out.counter(
-        "raftgres_raft_last_log_index",
-        "Index of the last entry in this replica's raft log.",
+        "raftgres_raft_log_entries_total",
+        "Entries in this replica's raft log (the index of its last entry).",
         facts.last_log_index,
     );
     out.counter(
-        "raftgres_raft_last_applied_index",
-        "Index of the last raft entry applied to this replica's state machine (committed).",
+        "raftgres_raft_applied_entries_total",
+        "Raft entries applied to this replica's state machine (the index of the last committed one applied).",
         facts.last_applied,
     );
     out.counter(
