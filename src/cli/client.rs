@@ -12,8 +12,8 @@ use reqwest::Method;
 use reqwest::Url;
 use serde_json::Value;
 
-use crate::config::BasicAuth;
 use crate::config::ctl_view::CtlView;
+use crate::config::BasicAuth;
 
 /// Where a node's REST API is when nothing else is said: Patroni's default port on this host.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:8008";
@@ -40,7 +40,14 @@ pub struct Target {
     /// REST API addresses to try in order, comma-separated or repeated (`http://10.0.0.1:8008`; the scheme
     /// defaults to http); patronictl's `--dcs-url` is accepted as an alias. Tried before the addresses of the
     /// configuration file. Default: http://127.0.0.1:8008.
-    #[arg(long = "url", visible_alias = "dcs-url", short = 'd', value_name = "URL", value_delimiter = ',', global = true)]
+    #[arg(
+        long = "url",
+        visible_alias = "dcs-url",
+        short = 'd',
+        value_name = "URL",
+        value_delimiter = ',',
+        global = true
+    )]
     pub urls: Vec<String>,
     /// Accept any TLS certificate from the nodes (like `ctl.insecure`).
     #[arg(short = 'k', long, global = true)]
@@ -129,9 +136,11 @@ impl ApiClient {
     /// A client for `target`: its `--url`s, then the addresses of its `--config`, else [`DEFAULT_URL`].
     pub fn new(target: &Target) -> anyhow::Result<ApiClient> {
         let view = match target.config_file() {
-            Some(path) => crate::config::ctl_view::load_ctl_view(&path, &crate::config::process_env()).with_context(
-                || format!("read {} (-c, PATRONICTL_CONFIG_FILE or ~/.config/patroni/patronictl.yaml)", path.display()),
-            )?,
+            Some(path) => {
+                crate::config::ctl_view::load_ctl_view(&path, &crate::config::process_env()).with_context(|| {
+                    format!("read {} (-c, PATRONICTL_CONFIG_FILE or ~/.config/patroni/patronictl.yaml)", path.display())
+                })?
+            }
             None => CtlView::default(),
         };
         let mut nodes = Vec::new();

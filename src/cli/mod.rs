@@ -346,9 +346,7 @@ pub async fn run(command: CtlCommand, target: &Target) -> anyhow::Result<()> {
             switchover::run(&client, switchover::Action::Failover, args.into()).await
         }
         CtlCommand::Restart(args) => actions::restart(&client()?, args.into()).await,
-        CtlCommand::Reload(args) => {
-            actions::reload(&client()?, &args.members, args.role, args.force).await
-        }
+        CtlCommand::Reload(args) => actions::reload(&client()?, &args.members, args.role, args.force).await,
         CtlCommand::Reinit(args) => actions::reinit(&client()?, args.into()).await,
         CtlCommand::Pause(args) => {
             let client = client()?;
@@ -364,19 +362,13 @@ pub async fn run(command: CtlCommand, target: &Target) -> anyhow::Result<()> {
             let client = client()?;
             list::run_history(&client, args.cluster.cluster.as_deref(), args.format).await
         }
-        CtlCommand::Remove(args) => {
-            raft::remove_cluster(&client()?, &args.cluster, args.force).await
-        }
-        CtlCommand::Members(MembersCommand::List { format }) => {
-            raft::list(&client()?, format).await
-        }
+        CtlCommand::Remove(args) => raft::remove_cluster(&client()?, &args.cluster, args.force).await,
+        CtlCommand::Members(MembersCommand::List { format }) => raft::list(&client()?, format).await,
         CtlCommand::Members(MembersCommand::Add { name, id, raft_addr, api_addr }) => {
             let member = raft::NewMember { name, id, raft_addr, api_addr: api_addr.unwrap_or_default() };
             raft::add(&client()?, &member).await
         }
-        CtlCommand::Members(MembersCommand::Remove { member, force }) => {
-            raft::remove(&client()?, &member, force).await
-        }
+        CtlCommand::Members(MembersCommand::Remove { member, force }) => raft::remove(&client()?, &member, force).await,
     }
 }
 

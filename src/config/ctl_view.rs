@@ -168,10 +168,8 @@ mod tests {
     fn wrong_types_name_the_key() {
         let err = ctl_view(&json!({"ctl": {"insecure": "maybe"}})).map(|_| ()).unwrap_err().to_string();
         assert!(err.starts_with("ctl.insecure:"), "{err}");
-        let err = ctl_view(&json!({"restapi": {"authentication": {"username": "u"}}}))
-            .map(|_| ())
-            .unwrap_err()
-            .to_string();
+        let err =
+            ctl_view(&json!({"restapi": {"authentication": {"username": "u"}}})).map(|_| ()).unwrap_err().to_string();
         assert!(err.contains("restapi.authentication: set both username and password"), "{err}");
     }
 }

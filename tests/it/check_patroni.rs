@@ -122,7 +122,13 @@ fn name(code: i32) -> &'static str {
 }
 
 /// Sends a REST request and returns (status, body); panics when the node does not answer.
-async fn rest(c: &LocalCluster, node: usize, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, String) {
+async fn rest(
+    c: &LocalCluster,
+    node: usize,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, String) {
     let http = reqwest::Client::new();
     let mut req = http.request(method, format!("{}{path}", c.api(node))).timeout(Duration::from_secs(10));
     if let Some(body) = body {
@@ -186,8 +192,15 @@ async fn check_patroni_answers_every_service_as_the_cluster_state_says() {
 
     // Healthy, asynchronous.
     let s = "healthy";
-    p.expect(c, s, all, "cluster_node_count", &["-w", "3:", "-c", "2:", "--healthy-warning", "3:", "--healthy-critical", "2:"], OK)
-        .await;
+    p.expect(
+        c,
+        s,
+        all,
+        "cluster_node_count",
+        &["-w", "3:", "-c", "2:", "--healthy-warning", "3:", "--healthy-critical", "2:"],
+        OK,
+    )
+    .await;
     p.expect(c, s, all, "cluster_has_leader", &[], OK).await;
     p.expect(c, s, all, "cluster_has_replica", &["-w", "2:", "-c", "1:", "--max-lag", "10MB"], OK).await;
     p.expect(c, s, all, "cluster_has_scheduled_action", &[], OK).await;
@@ -226,22 +239,16 @@ async fn check_patroni_answers_every_service_as_the_cluster_state_says() {
     let s = "scheduled switchover";
     let at = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
     let leader = format!("node{primary}");
-    let (code, text) = rest(
-        c,
-        primary,
-        reqwest::Method::POST,
-        "/switchover",
-        Some(json!({"leader": leader, "scheduled_at": at})),
-    )
-    .await;
+    let (code, text) =
+        rest(c, primary, reqwest::Method::POST, "/switchover", Some(json!({"leader": leader, "scheduled_at": at})))
+            .await;
     assert_eq!(code, 202, "schedule a switchover: {text}");
     p.expect(c, s, all, "cluster_has_scheduled_action", &[], CRITICAL).await;
     let (code, text) = rest(c, primary, reqwest::Method::DELETE, "/switchover", None).await;
     assert_eq!(code, 200, "delete the scheduled switchover: {text}");
     p.expect(c, "switchover flushed", all, "cluster_has_scheduled_action", &[], OK).await;
     let s = "scheduled restart";
-    let (code, text) =
-        rest(c, replicas[0], reqwest::Method::POST, "/restart", Some(json!({"schedule": at}))).await;
+    let (code, text) = rest(c, replicas[0], reqwest::Method::POST, "/restart", Some(json!({"schedule": at}))).await;
     assert_eq!(code, 202, "schedule a restart: {text}");
     p.expect(c, s, all, "cluster_has_scheduled_action", &[], CRITICAL).await;
     // As in Patroni: the member key (and so /cluster) keeps the start time the restart was scheduled against,
