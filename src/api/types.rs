@@ -71,6 +71,9 @@ pub struct PatroniStatus {
     /// A restart scheduled through `POST /restart` (`{schedule, [restart_pending], [role], …}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduled_restart: Option<serde_json::Map<String, serde_json::Value>>,
+    /// `watchdog.mode` is required and the watchdog cannot be armed: no switchover or failover picks this node.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub watchdog_failed: bool,
     /// Who answers.
     pub patroni: PatroniInfo,
 }
@@ -165,6 +168,7 @@ impl PatroniStatus {
             pending_restart: pg.pending_restart || !pg.pending_restart_reason.is_empty(),
             pending_restart_reason: pending_restart_reason(pg),
             scheduled_restart: None,
+            watchdog_failed: status.watchdog_failed,
             patroni: PatroniInfo {
                 version: crate::status::PATRONI_VERSION.to_string(),
                 raftgres_version: crate::status::RAFTGRES_VERSION.to_string(),

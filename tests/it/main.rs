@@ -24,3 +24,4 @@ mod slots;
 mod standby;
 mod sync;
 mod topology;
+mod watchdog;
