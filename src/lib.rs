@@ -2,7 +2,7 @@
 //!
 //! The library holds everything the `raftgres` binary runs; `main.rs` only parses the command
 //! line and dispatches. Modules: [`config`] (static YAML + env, validation with key paths),
-//! [`postgres`] (the PostgreSQL supervisor and its pure parsers).
+//! [`postgres`] (the PostgreSQL supervisor and its pure parsers), [`watchdog`] (the Linux watchdog device).
 
 pub mod api;
 pub mod chaos;
@@ -16,3 +16,4 @@ pub mod postgres;
 pub mod reload;
 pub mod status;
 pub mod telemetry;
+pub mod watchdog;

@@ -108,7 +108,10 @@ async fn dispatch(command: Command, target: raftgres::cli::client::Target) -> an
                 println!("warning: {warning}");
             }
             // One line per problem on stderr; the first one is the error.
-            let mut problems = raftgres::config::check_environment(&loaded.config).into_iter();
+            let mut problems = raftgres::config::check_environment(&loaded.config);
+            // `run` starts without the device (the node stays a replica, as Patroni's does); `check` says so.
+            problems.extend(raftgres::config::check_watchdog_device(&loaded.config));
+            let mut problems = problems.into_iter();
             match problems.next() {
                 None => {
                     println!("{origin}: configuration is valid");

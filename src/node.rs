@@ -1,9 +1,9 @@
 //! Composition root of `raftgres run`: config → Raft replica → DCS → PostgreSQL supervisor →
 //! HA loop + fence → REST API. Owns the shutdown order:
 //! 1. the REST API stops accepting requests;
-//! 2. the HA loop stops: a primary stops PostgreSQL (fast) and releases the lease so a
-//!    replica takes over at once, every node revokes its session (paused: PostgreSQL is left
-//!    running and the lock kept);
+//! 2. the HA loop stops: a primary stops PostgreSQL (fast), disarms the watchdog and releases the
+//!    lease so a replica takes over at once, every node revokes its session (paused: PostgreSQL is
+//!    left running and the lock kept);
 //! 3. the fence stops;
 //! 4. the Raft replica shuts down and sled is flushed.
 
@@ -83,6 +83,7 @@ async fn run_inner(
     let settings = HaSettings { scheduled_restart: restarts.subscribe(), ..ha_settings(&config) };
     let peer_http = crate::api::peer_client(config.restapi.cafile.as_deref())
         .context("build the HTTP client for peer status requests (restapi.cafile)")?;
+    let watchdog = settings.watchdog.clone();
     let ha = HaLoop::new(settings, dcs.clone(), pg.clone(), status_tx, peer_http);
     let is_primary = ha.primary_flag();
     let mut api_state = crate::api::ApiState::for_node(status_rx, dcs.clone(), ha.requests(), &config.restapi)
@@ -116,7 +117,14 @@ async fn run_inner(
         Ok(pid) => info!(pid, file = %guard_file.display(), "started the fence guard"),
         Err(e) => warn!(error = %e, "failed to start the fence guard; only the in-process fence protects this primary"),
     }
-    tracker.spawn(crate::ha::fence::run(dcs.clone(), pg.clone(), is_primary, Some(guard_file), fence_token.clone()));
+    let fence = crate::ha::fence::Fence {
+        dcs: dcs.clone(),
+        pg: pg.clone(),
+        is_primary,
+        guard_file: Some(guard_file),
+        watchdog,
+    };
+    tracker.spawn(crate::ha::fence::run(fence, fence_token.clone()));
     tracker.close();
 
     shutdown.cancelled().await;
@@ -154,6 +162,7 @@ pub fn ha_settings(config: &Config) -> HaSettings {
         raft_node_id: config.raft.node_id,
         stop_postgres_on_shutdown: true,
         scheduled_restart: watch::channel(None).1,
+        watchdog: crate::watchdog::Watchdog::new(config.watchdog.clone()),
     }
 }
 

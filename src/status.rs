@@ -291,6 +291,8 @@ pub struct NodeStatus {
     pub loop_wait: Duration,
     /// Current `maximum_lag_on_failover`, bytes.
     pub maximum_lag_on_failover: u64,
+    /// `watchdog.mode` is required and the watchdog cannot be armed: this node never becomes the leader.
+    pub watchdog_failed: bool,
 }
 
 impl NodeStatus {
@@ -313,6 +315,7 @@ impl NodeStatus {
             ttl: Duration::from_secs(5),
             loop_wait: Duration::from_secs(1),
             maximum_lag_on_failover: 1 << 20,
+            watchdog_failed: false,
         }
     }
 

@@ -66,6 +66,12 @@ pub struct HolderLease {
     pub session_valid_until: Option<Instant>,
     /// This node holds the `leader` key at least until then.
     pub leader_valid_until: Option<Instant>,
+    /// No other node can take the `leader` key before then: the send time of the last successful renewal plus
+    /// `ttl` in strict mode (the keeper expires a session no earlier than `ttl` after it applied the renewal,
+    /// which came after the send), `leader_valid_until` in stamped mode (where clock skew eats into the margin).
+    /// Later than `leader_valid_until` by the margin in strict mode: a host watchdog fed up to here fires only
+    /// after the fence had its chance to stop PostgreSQL at `leader_valid_until`.
+    pub leader_expiry_floor: Option<Instant>,
     /// Create revision of the `leader` key while we hold it: the fencing token.
     pub fencing_token: Option<u64>,
 }

@@ -31,6 +31,7 @@ use crate::command::Envelope;
 use crate::command::Guard;
 use crate::command::Op;
 use crate::command::SessionId;
+use crate::config::LeaseMode;
 use crate::config::RaftConfig;
 use crate::error::RaftError;
 use crate::lease;
@@ -270,6 +271,7 @@ impl RaftNode {
         {
             let mut lease = self.inner.lock_lease();
             lease.leader_valid_until = None;
+            lease.leader_expiry_floor = None;
             lease.fencing_token = None;
         }
         let cmd = Command::delete(key, Guard::SessionIs(self.inner.session));
@@ -325,6 +327,10 @@ impl RaftNode {
                 let until = sent + ttl.saturating_sub(lease::margin(ttl));
                 lease.session_valid_until = Some(until);
                 lease.leader_valid_until = Some(until);
+                lease.leader_expiry_floor = Some(match self.inner.cfg.lease_mode {
+                    LeaseMode::Strict => sent + ttl,
+                    LeaseMode::Stamped { .. } => until,
+                });
                 // The fencing token is the key's create revision: the revision of this very write when it
                 // created the key (a forwarded write may not have reached our local view yet), else the
                 // revision that created it before, from the view.
@@ -334,6 +340,7 @@ impl RaftNode {
             }
             _ => {
                 lease.leader_valid_until = None;
+                lease.leader_expiry_floor = None;
                 lease.fencing_token = None;
                 Ok(false)
             }

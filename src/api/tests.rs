@@ -532,6 +532,18 @@ fn status_json_of_a_primary() {
 }
 
 #[test]
+fn status_json_says_watchdog_failed_only_when_it_did() {
+    let failed = with(Node::ReplicaStreaming, |status| status.watchdog_failed = true);
+    let value = serde_json::to_value(PatroniStatus::from_status(&failed)).expect("status serializes");
+    assert_eq!(value["watchdog_failed"], json!(true));
+    let text = serde_json::to_string(&PatroniStatus::from_status(&failed)).expect("status serializes");
+    assert!(text.contains(r#""watchdog_failed":true,"patroni":"#), "Patroni's place, before `patroni`: {text}");
+    let value =
+        serde_json::to_value(PatroniStatus::from_status(&node(Node::ReplicaStreaming))).expect("status serializes");
+    assert!(value.get("watchdog_failed").is_none(), "absent unless true: {value}");
+}
+
+#[test]
 fn status_json_of_a_sync_replica() {
     let replica = with(Node::ReplicaStreaming, |status| {
         status.sync_standby = true;

@@ -75,6 +75,9 @@ pub struct PatroniStatus {
     /// retry_at).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failing: Option<crate::status::FailingAction>,
+    /// `watchdog.mode` is required and the watchdog cannot be armed: no switchover or failover picks this node.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub watchdog_failed: bool,
     /// Who answers.
     pub patroni: PatroniInfo,
 }
@@ -170,6 +173,7 @@ impl PatroniStatus {
             pending_restart_reason: pending_restart_reason(pg),
             scheduled_restart: None,
             failing: pg.failing.clone(),
+            watchdog_failed: status.watchdog_failed,
             patroni: PatroniInfo {
                 version: crate::status::PATRONI_VERSION.to_string(),
                 raftgres_version: crate::status::RAFTGRES_VERSION.to_string(),

@@ -55,7 +55,8 @@ pub const DEBIAN_PG_LIB: &str = "/usr/lib/postgresql";
 
 /// `watchdog.device`.
 pub const WATCHDOG_DEVICE: &str = "/dev/watchdog";
-/// `watchdog.safety_margin`: Patroni's 5 s would leave no watchdog timeout at `ttl` 5, so ours is 2 s.
+/// `watchdog.safety_margin`: Patroni's 5 s would leave no watchdog timeout at raftgres' `ttl` of 3 s, so ours is
+/// 2 s (a 1 s timeout; see `WatchdogConfig::timeout`).
 pub const WATCHDOG_SAFETY_MARGIN: Duration = Duration::from_secs(2);
 
 /// `raft.heartbeat_interval` (also the AppendEntries timeout; must exceed RTT + follower fsync).

@@ -253,6 +253,27 @@ fn check_postgres_user_reach(config: &Config, errors: &mut Vec<ConfigError>) {
     }
 }
 
+/// `raftgres check` only: with `watchdog.mode: required`, the device must exist and this user must be able to
+/// write it, or the node runs but never becomes the leader. The device is never opened here: opening a watchdog
+/// arms it, and closing it without the magic character leaves it to reset the host.
+pub fn check_watchdog_device(config: &Config) -> Option<ConfigError> {
+    let watchdog = &config.watchdog;
+    if watchdog.mode != super::WatchdogMode::Required {
+        return None;
+    }
+    let device = watchdog.device.display();
+    let problem = match std::fs::metadata(&watchdog.device) {
+        Err(e) => {
+            format!("{device} cannot be read ({e}); load a watchdog driver (modprobe softdog) or set watchdog.device")
+        }
+        Ok(_) => match nix::unistd::access(&watchdog.device, nix::unistd::AccessFlags::W_OK) {
+            Ok(()) => return None,
+            Err(e) => format!("{device} is not writable by this user ({e}); raftgres opens it for writing"),
+        },
+    };
+    Some(invalid("watchdog.device", format!("{problem}; watchdog.mode required refuses to lead without it")))
+}
+
 fn check_programs(pg: &PostgresqlConfig, errors: &mut Vec<ConfigError>) {
     let (dir, origin) = match &pg.bin_dir {
         Some(dir) if dir.is_dir() => (dir.clone(), "postgresql.bin_dir"),

@@ -44,6 +44,7 @@ pub use dynamic::Timing;
 pub use env::process_env;
 pub use env::EnvMap;
 pub use load::check_environment;
+pub use load::check_watchdog_device;
 pub use load::load;
 pub use load::load_from_env;
 pub use load::load_str;
@@ -676,13 +677,53 @@ pub enum WatchdogMode {
     Required,
 }
 
-/// The `watchdog` section.
+/// The `watchdog` section (only Linux's default driver exists: `watchdog.driver` is refused otherwise).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WatchdogConfig {
     /// Whether the watchdog is used.
     pub mode: WatchdogMode,
     /// The watchdog device.
     pub device: PathBuf,
-    /// Time between the watchdog firing and the leader key expiring.
-    pub safety_margin: Duration,
+    /// How the watchdog timeout follows from `ttl`.
+    pub safety_margin: SafetyMargin,
+}
+
+/// `watchdog.safety_margin`: how much shorter than `ttl` the watchdog timeout is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SafetyMargin {
+    /// The timeout is `ttl` minus this.
+    Fixed(Duration),
+    /// `-1`: the timeout is half of `ttl` (Patroni's `ttl // 2`).
+    HalfTtl,
+}
+
+impl WatchdogConfig {
+    /// The timeout to set on the device for the lease `ttl`: `ttl - safety_margin` (or `ttl / 2`) in whole
+    /// seconds, rounded down as the device takes it (a shorter timeout fires sooner, the safe side).
+    ///
+    /// The error says why no timeout is usable: below one second (the device's unit), or not shorter than the
+    /// lease (`ttl - max(0.1 ttl, 0.5 s)`): the watchdog is fed only while a keepalive keeps it from firing
+    /// after the leader key can expire (`watchdog::policy::may_feed`), so a timeout that long is never fed.
+    pub fn timeout(&self, ttl: Duration) -> Result<Duration, String> {
+        let (exact, formula) = match self.safety_margin {
+            SafetyMargin::Fixed(margin) => (
+                ttl.saturating_sub(margin),
+                format!("ttl {}s - safety_margin {}s", ttl.as_secs_f64(), margin.as_secs_f64()),
+            ),
+            SafetyMargin::HalfTtl => (ttl / 2, format!("ttl {}s / 2 (safety_margin -1)", ttl.as_secs_f64())),
+        };
+        let timeout = Duration::from_secs(exact.as_secs());
+        if timeout < Duration::from_secs(1) {
+            return Err(format!("{formula} leaves no watchdog timeout of at least 1s"));
+        }
+        let lease = ttl.saturating_sub(raft::lease::margin(ttl));
+        if timeout >= lease {
+            return Err(format!(
+                "a watchdog timeout of {}s ({formula}) is not shorter than the lease ({}s), so it could never be fed",
+                timeout.as_secs(),
+                lease.as_secs_f64()
+            ));
+        }
+        Ok(timeout)
+    }
 }

@@ -15,6 +15,8 @@ use serde_json::Value;
 use super::defaults;
 use super::walk::expected;
 use super::walk::invalid;
+use super::walk::parse_duration;
+use super::walk::parse_int;
 use super::walk::scalar_text;
 use super::walk::Section;
 use super::walk::Unit;
@@ -34,6 +36,7 @@ use super::PostgresqlConfig;
 use super::ProgramOption;
 use super::RaftSection;
 use super::RestApiConfig;
+use super::SafetyMargin;
 use super::Secret;
 use super::ServerTokens;
 use super::Tags;
@@ -585,22 +588,38 @@ fn watchdog(sec: Option<Section<'_>>, warnings: &mut Vec<String>) -> Res<Watchdo
     let mut res = WatchdogConfig {
         mode: WatchdogMode::Automatic,
         device: PathBuf::from(defaults::WATCHDOG_DEVICE),
-        safety_margin: defaults::WATCHDOG_SAFETY_MARGIN,
+        safety_margin: SafetyMargin::Fixed(defaults::WATCHDOG_SAFETY_MARGIN),
     };
     let Some(mut sec) = sec else { return Ok(res) };
     if let Some(value) = sec.raw("mode") {
+        // Patroni's words; YAML's `on`/`true` is refused as its validator does (its runtime would read it as off).
         res.mode = match (value, scalar_text(value).map(|m| m.to_ascii_lowercase()).as_deref()) {
-            (Value::Bool(false), _) | (_, Some("off" | "disable" | "disabled")) => WatchdogMode::Off,
-            (Value::Bool(true), _) | (_, Some("auto" | "automatic")) => WatchdogMode::Automatic,
-            (_, Some("require" | "required")) => WatchdogMode::Required,
+            (Value::Bool(false), _) => WatchdogMode::Off,
+            (Value::String(_), Some("off" | "disable" | "disabled")) => WatchdogMode::Off,
+            (Value::String(_), Some("auto" | "automatic")) => WatchdogMode::Automatic,
+            (Value::String(_), Some("require" | "required")) => WatchdogMode::Required,
             _ => return Err(expected(sec.path_of("mode"), "off, automatic or required", value)),
         };
     }
     if let Some(device) = path_buf(&mut sec, "device")? {
         res.device = device;
     }
-    if let Some(margin) = sec.duration("safety_margin", Unit::Seconds)? {
-        res.safety_margin = margin;
+    if let Some(value) = sec.raw("safety_margin") {
+        res.safety_margin = match (parse_int(value), parse_duration(value, Unit::Seconds)) {
+            (Some(-1), _) => SafetyMargin::HalfTtl,
+            (_, Some(margin)) => SafetyMargin::Fixed(margin),
+            _ => {
+                return Err(expected(sec.path_of("safety_margin"), "a number of seconds, or -1 for half of ttl", value))
+            }
+        };
+    }
+    if let Some(driver) = sec.str("driver")? {
+        if driver != "default" {
+            return Err(invalid(
+                sec.path_of("driver"),
+                format!("only Linux's watchdog driver \"default\" exists in raftgres, got {driver:?}; remove the key"),
+            ));
+        }
     }
     sec.finish(warnings);
     Ok(res)

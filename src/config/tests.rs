@@ -319,8 +319,73 @@ fn timing_warnings_come_from_bootstrap_dcs() {
     check_warnings("raft: {election_timeout_min: 500, election_timeout_max: 1000}\nbootstrap: {dcs: {ttl: 4}}", &[]);
     check_warnings(
         "watchdog: {safety_margin: 5}",
-        &["watchdog.safety_margin: 5s leaves no watchdog timeout with bootstrap.dcs ttl 3s; lower it"],
+        &["watchdog.safety_margin: ttl 3s - safety_margin 5s leaves no watchdog timeout of at least 1s (bootstrap.dcs \
+           ttl); the watchdog is not used"],
     );
+    check_warnings(
+        "watchdog: {mode: required, safety_margin: 0}",
+        &["watchdog.safety_margin: a watchdog timeout of 3s (ttl 3s - safety_margin 0s) is not shorter than the lease \
+           (2.5s), so it could never be fed (bootstrap.dcs ttl); this node never becomes the leader"],
+    );
+    check_warnings("watchdog: {mode: required, safety_margin: -1}", &[]);
+    check_warnings("watchdog: {mode: off, safety_margin: 5}", &[]);
+}
+
+#[test]
+fn watchdog_section_reads_patroni_words_and_refuses_other_drivers() {
+    let watchdog =
+        |patch: &str| load_patched(patch, &[]).map(|loaded| loaded.config.watchdog).map_err(|e| e.to_string());
+    let device = PathBuf::from("/dev/watchdog");
+    for (mode, expected) in [
+        ("'off'", WatchdogMode::Off),
+        ("false", WatchdogMode::Off),
+        ("disabled", WatchdogMode::Off),
+        ("auto", WatchdogMode::Automatic),
+        ("Automatic", WatchdogMode::Automatic),
+        ("require", WatchdogMode::Required),
+        ("required", WatchdogMode::Required),
+    ] {
+        let config = watchdog(&format!("watchdog: {{mode: {mode}}}")).unwrap_or_else(|e| panic!("{mode}: {e}"));
+        assert_eq!(config.mode, expected, "mode {mode}");
+        assert_eq!(
+            (config.device.as_path(), config.safety_margin),
+            (device.as_path(), SafetyMargin::Fixed(Duration::from_secs(2)))
+        );
+    }
+    assert_eq!(
+        watchdog("watchdog: {mode: 'on'}"),
+        Err("watchdog.mode: expected off, automatic or required, got \"on\"".to_string())
+    );
+    assert!(watchdog("watchdog: {mode: true}").is_err(), "YAML true is refused, as Patroni's validator does");
+    let config = watchdog("watchdog: {device: /dev/watchdog1, safety_margin: -1, driver: default}")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((config.device, config.safety_margin), (PathBuf::from("/dev/watchdog1"), SafetyMargin::HalfTtl));
+    assert_eq!(
+        watchdog("watchdog: {driver: testing}"),
+        Err("watchdog.driver: only Linux's watchdog driver \"default\" exists in raftgres, got \"testing\"; remove the key".to_string())
+    );
+    assert_eq!(
+        watchdog("watchdog: {safety_margin: -2}"),
+        Err("watchdog.safety_margin: expected a number of seconds, or -1 for half of ttl, got -2".to_string())
+    );
+}
+
+#[test]
+fn watchdog_timeout_follows_ttl() {
+    let config = |margin: SafetyMargin| WatchdogConfig {
+        mode: WatchdogMode::Required,
+        device: PathBuf::from("/dev/watchdog"),
+        safety_margin: margin,
+    };
+    let secs = Duration::from_secs;
+    let timeout = |margin: SafetyMargin, ttl: Duration| config(margin).timeout(ttl).map(|t| t.as_secs());
+    assert_eq!(timeout(SafetyMargin::Fixed(secs(2)), secs(3)), Ok(1), "the defaults");
+    assert_eq!(timeout(SafetyMargin::Fixed(Duration::from_millis(500)), secs(3)), Ok(2), "rounded down");
+    assert_eq!(timeout(SafetyMargin::Fixed(secs(5)), secs(30)), Ok(25), "Patroni's defaults");
+    assert_eq!(timeout(SafetyMargin::HalfTtl, secs(3)), Ok(1), "Patroni's ttl // 2");
+    assert_eq!(timeout(SafetyMargin::HalfTtl, secs(30)), Ok(15));
+    assert!(timeout(SafetyMargin::Fixed(secs(3)), secs(3)).is_err(), "no timeout left");
+    assert!(timeout(SafetyMargin::Fixed(secs(2)), secs(30)).is_err(), "28 s is not shorter than the 27 s lease");
 }
 
 #[test]
@@ -695,4 +760,24 @@ fn a_renewal_keeps_trying_until_the_lease_runs_out() {
     assert_eq!(timing.renewal_timeout(Duration::from_millis(2300)), Duration::from_millis(2300));
     assert_eq!(timing.renewal_timeout(Duration::ZERO), timing.retry_timeout, "no lease left: retry_timeout");
     assert_eq!(timing.renewal_timeout(Duration::from_secs(99)), timing.ttl, "never longer than ttl");
+}
+
+#[test]
+fn check_refuses_a_required_watchdog_device_it_cannot_write_without_opening_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let stand_in = dir.path().join("watchdog");
+    std::fs::write(&stand_in, "").expect("create the stand-in");
+    let problem = |patch: String| {
+        let config = load_patched(&patch, &[]).unwrap_or_else(|e| panic!("{e}")).config;
+        check_watchdog_device(&config).map(|e| e.to_string())
+    };
+    let required = |device: &Path| format!("watchdog: {{mode: required, device: {}}}", device.display());
+    assert_eq!(problem(required(&stand_in)), None);
+    assert_eq!(std::fs::read_to_string(&stand_in).expect("read back"), "", "never opened for writing");
+    let missing = dir.path().join("missing");
+    let text = problem(required(&missing)).unwrap_or_default();
+    assert!(text.starts_with(&format!("watchdog.device: {} cannot be read (", missing.display())), "{text}");
+    assert!(text.ends_with("; watchdog.mode required refuses to lead without it"), "{text}");
+    let automatic = format!("watchdog: {{mode: automatic, device: {}}}", missing.display());
+    assert_eq!(problem(automatic), None, "automatic leads without it");
 }

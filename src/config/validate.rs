@@ -182,12 +182,14 @@ fn timing_advice(config: &Config, warnings: &mut Vec<String>) {
         ));
     }
     let watchdog = &config.watchdog;
-    if watchdog.mode != WatchdogMode::Off && watchdog.safety_margin >= timing.ttl {
-        warnings.push(format!(
-            "watchdog.safety_margin: {} leaves no watchdog timeout with bootstrap.dcs ttl {}; lower it",
-            secs(watchdog.safety_margin),
-            secs(timing.ttl)
-        ));
+    if watchdog.mode != WatchdogMode::Off {
+        if let Err(why) = watchdog.timeout(timing.ttl) {
+            let effect = match watchdog.mode {
+                WatchdogMode::Required => "this node never becomes the leader",
+                _ => "the watchdog is not used",
+            };
+            warnings.push(format!("watchdog.safety_margin: {why} (bootstrap.dcs ttl); {effect}"));
+        }
     }
 }
 

@@ -285,6 +285,10 @@ fn node_tree(layout: &NodeLayout, inputs: &NodeInputs<'_>) -> anyhow::Result<Yam
         ("raft", raft),
         ("bootstrap", bootstrap(inputs.dcs_overrides)?),
         ("postgresql", postgresql(layout, inputs)),
+        // Every node of a local cluster runs on one host: a host watchdog armed by one of them would reset the
+        // machine the others run on as soon as that node is killed. Tests that want one point a node at a
+        // stand-in file through `node_overrides`.
+        ("watchdog", map([("mode", text("off"))])),
     ]);
     if let (Yaml::Mapping(root_map), Some(tags)) = (&mut root, tags) {
         root_map.insert(text("tags"), tags);

@@ -20,15 +20,33 @@ use crate::dcs::view::ClusterView;
 use crate::dcs::view::MemberData;
 use crate::status::Role;
 
+/// Why a node whose required watchdog cannot be armed stays out of the race (Patroni logs "Watchdog device is
+/// not usable" and counts itself not the healthiest).
+pub const WATCHDOG_NOT_USABLE: &str = "the required watchdog is not usable";
+
+/// The required watchdog cannot be armed, so this node must not take the leader key or promote: never in
+/// maintenance mode (the watchdog is off then) or in a standby cluster (its leader is never a primary).
+pub fn watchdog_blocks_leading(obs: &Observation, cfg: &HaConfig) -> bool {
+    !obs.watchdog_usable && !cfg.paused && !cfg.standby_cluster
+}
+
 /// The leader key is vacant: race for it when eligible and healthiest.
 pub fn race(obs: &Observation, view: &ClusterView, cfg: &HaConfig, role: Role) -> Decision {
     if role == Role::Primary {
+        if watchdog_blocks_leading(obs, cfg) {
+            return Decision::new(vec![Action::Demote(DemoteMode::ImmediateNoLock)], Reason::DemotingWithoutWatchdog);
+        }
         // Already primary (e.g. our previous process's lease lapsed while PostgreSQL ran on):
         // take the lock; the executor demotes at once if someone else got it first.
         return Decision::new(vec![Action::AcquireLease], Reason::AcquiredLockAsLeader);
     }
     if cfg.paused {
         return Decision::idle(Reason::WaitingForLeader);
+    }
+    if watchdog_blocks_leading(obs, cfg) {
+        // Before the failover key: a switchover naming this node waits for it in vain otherwise (peers see its
+        // `watchdog_failed` and race without it).
+        return Decision::idle(Reason::NotHealthiest(WATCHDOG_NOT_USABLE.into()));
     }
     if obs.race_backoff {
         return Decision::idle(Reason::PrePromoteBackoff);
@@ -47,8 +65,11 @@ pub fn race(obs: &Observation, view: &ClusterView, cfg: &HaConfig, role: Role) -
                 return Decision::new(actions, won.clone());
             }
             Some(candidate) => {
-                let candidate_healthy = obs.peers.iter().any(|p| p.name == candidate && p.reachable && !p.is_primary)
-                    || view.members.get(candidate).is_some_and(healthy_replica);
+                // A candidate whose watchdog failed never takes the key: race without it.
+                let report = obs.peers.iter().find(|p| p.name == candidate);
+                let candidate_healthy = !report.is_some_and(|p| p.watchdog_failed)
+                    && (report.is_some_and(|p| p.reachable && !p.is_primary)
+                        || view.members.get(candidate).is_some_and(healthy_replica));
                 if candidate_healthy {
                     return Decision::idle(Reason::NotHealthiest(format!(
                         "waiting for the failover candidate {candidate}"
@@ -155,7 +176,8 @@ fn healthiest(obs: &Observation, cfg: &HaConfig, view: Option<&ClusterView>) -> 
         }
     }
     for peer in obs.peers.iter().filter(|p| p.name != cfg.name && p.reachable) {
-        if peer.member.failover_priority() <= 0 {
+        // Members that cannot lead neither block nor are waited for (Patroni's `failover_limitation`).
+        if peer.member.failover_priority() <= 0 || peer.watchdog_failed {
             continue;
         }
         if peer.is_primary {
@@ -315,6 +337,7 @@ mod quorum_tests {
                     reachable: *reachable,
                     is_primary: *is_primary,
                     wal: Some(Lsn(*wal)),
+                    watchdog_failed: false,
                 })
                 .collect(),
             following: None,
@@ -322,6 +345,7 @@ mod quorum_tests {
             rewind_incomplete: false,
             race_backoff: false,
             restore_incomplete: false,
+            watchdog_usable: true,
         };
         let mut view = ClusterView::default();
         let value = SyncData {

@@ -7,6 +7,9 @@
 //! 2. The vacant key is raced for only by the healthiest eligible replica (not `nofailover`, not
 //!    lagging beyond `maximum_lag_on_failover`, nobody reachable ahead of it, no live primary).
 //! 3. A long action never runs twice; while it runs the holder keeps renewing its lease.
+//! 4. With `watchdog.mode: required`, a node whose watchdog cannot be armed (`Observation::watchdog_usable`)
+//!    never bootstraps, races, takes over or promotes; holding the key, it releases it (and stops first if it
+//!    is a primary). The executor arms the watchdog after each key write before a promotion runs on it.
 //!
 //! The lease itself is enforced outside this function as well: the executor's fence demotes
 //! a primary when its lease runs out even if no cycle runs (see `ha::fence`).
@@ -104,7 +107,8 @@ fn empty_data_dir(obs: &Observation, view: &ClusterView, cfg: &HaConfig) -> Deci
         actions.push(Action::ReleaseLease);
     }
     match (&view.initialize, &view.leader) {
-        (None, None) if !cfg.nofailover => {
+        // A node that may not lead (nofailover, a required watchdog it cannot arm) waits for another to bootstrap.
+        (None, None) if !cfg.nofailover && !candidate::watchdog_blocks_leading(obs, cfg) => {
             actions.push(Action::Bootstrap);
             let reason = if cfg.standby_cluster { Reason::BootstrappingStandby } else { Reason::Bootstrapping };
             Decision::new(actions, reason)
@@ -153,6 +157,9 @@ fn stopped(obs: &Observation, view: &ClusterView, cfg: &HaConfig) -> Decision {
         if cfg.standby_cluster {
             return Decision::new(vec![Action::RenewLease, start_standby_leader()], Reason::StartingStandbyLeader);
         }
+        if candidate::watchdog_blocks_leading(obs, cfg) {
+            return Decision::new(vec![Action::ReleaseLease], Reason::NotPromotingWithoutWatchdog);
+        }
         let reason =
             if was_primary { Reason::StartingPrimaryAfterFailure } else { Reason::PromotingBecauseIHoldTheLock };
         return Decision::new(vec![Action::RenewLease, Action::StartPrimary], reason);
@@ -160,6 +167,10 @@ fn stopped(obs: &Observation, view: &ClusterView, cfg: &HaConfig) -> Decision {
     match leader {
         Some(l) if l.name == cfg.name && cfg.standby_cluster => {
             Decision::new(vec![Action::TakeOverLease, start_standby_leader()], Reason::StartingStandbyLeader)
+        }
+        // Our previous process's key, which we may not take over: it expires, then the node starts as a replica.
+        Some(l) if l.name == cfg.name && candidate::watchdog_blocks_leading(obs, cfg) => {
+            Decision::idle(Reason::NotHealthiest(candidate::WATCHDOG_NOT_USABLE.into()))
         }
         Some(l) if l.name == cfg.name => {
             Decision::new(vec![Action::TakeOverLease, Action::StartPrimary], Reason::TakingOverOwnLease)
@@ -220,6 +231,9 @@ fn running(obs: &Observation, view: &ClusterView, cfg: &HaConfig, role: Role, no
             let follow = Action::Follow(REMOTE_PRIMARY.to_owned());
             return Decision::new(vec![Action::RenewLease, follow], Reason::StandbyLeaderWithLock);
         }
+        if candidate::watchdog_blocks_leading(obs, cfg) {
+            return without_watchdog(role);
+        }
         if role != Role::Primary {
             return Decision::new(vec![Action::RenewLease, Action::Promote], Reason::PromotingBecauseIHoldTheLock);
         }
@@ -229,6 +243,15 @@ fn running(obs: &Observation, view: &ClusterView, cfg: &HaConfig, role: Role, no
         return Decision::new(vec![Action::RenewLease], Reason::LeaderWithLock);
     }
     if leader.name == cfg.name {
+        if candidate::watchdog_blocks_leading(obs, cfg) {
+            // Our previous process's key, which we may not take over: it expires and the others race.
+            return match role {
+                Role::Primary => {
+                    Decision::new(vec![Action::Demote(DemoteMode::ImmediateNoLock)], Reason::DemotingWithoutWatchdog)
+                }
+                _ => Decision::idle(Reason::NotHealthiest(candidate::WATCHDOG_NOT_USABLE.into())),
+            };
+        }
         let mut actions = vec![Action::TakeOverLease];
         if role != Role::Primary && !cfg.paused {
             if !cfg.standby_cluster {
@@ -254,6 +277,18 @@ fn running(obs: &Observation, view: &ClusterView, cfg: &HaConfig, role: Role, no
         return Decision::new(vec![Action::Follow(source.clone())], Reason::FollowingLeader(source));
     }
     Decision::idle(Reason::FollowingLeader(source))
+}
+
+/// A node whose required watchdog cannot be armed gives up leading (Patroni's `enforce_primary_role`): a
+/// primary stops at once, a replica does not promote, and the key it holds is released for another member.
+fn without_watchdog(role: Role) -> Decision {
+    match role {
+        Role::Primary => Decision::new(
+            vec![Action::Demote(DemoteMode::ImmediateNoLock), Action::ReleaseLease],
+            Reason::DemotingWithoutWatchdog,
+        ),
+        _ => Decision::new(vec![Action::ReleaseLease], Reason::NotPromotingWithoutWatchdog),
+    }
 }
 
 /// Starting the standby leader: as a replica of the remote primary.

@@ -47,6 +47,8 @@ use crate::postgres::supervisor::StopMode;
 use crate::postgres::supervisor::Supervisor;
 use crate::status::PgStatus;
 use crate::status::Role;
+use crate::watchdog::NotArmed;
+use crate::watchdog::Watchdog;
 
 /// What the executor needs.
 pub struct Context<'a> {
@@ -123,6 +125,8 @@ pub async fn run(ctx: &Context<'_>, actions: &[Action], obs: &Observation) -> Ex
                 Ok(_) => {
                     res.dcs_contacted = true;
                     res.holds_key = false;
+                    // `decide` releases the key only with PostgreSQL not running as a primary (or after demoting it).
+                    ctx.settings.watchdog.disarm("released the leader key");
                     true
                 }
                 Err(e) => {
@@ -131,7 +135,7 @@ pub async fn run(ctx: &Context<'_>, actions: &[Action], obs: &Observation) -> Ex
                 }
             },
             Action::Demote(DemoteMode::ImmediateNoLock) => {
-                demote_now(ctx.pg).await;
+                demote_now(ctx.pg, &ctx.settings.watchdog).await;
                 res.demoted = true;
                 true
             }
@@ -286,17 +290,18 @@ async fn lease_write(
             if !matches!(kind, LeaseWrite::Renew) {
                 info!(?kind, fencing_token = ?ctx.dcs.lease().fencing_token, "holding the leader lock");
             }
-            true
+            watchdog_lead(ctx)
         }
         Ok(false) => {
             res.dcs_contacted = true;
             res.holds_key = false;
             if is_primary {
                 error!(?kind, "the leader lock belongs to someone else; demoting self now");
-                demote_now(ctx.pg).await;
+                demote_now(ctx.pg, &ctx.settings.watchdog).await;
                 res.demoted = true;
             } else {
                 info!(?kind, "did not get the leader lock");
+                ctx.settings.watchdog.disarm("the leader lock belongs to someone else");
             }
             false
         }
@@ -307,14 +312,39 @@ async fn lease_write(
     }
 }
 
-/// Stops a primary that may no longer write: immediate mode, the lock is not touched.
-pub async fn demote_now(pg: &Supervisor) {
+/// After a successful write of the leader key, before anything runs on it (a promotion, a start as primary):
+/// the watchdog is armed (the first time) and fed. False stops the cycle's remaining actions: with
+/// `watchdog.mode: required` a node that cannot arm it does not promote (`decide` releases the key next cycle,
+/// or arms at the next renewal when this answer only came too late). Nothing to arm in maintenance mode or for a
+/// standby cluster's leader, which is never a primary.
+fn watchdog_lead(ctx: &Context<'_>) -> bool {
+    if ctx.paused || ctx.standby.is_some() {
+        return true;
+    }
+    let now = tokio::time::Instant::now();
+    match ctx.settings.watchdog.lead(ctx.timing.ttl, &ctx.dcs.lease(), now) {
+        Ok(()) => true,
+        Err(NotArmed::NotNow) => {
+            info!("the leader lock write was answered too late to arm the watchdog safely; not promoting this cycle");
+            false
+        }
+        // Logged by the watchdog.
+        Err(NotArmed::Failed(_)) => false,
+    }
+}
+
+/// Stops a primary that may no longer write: immediate mode, the lock is not touched. Once PostgreSQL stopped,
+/// the watchdog is disarmed; while it may still run, the watchdog stays armed (it resets the host unfed).
+pub async fn demote_now(pg: &Supervisor, watchdog: &Watchdog) {
     // UNSAFE CHAOS BREAK (test only, `raftgres chaos --break no-demote`): skip the demotion.
     if crate::chaos::unsafe_break_no_demote() {
         return;
     }
     match pg.stop(StopMode::Immediate).await {
-        Ok(()) => pg.mark_demoted(),
+        Ok(()) => {
+            pg.mark_demoted();
+            watchdog.disarm("demoted");
+        }
         Err(e) => error!(error = %e, "failed to stop postgres while demoting; a human must check this node"),
     }
 }
@@ -475,6 +505,7 @@ async fn reset_bootstrap(ctx: &Context<'_>) {
         warn!(error = %e, "failed to stop postgres");
         return;
     }
+    ctx.settings.watchdog.disarm("an interrupted bootstrap is started over");
     if let Err(e) = ctx.pg.wipe_data_dir().await {
         warn!(error = %e, "failed to remove the data directory of the interrupted bootstrap");
         return;
@@ -591,14 +622,13 @@ fn spawn_long(
             Action::Promote => {
                 let timeout = timing.retry_timeout.max(Duration::from_secs(10));
                 let sync = ctx.sync_policy;
-                (
-                    ActionKind::Promote,
-                    Box::pin(super::long::promote(pg, dcs, settings.name.clone(), timeout, timing, sync)),
-                )
+                let promotion = super::long::Promotion { me: settings.name.clone(), timeout, timing, sync };
+                (ActionKind::Promote, Box::pin(super::long::promote(pg, dcs, settings.watchdog.clone(), promotion)))
             }
             Action::Demote(DemoteMode::Graceful) => {
                 let status = publish::status_data(pg_status, ctx.view.status.as_ref(), ctx.status_slots);
-                (ActionKind::Demote, Box::pin(super::long::graceful_demote(pg, dcs, status, timing)))
+                let watchdog = settings.watchdog.clone();
+                (ActionKind::Demote, Box::pin(super::long::graceful_demote(pg, dcs, watchdog, status, timing)))
             }
             _ => return None,
         };

@@ -10,6 +10,8 @@
 //! Failure scenario this prevents: (1) the primary's store writes hang (partitioned from the
 //! Raft majority); (2) the HA loop sits in a `retry_timeout` write; (3) the majority expires the
 //! session and promotes a replica; without the fence the old primary would still accept writes.
+//! The fence also feeds the host watchdog (`crate::watchdog`), the last resort when this whole host
+//! stops running, and disarms it once it stopped PostgreSQL at the lease's end.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering;
@@ -29,6 +31,7 @@ use crate::postgres::guard;
 use crate::postgres::guard::GuardLine;
 use crate::postgres::supervisor::StopMode;
 use crate::postgres::supervisor::Supervisor;
+use crate::watchdog::Watchdog;
 
 /// How often the fence looks when nothing is due.
 const IDLE_POLL: Duration = Duration::from_millis(100);
@@ -45,18 +48,29 @@ fn guard_line(lease_until: Option<Instant>, primary: bool, pg: &Supervisor) -> G
     GuardLine { owner, primary: deadline }
 }
 
-/// Runs until `shutdown`, keeping the guard file (`guard_file`) in step with the lease.
-pub async fn run(
-    dcs: Dcs,
-    pg: Supervisor,
-    is_primary: Arc<AtomicBool>,
-    guard_file: Option<PathBuf>,
-    shutdown: CancellationToken,
-) {
+/// What the fence watches and acts on.
+pub struct Fence {
+    /// The store, for this node's lease.
+    pub dcs: Dcs,
+    /// PostgreSQL, to stop.
+    pub pg: Supervisor,
+    /// PostgreSQL runs as primary (set by the HA loop).
+    pub is_primary: Arc<AtomicBool>,
+    /// The guard process's file, kept in step with the lease.
+    pub guard_file: Option<PathBuf>,
+    /// The host watchdog, fed here while the lease allows it (`watchdog::policy::may_feed`).
+    pub watchdog: Watchdog,
+}
+
+/// Runs until `shutdown`, keeping the guard file in step with the lease and the watchdog fed.
+pub async fn run(fence: Fence, shutdown: CancellationToken) {
+    let Fence { dcs, pg, is_primary, guard_file, watchdog } = fence;
     let mut written: Option<(Option<Instant>, bool)> = None;
     loop {
         let lease = dcs.lease();
         let now = Instant::now();
+        // Fed at every poll, each keepalive only while it keeps the watchdog from outliving the key.
+        watchdog.feed(&lease, now);
         if let Some(path) = &guard_file {
             let wanted = (lease.leader_valid_until, is_primary.load(Ordering::SeqCst));
             if written != Some(wanted) {
@@ -73,12 +87,18 @@ pub async fn run(
                 if is_primary.load(Ordering::SeqCst) && pg.is_running() && !crate::chaos::unsafe_break_no_demote() {
                     error!("leader lease expired while running as primary; stopping postgres immediately");
                     match pg.stop(StopMode::Immediate).await {
-                        Ok(()) => pg.mark_demoted(),
+                        Ok(()) => {
+                            pg.mark_demoted();
+                            watchdog.disarm("the lease ran out and PostgreSQL was stopped");
+                        }
+                        // The watchdog stays armed and unfed: it resets the host, the last resort.
                         Err(e) => {
                             error!(error = %e, "failed to stop postgres at lease expiry; a human must check this node")
                         }
                     }
                     is_primary.store(false, Ordering::SeqCst);
+                } else if !pg.is_running() {
+                    watchdog.disarm("the lease ran out with PostgreSQL stopped");
                 }
                 now + IDLE_POLL
             }

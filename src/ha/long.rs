@@ -28,6 +28,7 @@ use crate::postgres::supervisor::StopMode;
 use crate::postgres::supervisor::Supervisor;
 use crate::status::PgStatus;
 use crate::status::WalPosition;
+use crate::watchdog::Watchdog;
 
 /// Bootstrap a new cluster: win the `initialize` race, initdb, start, create users, take the
 /// leader key, record the system identifier and the initial dynamic config.
@@ -410,17 +411,25 @@ pub async fn restart_on_request(pg: Supervisor, role: StartRole) -> ActionOutcom
 /// Time for a configuration reload to be processed before the promote signal.
 const RELOAD_BEFORE_PROMOTE: Duration = Duration::from_millis(300);
 
+/// What a promotion needs besides its handles.
+#[derive(Debug, Clone)]
+pub struct Promotion {
+    /// This member.
+    pub me: String,
+    /// How long `pg_promote` and the store writes may take.
+    pub timeout: Duration,
+    /// The timers in force.
+    pub timing: Timing,
+    /// Synchronous replication policy (the `sync` key is narrowed first).
+    pub sync: super::sync::SyncPolicy,
+}
+
 /// Promote, then record the timeline switch (and how the promotion unfolded) in `history`.
 /// The operator's `pre_promote` script runs first: when it fails the leader key is released and the loop stays
-/// out of the race for a ttl, so another member can take the key (Patroni's behaviour).
-pub async fn promote(
-    pg: Supervisor,
-    dcs: Dcs,
-    me: String,
-    timeout: Duration,
-    timing: Timing,
-    sync: super::sync::SyncPolicy,
-) -> ActionOutcome {
+/// out of the race for a ttl, so another member can take the key (Patroni's behaviour). The watchdog, armed by
+/// the executor when it took the key, is disarmed whenever this node gives up the promotion.
+pub async fn promote(pg: Supervisor, dcs: Dcs, watchdog: Watchdog, promotion: Promotion) -> ActionOutcome {
+    let Promotion { me, timeout, timing, sync } = promotion;
     let allowed = pg.run_pre_promote().await.unwrap_or_else(|e| {
         warn!(error = %e, "failed to run the pre_promote script");
         false
@@ -433,10 +442,12 @@ pub async fn promote(
         // The script ran while the lease could have lapsed (up to its 60 s): promoting without the key would
         // make a second primary. Patroni cancels the promotion when it loses the lock.
         warn!("lost the leader key while pre_promote ran; not promoting");
+        watchdog.disarm("lost the leader key before promoting");
         return ActionOutcome::default();
     }
     if !allowed {
         warn!("releasing the leader key voluntarily because the pre_promote script failed");
+        watchdog.disarm("the pre_promote script refused the promotion");
         if let Err(e) = dcs.release_leader(None, timeout).await {
             warn!(error = %e, "failed to release the leader key; it expires after ttl");
         }
@@ -573,7 +584,13 @@ pub fn failover_timeline(
 /// Planned switchover: stop with a shutdown checkpoint (connected replicas receive every WAL
 /// record before a fast shutdown completes), then release the lock so the candidate takes
 /// it at once.
-pub async fn graceful_demote(pg: Supervisor, dcs: Dcs, status: Option<StatusData>, timing: Timing) -> ActionOutcome {
+pub async fn graceful_demote(
+    pg: Supervisor,
+    dcs: Dcs,
+    watchdog: Watchdog,
+    status: Option<StatusData>,
+    timing: Timing,
+) -> ActionOutcome {
     if let Err(e) = pg.stop(StopMode::Fast).await {
         error!(error = %e, "failed to stop postgres for the switchover; stopping immediately");
         if let Err(e) = pg.stop(StopMode::Immediate).await {
@@ -582,6 +599,9 @@ pub async fn graceful_demote(pg: Supervisor, dcs: Dcs, status: Option<StatusData
         }
     }
     pg.mark_demoted();
+    // PostgreSQL is down: the watchdog is stopped before the key goes (Patroni disables it at the same point),
+    // while the renewals still feed it.
+    watchdog.disarm("demoted for a switchover");
     match dcs.release_leader(status.as_ref(), timing.retry_timeout).await {
         Ok(_) => info!("demoted for the switchover and released the leader lock"),
         Err(e) => warn!(error = %e, "failed to release the leader lock; it expires after ttl"),

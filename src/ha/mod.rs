@@ -86,6 +86,8 @@ pub struct HaSettings {
     pub stop_postgres_on_shutdown: bool,
     /// The restart the REST API scheduled on this node, published in the member key (`scheduled_restart`).
     pub scheduled_restart: watch::Receiver<Option<Map<String, Value>>>,
+    /// The Linux watchdog (`watchdog` section): armed by the executor, fed by the fence.
+    pub watchdog: crate::watchdog::Watchdog,
 }
 
 impl HaSettings {
@@ -99,6 +101,15 @@ impl HaSettings {
             scheduled_restart: self.scheduled_restart.borrow().clone(),
         };
         publish::member_data(&identity, pg, paused)
+    }
+}
+
+/// Disarms the watchdog when a cycle left this node neither holding the leader key nor running a primary, or
+/// paused (`watchdog::policy::keep_armed`): the catch-all behind the explicit disarms on each way out.
+fn settle_watchdog(watchdog: &crate::watchdog::Watchdog, snapshot: &observe::Snapshot, result: &execute::ExecResult) {
+    let runs_primary = snapshot.obs.pg.role() == Some(crate::status::Role::Primary) && !result.demoted;
+    if !crate::watchdog::policy::keep_armed(result.holds_key, runs_primary, snapshot.cfg.paused) {
+        watchdog.disarm(if snapshot.cfg.paused { "maintenance mode" } else { "not the leader" });
     }
 }
 
@@ -130,6 +141,8 @@ struct LoopState {
     /// The last failure of a retried long action (bootstrap, clone, start, rewind), held back until its pause
     /// is over (see `retry`).
     failing: Option<retry::Failing>,
+    /// The required watchdog cannot be armed (the last observation): `GET /patroni` says `watchdog_failed`.
+    watchdog_failed: bool,
 }
 
 /// The HA loop of one node.
@@ -269,6 +282,7 @@ impl HaLoop {
         let ctx = self.exec_context(&snapshot);
         let mut result = execute::run(&ctx, &actions, &snapshot.obs).await;
         self.absorb(&mut result);
+        settle_watchdog(&self.settings.watchdog, &snapshot, &result);
         self.keep_status_slots(&snapshot.view, &result);
         self.restore_cluster_keys(&snapshot, &result).await;
         let pg_status = publish::pg_status_after(&snapshot.obs, self.state.running.as_ref().map(|r| r.kind));
@@ -525,13 +539,16 @@ impl HaLoop {
         }
         if self.dynamic.view().pause {
             info!("paused: leaving PostgreSQL running and the leader lock in place");
+            self.settings.watchdog.disarm("shutting down in maintenance mode");
             return;
         }
         let timeout = self.timing.retry_timeout;
         let view = self.dcs.view();
         if self.settings.stop_postgres_on_shutdown {
-            if let Err(e) = self.pg.stop(crate::postgres::supervisor::StopMode::Fast).await {
-                warn!(error = %e, "failed to stop postgres on shutdown");
+            match self.pg.stop(crate::postgres::supervisor::StopMode::Fast).await {
+                Ok(()) => self.settings.watchdog.disarm("shutting down"),
+                // Patroni leaves the watchdog running too: a primary that did not stop may not outlive its lease.
+                Err(e) => warn!(error = %e, "failed to stop postgres on shutdown; leaving the watchdog armed"),
             }
             self.is_primary.store(false, Ordering::SeqCst);
         }

@@ -1,7 +1,8 @@
 //! Observation: one cycle's [`Snapshot`] — the cluster view read once, the policy, and what this
-//! node read of its data directory, its PostgreSQL, its lease and (for a leader race) its peers.
+//! node read of its data directory, its PostgreSQL, its lease, its watchdog and (for a leader race) its peers.
 //!
-//! I/O lives here (SQL probe, pg_controldata, the peers' race through [`super::peers`]); the
+//! I/O lives here (SQL probe, pg_controldata, the watchdog device's file, the peers' race through
+//! [`super::peers`]); the
 //! conversions are pure.
 
 use std::sync::atomic::Ordering;
@@ -47,6 +48,8 @@ impl HaLoop {
         }
         self.adopt_following(&view, &process).await;
         let cfg = self.ha_config();
+        let watchdog = self.settings.watchdog.check(self.timing.ttl);
+        self.state.watchdog_failed = !watchdog.allows_leading();
         let race_backoff = self.state.race_backoff_until.is_some_and(|until| now < until);
         let racing = !race_backoff && candidate::races_for_vacant_key(&view, &process, &cfg, dcs_ok);
         if racing {
@@ -76,6 +79,7 @@ impl HaLoop {
             rewind_incomplete: self.pg.rewind_incomplete(),
             race_backoff,
             restore_incomplete: self.pg.restore_incomplete(),
+            watchdog_usable: watchdog.allows_leading(),
         };
         Snapshot { view, cfg, obs }
     }

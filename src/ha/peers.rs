@@ -115,6 +115,7 @@ fn answer_is_fresh(answer: &Value) -> bool {
 /// * No answer, or an answer without `xlog` (PostgreSQL not probed): not reachable, so it neither blocks nor votes.
 /// * `role: primary` (or a primary's `xlog.location`): a primary still alive.
 /// * Otherwise WAL = `max(received_location, replayed_location)`, the member key's `xlog_location`.
+/// * `watchdog_failed: true`: it cannot lead (its required watchdog cannot be armed), which the race honours.
 /// * An answer published before the peer saw the leader key vacant (`cluster_unlocked` absent) may predate WAL
 ///   it received from the old primary since: it still blocks when already ahead of `my_wal`, but never votes
 ///   (reported without a position). Failure scenario: (1) quorum `ANY 1 (b,c)`, key `{b,c}`, q 1; (2) the
@@ -127,6 +128,7 @@ pub fn peer_from_patroni(name: &str, member: &MemberData, answer: Option<&Value>
         reachable: false,
         is_primary: false,
         wal: None,
+        watchdog_failed: false,
     };
     let Some(answer) = answer else { return unreachable() };
     let Some(xlog) = answer.get("xlog").or_else(|| answer.get("wal")).filter(|x| x.is_object()) else {
@@ -138,7 +140,8 @@ pub fn peer_from_patroni(name: &str, member: &MemberData, answer: Option<&Value>
     let is_primary = location.is_some() || matches!(role, "primary" | "master");
     let wal = if is_primary { location } else { lsn("received_location").max(lsn("replayed_location")) }.map(Lsn);
     let wal = if answer_is_fresh(answer) { wal } else { wal.filter(|wal| *wal > my_wal) };
-    PeerReport { name: name.to_string(), member: member.clone(), reachable: true, is_primary, wal }
+    let watchdog_failed = answer.get("watchdog_failed").and_then(Value::as_bool).unwrap_or(false);
+    PeerReport { name: name.to_string(), member: member.clone(), reachable: true, is_primary, wal, watchdog_failed }
 }
 
 /// Peer reports from the members' keys (published every cycle by each member).
@@ -152,6 +155,7 @@ pub fn peers_from_view(view: &ClusterView, me: &str) -> Vec<PeerReport> {
             reachable: member.is_running(),
             is_primary: member.role() == Some(Role::Primary),
             wal: member.xlog_location.map(Lsn),
+            watchdog_failed: false,
         })
         .collect()
 }
@@ -208,6 +212,16 @@ mod tests {
         check(Some(primary), 100, (true, true, Some(300)));
         check(Some(json!({"role": "demoted", "xlog": {"location": 300}})), 100, (true, true, Some(300)));
         check(Some(json!({"role": "master", "xlog": {"location": 0}})), 100, (true, true, None));
+    }
+
+    #[test]
+    fn a_peer_whose_watchdog_failed_is_marked() {
+        let member = MemberData::default();
+        let mut answer = replica(Some(120), Some(110), true);
+        assert!(!peer_from_patroni("pg3", &member, Some(&answer), Lsn(100)).watchdog_failed);
+        answer["watchdog_failed"] = json!(true);
+        let peer = peer_from_patroni("pg3", &member, Some(&answer), Lsn(100));
+        assert_eq!((peer.reachable, peer.watchdog_failed, peer.wal), (true, true, Some(Lsn(120))));
     }
 
     #[test]

@@ -190,6 +190,8 @@ pub struct Published<'a> {
     pub maximum_lag_on_failover: u64,
     /// Dynamic `synchronous_mode`.
     pub synchronous_mode: SynchronousMode,
+    /// The required watchdog cannot be armed.
+    pub watchdog_failed: bool,
 }
 
 /// PURE: publishes the probe a node about to race took after seeing the leader key vacant (its `GET /patroni`
@@ -225,6 +227,7 @@ pub fn publish(status: &mut NodeStatus, p: Published<'_>) {
     status.loop_wait = p.timing.loop_wait;
     status.tags = p.tags;
     status.maximum_lag_on_failover = p.maximum_lag_on_failover;
+    status.watchdog_failed = p.watchdog_failed;
 }
 
 impl HaLoop {
@@ -246,6 +249,7 @@ impl HaLoop {
             tags: self.settings.tags.clone(),
             maximum_lag_on_failover: dynamic.maximum_lag_on_failover,
             synchronous_mode: dynamic.synchronous_mode,
+            watchdog_failed: self.state.watchdog_failed,
         };
         self.status_tx.send_modify(|status| publish(status, published));
     }

@@ -79,6 +79,7 @@ fn obs(pg: PgProcess) -> Observation {
         rewind_incomplete: false,
         race_backoff: false,
         restore_incomplete: false,
+        watchdog_usable: true,
     }
 }
 
@@ -110,6 +111,7 @@ fn peer(name: &str, is_primary: bool, wal: u64) -> PeerReport {
         reachable: true,
         is_primary,
         wal: Some(Lsn(wal)),
+        watchdog_failed: false,
     }
 }
 
@@ -750,3 +752,5 @@ fn replica_behind_the_fork_point_or_streaming_just_follows() {
         );
     }
 }
+
+mod watchdog;

@@ -102,6 +102,8 @@ pub struct PeerReport {
     pub is_primary: bool,
     /// max(received, replayed) or its primary position.
     pub wal: Option<Lsn>,
+    /// Its `GET /patroni` says `watchdog_failed`: it cannot lead, so it neither blocks the race nor is waited for.
+    pub watchdog_failed: bool,
 }
 
 /// Everything one cycle observed.
@@ -133,6 +135,9 @@ pub struct Observation {
     pub race_backoff: bool,
     /// A custom bootstrap of an earlier process did not finish (`Supervisor::restore_incomplete`).
     pub restore_incomplete: bool,
+    /// The watchdog lets this node lead: false only with `watchdog.mode: required` and a watchdog that cannot be
+    /// armed (`watchdog::policy::verdict`). Such a node never takes the leader key and never promotes.
+    pub watchdog_usable: bool,
 }
 
 /// The policy the decision applies (dynamic config + local tags).
@@ -301,6 +306,10 @@ pub enum Reason {
     TakingOverOwnLease,
     /// Synchronous mode: not named in the `sync` key.
     NotSynchronous,
+    /// Holding the key, not a primary yet, and the required watchdog cannot be armed: the key is released.
+    NotPromotingWithoutWatchdog,
+    /// A primary whose required watchdog cannot be armed: it stops and gives the key up.
+    DemotingWithoutWatchdog,
 }
 
 impl fmt::Display for Reason {
@@ -365,6 +374,8 @@ impl fmt::Display for Reason {
                 f,
                 "following a different leader because i am not the healthiest node (not a synchronous standby)"
             ),
+            Reason::NotPromotingWithoutWatchdog => write!(f, "Not promoting self because watchdog could not be activated"),
+            Reason::DemotingWithoutWatchdog => write!(f, "Demoting self because watchdog could not be activated"),
         }
     }
 }

@@ -27,3 +27,4 @@ mod slots;
 mod standby;
 mod sync;
 mod topology;
+mod watchdog;

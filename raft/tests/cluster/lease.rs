@@ -19,12 +19,14 @@ const TTL: Duration = Duration::from_secs(3);
 const LOOP: Duration = Duration::from_millis(300);
 const TIMEOUT: Duration = Duration::from_secs(1);
 
-/// A belief interval: node `node` believed it held the lease in `[start, end)`.
+/// A belief interval: node `node` believed it held the lease in `[start, end)`, and that nobody else could take
+/// the key before `floor` (`HolderLease::leader_expiry_floor`, which a host watchdog relies on).
 #[derive(Debug, Clone, Copy)]
 struct Interval {
     node: NodeId,
     start: Instant,
     end: Instant,
+    floor: Instant,
 }
 
 type Log = Arc<Mutex<Vec<Interval>>>;
@@ -44,19 +46,24 @@ async fn lease_client(node: RaftNode, log: Log, cancel: CancellationToken) {
             false
         };
         let lease = node.lease();
-        record(&log, id, ok, held, lease.leader_valid_until, &mut current);
+        let until = lease.leader_valid_until.zip(lease.leader_expiry_floor);
+        record(&log, id, ok, held, until, &mut current);
         tokio::time::sleep(LOOP).await;
     }
 }
 
-/// Opens or extends this node's current belief interval after one client round.
-fn record(log: &Log, id: NodeId, ok: bool, held: bool, valid_until: Option<Instant>, current: &mut Option<usize>) {
+/// Opens or extends this node's current belief interval after one client round; `until` is the lease's end and
+/// its expiry floor.
+fn record(log: &Log, id: NodeId, ok: bool, held: bool, until: Option<(Instant, Instant)>, current: &mut Option<usize>) {
     let mut entries = log.lock().expect("log lock");
     {
-        match (ok, valid_until, *current) {
-            (true, Some(until), Some(idx)) if entries[idx].end >= Instant::now() => entries[idx].end = until,
-            (true, Some(until), _) => {
-                entries.push(Interval { node: id, start: Instant::now(), end: until });
+        match (ok, until, *current) {
+            (true, Some((end, floor)), Some(idx)) if entries[idx].end >= Instant::now() => {
+                entries[idx].end = end;
+                entries[idx].floor = floor;
+            }
+            (true, Some((end, floor)), _) => {
+                entries.push(Interval { node: id, start: Instant::now(), end, floor });
                 *current = Some(entries.len() - 1);
             }
             _ => {
@@ -75,6 +82,10 @@ fn assert_no_overlap(log: &Log) {
         for b in &entries {
             if a.node != b.node {
                 assert!(a.end <= b.start || b.end <= a.start, "lease intervals overlap: {a:?} and {b:?}");
+                assert!(
+                    a.floor <= b.start || b.end <= a.start,
+                    "another node held the key before {a:?}'s floor: {b:?}"
+                );
             }
         }
     }
