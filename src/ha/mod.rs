@@ -276,6 +276,7 @@ impl HaLoop {
             return self.renew_during_action(&view, kind).await;
         }
         let snapshot = self.observe(view).await;
+        self.forget_failure_once_running(&snapshot.obs);
         let decision = decide::decide(&snapshot.obs, &snapshot.view, &snapshot.cfg, SystemTime::now());
         let (actions, sentence) = self.hold_back_failing(decision.actions, decision.reason.to_string());
         self.log_reason(&sentence, &actions);
@@ -293,6 +294,17 @@ impl HaLoop {
             self.touch_member(&pg_status).await;
         }
         self.publish(&snapshot.view, pg_status, sentence);
+    }
+
+    /// A failed bootstrap, clone or start is over once PostgreSQL runs (started by a later attempt, or adopted).
+    fn forget_failure_once_running(&mut self, obs: &types::Observation) {
+        let over = matches!(obs.pg, types::PgProcess::Running(_))
+            && self.state.failing.as_ref().is_some_and(|f| f.kind != types::ActionKind::Rewind);
+        if over {
+            if let Some(failing) = self.state.failing.take() {
+                info!(action = failing.kind.describe(), attempts = failing.attempts, "PostgreSQL runs again");
+            }
+        }
     }
 
     /// Drops the actions a recent failure holds back (see `retry`); the sentence then says what failed, how
