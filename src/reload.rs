@@ -110,7 +110,7 @@ impl Reloader {
             warn!(warning = %warning, "configuration");
         }
         let plan = reload_plan(&current.tree, &new.tree);
-        self.apply(&new).await;
+        self.apply(&current, &new).await;
         for key in &plan.needs_restart {
             warn!(key = %key, "changed in the configuration; restart raftgres to apply it (the running value stays)");
         }
@@ -127,8 +127,10 @@ impl Reloader {
         Ok(answer)
     }
 
-    /// Applies the live part of `new` (every part is applied; the unchanged ones are no-ops).
-    async fn apply(&self, new: &Loaded) {
+    /// Applies the live part of `new` over `old` (every part is applied; the unchanged ones are no-ops). What
+    /// needs a restart keeps its running value: `tags.nostream` (PostgreSQL runs with or without streaming) and
+    /// whether the REST API asks for client certificates (`verify_client`, `certfile`).
+    async fn apply(&self, old: &Loaded, new: &Loaded) {
         let config = &new.config;
         match crate::node::pg_config(config) {
             Ok(pg_config) => {
@@ -139,7 +141,11 @@ impl Reloader {
             }
             Err(e) => warn!(error = %format!("{e:#}"), "PostgreSQL settings of the reloaded configuration not applied"),
         }
-        let tags = config.tags.0.clone();
+        let mut tags = config.tags.0.clone();
+        match old.config.tags.0.get("nostream") {
+            Some(running) => tags.insert("nostream".to_string(), running.clone()),
+            None => tags.remove("nostream"),
+        };
         if self.ha.send(HaRequest::SetTags { tags }).await.is_err() {
             warn!("the HA loop is not running; the reloaded tags are not applied");
         }
@@ -147,7 +153,9 @@ impl Reloader {
         if self.ha.send(HaRequest::Reload { reply }).await.is_err() {
             warn!("the HA loop is not running; PostgreSQL is not reloaded");
         }
-        self.security.replace(Security::from_config(&config.restapi));
+        let mut security = Security::from_config(&config.restapi);
+        security.require_client_cert = self.security.current().require_client_cert;
+        self.security.replace(security);
         if let Some(tls) = self.api_tls.clone() {
             match tokio::task::spawn_blocking(move || tls.reload()).await {
                 Ok(Ok(())) => info!("reloaded the REST API certificate"),

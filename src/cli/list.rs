@@ -79,7 +79,8 @@ pub struct ListOptions {
 
 /// Prints the list (every `watch` seconds until Ctrl-C when set).
 pub async fn run_list(client: &ApiClient, cluster_name: Option<&str>, options: ListOptions) -> anyhow::Result<()> {
-    let interval = options.watch.map(|secs| Duration::from_secs_f64(secs.max(0.1)));
+    let interval =
+        options.watch.map(|secs| Duration::try_from_secs_f64(secs.max(0.1)).unwrap_or(Duration::from_secs(2)));
     loop {
         let document = list_document(client).await?;
         let scope = document.get("scope").and_then(Value::as_str).unwrap_or_default();

@@ -111,7 +111,7 @@ pub async fn query(client: &ApiClient, req: QueryRequest) -> anyhow::Result<()> 
         };
         print!("{}", render(&output, req.format, &req.delimiter));
         let Some(interval) = req.watch else { break };
-        tokio::time::sleep(Duration::from_secs_f64(interval.max(0.1))).await;
+        tokio::time::sleep(Duration::try_from_secs_f64(interval.max(0.1)).unwrap_or(Duration::from_secs(2))).await;
     }
     drop(pg);
     let _ = connection.await;

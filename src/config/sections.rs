@@ -585,8 +585,10 @@ fn conflicting_tags(tags: &Tags, bool_tag: &str, priority_tag: &str, warnings: &
 }
 
 fn watchdog(sec: Option<Section<'_>>, warnings: &mut Vec<String>) -> Res<WatchdogConfig> {
+    // Off unless asked for (Patroni defaults to automatic): at raftgres' 3 s ttl the device's timeout would be
+    // 1 s, which a loaded host can miss, and a reset host costs more than the lease and fence guard already give.
     let mut res = WatchdogConfig {
-        mode: WatchdogMode::Automatic,
+        mode: WatchdogMode::Off,
         device: PathBuf::from(defaults::WATCHDOG_DEVICE),
         safety_margin: SafetyMargin::Fixed(defaults::WATCHDOG_SAFETY_MARGIN),
     };

@@ -318,7 +318,7 @@ fn timing_warnings_come_from_bootstrap_dcs() {
     );
     check_warnings("raft: {election_timeout_min: 500, election_timeout_max: 1000}\nbootstrap: {dcs: {ttl: 4}}", &[]);
     check_warnings(
-        "watchdog: {safety_margin: 5}",
+        "watchdog: {mode: automatic, safety_margin: 5}",
         &["watchdog.safety_margin: ttl 3s - safety_margin 5s leaves no watchdog timeout of at least 1s (bootstrap.dcs \
            ttl); the watchdog is not used"],
     );
@@ -520,7 +520,7 @@ fn defaults_fill_what_is_not_written() {
     assert_eq!(config.postgresql.run_as, "postgres");
     assert_eq!(config.postgresql.pg_ctl_timeout, Duration::from_secs(60));
     assert_eq!(config.postgresql.program("pg_ctl"), Some(PathBuf::from("pg_ctl")));
-    assert_eq!(config.watchdog.mode, WatchdogMode::Automatic);
+    assert_eq!(config.watchdog.mode, WatchdogMode::Off);
     assert_eq!(config.bootstrap.method, BootstrapMethod::Initdb);
     assert_eq!(config.bootstrap.dcs.timing(), (Timing::default(), vec![]));
 }

@@ -34,7 +34,7 @@ use crate::watchdog::Watchdog;
 /// leader key, record the system identifier and the initial dynamic config.
 pub async fn bootstrap(pg: Supervisor, dcs: Dcs, settings: HaSettings, timing: Timing) -> ActionOutcome {
     if !won_initialize_race(&dcs, timing).await {
-        return ActionOutcome::default();
+        return ActionOutcome { skipped: true, ..ActionOutcome::default() };
     }
     // No callback fires while the new cluster is being made; `on_start` fires once it is ready (Patroni).
     pg.set_bootstrapping(true);
@@ -54,7 +54,7 @@ pub async fn bootstrap_standby(
     remote: RemotePrimary,
 ) -> ActionOutcome {
     if !won_initialize_race(&dcs, timing).await {
-        return ActionOutcome::default();
+        return ActionOutcome { skipped: true, ..ActionOutcome::default() };
     }
     pg.set_bootstrapping(true);
     let result = standby_bootstrap_steps(&pg, &dcs, &settings, timing, remote).await;

@@ -8,7 +8,6 @@ use std::fmt;
 
 use tokio::sync::oneshot;
 use tracing::info;
-use tracing::warn;
 
 use super::long;
 use super::running::Running;
@@ -88,10 +87,8 @@ impl HaLoop {
         let view = self.dcs.view();
         match request {
             HaRequest::Reload { reply } => {
-                let res = if self.pg.is_running() { self.pg.reload().await.map_err(|e| e.to_string()) } else { Ok(()) };
-                if let Err(e) = res {
-                    warn!(error = %e, "reload failed");
-                }
+                // In the background: a reload waits behind a running restart or promote, and this loop must not.
+                self.pg.reload_in_background("reload failed");
                 let _ = reply.send(Ok("reload scheduled".into()));
             }
             HaRequest::SetTags { tags } => {

@@ -64,6 +64,8 @@ pub struct ActionOutcome {
     pub failed: Option<String>,
     /// The `pre_promote` script refused this promotion and the leader key was released.
     pub pre_promote_failed: bool,
+    /// The action did not run (another node won the `initialize` race): neither a success nor a failure.
+    pub skipped: bool,
 }
 
 impl HaLoop {
@@ -72,7 +74,9 @@ impl HaLoop {
         let Some(running) = self.state.running.take() else { return };
         let answer = match joined {
             Ok(outcome) => {
-                self.record_attempt(running.kind, outcome.failed.as_deref());
+                if !outcome.skipped {
+                    self.record_attempt(running.kind, outcome.failed.as_deref());
+                }
                 outcome.following.apply(&mut self.state.following);
                 self.state.rewind_failed = outcome.rewind_failed;
                 self.state.rewind_failed_at = outcome.rewind_failed.then(Instant::now);

@@ -55,7 +55,10 @@ async fn json_log_file_is_rotated_and_stderr_in_a_file_has_no_colours() {
     let mut n_lines = 0;
     for name in &names {
         let text = std::fs::read_to_string(log_dir.join(name)).unwrap_or_default();
-        assert!(text.len() as u64 <= FILE_SIZE, "{name} is {} bytes, above file_size", text.len());
+        // Python's rule, which raftgres follows: a file rotates before a line that would take it past file_size,
+        // so only a file holding a single line longer than file_size may be larger.
+        let one_long_line = text.lines().count() == 1;
+        assert!(text.len() as u64 <= FILE_SIZE || one_long_line, "{name} is {} bytes, above file_size", text.len());
         for line in text.lines() {
             let parsed: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{name}: not JSON ({e}): {line}"));
             for key in ["asctime", "levelname", "message"] {

@@ -293,8 +293,10 @@ impl Supervisor {
     }
 
     /// Reloads a running PostgreSQL in a spawned task (a changed setting that needs no restart); a failure is
-    /// logged as `failure`, a server that stopped meanwhile is no failure.
-    fn reload_in_background(&self, failure: &'static str) {
+    /// logged as `failure`, a server that stopped meanwhile is no failure. The HA loop uses it for `POST /reload`
+    /// and SIGHUP: a reload waits for the operation lock, which a restart or promote holds for seconds, and the
+    /// loop must keep renewing its lease meanwhile.
+    pub fn reload_in_background(&self, failure: &'static str) {
         if !self.is_running() {
             return;
         }
