@@ -610,10 +610,13 @@ fn without_effect(view: &DynamicView, section: &Section<'_>, warnings: &mut Vec<
     if view.max_timelines_history > 0 {
         warn("max_timelines_history", "the whole history is kept");
     }
-    for key in ["primary_start_timeout", "primary_stop_timeout"] {
-        if section.has(key) {
-            warn(key, "a crashed primary is failed over when its lease expires (ttl), not after this timeout");
-        }
+    if section.has("primary_start_timeout") {
+        let what =
+            "a crashed primary's PostgreSQL is started again in place while it holds the key, with no time limit";
+        warn("primary_start_timeout", what);
+    }
+    if section.has("primary_stop_timeout") {
+        warn("primary_stop_timeout", "stopping PostgreSQL is bounded by raftgres' own stop timeouts instead");
     }
 }
 
