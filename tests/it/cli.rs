@@ -201,14 +201,17 @@ async fn cli_help_and_unreachable_nodes() {
         "history",
         "remove",
         "members",
+        "dsn",
+        "query",
+        "flush",
+        "version",
     ];
     for command in commands {
         assert!(help.lines().any(|line| line.trim_start().starts_with(command)), "--help lacks {command}:\n{help}");
         let sub = run_cli(&[command, "--help"], "", &[]).await.ok();
         assert!(sub.contains(&format!("Usage: raftgres {command}")), "{command} --help:\n{sub}");
-        if command != "members" {
-            assert!(sub.contains("--url <URL>") && sub.contains("--config <FILE>"), "{command} --help:\n{sub}");
-        }
+        // patronictl's global options, accepted after the command too.
+        assert!(sub.contains("--url <URL>") && sub.contains("--config-file <FILE>"), "{command} --help:\n{sub}");
     }
     for (args, flag) in [(["members", "add"], "--raft-addr"), (["members", "remove"], "--force")] {
         let sub = run_cli(&[args[0], args[1], "--help"], "", &[]).await.ok();

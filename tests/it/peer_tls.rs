@@ -28,7 +28,7 @@ async fn sighup_all(c: &LocalCluster, n_reloads: usize) {
         let log = c.dir().join(format!("node{node}")).join("raftgres.log");
         eventually(Duration::from_secs(20), &format!("node{node} reloads its peer certificate"), || async {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
-            (text.matches("SIGHUP: reloaded the raft peer certificate").count() >= n_reloads).then_some(())
+            (text.matches("reloaded the raft peer certificate").count() >= n_reloads).then_some(())
         })
         .await;
     }
