@@ -3,8 +3,8 @@
 //! path and the running configuration is kept. Otherwise what `config::reload` calls live is applied — the
 //! supervisor's local PostgreSQL settings (then PostgreSQL reloads; a parameter that needs a restart shows as
 //! `pending_restart`, as in Patroni), the tags (through the HA loop), the REST API's access rules, the log
-//! settings — the REST API's and the raft peers' certificates are read again from their files, and every change
-//! that needs raftgres restarted is logged with its key.
+//! settings — and every change that needs raftgres restarted is logged with its key. The REST API's and the raft
+//! peers' certificates are read again from their files first, even when the new YAML is refused.
 //!
 //! The imperative shell around the pure `config::reload::reload_plan`.
 
@@ -95,6 +95,9 @@ impl Reloader {
     pub async fn reload(&self) -> Result<String, String> {
         let source = self.source.clone();
         let env = crate::config::process_env();
+        // The certificates first, from the files the running configuration names: a rotation works even when
+        // the YAML was broken meanwhile.
+        self.reload_certificates().await;
         let loaded = tokio::task::spawn_blocking(move || source.load(&env))
             .await
             .map_err(|e| format!("read the configuration: {e}"))?;
@@ -156,6 +159,18 @@ impl Reloader {
         let mut security = Security::from_config(&config.restapi);
         security.require_client_cert = self.security.current().require_client_cert;
         self.security.replace(security);
+        if let Some(log) = &self.log {
+            if let Err(e) = log(&config.log) {
+                warn!(error = %e, "the reloaded log settings are not applied");
+            }
+        }
+    }
+}
+
+impl Reloader {
+    /// Reads the REST API's and the raft peers' certificates again from their files; a file that does not load
+    /// leaves the old certificate in use.
+    async fn reload_certificates(&self) {
         if let Some(tls) = self.api_tls.clone() {
             match tokio::task::spawn_blocking(move || tls.reload()).await {
                 Ok(Ok(())) => info!("reloaded the REST API certificate"),
@@ -167,11 +182,6 @@ impl Reloader {
             Ok(Some(summary)) => info!(certificate = %summary, "reloaded the raft peer certificate"),
             Ok(None) => {}
             Err(e) => error!("failed to reload the raft peer certificate: {e:#}; the old one stays in use"),
-        }
-        if let Some(log) = &self.log {
-            if let Err(e) = log(&config.log) {
-                warn!(error = %e, "the reloaded log settings are not applied");
-            }
         }
     }
 }
