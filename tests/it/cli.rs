@@ -106,13 +106,6 @@ async fn list_json(c: &LocalCluster) -> Vec<Value> {
     serde_json::from_str::<Vec<Value>>(&out).unwrap_or_else(|e| panic!("list -f json is not JSON ({e}): {out}"))
 }
 
-/// `SHOW <setting>` on a node.
-async fn show(c: &LocalCluster, node: usize, setting: &str) -> Option<String> {
-    let client = connect(c, node).await?;
-    let row = client.query_one(&format!("SHOW {setting}"), &[]).await.ok()?;
-    Some(row.get(0))
-}
-
 /// Waits until `SHOW setting` reads `value` on every node.
 async fn wait_setting(c: &LocalCluster, setting: &str, value: &str) {
     eventually(Duration::from_secs(60), &format!("{setting} = {value} on every node"), || async {

@@ -302,3 +302,10 @@ pub fn copy_backup_method(backup: &std::path::Path) -> String {
         backup.display()
     )
 }
+
+/// `SHOW <setting>` on node `node_idx`, as the superuser; `None` when it does not answer.
+pub async fn show(cluster: &LocalCluster, node_idx: usize, setting: &str) -> Option<String> {
+    let client = connect(cluster, node_idx).await?;
+    let row = client.query_one(&format!("SHOW {setting}"), &[]).await.ok()?;
+    row.try_get(0).ok()
+}

@@ -44,13 +44,6 @@ async fn wait_recorded(c: &raftgres::demo::cluster::LocalCluster, events: &Path,
     }
 }
 
-/// `SHOW <setting>` on a node.
-async fn show(c: &raftgres::demo::cluster::LocalCluster, node: usize, setting: &str) -> Option<String> {
-    let client = connect(c, node).await?;
-    let row = client.query_one(&format!("SHOW {setting}"), &[]).await.ok()?;
-    row.try_get(0).ok()
-}
-
 /// Every node's `postgresql` (and `bootstrap`) overrides: the same keys, each node's own name in its callbacks.
 fn with_node_overrides(spec: &mut raftgres::demo::cluster::ClusterSpec, per_node: impl Fn(usize) -> Value) {
     for node in 1..=spec.n_nodes {

@@ -51,12 +51,6 @@ async fn patroni(c: &LocalCluster, node: usize) -> Option<Value> {
     reqwest::get(format!("{}/patroni", c.api(node))).await.ok()?.json().await.ok()
 }
 
-/// `SHOW setting` on a node.
-async fn show(c: &LocalCluster, node: usize, setting: &str) -> Option<String> {
-    let client = connect(c, node).await?;
-    client.query_one(&format!("SHOW {setting}"), &[]).await.ok().map(|row| row.get(0))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_and_post_reload_apply_the_changed_yaml_and_refuse_a_broken_one() {
     if !pg_available("sighup_and_post_reload_apply_the_changed_yaml_and_refuse_a_broken_one") {

@@ -23,13 +23,6 @@ async fn standby_leader(c: &raftgres::demo::cluster::LocalCluster, not: Option<u
     None
 }
 
-/// `SHOW <parameter>` on node `node`.
-async fn show(c: &raftgres::demo::cluster::LocalCluster, node: usize, parameter: &str) -> Option<String> {
-    let client = connect(c, node).await?;
-    let row = client.query_one(&format!("SHOW {parameter}"), &[]).await.ok()?;
-    Some(row.get(0))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn standby_cluster_follows_the_remote_primary_fails_over_and_is_promoted() {
     if !pg_available("standby_cluster_follows_the_remote_primary_fails_over_and_is_promoted") {
