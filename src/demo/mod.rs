@@ -102,10 +102,13 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
         pg_bin_dir: Some(pg_bin_dir.clone()),
         ..ClusterSpec::new(&args.dir, binary)
     };
-    let cluster = tokio::task::spawn_blocking(move || LocalCluster::generate(spec))
-        .await
-        .context("write the cluster configuration")??;
-    check_nodes(&cluster)?;
+    let cluster = tokio::task::spawn_blocking(move || {
+        let cluster = LocalCluster::generate(spec)?;
+        check_nodes(&cluster)?;
+        anyhow::Ok(cluster)
+    })
+    .await
+    .context("write the cluster configuration")??;
     println!(
         "Starting a {N_NODES}-node raftgres cluster in {} (PostgreSQL from {})",
         cluster.dir().display(),
