@@ -15,5 +15,6 @@ pub mod node;
 pub mod postgres;
 pub mod reload;
 pub mod status;
+pub mod store_failure;
 pub mod telemetry;
 pub mod watchdog;

@@ -125,6 +125,7 @@ async fn run_inner(
         watchdog,
     };
     tracker.spawn(crate::ha::fence::run(fence, fence_token.clone()));
+    tracker.spawn(crate::store_failure::watch(raft.clone(), config.raft.data_dir.clone(), shutdown.clone()));
     tracker.close();
 
     shutdown.cancelled().await;

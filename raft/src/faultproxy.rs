@@ -336,11 +336,18 @@ impl ProxyMesh {
     /// Starts a proxy on `127.0.0.1:0` for every ordered pair of the nodes in `targets`
     /// (node id → the node's real `host:port`), all in [`LinkMode::Pass`].
     pub async fn start(targets: &BTreeMap<NodeId, String>) -> io::Result<ProxyMesh> {
+        ProxyMesh::start_on("127.0.0.1", targets).await
+    }
+
+    /// Like [`ProxyMesh::start`], with the proxies listening on `host` (an address the nodes can
+    /// reach, such as a bridge's when they run in network namespaces of their own).
+    pub async fn start_on(host: &str, targets: &BTreeMap<NodeId, String>) -> io::Result<ProxyMesh> {
+        let listen = if host.contains(':') { format!("[{host}]:0") } else { format!("{host}:0") };
         let mut links = BTreeMap::new();
         for &from in targets.keys() {
             for (&to, target) in targets {
                 if to != from {
-                    links.insert((from, to), FaultProxy::start("127.0.0.1:0", target.clone()).await?);
+                    links.insert((from, to), FaultProxy::start(&listen, target.clone()).await?);
                 }
             }
         }

@@ -367,6 +367,26 @@ impl RaftNode {
         metrics::status(&self.inner.raft.metrics().borrow())
     }
 
+    /// Waits until openraft stops on a fatal error of its own (the store could not be written or
+    /// read, or its core panicked) and returns that error's text; pending forever while it runs,
+    /// and after a clean [`RaftNode::shutdown`]. openraft never resumes after such an error: the
+    /// caller has to start the replica afresh (raftgres restarts its process in place).
+    pub async fn fatal_error(&self) -> String {
+        let mut metrics = self.inner.raft.metrics();
+        loop {
+            let fatal = match &metrics.borrow_and_update().running_state {
+                Err(openraft::error::Fatal::Stopped) | Ok(()) => None,
+                Err(fatal) => Some(fatal.to_string()),
+            };
+            if let Some(fatal) = fatal {
+                return fatal;
+            }
+            if metrics.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    }
+
     /// Hands Raft leadership to voter `target` (see [`handover`]); must be called on the leader.
     pub async fn transfer_leadership(&self, target: NodeId, timeout: Duration) -> Result<(), RaftError> {
         self.inner.transfer_leadership(target, timeout).await

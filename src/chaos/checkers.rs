@@ -247,6 +247,18 @@ pub const ALLOWED_ERRORS: &[Allowed] = &[
     },
 ];
 
+/// ERROR lines a full Raft disk (`disk-full-raft`) explains; allowed only in runs that injected one.
+pub const RAFT_DISK_FULL_ERRORS: &[Allowed] = &[
+    Allowed {
+        pattern: "No space left on device",
+        reason: "sled reporting the full disk under the Raft directory that the fault made",
+    },
+    Allowed {
+        pattern: "the raft store failed",
+        reason: "raftgres reporting the same, before it waits for room and restarts itself in place",
+    },
+];
+
 /// (4) logs: `lines` are (node index, line) pairs. A panic is always a violation; an ERROR line
 /// is one unless it matches [`ALLOWED_ERRORS`] or `extra_allowed`. One violation per distinct
 /// message (the part after the level), so a repeated line counts once.
@@ -328,6 +340,20 @@ pub fn max_write_gap(writes: &[WriteOp], from_ms: u64, to_ms: u64) -> Duration {
     acks.push(to_ms);
     acks.sort_unstable();
     let gap = acks.windows(2).map(|pair| pair[1] - pair[0]).max().unwrap_or(0);
+    Duration::from_millis(gap)
+}
+
+/// The longest time between two consecutive acknowledged writes (by answer time) that overlaps
+/// `from_ms..=to_ms`: the unavailability one fault caused, its recovery included.
+pub fn write_gap_during(writes: &[WriteOp], from_ms: u64, to_ms: u64) -> Duration {
+    let mut acks: Vec<u64> = writes.iter().filter(|w| w.outcome == Outcome::Acked).map(|w| w.done_ms).collect();
+    acks.sort_unstable();
+    let gap = acks
+        .windows(2)
+        .filter(|pair| pair[1] >= from_ms && pair[0] <= to_ms)
+        .map(|pair| pair[1] - pair[0])
+        .max()
+        .unwrap_or(0);
     Duration::from_millis(gap)
 }
 

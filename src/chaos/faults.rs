@@ -1,5 +1,7 @@
 //! Injects one planned fault into a running [`LocalCluster`], holds it, and heals it: signals to
-//! raftgres processes and postmasters, raft links cut through the [`ProxyMesh`], clean restarts.
+//! raftgres processes and postmasters, raft links cut or slowed through the [`ProxyMesh`], clean
+//! restarts, whole-node network faults in the [`Lab`], CPU starvation through [`Cgroups`], full
+//! disks on the node's [`Volumes`].
 //!
 //! It only acts; whether the cluster survived is for the checkers. A fault that cannot be injected
 //! (the chosen node has no postmaster at that moment, say) is an error the caller counts as skipped.
@@ -11,6 +13,11 @@ use nix::sys::signal::Signal;
 use raft::faultproxy::LinkMode;
 use raft::faultproxy::ProxyMesh;
 
+use super::netns::Cut;
+use super::netns::Lab;
+use super::resources::Cgroups;
+use super::resources::Volume;
+use super::resources::Volumes;
 use super::schedule::Fault;
 use super::schedule::FaultKind;
 use super::schedule::Target;
@@ -37,14 +44,25 @@ pub fn resolve(fault: &Fault, primary: usize, n_nodes: usize) -> usize {
     }
 }
 
+/// What faults are made with; the optional parts exist only where the machine offers them.
+#[derive(Clone, Copy)]
+pub struct Tools<'a> {
+    /// The nodes.
+    pub cluster: &'a LocalCluster,
+    /// The proxies on the Raft links.
+    pub mesh: &'a ProxyMesh,
+    /// The network namespaces (`--net netns`).
+    pub lab: Option<&'a Lab>,
+    /// The CPU cgroups.
+    pub cgroups: Option<&'a Cgroups>,
+    /// The nodes' own filesystems.
+    pub volumes: Option<&'a Volumes>,
+}
+
 /// Injects `fault`, waits its hold, heals it; returns once the fault is healed (not once the
 /// cluster has recovered).
-pub async fn inject(
-    cluster: &LocalCluster,
-    mesh: &ProxyMesh,
-    fault: &Fault,
-    primary: usize,
-) -> anyhow::Result<Injected> {
+pub async fn inject(tools: Tools<'_>, fault: &Fault, primary: usize) -> anyhow::Result<Injected> {
+    let Tools { cluster, mesh, .. } = tools;
     let node = resolve(fault, primary, cluster.n_nodes());
     let name = format!("node{node}");
     let one = |detail: String| Injected { nodes: vec![node], detail };
@@ -106,6 +124,76 @@ pub async fn inject(
             one(format!("{name}: SIGTERM, restarted after {:.1} s", hold.as_secs_f64()))
         }
         FaultKind::RestartAll => restart_all(cluster, hold).await?,
+        FaultKind::SlowRaft => {
+            let delay = Duration::from_millis(fault.param(20, 500));
+            mesh.isolate(node as u64, LinkMode::Delay(delay));
+            tokio::time::sleep(hold).await;
+            mesh.heal_all();
+            one(format!("{name}: raft links delayed {} ms for {:.1} s", delay.as_millis(), hold.as_secs_f64()))
+        }
+        FaultKind::StarveCpu => {
+            let cgroups = tools.cgroups.context("no cgroup CPU controller")?;
+            let which = fault.param(0, 2);
+            let postmaster = procs::postmaster_of(&cluster.node(node).data_dir());
+            let pids = super::resources::node_pids(cluster.pid(node), postmaster, which);
+            anyhow::ensure!(!pids.is_empty(), "{name} has no process to starve");
+            cgroups.starve(node, &pids)?;
+            tokio::time::sleep(hold).await;
+            cgroups.release(node)?;
+            let what = ["raftgres", "PostgreSQL", "raftgres and PostgreSQL"][which as usize];
+            one(format!("{name}: {what} starved to 2 % CPU for {:.1} s", hold.as_secs_f64()))
+        }
+        FaultKind::DiskFullPg | FaultKind::DiskFullRaft => {
+            anyhow::ensure!(tools.volumes.is_some(), "the nodes have no filesystems of their own");
+            let (volume, what) = match fault.kind {
+                FaultKind::DiskFullPg => (Volume::Postgres, "PostgreSQL data"),
+                _ => (Volume::Raft, "Raft"),
+            };
+            let filled = Volumes::fill(cluster, node, volume);
+            tokio::time::sleep(hold).await;
+            Volumes::free(cluster, node, volume)?;
+            let filled = filled?;
+            one(format!("{name}: {what} disk full ({} MiB filled) for {:.1} s", filled >> 20, hold.as_secs_f64()))
+        }
+        FaultKind::IsolateNode | FaultKind::SplitNode | FaultKind::OneWayNode | FaultKind::LossyNode => {
+            let lab = tools.lab.context("the nodes are not in network namespaces (--net netns)")?;
+            let (cut, what) = match fault.kind {
+                FaultKind::IsolateNode => (Cut::Isolate, "cut off from peers and clients".to_string()),
+                FaultKind::SplitNode => {
+                    (Cut::SplitWithClients, "cut off from its peers, clients still reach it".to_string())
+                }
+                FaultKind::OneWayNode if fault.outbound() => {
+                    (Cut::OutboundToPeers, "cannot send to its peers".to_string())
+                }
+                FaultKind::OneWayNode => (Cut::InboundFromPeers, "hears nothing from its peers".to_string()),
+                _ => {
+                    let percent = fault.param(10, 50) as u8;
+                    (Cut::Loss(percent), format!("losing {percent} % of its packets"))
+                }
+            };
+            let cut_res = lab.cut(node, cut);
+            tokio::time::sleep(hold).await;
+            lab.heal(node)?;
+            cut_res?;
+            one(format!("{name}: {what} for {:.1} s", hold.as_secs_f64()))
+        }
+        FaultKind::FlapNode => {
+            let lab = tools.lab.context("the nodes are not in network namespaces (--net netns)")?;
+            let mut rng = super::schedule::Rng::new(fault.pick);
+            let until = tokio::time::Instant::now() + hold;
+            let mut flaps = 0;
+            while tokio::time::Instant::now() < until {
+                let down = rng.between(Duration::from_millis(300), Duration::from_secs(2));
+                let up = rng.between(Duration::from_millis(300), Duration::from_secs(2));
+                let cut_res = lab.cut(node, Cut::Isolate);
+                tokio::time::sleep(down).await;
+                lab.heal(node)?;
+                cut_res?;
+                flaps += 1;
+                tokio::time::sleep(up).await;
+            }
+            one(format!("{name}: network flapped {flaps} times over {:.1} s", hold.as_secs_f64()))
+        }
     };
     Ok(res)
 }
@@ -148,11 +236,21 @@ async fn join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> V
     outputs.into_iter().flatten().collect()
 }
 
-/// Undoes anything a fault may have left behind: heals every link, resumes frozen processes,
-/// and starts nodes that are not running (logging those that exited on their own). Returns the
-/// nodes that had exited without being asked to, with how.
-pub async fn repair(cluster: &LocalCluster, mesh: &ProxyMesh) -> Vec<(usize, String)> {
+/// Undoes anything a fault may have left behind: heals every link and namespace, lifts CPU limits,
+/// frees the disks, resumes frozen processes, and starts nodes that are not running (logging
+/// those that exited on their own). Returns the nodes that had exited without being asked to, with how.
+pub async fn repair(tools: Tools<'_>) -> Vec<(usize, String)> {
+    let Tools { cluster, mesh, lab, cgroups, volumes } = tools;
     mesh.heal_all();
+    if let Some(lab) = lab {
+        lab.heal_all();
+    }
+    if let Some(cgroups) = cgroups {
+        cgroups.release_all(cluster.n_nodes());
+    }
+    if let Some(volumes) = volumes {
+        volumes.free_all(cluster);
+    }
     let mut exited = Vec::new();
     for node in 1..=cluster.n_nodes() {
         if let Some(pid) = procs::postmaster_of(&cluster.node(node).data_dir()) {

@@ -13,7 +13,9 @@ pub mod checkers;
 pub mod faults;
 pub mod history;
 pub mod net;
+pub mod netns;
 pub mod report;
+pub mod resources;
 pub mod sampler;
 pub mod schedule;
 pub mod workload;
@@ -47,10 +49,6 @@ use crate::demo::cluster::LocalCluster;
 /// The environment variable that turns on a deliberately broken node (`no-demote`: a primary
 /// never stops itself). Only the chaos harness sets it, with `--break`; see [`unsafe_break_no_demote`].
 pub const BREAK_ENV: &str = "CHAOS_UNSAFE_BREAK";
-/// `ttl`, `loop_wait`, `retry_timeout` (seconds) of the chaos cluster: more slack than the
-/// defaults (5, 1, 2) because six processes share a small machine with the harness, and a raft
-/// write that misses `retry_timeout` only from CPU starvation would make noise, not findings.
-const TIMING: (u64, u64, u64) = (10, 1, 3);
 /// How long the cluster may take to become healthy at start.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long the workload keeps running once the cluster healed, to show writes work again.
@@ -89,6 +87,19 @@ pub struct ChaosArgs {
     /// is a liveness violation and ends the fault loop.
     #[arg(long, default_value_t = 120)]
     pub recovery_timeout: u64,
+    /// `loopback` (every node on 127.0.0.1; network faults cut the Raft links only) or `netns`
+    /// (every node in a network namespace of its own: faults cut Raft, replication and clients).
+    #[arg(long, default_value = "loopback", value_parser = ["loopback", "netns"])]
+    pub net: String,
+    /// `ttl` of the cluster, seconds (default: the shipped default).
+    #[arg(long)]
+    pub ttl: Option<u64>,
+    /// `loop_wait` of the cluster, seconds (default: the shipped default).
+    #[arg(long)]
+    pub loop_wait: Option<u64>,
+    /// `retry_timeout` of the cluster, seconds (default: the shipped default).
+    #[arg(long)]
+    pub retry_timeout: Option<u64>,
     /// Test the harness: run deliberately broken nodes (`no-demote`).
     #[arg(long, hide = true, value_parser = ["no-demote"])]
     pub r#break: Option<String>,
@@ -110,43 +121,96 @@ pub fn unsafe_break_no_demote() -> bool {
 
 /// Runs the chaos test and prints its summary; returns the number of violations.
 pub async fn run(args: ChaosArgs) -> anyhow::Result<usize> {
-    let kinds = schedule::parse_kinds(&args.faults).map_err(anyhow::Error::msg)?;
+    let asked = schedule::parse_kinds(&args.faults).map_err(anyhow::Error::msg)?;
     if args.r#break.is_some() {
         // Inherited by the `raftgres run` children; set before any of them starts.
         std::env::set_var(BREAK_ENV, "no-demote");
     }
     let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from(format!("/tmp/raftgres-chaos-{}", args.seed)));
     prepare_dir(&dir)?;
+    let netns = args.net == "netns";
+    let lab = if netns {
+        Some(netns::Lab::create(3).context("create the network namespaces for --net netns")?)
+    } else {
+        None
+    };
+    let cgroups = resources::Cgroups::detect();
+    let volumes_ok = resources::Volumes::available();
+    let kinds = available_kinds(&asked, netns, cgroups.as_ref().err(), volumes_ok.as_ref().err())?;
+    let cgroups = cgroups.ok();
     let mut spec = ClusterSpec::new(&dir, std::env::current_exe().context("find the raftgres binary")?);
     spec.pg_port = free_port_block(3)?;
     spec.api_port = free_port_block(3)?;
     spec.raft_port = free_port_block(3)?;
+    let hosts: Vec<String> = match &lab {
+        Some(lab) => (1..=3).map(|node| lab.node_addr(node).to_string()).collect(),
+        None => vec![crate::demo::nodeconf::HOST.to_string(); 3],
+    };
     let targets: BTreeMap<u64, String> =
-        (1..=3u64).map(|id| (id, format!("127.0.0.1:{}", spec.raft_port + id as u16 - 1))).collect();
-    let mesh = ProxyMesh::start(&targets).await.context("start the raft proxy mesh")?;
+        (1..=3u64).map(|id| (id, format!("{}:{}", hosts[id as usize - 1], spec.raft_port + id as u16 - 1))).collect();
+    let mesh = match &lab {
+        Some(lab) => ProxyMesh::start_on(&lab.gateway().to_string(), &targets).await,
+        None => ProxyMesh::start(&targets).await,
+    }
+    .context("start the raft proxy mesh")?;
     for from in 1..=3u64 {
         for to in (1..=3u64).filter(|to| *to != from) {
             spec.raft_addr_override.insert((from, to), mesh.addr(from, to));
         }
     }
+    if let Some(lab) = &lab {
+        spec.hosts = hosts.clone();
+        spec.client_nets = vec![lab.network()];
+        spec.wrappers = (1..=3).map(|node| (node, lab.wrapper(node))).collect();
+    }
+    spec.volumes = volumes_ok.is_ok();
     let sync = args.mode == "sync";
-    spec.dcs_overrides = json!({
-        "synchronous_mode": if sync { "on" } else { "off" },
-        "ttl": TIMING.0,
-        "loop_wait": TIMING.1,
-        "retry_timeout": TIMING.2,
-    });
+    let mut dcs = json!({"synchronous_mode": if sync { "on" } else { "off" }});
+    for (key, value) in [("ttl", args.ttl), ("loop_wait", args.loop_wait), ("retry_timeout", args.retry_timeout)] {
+        if let Some(value) = value {
+            dcs[key] = json!(value);
+        }
+    }
+    spec.dcs_overrides = dcs;
     // A pg_rewind whose source dies half-way (a kill during the rewind) leaves a data directory that only a new
     // clone repairs; with the default (false) raftgres keeps it for a human and the node stays down, which the
     // liveness checker would report. Operators who prefer self-healing set the same.
     spec.remove_data_directory_on_rewind_failure = true;
     let cluster = LocalCluster::generate(spec)?;
-    println!("chaos: cluster in {} (seed {}, mode {})", dir.display(), args.seed, args.mode);
-    let outcome = drive(&cluster, &mesh, &args, &kinds, sync).await;
+    let volumes = if volumes_ok.is_ok() {
+        Some(resources::Volumes::mount(&cluster).context("mount the nodes' filesystems")?)
+    } else {
+        None
+    };
+    println!(
+        "chaos: cluster in {} (seed {}, mode {}, net {}, timing {})",
+        dir.display(),
+        args.seed,
+        args.mode,
+        args.net,
+        timing_line(&args)
+    );
+    let tools = faults::Tools {
+        cluster: &cluster,
+        mesh: &mesh,
+        lab: lab.as_ref(),
+        cgroups: cgroups.as_ref(),
+        volumes: volumes.as_ref(),
+    };
+    let outcome = drive(tools, &args, &kinds, sync).await;
     if let Err(e) = cluster.stop_all().await {
         tracing::warn!("failed to {e:#}");
     }
     mesh.shutdown().await;
+    if let Some(cgroups) = &cgroups {
+        cgroups.release_all(cluster.n_nodes());
+    }
+    if let Some(volumes) = volumes {
+        volumes.unmount_all();
+    }
+    if let Some(lab) = lab {
+        lab.destroy();
+    }
     let summary = outcome?;
     let n_violations = summary.violations.len();
     if n_violations == 0 && !args.keep {
@@ -162,23 +226,72 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<usize> {
     Ok(n_violations)
 }
 
+/// The kinds this run injects: the ones asked for (all when none), less what the machine cannot
+/// do; a kind asked for by name that cannot run is an error, one left out of "all" is said.
+fn available_kinds(
+    asked: &[FaultKind],
+    netns: bool,
+    no_cgroups: Option<&String>,
+    no_volumes: Option<&String>,
+) -> anyhow::Result<Vec<FaultKind>> {
+    let why_not = |kind: FaultKind| -> Option<String> {
+        match kind.needs() {
+            schedule::Need::Nothing => None,
+            schedule::Need::Netns => (!netns).then(|| "it needs --net netns".to_string()),
+            schedule::Need::Cgroups => no_cgroups.cloned(),
+            schedule::Need::Volumes => no_volumes.cloned(),
+        }
+    };
+    if !asked.is_empty() {
+        for kind in asked {
+            if let Some(why) = why_not(*kind) {
+                anyhow::bail!("fault kind {kind} cannot run here: {why}");
+            }
+        }
+        return Ok(asked.to_vec());
+    }
+    let mut kinds = Vec::new();
+    for kind in schedule::ALL_KINDS {
+        match why_not(kind) {
+            None => kinds.push(kind),
+            Some(why) if kind.needs() != schedule::Need::Netns => println!("chaos: skipping {kind}: {why}"),
+            Some(_) => {}
+        }
+    }
+    Ok(kinds)
+}
+
+/// `ttl/loop_wait/retry_timeout` as the run uses them.
+fn timing_line(args: &ChaosArgs) -> String {
+    use crate::config::defaults;
+    let secs = |value: Option<u64>, default: Duration| value.unwrap_or(default.as_secs());
+    format!(
+        "ttl {} / loop_wait {} / retry_timeout {}{}",
+        secs(args.ttl, defaults::TTL),
+        secs(args.loop_wait, defaults::LOOP_WAIT),
+        secs(args.retry_timeout, defaults::RETRY_TIMEOUT),
+        if args.ttl.is_none() && args.loop_wait.is_none() && args.retry_timeout.is_none() { " (defaults)" } else { "" }
+    )
+}
+
 /// The whole run on a generated cluster: start, workload and sampler, faults, heal, checks.
-async fn drive(
-    cluster: &LocalCluster,
-    mesh: &ProxyMesh,
-    args: &ChaosArgs,
-    kinds: &[FaultKind],
-    sync: bool,
-) -> anyhow::Result<Summary> {
+async fn drive(tools: faults::Tools<'_>, args: &ChaosArgs, kinds: &[FaultKind], sync: bool) -> anyhow::Result<Summary> {
+    let cluster = tools.cluster;
     cluster.start_all()?;
     let primary = cluster.wait_healthy(Instant::now() + START_TIMEOUT).await?;
-    let http = reqwest::Client::builder().timeout(net::HTTP_TIMEOUT).build().context("build the HTTP client")?;
-    let endpoints = Endpoints {
-        pg_ports: (1..=cluster.n_nodes()).map(|idx| cluster.pg_port(idx)).collect(),
-        apis: (1..=cluster.n_nodes()).map(|idx| cluster.api(idx)).collect(),
-        password: cluster.password().to_string(),
-        http,
+    // The application's clients and the observer reach the nodes from different addresses, so a network
+    // fault can cut the one and never the other (`netns`); on loopback both are the kernel's choice.
+    let from = |source: Option<std::net::IpAddr>| -> anyhow::Result<Endpoints> {
+        Ok(Endpoints {
+            pg_addrs: cluster.nodes().iter().map(|node| node.pg_addr()).collect(),
+            apis: (1..=cluster.n_nodes()).map(|idx| cluster.api(idx)).collect(),
+            source,
+            password: cluster.password().to_string(),
+            http: net::http_client(source)?,
+        })
     };
+    let clients = from(tools.lab.map(|lab| lab.clients()))?;
+    let endpoints = from(tools.lab.map(|lab| lab.observer()))?;
     let setup = endpoints.connect(primary).await.context("connect to the primary")?;
     setup
         .batch_execute(&format!("{};{}", workload::WRITES_DDL, sampler::PROBES_DDL))
@@ -190,7 +303,7 @@ async fn drive(
     let mut tasks = JoinSet::new();
     let next_id = Arc::new(AtomicI64::new(1));
     for client_idx in 0..args.clients {
-        tasks.spawn(workload::client(endpoints.clone(), client_idx, next_id.clone(), recorder.clone(), stop.clone()));
+        tasks.spawn(workload::client(clients.clone(), client_idx, next_id.clone(), recorder.clone(), stop.clone()));
     }
     for node_idx in 1..=cluster.n_nodes() {
         tasks.spawn(sampler::run(endpoints.clone(), node_idx, recorder.clone(), stop.clone()));
@@ -203,10 +316,10 @@ async fn drive(
     };
     let mut violations = Vec::new();
     let faults_from_ms = recorder.now_ms();
-    let setup = FaultSetup { cluster, mesh, args, kinds, recorder: &recorder };
+    let setup = FaultSetup { tools, args, kinds, recorder: &recorder };
     inject_faults(&setup, primary, &mut summary, &mut violations).await;
     let faults_to_ms = recorder.now_ms();
-    for (node, how) in faults::repair(cluster, mesh).await {
+    for (node, how) in faults::repair(tools).await {
         violations.push(exit_violation(node, &how));
     }
     let heal_start = Instant::now();
@@ -238,17 +351,24 @@ async fn drive(
         violations.extend(checkers::single_primary(&history.probes, &history.grants));
         summary.lost = checkers::lost_writes(&history.writes, &present, &converged, final_primary, sync);
         summary.faults = history.faults.clone();
+        for fault in &history.faults {
+            let end = fault.recovered_ms.unwrap_or(fault.healed_ms);
+            let gap = checkers::write_gap_during(&history.writes, fault.started_ms, end);
+            let worst = summary.gap_by_kind.entry(fault.kind).or_default();
+            *worst = (*worst).max(gap);
+        }
     });
     violations.extend(summary.lost.violations.iter().cloned());
-    violations.extend(checkers::log_lines(&read_logs(cluster), &[]));
+    let raft_disk_filled = summary.faults.iter().any(|fault| fault.kind == FaultKind::DiskFullRaft);
+    let allowed = if raft_disk_filled { checkers::RAFT_DISK_FULL_ERRORS } else { &[] };
+    violations.extend(checkers::log_lines(&read_logs(cluster), allowed));
     summary.violations = violations;
     Ok(summary)
 }
 
 /// What the fault loop works on.
 struct FaultSetup<'a> {
-    cluster: &'a LocalCluster,
-    mesh: &'a ProxyMesh,
+    tools: faults::Tools<'a>,
     args: &'a ChaosArgs,
     kinds: &'a [FaultKind],
     recorder: &'a Recorder,
@@ -261,15 +381,16 @@ async fn inject_faults(
     summary: &mut Summary,
     violations: &mut Vec<Violation>,
 ) {
-    let FaultSetup { cluster, mesh, args, kinds, recorder } = *setup;
+    let FaultSetup { tools, args, kinds, recorder } = *setup;
+    let cluster = tools.cluster;
     let deadline = Instant::now() + Duration::from_secs(args.duration);
     let mut plan = Plan::new(args.seed, kinds);
     while Instant::now() < deadline {
         let Some(fault) = plan.next() else { break };
         tokio::time::sleep(fault.rest).await;
         let started_ms = recorder.now_ms();
-        let injected = faults::inject(cluster, mesh, &fault, primary).await;
-        for (node, how) in faults::repair(cluster, mesh).await {
+        let injected = faults::inject(tools, &fault, primary).await;
+        for (node, how) in faults::repair(tools).await {
             violations.push(exit_violation(node, &how));
         }
         let healed_ms = recorder.now_ms();
@@ -390,7 +511,16 @@ fn read_logs(cluster: &LocalCluster) -> Vec<(usize, String)> {
 }
 
 fn replay_line(args: &ChaosArgs) -> String {
-    let mut line = format!("raftgres chaos --duration {} --seed {} --mode {}", args.duration, args.seed, args.mode);
+    let mut line = format!(
+        "raftgres chaos --duration {} --seed {} --mode {} --net {}",
+        args.duration, args.seed, args.mode, args.net
+    );
+    for (flag, value) in [("--ttl", args.ttl), ("--loop-wait", args.loop_wait), ("--retry-timeout", args.retry_timeout)]
+    {
+        if let Some(value) = value {
+            line.push_str(&format!(" {flag} {value}"));
+        }
+    }
     if !args.faults.is_empty() {
         line.push_str(&format!(" --faults {}", args.faults));
     }
@@ -410,6 +540,8 @@ fn prepare_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     if !dir.join("node1").join("raftgres.yml").is_file() {
         anyhow::bail!("{} is not empty and holds no earlier chaos cluster; choose another --dir", dir.display());
     }
+    // A run that died before its cleanup may have left the nodes' filesystems mounted.
+    resources::unmount_stale(dir);
     for node in 1..=3 {
         let node_dir = dir.join(format!("node{node}"));
         if let Some(pid) = crate::demo::procs::live_process_from_pid_file(

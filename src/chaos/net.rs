@@ -5,22 +5,35 @@
 
 use std::time::Duration;
 
+use std::net::SocketAddr;
+
 use serde_json::Value;
+use tokio::net::TcpSocket;
 use tokio_postgres::Client;
 use tokio_postgres::NoTls;
 
 /// Timeout of one REST call from the harness.
 pub const HTTP_TIMEOUT: Duration = Duration::from_millis(700);
+/// The HTTP client of endpoints whose connections come from `source`.
+pub fn http_client(source: Option<std::net::IpAddr>) -> anyhow::Result<reqwest::Client> {
+    use anyhow::Context;
+    reqwest::Client::builder().timeout(HTTP_TIMEOUT).local_address(source).build().context("build the HTTP client")
+}
+
 /// Timeout of opening one SQL connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Where the nodes are: PostgreSQL ports and REST API base URLs, node1 first.
+/// Where the nodes are: PostgreSQL addresses and REST API base URLs, node1 first, and the local
+/// address connections come from.
 #[derive(Debug, Clone)]
 pub struct Endpoints {
-    /// PostgreSQL port per node.
-    pub pg_ports: Vec<u16>,
-    /// `http://127.0.0.1:port` per node.
+    /// PostgreSQL `host:port` per node.
+    pub pg_addrs: Vec<String>,
+    /// `http://host:port` per node.
     pub apis: Vec<String>,
+    /// The local address SQL connections are made from (`None`: the kernel's choice); the HTTP client
+    /// must be built with the same one.
+    pub source: Option<std::net::IpAddr>,
     /// The superuser password.
     pub password: String,
     /// The HTTP client (short timeout).
@@ -36,13 +49,19 @@ impl Endpoints {
     /// Opens a superuser connection to node `node_idx` (1-based), `None` when it does not open
     /// within [`CONNECT_TIMEOUT`]. The connection task ends with the returned client.
     pub async fn connect(&self, node_idx: usize) -> Option<Client> {
-        let port = self.pg_ports.get(node_idx.checked_sub(1)?)?;
-        let conn = format!(
-            "host=127.0.0.1 port={port} user=postgres password={} dbname=postgres connect_timeout=1 application_name=chaos",
-            self.password
-        );
-        let (client, connection) =
-            tokio::time::timeout(CONNECT_TIMEOUT, tokio_postgres::connect(&conn, NoTls)).await.ok()?.ok()?;
+        let addr: SocketAddr = self.pg_addrs.get(node_idx.checked_sub(1)?)?.parse().ok()?;
+        let mut config = tokio_postgres::Config::new();
+        config.user("postgres").password(self.password.as_str()).dbname("postgres").application_name("chaos");
+        let open = async {
+            let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.ok()?;
+            if let Some(source) = self.source {
+                socket.bind(SocketAddr::new(source, 0)).ok()?;
+            }
+            let stream = socket.connect(addr).await.ok()?;
+            let _ = stream.set_nodelay(true);
+            config.connect_raw(stream, NoTls).await.ok()
+        };
+        let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, open).await.ok()??;
         tokio::spawn(async move {
             // The connection's error, if any, shows up on the client's next call.
             let _ = connection.await;

@@ -27,6 +27,8 @@ pub struct Summary {
     pub faults: Vec<FaultRecord>,
     /// Faults that could not be injected, by kind.
     pub skipped: BTreeMap<FaultKind, usize>,
+    /// The longest write gap overlapping a fault of each kind (fault start to recovery).
+    pub gap_by_kind: BTreeMap<FaultKind, Duration>,
     /// Client writes acknowledged, failed for certain, and of unknown outcome.
     pub n_acked: usize,
     /// Writes certainly not committed.
@@ -62,16 +64,24 @@ pub fn render(summary: &Summary) -> String {
     let _ = writeln!(out, "chaos run: mode {}, {} of faults", summary.mode, secs(summary.duration));
     let _ = writeln!(out, "replay: {}", summary.replay);
     let _ = writeln!(out);
-    let _ = writeln!(out, "{:<20} {:>8} {:>8} {:>14}", "fault", "injected", "skipped", "max recovery");
+    let _ = writeln!(
+        out,
+        "{:<20} {:>8} {:>8} {:>14} {:>14}",
+        "fault", "injected", "skipped", "max recovery", "max write gap"
+    );
     for kind in ALL_KINDS {
         let of_kind: Vec<&FaultRecord> = summary.faults.iter().filter(|f| f.kind == kind).collect();
         let skipped = summary.skipped.get(&kind).copied().unwrap_or(0);
+        if of_kind.is_empty() && skipped == 0 {
+            continue;
+        }
+        let gap = summary.gap_by_kind.get(&kind).map_or("-".to_string(), |gap| secs(*gap));
         let recovery = of_kind
             .iter()
             .filter_map(|f| f.recovered_ms.map(|r| r.saturating_sub(f.healed_ms)))
             .max()
             .map_or("-".to_string(), |ms| secs(Duration::from_millis(ms)));
-        let _ = writeln!(out, "{:<20} {:>8} {:>8} {:>14}", kind.as_str(), of_kind.len(), skipped, recovery);
+        let _ = writeln!(out, "{:<20} {:>8} {:>8} {:>14} {:>14}", kind.as_str(), of_kind.len(), skipped, recovery, gap);
     }
     let n_skipped: usize = summary.skipped.values().sum();
     let _ = writeln!(out, "{:<20} {:>8} {:>8}", "total", summary.faults.len(), n_skipped);

@@ -29,10 +29,41 @@ pub enum FaultKind {
     CleanRestart,
     /// SIGTERM of all three raftgres processes at once, then all started again.
     RestartAll,
+    /// Every Raft link to and from a node slowed down (20–500 ms per chunk, both ways) by the proxies.
+    SlowRaft,
+    /// A node's raftgres and/or PostgreSQL throttled to 2 % of a CPU by a cgroup.
+    StarveCpu,
+    /// The filesystem of a node's PostgreSQL data directory (WAL included) filled to the last block.
+    DiskFullPg,
+    /// The filesystem of a node's Raft directory filled to the last block.
+    DiskFullRaft,
+    /// `--net netns`: a node cut off from everyone (peers and clients), both ways.
+    IsolateNode,
+    /// `--net netns`: a 1|2 split with the clients on the node's side: it is cut from its peers only.
+    SplitNode,
+    /// `--net netns`: a node's traffic to its peers (or from them) dropped in one direction.
+    OneWayNode,
+    /// `--net netns`: 10–50 % of a node's packets dropped, both ways, clients' included.
+    LossyNode,
+    /// `--net netns`: a node's network flapping: cut off and back every 0.3–2 s.
+    FlapNode,
+}
+
+/// What the machine must offer for a kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Nothing beyond the processes and the Raft proxies.
+    Nothing,
+    /// The nodes in network namespaces (`--net netns`).
+    Netns,
+    /// A cgroup CPU controller.
+    Cgroups,
+    /// Loop-mounted filesystems per node.
+    Volumes,
 }
 
 /// Every kind, in the order the report lists them.
-pub const ALL_KINDS: [FaultKind; 9] = [
+pub const ALL_KINDS: [FaultKind; 18] = [
     FaultKind::KillRaftgres,
     FaultKind::KillPostmaster,
     FaultKind::KillBoth,
@@ -42,6 +73,15 @@ pub const ALL_KINDS: [FaultKind; 9] = [
     FaultKind::OneWayRaft,
     FaultKind::CleanRestart,
     FaultKind::RestartAll,
+    FaultKind::SlowRaft,
+    FaultKind::StarveCpu,
+    FaultKind::DiskFullPg,
+    FaultKind::DiskFullRaft,
+    FaultKind::IsolateNode,
+    FaultKind::SplitNode,
+    FaultKind::OneWayNode,
+    FaultKind::LossyNode,
+    FaultKind::FlapNode,
 ];
 
 impl FaultKind {
@@ -57,6 +97,29 @@ impl FaultKind {
             FaultKind::OneWayRaft => "one-way-raft",
             FaultKind::CleanRestart => "clean-restart",
             FaultKind::RestartAll => "restart-all",
+            FaultKind::SlowRaft => "slow-raft",
+            FaultKind::StarveCpu => "starve-cpu",
+            FaultKind::DiskFullPg => "disk-full-pg",
+            FaultKind::DiskFullRaft => "disk-full-raft",
+            FaultKind::IsolateNode => "isolate-node",
+            FaultKind::SplitNode => "split-node",
+            FaultKind::OneWayNode => "one-way-node",
+            FaultKind::LossyNode => "lossy-node",
+            FaultKind::FlapNode => "flap-node",
+        }
+    }
+
+    /// What the machine must offer for this kind.
+    pub fn needs(self) -> Need {
+        match self {
+            FaultKind::IsolateNode
+            | FaultKind::SplitNode
+            | FaultKind::OneWayNode
+            | FaultKind::LossyNode
+            | FaultKind::FlapNode => Need::Netns,
+            FaultKind::StarveCpu => Need::Cgroups,
+            FaultKind::DiskFullPg | FaultKind::DiskFullRaft => Need::Volumes,
+            _ => Need::Nothing,
         }
     }
 
@@ -66,15 +129,20 @@ impl FaultKind {
     }
 
     /// How long the fault lasts before it is healed: (shortest, longest). Freezes and cuts reach
-    /// past the chaos cluster's `ttl` (10 s) often enough to force failovers, and stay under it
-    /// often enough to test a primary that keeps its lease.
+    /// past the default `ttl` (3 s) often enough to force failovers, and stay under it often
+    /// enough to test a primary that keeps its lease through a short outage.
     fn hold_range(self) -> (Duration, Duration) {
         let secs = |lo, hi| (Duration::from_secs(lo), Duration::from_secs(hi));
         match self {
             FaultKind::KillPostmaster | FaultKind::CleanRestart | FaultKind::RestartAll => secs(0, 2),
             FaultKind::KillRaftgres | FaultKind::KillBoth => secs(1, 6),
-            FaultKind::FreezeRaftgres | FaultKind::FreezePostmaster => secs(2, 15),
-            FaultKind::IsolateRaft | FaultKind::OneWayRaft => secs(4, 20),
+            FaultKind::FreezeRaftgres | FaultKind::FreezePostmaster => secs(1, 12),
+            FaultKind::IsolateRaft | FaultKind::OneWayRaft | FaultKind::IsolateNode | FaultKind::SplitNode => {
+                secs(1, 12)
+            }
+            FaultKind::OneWayNode | FaultKind::StarveCpu => secs(2, 12),
+            FaultKind::SlowRaft | FaultKind::LossyNode | FaultKind::FlapNode => secs(3, 15),
+            FaultKind::DiskFullPg | FaultKind::DiskFullRaft => secs(2, 15),
         }
     }
 
@@ -124,6 +192,12 @@ impl Fault {
     /// Chooses one of `n_candidates` (at least 1) with the fault's seeded number.
     pub fn choose(&self, n_candidates: usize) -> usize {
         (self.pick >> 1) as usize % n_candidates.max(1)
+    }
+
+    /// A seeded number in `lo..=hi` for the fault's own parameter (loss percent, delay, which
+    /// processes), independent of [`Fault::choose`] and [`Fault::outbound`].
+    pub fn param(&self, lo: u64, hi: u64) -> u64 {
+        lo + (self.pick >> 16) % (hi.saturating_sub(lo) + 1)
     }
 }
 
@@ -234,6 +308,13 @@ mod tests {
         }
         let on_primary = faults.iter().filter(|f| f.target == Target::Primary).count();
         assert!((250..=420).contains(&on_primary), "about two in three on the primary: {on_primary}");
+    }
+
+    #[test]
+    fn params_stay_in_range() {
+        for fault in Plan::new(3, &[]).take(200) {
+            assert!((10..=50).contains(&fault.param(10, 50)));
+        }
     }
 
     #[test]

@@ -50,6 +50,10 @@ const POSTMASTER_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 const HTTP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pause between two probes while waiting for a healthy cluster.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// Where [`ClusterSpec::volumes`] puts a node's PostgreSQL data directory, under the node directory.
+pub const VOLUME_PG: &str = "pgfs";
+/// Where [`ClusterSpec::volumes`] puts a node's Raft directory, under the node directory.
+pub const VOLUME_RAFT: &str = "raftfs";
 /// Environment prefixes the config loader reads: the nodes must see only their YAML.
 const CONFIG_ENV_PREFIXES: [&str; 2] = ["RAFTGRES_", "PATRONI_"];
 
@@ -83,6 +87,16 @@ pub struct ClusterSpec {
     pub remove_data_directory_on_rewind_failure: bool,
     /// `raft.leadership_follows_primary` of every node (`false` lets the bench place Raft leadership).
     pub leadership_follows_primary: bool,
+    /// Each node's address, node1 first (empty: every node on 127.0.0.1); for nodes in network
+    /// namespaces of their own.
+    pub hosts: Vec<String>,
+    /// Networks (CIDR) besides loopback allowed to connect to PostgreSQL.
+    pub client_nets: Vec<String>,
+    /// A command each node's `raftgres run` is started under, by node index (e.g. `ip netns exec NS`).
+    pub wrappers: BTreeMap<usize, Vec<String>>,
+    /// Put the data directory under `nodeN/pgfs` and the Raft directory under `nodeN/raftfs`, so each
+    /// can be a filesystem of its own (mounted by the caller before the nodes start).
+    pub volumes: bool,
     /// Merged into the whole configuration of a node, by node index, with `PATCH /config` semantics (e.g.
     /// `{"postgresql": {"callbacks": {"on_start": "/path/to/script"}}}`).
     pub node_overrides: BTreeMap<usize, Value>,
@@ -105,6 +119,10 @@ impl ClusterSpec {
             restapi_overrides: Value::Null,
             remove_data_directory_on_rewind_failure: false,
             leadership_follows_primary: true,
+            hosts: Vec::new(),
+            client_nets: Vec::new(),
+            wrappers: BTreeMap::new(),
+            volumes: false,
             node_overrides: BTreeMap::new(),
         }
     }
@@ -140,6 +158,7 @@ pub struct LocalCluster {
     credentials: Credentials,
     slots: Vec<Slot>,
     http: reqwest::Client,
+    wrappers: BTreeMap<usize, Vec<String>>,
 }
 
 impl LocalCluster {
@@ -149,7 +168,24 @@ impl LocalCluster {
     pub fn generate(spec: ClusterSpec) -> anyhow::Result<LocalCluster> {
         let dir = std::path::absolute(&spec.dir).with_context(|| format!("resolve {}", spec.dir.display()))?;
         let base = BasePorts { pg: spec.pg_port, api: spec.api_port, raft: spec.raft_port };
-        let nodes = nodeconf::layouts(&dir, spec.n_nodes, base)?;
+        let mut nodes = nodeconf::layouts(&dir, spec.n_nodes, base)?;
+        if !spec.hosts.is_empty() {
+            anyhow::ensure!(
+                spec.hosts.len() == nodes.len(),
+                "{} node addresses for {} nodes",
+                spec.hosts.len(),
+                nodes.len()
+            );
+            for (node, host) in nodes.iter_mut().zip(&spec.hosts) {
+                node.host = host.clone();
+            }
+        }
+        if spec.volumes {
+            for node in &mut nodes {
+                node.data_parent = node.dir.join(VOLUME_PG);
+                node.raft_parent = node.dir.join(VOLUME_RAFT);
+            }
+        }
         let pg_bin_dir = match &spec.pg_bin_dir {
             Some(bin_dir) => bin_dir.clone(),
             None => find_pg_bin_dir()?,
@@ -177,13 +213,14 @@ impl LocalCluster {
                 leadership_follows_primary: spec.leadership_follows_primary,
                 remove_data_directory_on_rewind_failure: spec.remove_data_directory_on_rewind_failure,
                 node_overrides: spec.node_overrides.get(&node.node_idx),
+                client_nets: &spec.client_nets,
             };
             let yaml = nodeconf::render_node_config(node, &inputs)?;
             files::write_private(&node.config_path(), &yaml)?;
         }
         let http = reqwest::Client::builder().timeout(HTTP_TIMEOUT).build().context("build the HTTP client")?;
         let slots = nodes.iter().map(|_| Slot::default()).collect();
-        Ok(LocalCluster { dir, binary: spec.binary, nodes, credentials, slots, http })
+        Ok(LocalCluster { dir, binary: spec.binary, nodes, credentials, slots, http, wrappers: spec.wrappers })
     }
 
     /// The cluster directory (absolute).
@@ -259,7 +296,14 @@ impl LocalCluster {
                 node.name
             );
         }
-        let mut command = Command::new(&self.binary);
+        let mut command = match self.wrappers.get(&node_idx).and_then(|w| w.split_first()) {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(&self.binary);
+                command
+            }
+            None => Command::new(&self.binary),
+        };
         command.arg("run").arg("-c").arg(&config);
         for (key, _) in std::env::vars_os() {
             if CONFIG_ENV_PREFIXES.iter().any(|prefix| key.to_string_lossy().starts_with(prefix)) {

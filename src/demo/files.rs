@@ -69,7 +69,10 @@ pub fn ensure_peer_certs(nodes: &[NodeLayout]) -> anyhow::Result<()> {
     let ca_pem = ca.pem().cert_pem;
     let validity = Validity::days_from_now(raft::network::certs::DEFAULT_NODE_DAYS);
     for node in nodes {
-        let hosts = [nodeconf::HOST.to_string(), "localhost".to_string()];
+        let mut hosts = vec![nodeconf::HOST.to_string(), "localhost".to_string()];
+        if !hosts.contains(&node.host) {
+            hosts.insert(0, node.host.clone());
+        }
         let pair = ca.issue_node(&node.name, &hosts, validity).context("issue a demo peer certificate")?;
         let files = node.peer_tls();
         raft::network::certs::write_file(&files.cafile, &ca_pem, 0o644)?;

@@ -44,6 +44,14 @@ pub struct NodeLayout {
     pub api_port: u16,
     /// Raft peer port.
     pub raft_port: u16,
+    /// The address every service of the node listens on and is reached at: [`HOST`] unless the
+    /// node runs in a network namespace of its own (`raftgres chaos --net netns`).
+    pub host: String,
+    /// The directory that holds the PostgreSQL data directory: [`NodeLayout::dir`], or a
+    /// filesystem of its own mounted under it (`raftgres chaos` disk faults).
+    pub data_parent: PathBuf,
+    /// The directory that holds the Raft database directory, likewise.
+    pub raft_parent: PathBuf,
 }
 
 impl NodeLayout {
@@ -54,12 +62,12 @@ impl NodeLayout {
 
     /// The PostgreSQL data directory (created by raftgres itself).
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.join("data")
+        self.data_parent.join("data")
     }
 
     /// The Raft database directory.
     pub fn raft_dir(&self) -> PathBuf {
-        self.dir.join("raft")
+        self.raft_parent.join("raft")
     }
 
     /// The node's own pgpass, written by raftgres (`postgresql.pgpass`).
@@ -91,19 +99,19 @@ impl NodeLayout {
         self.node_idx as u64
     }
 
-    /// `127.0.0.1:<api port>`.
+    /// `<host>:<api port>` (`127.0.0.1` on loopback).
     pub fn api_addr(&self) -> String {
-        format!("{HOST}:{}", self.api_port)
+        format!("{}:{}", self.host, self.api_port)
     }
 
-    /// `127.0.0.1:<raft port>`.
+    /// `<host>:<raft port>`.
     pub fn raft_addr(&self) -> String {
-        format!("{HOST}:{}", self.raft_port)
+        format!("{}:{}", self.host, self.raft_port)
     }
 
-    /// `127.0.0.1:<pg port>`.
+    /// `<host>:<pg port>`.
     pub fn pg_addr(&self) -> String {
-        format!("{HOST}:{}", self.pg_port)
+        format!("{}:{}", self.host, self.pg_port)
     }
 }
 
@@ -130,13 +138,17 @@ pub fn layouts(dir: &Path, n_nodes: usize, base: BasePorts) -> anyhow::Result<Ve
     (1..=n_nodes)
         .map(|node_idx| {
             let offset = node_idx - 1;
+            let node_dir = dir.join(format!("node{node_idx}"));
             Ok(NodeLayout {
                 node_idx,
                 name: format!("node{node_idx}"),
-                dir: dir.join(format!("node{node_idx}")),
+                dir: node_dir.clone(),
                 pg_port: port(base.pg, offset, "PostgreSQL")?,
                 api_port: port(base.api, offset, "REST API")?,
                 raft_port: port(base.raft, offset, "raft")?,
+                host: HOST.to_string(),
+                data_parent: node_dir.clone(),
+                raft_parent: node_dir,
             })
         })
         .collect()
@@ -218,6 +230,9 @@ pub struct NodeInputs<'a> {
     pub remove_data_directory_on_rewind_failure: bool,
     /// Merged into this node's whole configuration with `PATCH /config` semantics.
     pub node_overrides: Option<&'a Value>,
+    /// Networks (CIDR) besides loopback that may connect to PostgreSQL (`pg_hba.conf`): the
+    /// namespace network of `raftgres chaos --net netns`.
+    pub client_nets: &'a [String],
 }
 
 /// The node YAML of `layout`: a comment header, then the configuration.
@@ -283,7 +298,7 @@ fn node_tree(layout: &NodeLayout, inputs: &NodeInputs<'_>) -> anyhow::Result<Yam
         ("name", text(&layout.name)),
         ("restapi", restapi),
         ("raft", raft),
-        ("bootstrap", bootstrap(inputs.dcs_overrides)?),
+        ("bootstrap", bootstrap(inputs.dcs_overrides, inputs.client_nets)?),
         ("postgresql", postgresql(layout, inputs)),
         // Every node of a local cluster runs on one host: a host watchdog armed by one of them would reset the
         // machine the others run on as soon as that node is killed. Tests that want one point a node at a
@@ -303,7 +318,7 @@ fn node_tree(layout: &NodeLayout, inputs: &NodeInputs<'_>) -> anyhow::Result<Yam
     }
 }
 
-fn bootstrap(dcs_overrides: &Value) -> anyhow::Result<Yaml> {
+fn bootstrap(dcs_overrides: &Value, client_nets: &[String]) -> anyhow::Result<Yaml> {
     // ttl, loop_wait and retry_timeout are left to the config module's defaults.
     let dcs = json!({"postgresql": {"use_pg_rewind": true, "parameters": {"max_connections": 100}}});
     let dcs = match dcs_overrides {
@@ -312,10 +327,16 @@ fn bootstrap(dcs_overrides: &Value) -> anyhow::Result<Yaml> {
         _ => anyhow::bail!("the bootstrap.dcs overrides must be a map, got {dcs_overrides}"),
     };
     let initdb = Yaml::Sequence(vec![map([("encoding", text("UTF8"))]), text("data-checksums")]);
-    let pg_hba = Yaml::Sequence(vec![
-        text(&format!("host all all {HOST}/32 scram-sha-256")),
-        text(&format!("host replication {REPLICATION_USER} {HOST}/32 scram-sha-256")),
-    ]);
+    let nets = std::iter::once(format!("{HOST}/32")).chain(client_nets.iter().cloned());
+    let pg_hba = Yaml::Sequence(
+        nets.flat_map(|net| {
+            [
+                text(&format!("host all all {net} scram-sha-256")),
+                text(&format!("host replication {REPLICATION_USER} {net} scram-sha-256")),
+            ]
+        })
+        .collect(),
+    );
     Ok(map([("dcs", to_yaml(&dcs, "bootstrap.dcs")?), ("initdb", initdb), ("pg_hba", pg_hba)]))
 }
 

@@ -186,3 +186,17 @@ fn failover_lag_is_the_old_primarys_wal_past_the_new_ones_first_position() {
     assert_eq!(failover_lag(&probes), vec![300, 0]);
     assert!(failover_lag(&[]).is_empty());
 }
+
+#[test]
+fn the_write_gap_of_a_fault_is_the_longest_one_overlapping_it() {
+    let acked = |done_ms: u64| WriteOp { done_ms, ..write(done_ms as i64, Outcome::Acked) };
+    let writes = [acked(1_000), acked(1_100), acked(5_100), acked(5_200), acked(9_000)];
+    // A fault from 2 s to 3 s sits inside the 4 s gap from 1.1 s to 5.1 s.
+    assert_eq!(write_gap_during(&writes, 2_000, 3_000), Duration::from_millis(4_000));
+    // One from 5.15 s to 5.18 s overlaps only the 100 ms gap.
+    assert_eq!(write_gap_during(&writes, 5_150, 5_180), Duration::from_millis(100));
+    // A failed write does not close a gap.
+    let mut with_failure = writes.to_vec();
+    with_failure.push(WriteOp { done_ms: 3_000, ..write(99, Outcome::Failed) });
+    assert_eq!(write_gap_during(&with_failure, 2_000, 3_000), Duration::from_millis(4_000));
+}
