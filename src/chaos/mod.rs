@@ -197,7 +197,11 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<usize> {
         cgroups: cgroups.as_ref(),
         volumes: volumes.as_ref(),
     };
-    let outcome = drive(tools, &args, &kinds, sync).await;
+    // Interrupted (Ctrl-C, SIGTERM): the nodes, mounts, cgroups and namespaces are still cleaned up below.
+    let outcome = tokio::select! {
+        outcome = drive(tools, &args, &kinds, sync) => outcome,
+        signal = interrupted() => Err(anyhow::anyhow!("interrupted by {signal}; stopped the run and cleaned up")),
+    };
     if let Err(e) = cluster.stop_all().await {
         tracing::warn!("failed to {e:#}");
     }
@@ -224,6 +228,19 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<usize> {
     // Last, so the output ends with `violations: N`.
     print!("{}", report::render(&summary));
     Ok(n_violations)
+}
+
+/// Waits for SIGINT or SIGTERM; names the one that came.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::signal;
+    use tokio::signal::unix::SignalKind;
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
 }
 
 /// The kinds this run injects: the ones asked for (all when none), less what the machine cannot
