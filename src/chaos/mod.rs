@@ -91,6 +91,10 @@ pub struct ChaosArgs {
     /// (every node in a network namespace of its own: faults cut Raft, replication and clients).
     #[arg(long, default_value = "loopback", value_parser = ["loopback", "netns"])]
     pub net: String,
+    /// `direct` (the clients find the primary with `GET /primary`) or `haproxy` (they write through
+    /// HAProxy's primary port, configured as in Patroni's tutorial).
+    #[arg(long, default_value = "direct", value_parser = ["direct", "haproxy"])]
+    pub via: String,
     /// `ttl` of the cluster, seconds (default: the shipped default).
     #[arg(long)]
     pub ttl: Option<u64>,
@@ -128,6 +132,13 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<usize> {
     }
     let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from(format!("/tmp/raftgres-chaos-{}", args.seed)));
     prepare_dir(&dir)?;
+    let haproxy_program = match args.via.as_str() {
+        "haproxy" => Some(
+            crate::demo::haproxy::find()
+                .context("--via haproxy: HAProxy is not installed (apt-get install -y haproxy)")?,
+        ),
+        _ => None,
+    };
     let netns = args.net == "netns";
     let lab = if netns {
         Some(netns::Lab::create(3).context("create the network namespaces for --net netns")?)
@@ -183,13 +194,21 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<usize> {
         None
     };
     println!(
-        "chaos: cluster in {} (seed {}, mode {}, net {}, timing {})",
+        "chaos: cluster in {} (seed {}, mode {}, net {}, clients via {}, timing {})",
         dir.display(),
         args.seed,
         args.mode,
         args.net,
+        args.via,
         timing_line(&args)
     );
+    let (haproxy, haproxy_failed) = match &haproxy_program {
+        Some(program) => match start_haproxy(&cluster, program, lab.as_ref()).await {
+            Ok(started) => (Some(started), None),
+            Err(e) => (None, Some(e)),
+        },
+        None => (None, None),
+    };
     let tools = faults::Tools {
         cluster: &cluster,
         mesh: &mesh,
@@ -198,14 +217,23 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<usize> {
         volumes: volumes.as_ref(),
     };
     // Interrupted (Ctrl-C, SIGTERM): the nodes, mounts, cgroups and namespaces are still cleaned up below.
-    let outcome = tokio::select! {
-        outcome = drive(tools, &args, &kinds, sync) => outcome,
-        signal = interrupted() => Err(anyhow::anyhow!("interrupted by {signal}; stopped the run and cleaned up")),
+    let via = haproxy.as_ref().map(|(_, addr)| addr.clone());
+    let outcome = match haproxy_failed {
+        Some(e) => Err(e),
+        None => tokio::select! {
+            outcome = drive(tools, &args, &kinds, sync, via) => outcome,
+            signal = interrupted() => Err(anyhow::anyhow!("interrupted by {signal}; stopped the run and cleaned up")),
+        },
     };
     if let Err(e) = cluster.stop_all().await {
         tracing::warn!("failed to {e:#}");
     }
     mesh.shutdown().await;
+    if let Some((haproxy, _)) = haproxy {
+        if let Err(e) = haproxy.stop().await {
+            tracing::warn!("failed to stop HAProxy: {e:#}");
+        }
+    }
     if let Some(cgroups) = &cgroups {
         cgroups.release_all(cluster.n_nodes());
     }
@@ -228,6 +256,23 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<usize> {
     // Last, so the output ends with `violations: N`.
     print!("{}", report::render(&summary));
     Ok(n_violations)
+}
+
+/// Writes `DIR/haproxy.cfg` (the demo's, with the clients' source address in namespaces) and
+/// starts HAProxy; returns it with its primary port's address.
+async fn start_haproxy(
+    cluster: &LocalCluster,
+    program: &std::path::Path,
+    lab: Option<&netns::Lab>,
+) -> anyhow::Result<(crate::demo::haproxy::Haproxy, String)> {
+    use crate::demo::haproxy;
+    let base = free_port_block(3)?;
+    let ports = haproxy::HaproxyPorts { primary: base, replica: base + 1, stats: base + 2 };
+    let config = cluster.dir().join("haproxy.cfg");
+    let text = haproxy::render_from(ports, cluster.nodes(), lab.map(|lab| lab.clients()));
+    std::fs::write(&config, text).with_context(|| format!("write {}", config.display()))?;
+    let started = haproxy::Haproxy::start(program, &config, &cluster.dir().join("haproxy.log")).await?;
+    Ok((started, format!("{}:{}", crate::demo::nodeconf::HOST, ports.primary)))
 }
 
 /// Waits for SIGINT or SIGTERM; names the one that came.
@@ -292,7 +337,13 @@ fn timing_line(args: &ChaosArgs) -> String {
 }
 
 /// The whole run on a generated cluster: start, workload and sampler, faults, heal, checks.
-async fn drive(tools: faults::Tools<'_>, args: &ChaosArgs, kinds: &[FaultKind], sync: bool) -> anyhow::Result<Summary> {
+async fn drive(
+    tools: faults::Tools<'_>,
+    args: &ChaosArgs,
+    kinds: &[FaultKind],
+    sync: bool,
+    via: Option<String>,
+) -> anyhow::Result<Summary> {
     let cluster = tools.cluster;
     cluster.start_all()?;
     let primary = cluster.wait_healthy(Instant::now() + START_TIMEOUT).await?;
@@ -303,11 +354,12 @@ async fn drive(tools: faults::Tools<'_>, args: &ChaosArgs, kinds: &[FaultKind], 
             pg_addrs: cluster.nodes().iter().map(|node| node.pg_addr()).collect(),
             apis: (1..=cluster.n_nodes()).map(|idx| cluster.api(idx)).collect(),
             source,
+            via: None,
             password: cluster.password().to_string(),
             http: net::http_client(source)?,
         })
     };
-    let clients = from(tools.lab.map(|lab| lab.clients()))?;
+    let clients = Endpoints { via, ..from(tools.lab.map(|lab| lab.clients()))? };
     let endpoints = from(tools.lab.map(|lab| lab.observer()))?;
     let setup = endpoints.connect(primary).await.context("connect to the primary")?;
     setup
@@ -529,8 +581,8 @@ fn read_logs(cluster: &LocalCluster) -> Vec<(usize, String)> {
 
 fn replay_line(args: &ChaosArgs) -> String {
     let mut line = format!(
-        "raftgres chaos --duration {} --seed {} --mode {} --net {}",
-        args.duration, args.seed, args.mode, args.net
+        "raftgres chaos --duration {} --seed {} --mode {} --net {} --via {}",
+        args.duration, args.seed, args.mode, args.net, args.via
     );
     for (flag, value) in [("--ttl", args.ttl), ("--loop-wait", args.loop_wait), ("--retry-timeout", args.retry_timeout)]
     {

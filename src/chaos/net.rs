@@ -34,6 +34,8 @@ pub struct Endpoints {
     /// The local address SQL connections are made from (`None`: the kernel's choice); the HTTP client
     /// must be built with the same one.
     pub source: Option<std::net::IpAddr>,
+    /// HAProxy's primary port (`host:port`), when the clients go through it (`--via haproxy`).
+    pub via: Option<String>,
     /// The superuser password.
     pub password: String,
     /// The HTTP client (short timeout).
@@ -49,7 +51,12 @@ impl Endpoints {
     /// Opens a superuser connection to node `node_idx` (1-based), `None` when it does not open
     /// within [`CONNECT_TIMEOUT`]. The connection task ends with the returned client.
     pub async fn connect(&self, node_idx: usize) -> Option<Client> {
-        let addr: SocketAddr = self.pg_addrs.get(node_idx.checked_sub(1)?)?.parse().ok()?;
+        self.connect_to(self.pg_addrs.get(node_idx.checked_sub(1)?)?).await
+    }
+
+    /// Opens a superuser connection to PostgreSQL at `addr` (`host:port`: a node, or HAProxy).
+    pub async fn connect_to(&self, addr: &str) -> Option<Client> {
+        let addr: SocketAddr = addr.parse().ok()?;
         let mut config = tokio_postgres::Config::new();
         config.user("postgres").password(self.password.as_str()).dbname("postgres").application_name("chaos");
         let open = async {
@@ -77,6 +84,14 @@ impl Endpoints {
     /// Whether node `node_idx` answers `GET /primary` with 200.
     pub async fn is_primary(&self, node_idx: usize) -> bool {
         self.get(node_idx, "/primary").await.is_some_and(|res| res.status().as_u16() == 200)
+    }
+
+    /// The node a connection through HAProxy reached, from the server's own address and port.
+    pub async fn node_behind(&self, client: &Client) -> Option<usize> {
+        let sql = "SELECT host(inet_server_addr()), inet_server_port()";
+        let row = client.query_one(sql, &[]).await.ok()?;
+        let addr = format!("{}:{}", row.get::<_, Option<String>>(0)?, row.get::<_, Option<i32>>(1)?);
+        self.pg_addrs.iter().position(|node| *node == addr).map(|idx| idx + 1)
     }
 
     /// The first node that answers `GET /primary` with 200, asked all at once.

@@ -276,14 +276,24 @@ impl Volumes {
     }
 
     /// Unmounts everything (the nodes must be stopped) and removes the images.
-    pub fn unmount_all(self) {
-        for (mount_point, image) in self.mounts {
+    pub fn unmount_all(mut self) {
+        self.unmount();
+    }
+
+    fn unmount(&mut self) {
+        for (mount_point, image) in std::mem::take(&mut self.mounts) {
             if let Err(e) = run(Command::new("umount").arg(&mount_point)) {
                 tracing::warn!("failed to {e:#}; detaching it lazily");
                 let _ = run(Command::new("umount").arg("-l").arg(&mount_point));
             }
             let _ = fs::remove_file(&image);
         }
+    }
+}
+
+impl Drop for Volumes {
+    fn drop(&mut self) {
+        self.unmount();
     }
 }
 

@@ -78,7 +78,14 @@ fn refused(e: &tokio_postgres::Error) -> bool {
     [SqlState::READ_ONLY_SQL_TRANSACTION, SqlState::CANNOT_CONNECT_NOW].contains(code)
 }
 
+/// The primary the application would reach: through HAProxy's primary port when the run goes
+/// through it (the node is then read off the connection), else the node answering `GET /primary`.
 async fn connect_to_primary(endpoints: &Endpoints) -> Option<(usize, Client)> {
+    if let Some(via) = &endpoints.via {
+        let client = endpoints.connect_to(via).await?;
+        let node = tokio::time::timeout(WRITE_TIMEOUT, endpoints.node_behind(&client)).await.ok()??;
+        return Some((node, client));
+    }
     let node = endpoints.find_primary().await?;
     let client = endpoints.connect(node).await?;
     Some((node, client))

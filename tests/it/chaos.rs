@@ -75,3 +75,24 @@ fn a_chaos_run_with_broken_demotion_finds_a_split_brain() {
     assert!(!output.status.success(), "a non-zero exit status on violations\n{report}");
     assert!(report.contains("VIOLATION [single primary]"), "a split brain is reported\n{report}");
 }
+
+/// `--net netns`: every node in a network namespace of its own, at the shipped timing defaults, with the
+/// whole-node network faults (isolation, a split with the clients on the minority side, one-way cuts, loss,
+/// flapping) among every other kind. Needs root, iproute2 and iptables (CI has them).
+#[test]
+fn a_short_netns_chaos_run_at_the_defaults_finds_no_violation() {
+    let test = "a_short_netns_chaos_run_at_the_defaults_finds_no_violation";
+    if !pg_available(test) {
+        return;
+    }
+    if let Err(why) = raftgres::chaos::netns::Lab::available() {
+        println!("skipping {test}: {why}");
+        return;
+    }
+    let args = ["--net", "netns", "--duration", "90", "--seed", "5", "--mode", "sync", "--clients", "2"];
+    let (output, report) = chaos(&args);
+    assert_eq!(violations(&report, &output.stdout), 0, "{report}");
+    assert!(output.status.success(), "exit status 0 with no violation\n{report}");
+    assert!(report.contains("net netns"), "the run says it used namespaces\n{report}");
+    assert!(report.contains("(defaults)"), "the run used the shipped timing\n{report}");
+}
