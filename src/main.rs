@@ -100,7 +100,14 @@ async fn dispatch(command: Command, target: raftgres::cli::client::Target) -> an
             spawn_signal_handler(shutdown.clone());
             let apply_log: raftgres::reload::LogApply =
                 Box::new(move |config| log.apply(config).map_err(|e| raftgres::postgres::supervisor::error_chain(&e)));
-            raftgres::node::run(loaded, source, Some(apply_log), shutdown).await
+            match raftgres::node::run(loaded, source, Some(apply_log), shutdown).await? {
+                raftgres::node::Stopped::Shutdown => Ok(()),
+                raftgres::node::Stopped::RestartInPlace => {
+                    // exec only returns on failure: leave the restart to the service manager.
+                    let e = raftgres::store_failure::restart_in_place();
+                    Err(anyhow::Error::new(e).context("restart raftgres in place after the raft store failed"))
+                }
+            }
         }
         Command::Check { file } => {
             let (origin, _, loaded) = node_config(file, &target)?;

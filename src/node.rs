@@ -38,6 +38,16 @@ use crate::reload::ReloadTargets;
 use crate::reload::Reloader;
 use crate::status::NodeStatus;
 
+/// How [`run`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// `shutdown` was cancelled and the node stopped cleanly.
+    Shutdown,
+    /// The Raft store failed and its directory takes writes again: the caller must replace the
+    /// process with a fresh start ([`crate::store_failure`]). Nothing was stopped.
+    RestartInPlace,
+}
+
 /// Runs one node until `shutdown` is cancelled: `loaded` was read from `source`, which SIGHUP and
 /// `POST /reload` read again (`log` applies new log settings).
 pub async fn run(
@@ -45,7 +55,7 @@ pub async fn run(
     source: ConfigSource,
     log: Option<LogApply>,
     shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Stopped> {
     let span = tracing::info_span!("node", name = %loaded.config.name);
     run_inner(loaded, source, log, shutdown).instrument(span).await
 }
@@ -55,7 +65,7 @@ async fn run_inner(
     source: ConfigSource,
     log: Option<LogApply>,
     shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Stopped> {
     let config = loaded.config.clone();
     let pg_config = pg_config(&config).context("resolve the PostgreSQL settings")?;
     let pg = Supervisor::new(pg_config).context("set up the PostgreSQL supervisor")?;
@@ -125,10 +135,17 @@ async fn run_inner(
         watchdog,
     };
     tracker.spawn(crate::ha::fence::run(fence, fence_token.clone()));
-    tracker.spawn(crate::store_failure::watch(raft.clone(), config.raft.data_dir.clone(), shutdown.clone()));
+    let restart = CancellationToken::new();
+    let store_dir = config.raft.data_dir.clone();
+    tracker.spawn(crate::store_failure::watch(raft.clone(), store_dir, shutdown.clone(), restart.clone()));
     tracker.close();
 
-    shutdown.cancelled().await;
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        // Nothing is stopped: PostgreSQL keeps running for the new process to adopt, and the lease
+        // could not be released without a Raft store anyway.
+        _ = restart.cancelled() => return Ok(Stopped::RestartInPlace),
+    }
     info!("shutting down");
     api_token.cancel();
     ha_token.cancel();
@@ -141,7 +158,7 @@ async fn run_inner(
     }
     raft.shutdown().await.context("shut down the raft replica")?;
     info!("stopped");
-    Ok(())
+    Ok(Stopped::Shutdown)
 }
 
 /// The HA loop's local settings from the static config.

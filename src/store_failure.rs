@@ -27,9 +27,9 @@ const PROBE_BYTES: usize = 8 << 20;
 const FIRST_PAUSE: Duration = Duration::from_secs(1);
 const LONGEST_PAUSE: Duration = Duration::from_secs(30);
 
-/// Waits for a fatal error of `raft`; then for `dir` to take writes again; then restarts the
-/// process in place. Returns early (and does nothing) when `shutdown` is cancelled.
-pub async fn watch(raft: raft::RaftNode, dir: PathBuf, shutdown: CancellationToken) {
+/// Waits for a fatal error of `raft`; then for `dir` to take writes again; then cancels `restart`.
+/// Returns early (and does nothing) when `shutdown` is cancelled.
+pub async fn watch(raft: raft::RaftNode, dir: PathBuf, shutdown: CancellationToken, restart: CancellationToken) {
     let fatal = tokio::select! {
         fatal = raft.fatal_error() => fatal,
         _ = shutdown.cancelled() => return,
@@ -55,10 +55,7 @@ pub async fn watch(raft: raft::RaftNode, dir: PathBuf, shutdown: CancellationTok
         pause = (pause * 2).min(LONGEST_PAUSE);
     }
     info!(dir = %dir.display(), "the raft directory takes writes again; restarting raftgres in place");
-    let e = restart_in_place();
-    // exec only returns on failure: leave it to the service manager.
-    error!("failed to restart raftgres in place: {e}; exiting so the service manager starts it again");
-    std::process::exit(1);
+    restart.cancel();
 }
 
 /// Writes, fsyncs and removes a [`PROBE_BYTES`] file in `dir`.
@@ -74,8 +71,9 @@ fn probe(dir: &Path) -> std::io::Result<()> {
     removed
 }
 
-/// Replaces this process with a fresh start of the same binary and arguments; returns only on failure.
-fn restart_in_place() -> std::io::Error {
+/// Replaces this process with a fresh start of the same binary and arguments; returns only on
+/// failure. For `main` alone, the one place that ends the process.
+pub fn restart_in_place() -> std::io::Error {
     use std::os::unix::process::CommandExt;
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
