@@ -86,6 +86,9 @@ pub struct ClusterSpec {
     /// Merged into the whole configuration of a node, by node index, with `PATCH /config` semantics (e.g.
     /// `{"postgresql": {"callbacks": {"on_start": "/path/to/script"}}}`).
     pub node_overrides: BTreeMap<usize, Value>,
+    /// Extra environment variables of every node's `raftgres run` process (set after the config
+    /// variables are cleared), e.g. `CHAOS_UNSAFE_BREAK` for a test that the default build ignores it.
+    pub node_env: BTreeMap<String, String>,
 }
 
 impl ClusterSpec {
@@ -106,6 +109,7 @@ impl ClusterSpec {
             remove_data_directory_on_rewind_failure: false,
             leadership_follows_primary: true,
             node_overrides: BTreeMap::new(),
+            node_env: BTreeMap::new(),
         }
     }
 }
@@ -140,6 +144,7 @@ pub struct LocalCluster {
     credentials: Credentials,
     slots: Vec<Slot>,
     http: reqwest::Client,
+    node_env: BTreeMap<String, String>,
 }
 
 impl LocalCluster {
@@ -183,7 +188,7 @@ impl LocalCluster {
         }
         let http = reqwest::Client::builder().timeout(HTTP_TIMEOUT).build().context("build the HTTP client")?;
         let slots = nodes.iter().map(|_| Slot::default()).collect();
-        Ok(LocalCluster { dir, binary: spec.binary, nodes, credentials, slots, http })
+        Ok(LocalCluster { dir, binary: spec.binary, nodes, credentials, slots, http, node_env: spec.node_env })
     }
 
     /// The cluster directory (absolute).
@@ -266,6 +271,7 @@ impl LocalCluster {
                 command.env_remove(key);
             }
         }
+        command.envs(&self.node_env);
         let spawned = procs::spawn_logged(command, &node.log_path())?;
         let pid = spawned.id().context("read the pid of the new process")?;
         *child = Some(spawned);
