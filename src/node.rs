@@ -66,6 +66,8 @@ async fn run_inner(
     log: Option<LogApply>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Stopped> {
+    // Decided (and, when `CHAOS_UNSAFE_BREAK` is set, logged) at start rather than at the first demotion.
+    crate::chaos::unsafe_break_no_demote();
     let config = loaded.config.clone();
     let pg_config = pg_config(&config).context("resolve the PostgreSQL settings")?;
     let pg = Supervisor::new(pg_config).context("set up the PostgreSQL supervisor")?;

@@ -4,6 +4,9 @@
 //! These types are serialized into the Raft log and snapshots, so they are a compatibility
 //! boundary: add variants at the end, never change what an existing field means.
 //! Plain derives only: bincode cannot decode `flatten`, `untagged` or `skip_serializing_if`.
+//! bincode also cannot skip a missing field, so a new field needs a store format step (snapshots
+//! keep results in the dedup table: `store::migrate`) and a new peer protocol version (forwarded
+//! writes answer with a `CommandResult`), as `CommandResult::Applied::create_rev` had.
 
 use serde::Deserialize;
 use serde::Serialize;
@@ -174,6 +177,12 @@ pub enum CommandResult {
         /// For transactions with a `KeepAlive`: true when an existing session was renewed,
         /// false when the session had to be granted afresh (continuity was lost).
         renewed: Option<bool>,
+        /// For transactions with a `Put`: the create revision of the first put's key once the
+        /// transaction applied (`rev` itself when the put created the key). A writer learns it from
+        /// its own write, which a view it reads afterwards may not show yet (a write forwarded to
+        /// the Raft leader is applied there first); the holder of a lease key takes its fencing
+        /// token from it. `None` for other commands, and in results stored by store format 1.
+        create_rev: Option<u64>,
     },
     /// A guard did not hold; nothing was written.
     GuardFailed {

@@ -72,7 +72,8 @@ pub struct HolderLease {
     /// Later than `leader_valid_until` by the margin in strict mode: a host watchdog fed up to here fires only
     /// after the fence had its chance to stop PostgreSQL at `leader_valid_until`.
     pub leader_expiry_floor: Option<Instant>,
-    /// Create revision of the `leader` key while we hold it: the fencing token.
+    /// Create revision of the `leader` key while we hold it, as our last write of it reported it
+    /// (`CommandResult::Applied::create_rev`): the fencing token.
     pub fencing_token: Option<u64>,
 }
 

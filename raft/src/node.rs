@@ -317,13 +317,13 @@ impl RaftNode {
         timeout: Duration,
     ) -> Result<bool, RaftError> {
         let sent = Instant::now();
-        let creates = guard == Guard::Absent;
+        // The first put: the result's `create_rev` is this key's.
         let put = Op::Put { key: key.into(), value: owner.to_string(), attach: Some(self.inner.session) };
         extra_ops.insert(0, put);
         let res = self.session_txn(owner, ttl, vec![(key.into(), guard)], extra_ops, timeout).await?;
         let mut lease = self.inner.lock_lease();
         match res {
-            CommandResult::Applied { rev, .. } => {
+            CommandResult::Applied { create_rev, .. } => {
                 let until = sent + ttl.saturating_sub(lease::margin(ttl));
                 lease.session_valid_until = Some(until);
                 lease.leader_valid_until = Some(until);
@@ -331,11 +331,17 @@ impl RaftNode {
                     LeaseMode::Strict => sent + ttl,
                     LeaseMode::Stamped { .. } => until,
                 });
-                // The fencing token is the key's create revision: the revision of this very write when it
-                // created the key (a forwarded write may not have reached our local view yet), else the
-                // revision that created it before, from the view.
-                lease.fencing_token =
-                    if creates { Some(rev) } else { self.inner.view().get(key).map(|v| v.create_rev) };
+                // The fencing token is the key's create revision as the write itself reports it, for a
+                // create, a renewal and a take-over alike; never from the local view, which may lag behind
+                // a write that was forwarded to the Raft leader and applied there.
+                if create_rev.is_none() {
+                    // Only a result remembered from before store format 2 lacks it (a retry's dedup hit).
+                    warn!(
+                        key,
+                        "the lease write reported no create revision; holding the lease without a fencing token"
+                    );
+                }
+                lease.fencing_token = create_rev;
                 Ok(true)
             }
             _ => {

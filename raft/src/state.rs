@@ -149,7 +149,7 @@ impl ClusterState {
             Command::RevokeSession { session } => {
                 if self.sessions.contains_key(session) {
                     self.drop_session(*session);
-                    CommandResult::Applied { rev, renewed: None }
+                    CommandResult::Applied { rev, renewed: None, create_rev: None }
                 } else {
                     CommandResult::NoOp { rev }
                 }
@@ -160,7 +160,7 @@ impl ClusterState {
                 for key in doomed {
                     self.remove_key(&key);
                 }
-                CommandResult::Applied { rev, renewed: None }
+                CommandResult::Applied { rev, renewed: None, create_rev: None }
             }
         }
     }
@@ -189,7 +189,7 @@ impl ClusterState {
             self.put(rev, &record.record_key, &json.to_string(), None);
         }
         self.drop_session(session);
-        CommandResult::Applied { rev, renewed: None }
+        CommandResult::Applied { rev, renewed: None, create_rev: None }
     }
 
     fn apply_txn(&mut self, rev: u64, guards: &[(String, Guard)], ops: &[Op]) -> CommandResult {
@@ -221,7 +221,13 @@ impl ClusterState {
                 }
             }
         }
-        CommandResult::Applied { rev, renewed }
+        // Read after every op applied: a later op of the same transaction may delete the key again.
+        let first_put = ops.iter().find_map(|op| match op {
+            Op::Put { key, .. } => Some(key),
+            _ => None,
+        });
+        let create_rev = first_put.and_then(|key| self.keys.get(key)).map(|v| v.create_rev);
+        CommandResult::Applied { rev, renewed, create_rev }
     }
 
     fn keep_alive(&mut self, rev: u64, id: SessionId, node: NodeId, owner: &str, ttl_ms: u64) -> bool {

@@ -18,6 +18,7 @@ pub mod report;
 pub mod resources;
 pub mod sampler;
 pub mod schedule;
+mod unsafe_break;
 pub mod workload;
 
 use std::collections::BTreeMap;
@@ -25,7 +26,6 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -34,6 +34,9 @@ use serde_json::json;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+pub use self::unsafe_break::unsafe_break_no_demote;
+pub use self::unsafe_break::BREAK_ENV;
 
 use self::checkers::Violation;
 use self::history::FaultRecord;
@@ -46,9 +49,6 @@ use self::schedule::Plan;
 use crate::demo::cluster::ClusterSpec;
 use crate::demo::cluster::LocalCluster;
 
-/// The environment variable that turns on a deliberately broken node (`no-demote`: a primary
-/// never stops itself). Only the chaos harness sets it, with `--break`; see [`unsafe_break_no_demote`].
-pub const BREAK_ENV: &str = "CHAOS_UNSAFE_BREAK";
 /// How long the cluster may take to become healthy at start.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long the workload keeps running once the cluster healed, to show writes work again.
@@ -109,22 +109,14 @@ pub struct ChaosArgs {
     pub r#break: Option<String>,
 }
 
-/// Whether this node runs deliberately broken: a primary that must stop itself (lost lease, a
-/// newer leader key, fence deadline, guard deadline) does not. Set only by `raftgres chaos
-/// --break no-demote` to prove its checkers catch a split brain; never set it on a real cluster.
-pub fn unsafe_break_no_demote() -> bool {
-    static BROKEN: OnceLock<bool> = OnceLock::new();
-    *BROKEN.get_or_init(|| {
-        let broken = std::env::var(BREAK_ENV).is_ok_and(|value| value == "no-demote");
-        if broken {
-            tracing::warn!(env = BREAK_ENV, "UNSAFE: running with self-demotion disabled for a chaos test");
-        }
-        broken
-    })
-}
-
 /// Runs the chaos test and prints its summary; returns the number of violations.
 pub async fn run(args: ChaosArgs) -> anyhow::Result<usize> {
+    if args.r#break.is_some() && !cfg!(feature = "chaos-break") {
+        anyhow::bail!(
+            "--break needs a raftgres built with the `chaos-break` feature (this one ignores {BREAK_ENV}, so its \
+             nodes would fence as always); build one with: cargo build --features chaos-break"
+        );
+    }
     let asked = schedule::parse_kinds(&args.faults).map_err(anyhow::Error::msg)?;
     if args.r#break.is_some() {
         // Inherited by the `raftgres run` children; set before any of them starts.

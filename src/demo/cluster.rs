@@ -100,6 +100,9 @@ pub struct ClusterSpec {
     /// Merged into the whole configuration of a node, by node index, with `PATCH /config` semantics (e.g.
     /// `{"postgresql": {"callbacks": {"on_start": "/path/to/script"}}}`).
     pub node_overrides: BTreeMap<usize, Value>,
+    /// Extra environment variables of every node's `raftgres run` process (set after the config
+    /// variables are cleared), e.g. `CHAOS_UNSAFE_BREAK` for a test that the default build ignores it.
+    pub node_env: BTreeMap<String, String>,
 }
 
 impl ClusterSpec {
@@ -124,6 +127,7 @@ impl ClusterSpec {
             wrappers: BTreeMap::new(),
             volumes: false,
             node_overrides: BTreeMap::new(),
+            node_env: BTreeMap::new(),
         }
     }
 }
@@ -159,6 +163,7 @@ pub struct LocalCluster {
     slots: Vec<Slot>,
     http: reqwest::Client,
     wrappers: BTreeMap<usize, Vec<String>>,
+    node_env: BTreeMap<String, String>,
 }
 
 impl LocalCluster {
@@ -220,7 +225,16 @@ impl LocalCluster {
         }
         let http = reqwest::Client::builder().timeout(HTTP_TIMEOUT).build().context("build the HTTP client")?;
         let slots = nodes.iter().map(|_| Slot::default()).collect();
-        Ok(LocalCluster { dir, binary: spec.binary, nodes, credentials, slots, http, wrappers: spec.wrappers })
+        Ok(LocalCluster {
+            dir,
+            binary: spec.binary,
+            nodes,
+            credentials,
+            slots,
+            http,
+            wrappers: spec.wrappers,
+            node_env: spec.node_env,
+        })
     }
 
     /// The cluster directory (absolute).
@@ -310,6 +324,7 @@ impl LocalCluster {
                 command.env_remove(key);
             }
         }
+        command.envs(&self.node_env);
         let spawned = procs::spawn_logged(command, &node.log_path())?;
         let pid = spawned.id().context("read the pid of the new process")?;
         *child = Some(spawned);

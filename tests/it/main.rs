@@ -13,6 +13,7 @@ mod cluster;
 mod config;
 mod failing;
 mod failover;
+mod fence_switch;
 mod guard;
 mod haproxy;
 mod harness;

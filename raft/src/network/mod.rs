@@ -27,7 +27,9 @@ use crate::PeerNode;
 pub const BUDGET_HEADER: &str = "x-raftgres-budget-ms";
 
 /// Version of the peer protocol; bumped on incompatible changes.
-pub const PROTOCOL_VERSION: u8 = 1;
+/// 1: the first; 2: `CommandResult::Applied` (a forwarded write's answer, and the dedup table in
+/// snapshots) gained `create_rev`.
+pub const PROTOCOL_VERSION: u8 = 2;
 
 /// Envelope of every peer message.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -36,6 +36,17 @@ fn renew(session: SessionId, owner: &str) -> Command {
     }
 }
 
+/// The holder's next incarnation (same member name, new session) taking over the key it left.
+fn take_over(session: SessionId, owner: &str) -> Command {
+    Command::Txn {
+        guards: vec![("leader".into(), Guard::ValueEq(owner.into()))],
+        ops: vec![
+            keep_alive(session, owner),
+            Op::Put { key: "leader".into(), value: owner.into(), attach: Some(session) },
+        ],
+    }
+}
+
 /// Expected outcome of one step, compared loosely (revisions are positional).
 #[derive(Debug, PartialEq)]
 enum Want {
@@ -301,4 +312,73 @@ fn legacy_expiry_entries_replay_to_the_state_they_always_produced() {
     let record: serde_json::Value =
         serde_json::from_str(&state.get("last_leader_expiry").expect("a record").value).expect("JSON");
     assert_eq!(record, serde_json::json!({"member": "pg1", "last_renewal_ms": 2000, "expired_ms": 5000}));
+}
+
+/// Applies `steps` (origin, seq, command) from revision 1 on; checks the `create_rev` each result
+/// reports (`None` for a result that is not `Applied`).
+#[track_caller]
+fn check_create_revs(steps: Vec<(u64, u64, Command)>, want: &[Option<u64>]) {
+    let mut state = ClusterState::default();
+    let mut reported = Vec::new();
+    for (idx, (origin, seq, cmd)) in steps.into_iter().enumerate() {
+        let rev = idx as u64 + 1;
+        let res = state.apply(rev, &Envelope { origin, seq, stamp_ms: 1000 * rev, cmd });
+        reported.push(match res {
+            CommandResult::Applied { create_rev, .. } => create_rev,
+            _ => None,
+        });
+    }
+    assert_eq!(reported, want);
+}
+
+#[test]
+fn a_create_reports_its_own_revision() {
+    check_create_revs(
+        vec![(1, 1, Command::put("config", "{}", Guard::Absent)), (2, 1, acquire(OTHER, "pg2"))],
+        &[Some(1), Some(2)],
+    );
+}
+
+#[test]
+fn a_renewal_reports_the_original_create_revision() {
+    check_create_revs(
+        vec![
+            (1, 1, acquire(ME, "pg1")),
+            (2, 1, Command::put("config", "{}", Guard::Always)),
+            (1, 2, renew(ME, "pg1")),
+            // A retry of the renewal gets the first answer again, create revision included.
+            (1, 2, renew(ME, "pg1")),
+        ],
+        &[Some(1), Some(2), Some(1), Some(1)],
+    );
+}
+
+#[test]
+fn a_take_over_reports_the_original_create_revision() {
+    check_create_revs(
+        vec![(1, 1, acquire(ME, "pg1")), (1, 2, renew(ME, "pg1")), (3, 1, take_over(OTHER, "pg1"))],
+        &[Some(1), Some(1), Some(1)],
+    );
+}
+
+#[test]
+fn only_a_transaction_with_a_put_reports_a_create_revision() {
+    let keep_alive_only = Command::Txn { guards: vec![], ops: vec![keep_alive(ME, "pg1")] };
+    let put_then_delete = Command::Txn {
+        guards: vec![],
+        ops: vec![
+            Op::Put { key: "initialize".into(), value: "x".into(), attach: None },
+            Op::Delete { key: "initialize".into() },
+        ],
+    };
+    check_create_revs(
+        vec![
+            (1, 1, keep_alive_only),
+            (1, 2, put_then_delete),
+            (2, 1, Command::put("config", "{}", Guard::Always)),
+            (1, 3, Command::RevokeSession { session: ME }),
+            (2, 2, Command::put("config", "{}", Guard::Absent)),
+        ],
+        &[None, None, Some(3), None, None],
+    );
 }

@@ -1,10 +1,11 @@
 //! The versioned record codec: one format version byte, then bincode 2 (serde, standard config).
 //!
-//! Owns the byte layout of every record the store writes to disk, and of peer messages the network
-//! module sends, so both evolve under one version number.
+//! Owns the framing of every record the store writes to disk (snapshot bytes also travel to peers).
 //! It must not know about sled, openraft or any particular record type: callers pick the type.
-//! bincode has no schema evolution, so a type that changes shape needs a new [`FORMAT_VERSION`];
-//! an unknown version is rejected with [`CodecError::UnknownVersion`], never guessed at.
+//! [`FORMAT_VERSION`] names this framing and encoding; an unknown version is rejected with
+//! [`CodecError::UnknownVersion`], never guessed at. bincode has no schema evolution, so a record
+//! type that changes shape is versioned by its owner: the store format (`STORE_FORMAT`, with an
+//! upgrade step in `store::migrate`) on disk, the peer protocol version on the wire.
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;

@@ -2,7 +2,8 @@
 //! ([`LogStore`]) and the state machine ([`StateMachineStore`]), opened through [`Store`].
 //!
 //! Layout of `<data_dir>`: sled's files, with three trees.
-//! - `meta`: format version, vote, committed log id, last purged log id, node identity.
+//! - `meta`: format version (older ones are upgraded by `migrate` on open), vote, committed log id,
+//!   last purged log id, node identity.
 //! - `log`: big-endian `u64` index → versioned bincode [`crate::typ::Entry`] (key order = index order).
 //! - `snap`: the current snapshot (meta + bytes); the state machine itself lives in memory.
 //!
@@ -18,6 +19,7 @@
 
 pub mod codec;
 mod log;
+mod migrate;
 mod sm;
 
 use std::fs::File;
@@ -47,8 +49,10 @@ const META_IDENTITY: &[u8] = b"identity";
 /// `snap` key of the current snapshot.
 const SNAP_CURRENT: &[u8] = b"current";
 
-/// Store layout version: bump it when a tree or key changes meaning.
-const STORE_FORMAT: u8 = 1;
+/// Store layout version: bump it when a tree or key changes meaning, or a record's shape changes
+/// (bincode cannot skip or default a field), and add the step from the previous one to `migrate`.
+/// 1: the first; 2: `CommandResult::Applied` gained `create_rev` (in snapshots' dedup table).
+const STORE_FORMAT: u8 = 2;
 
 /// One node's Raft storage: the shared sled database plus the in-memory state machine.
 ///
@@ -183,11 +187,14 @@ impl Disk {
         Ok(())
     }
 
-    /// Refuses a directory written by another store format; stamps a new one.
+    /// Upgrades a directory written by an older store format, refuses any other format; stamps a
+    /// new one.
     fn check_format(&self) -> Result<(), RaftError> {
         let context = || format!("read store format of {}", self.dir.display());
         match self.meta.get(META_FORMAT).map_err(|e| storage_error(context(), e))? {
             Some(found) if found.as_ref() == [STORE_FORMAT] => Ok(()),
+            Some(found) if found.as_ref() == [1] => migrate::format_1_to_2(self)
+                .map_err(|e| e.into_raft(&format!("upgrade the store format of {} from 1 to 2", self.dir.display()))),
             Some(found) => Err(RaftError::Storage(format!(
                 "{}: store format {:?} is not the format {STORE_FORMAT} this build reads",
                 self.dir.display(),

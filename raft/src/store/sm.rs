@@ -57,20 +57,21 @@ struct Shared {
     snapshot_write: tokio::sync::Mutex<()>,
 }
 
-/// The snapshot bytes: the whole applied state. An on-disk and wire format: add fields only
-/// with a new codec version.
+/// The snapshot bytes: the whole applied state. An on-disk and wire format: a change of its
+/// shape (or of anything in it, such as `CommandResult` in the dedup table) needs a store format
+/// step (`super::migrate`) and a new peer protocol version.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct Applied {
-    last_applied: Option<LogId>,
-    membership: StoredMembership,
-    state: ClusterState,
+pub(super) struct Applied {
+    pub(super) last_applied: Option<LogId>,
+    pub(super) membership: StoredMembership,
+    pub(super) state: ClusterState,
 }
 
 /// The `snap` tree record: the current snapshot's metadata and bytes.
 #[derive(Serialize, Deserialize)]
-struct StoredSnapshot {
-    meta: SnapshotMeta,
-    data: Vec<u8>,
+pub(super) struct StoredSnapshot {
+    pub(super) meta: SnapshotMeta,
+    pub(super) data: Vec<u8>,
 }
 
 /// Whether a snapshot write replaces a newer stored snapshot.
@@ -138,7 +139,7 @@ impl StateMachineStore {
     }
 }
 
-fn read_snapshot(disk: &Disk) -> Result<Option<StoredSnapshot>, DiskError> {
+pub(super) fn read_snapshot(disk: &Disk) -> Result<Option<StoredSnapshot>, DiskError> {
     match disk.snap.get(SNAP_CURRENT)? {
         Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
         None => Ok(None),
@@ -307,7 +308,8 @@ mod tests {
         let mut sm = store.state_machine();
         let results = sm.apply([membership(1), put(2, "leader"), put(3, "config"), put(4, "leader")]).await.unwrap();
         assert_eq!(results.len(), 4);
-        assert_eq!(results[3], CommandResult::Applied { rev: 4, renewed: None });
+        // The put at index 4 rewrote `leader`, created at index 2.
+        assert_eq!(results[3], CommandResult::Applied { rev: 4, renewed: None, create_rev: Some(2) });
         let snapshot = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
         assert_eq!(snapshot.meta.snapshot_id, "1-4-1");
         let applied = sm.applied_state().await.unwrap();
