@@ -25,6 +25,7 @@ mod peer_tls;
 mod reload;
 mod slots;
 mod standby;
+mod start_timeout;
 mod sync;
 mod topology;
 mod watchdog;
