@@ -191,7 +191,8 @@ pub struct DynamicView {
     pub maximum_lag_on_failover: u64,
     /// Lag in bytes beyond which a sync standby is replaced (-1: never).
     pub maximum_lag_on_syncnode: i64,
-    /// How long a crashed primary may take to recover before failing over.
+    /// How long the leader-key holder may go without PostgreSQL running as a primary (crashed, failing to start,
+    /// still starting) before it gives the key to a member that can take over; 0: at the first crash.
     pub primary_start_timeout: Duration,
     /// How long a primary may take to stop when synchronous mode is on (0: forever).
     pub primary_stop_timeout: Duration,
@@ -427,7 +428,14 @@ fn build_view(
     let Reader { mut section, warnings, .. } = reader;
     without_effect(&view, &section, warnings);
     section.ignore(&["primary_race_backoff"], "is not used by raftgres", warnings);
-    section.ignore(&["master_start_timeout", "master_stop_timeout"], "is superseded by its primary_* name", warnings);
+    // A `master_*` name is read when its `primary_*` name is absent, and ignored only when both are given.
+    for (old, new) in
+        [("master_start_timeout", "primary_start_timeout"), ("master_stop_timeout", "primary_stop_timeout")]
+    {
+        if section.has(new) {
+            section.ignore(&[old], "is superseded by its primary_* name", warnings);
+        }
+    }
     section.finish(warnings);
     Ok(view)
 }
@@ -610,13 +618,9 @@ fn without_effect(view: &DynamicView, section: &Section<'_>, warnings: &mut Vec<
     if view.max_timelines_history > 0 {
         warn("max_timelines_history", "the whole history is kept");
     }
-    if section.has("primary_start_timeout") {
-        let what =
-            "a crashed primary's PostgreSQL is started again in place while it holds the key, with no time limit";
-        warn("primary_start_timeout", what);
-    }
-    if section.has("primary_stop_timeout") {
-        warn("primary_stop_timeout", "stopping PostgreSQL is bounded by raftgres' own stop timeouts instead");
+    let stop_key = if section.has("primary_stop_timeout") { "primary_stop_timeout" } else { "master_stop_timeout" };
+    if section.has(stop_key) {
+        warn(stop_key, "stopping PostgreSQL is bounded by raftgres' own stop timeouts instead");
     }
 }
 

@@ -165,6 +165,22 @@ fn base_has_no_warnings() {
 }
 
 #[test]
+fn primary_start_timeout_is_used_so_not_warned() {
+    check_warnings("bootstrap: {dcs: {primary_start_timeout: 0}}", &[]);
+    // The pre-4.0 name is read when the new one is absent, and ignored out loud only when both are given.
+    check_warnings("bootstrap: {dcs: {master_start_timeout: 30}}", &[]);
+    check_warnings(
+        "bootstrap: {dcs: {primary_start_timeout: 10, master_start_timeout: 30}}",
+        &["bootstrap.dcs.master_start_timeout is superseded by its primary_* name (ignored)"],
+    );
+    check_warnings(
+        "bootstrap: {dcs: {master_stop_timeout: 30}}",
+        &["bootstrap.dcs.master_stop_timeout has no effect in raftgres: stopping PostgreSQL is bounded by raftgres' \
+           own stop timeouts instead"],
+    );
+}
+
+#[test]
 fn unknown_keys_are_warned_with_their_path() {
     check_warnings("postgresql: {paramters: {work_mem: 4MB}}", &["unknown key postgresql.paramters (ignored)"]);
     check_warnings("restapi: {listn: 'x'}", &["unknown key restapi.listn (ignored)"]);

@@ -1,8 +1,9 @@
-//! PURE: the leader race (is this node the healthiest eligible one?) and the leader's handling
-//! of a requested switchover. Patroni's `is_healthiest_node` and
-//! `process_manual_failover_from_leader`, without I/O: peer positions arrive in the
-//! observation, asked live from each peer's REST API by the shell before the race
-//! (`observe::race_peers`), never read from member keys that may be up to `ttl` old.
+//! PURE: the leader race (is this node the healthiest eligible one?), the leader's handling
+//! of a requested switchover, and who could take over from a leader that cannot start its primary.
+//! Patroni's `is_healthiest_node`, `process_manual_failover_from_leader` and `is_failover_possible`,
+//! without I/O: in the race, peer positions arrive in the observation, asked live from each peer's
+//! REST API by the shell before the race (`observe::race_peers`), never read from member keys that
+//! may be up to `ttl` old.
 
 use std::collections::BTreeSet;
 use std::time::SystemTime;
@@ -18,6 +19,7 @@ use super::types::REMOTE_PRIMARY;
 use crate::config::SynchronousMode;
 use crate::dcs::view::ClusterView;
 use crate::dcs::view::MemberData;
+use crate::postgres::types::Lsn;
 use crate::status::Role;
 
 /// Why a node whose required watchdog cannot be armed stays out of the race (Patroni logs "Watchdog device is
@@ -48,8 +50,8 @@ pub fn race(obs: &Observation, view: &ClusterView, cfg: &HaConfig, role: Role) -
         // `watchdog_failed` and race without it).
         return Decision::idle(Reason::NotHealthiest(WATCHDOG_NOT_USABLE.into()));
     }
-    if obs.race_backoff {
-        return Decision::idle(Reason::PrePromoteBackoff);
+    if let Some(backoff) = obs.race_backoff {
+        return Decision::idle(Reason::RaceBackoff(backoff));
     }
     // In a standby cluster the winner becomes the standby leader: it follows the remote primary, never promotes.
     let race_actions = || {
@@ -159,21 +161,8 @@ fn healthiest(obs: &Observation, cfg: &HaConfig, view: Option<&ClusterView>) -> 
         return Err("postgres is not running".into());
     };
     let my_wal = status.wal.furthest().unwrap_or_default();
-    if let Some(view) = view {
-        if let Some(optime) = view.leader_optime() {
-            let lag = optime.saturating_sub(my_wal);
-            if lag > cfg.maximum_lag_on_failover {
-                return Err(format!(
-                    "my WAL is {lag} bytes behind the last leader position, above maximum_lag_on_failover"
-                ));
-            }
-        }
-        if cfg.check_timeline {
-            let mine = status.timeline.map(|t| t.0).unwrap_or(0);
-            if mine < view.timeline() {
-                return Err(format!("my timeline {mine} is behind the cluster timeline {}", view.timeline()));
-            }
-        }
+    if let Some(why) = view.and_then(|view| unfit_to_take_over(view, cfg, my_wal, status.timeline.map(|t| t.0))) {
+        return Err(format!("my {why}"));
     }
     for peer in obs.peers.iter().filter(|p| p.name != cfg.name && p.reachable) {
         // Members that cannot lead neither block nor are waited for (Patroni's `failover_limitation`).
@@ -194,9 +183,61 @@ fn healthiest(obs: &Observation, cfg: &HaConfig, view: Option<&ClusterView>) -> 
     Ok(())
 }
 
+/// Why a member at `wal` on `timeline` may not take over from the last leader: further behind its last published
+/// position than `maximum_lag_on_failover`, or (with `check_timeline`) on an older timeline than the cluster's.
+/// The rules a racing replica applies to itself and the leader applies in [`failover_candidates`].
+fn unfit_to_take_over(view: &ClusterView, cfg: &HaConfig, wal: Lsn, timeline: Option<u32>) -> Option<String> {
+    if let Some(optime) = view.leader_optime() {
+        let lag = optime.saturating_sub(wal);
+        if lag > cfg.maximum_lag_on_failover {
+            return Some(format!("WAL is {lag} bytes behind the last leader position, above maximum_lag_on_failover"));
+        }
+    }
+    let mine = timeline.unwrap_or(0);
+    if cfg.check_timeline && mine < view.timeline() {
+        return Some(format!("timeline {mine} is behind the cluster timeline {}", view.timeline()));
+    }
+    None
+}
+
 /// A member key that says: running replica allowed to fail over.
 pub fn healthy_replica(member: &MemberData) -> bool {
     member.is_running() && member.role() == Some(Role::Replica) && member.failover_priority() > 0
+}
+
+/// The members that could take the key over from this holder if it gave the key up (Patroni's
+/// `is_failover_possible`), by name; empty when a failover is not possible.
+///
+/// A member qualifies by the rules it would itself apply in the leader race ([`race`]), read from its member key
+/// (published every cycle; the holder's PostgreSQL is down, so no member streams and no peer is asked live): a
+/// running replica ([`healthy_replica`]: not `nofailover`, `failover_priority` above 0), within
+/// `maximum_lag_on_failover` of the leader's last published position, on the cluster's timeline when
+/// `check_timeline` is on, and in synchronous mode named in the `sync` key (`sync::may_race`). In quorum mode
+/// the qualifying members of the key's voting set must be at least `quorum + 1`, as many as a candidate needs
+/// votes from besides itself ([`quorum_votes`]: the holder, down, gives none).
+/// Failure scenario this prevents: (1) the primary's disk fills and it cannot start; (2) its only replica lags
+/// 1 GB behind; (3) the holder gives the key up; (4) nobody may race, and the cluster has no leader until the
+/// old primary's disk is fixed, where keeping the key would have brought it back as primary at once.
+pub fn failover_candidates(view: &ClusterView, cfg: &HaConfig) -> Vec<String> {
+    let qualifies = |name: &str, member: &MemberData| {
+        let wal = Lsn(member.xlog_location.unwrap_or(0));
+        name != cfg.name
+            && healthy_replica(member)
+            && unfit_to_take_over(view, cfg, wal, member.timeline).is_none()
+            && super::sync::may_race(view, name, cfg.synchronous_mode)
+    };
+    let mut candidates: Vec<String> =
+        view.members.iter().filter(|(name, member)| qualifies(name, member)).map(|(name, _)| name.clone()).collect();
+    if cfg.synchronous_mode == SynchronousMode::Quorum {
+        if let Some(key) = view.sync.as_ref().map(|s| &s.value).filter(|key| key.leader.is_some()) {
+            let voters = key.members();
+            candidates.retain(|name| voters.contains(name));
+            if candidates.len() < key.quorum as usize + 1 {
+                candidates.clear();
+            }
+        }
+    }
+    candidates
 }
 
 /// On the leader: a `failover` key asks for a switchover. `None` means keep leading normally.
@@ -313,6 +354,7 @@ mod quorum_tests {
             replicatefrom: None,
             standby_cluster: false,
             clone_without_leader: false,
+            primary_start_timeout: std::time::Duration::from_secs(300),
         };
         let wal = WalPosition::Replica {
             received: Some(Lsn(100)),
@@ -343,9 +385,10 @@ mod quorum_tests {
             following: None,
             rewind_failed: false,
             rewind_incomplete: false,
-            race_backoff: false,
+            race_backoff: None,
             restore_incomplete: false,
             watchdog_usable: true,
+            primary_down_for: None,
         };
         let mut view = ClusterView::default();
         let value = SyncData {
@@ -470,6 +513,7 @@ mod race_peers_tests {
             replicatefrom: None,
             standby_cluster: false,
             clone_without_leader: false,
+            primary_start_timeout: std::time::Duration::from_secs(300),
         };
         assert_eq!(races_for_vacant_key(&view, &pg, &cfg, dcs_ok), want);
     }

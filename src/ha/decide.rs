@@ -10,10 +10,15 @@
 //! 4. With `watchdog.mode: required`, a node whose watchdog cannot be armed (`Observation::watchdog_usable`)
 //!    never bootstraps, races, takes over or promotes; holding the key, it releases it (and stops first if it
 //!    is a primary). The executor arms the watchdog after each key write before a promotion runs on it.
+//! 5. A key holder whose PostgreSQL has not run as a primary for longer than `primary_start_timeout` (at once
+//!    with 0; crashes, failed starts and a start still in progress all count) gives the key up when another
+//!    member can take over (`candidate::failover_candidates`), stopping a start in progress first, and keeps
+//!    trying otherwise; it then stays out of the race for a ttl (see [`start_deadline`]).
 //!
 //! The lease itself is enforced outside this function as well: the executor's fence demotes
 //! a primary when its lease runs out even if no cycle runs (see `ha::fence`).
 
+use std::time::Duration;
 use std::time::SystemTime;
 
 use super::candidate;
@@ -24,6 +29,7 @@ use super::types::DemoteMode;
 use super::types::HaConfig;
 use super::types::Observation;
 use super::types::PgProcess;
+use super::types::RaceBackoff;
 use super::types::Reason;
 use super::types::REMOTE_PRIMARY;
 use crate::dcs::view::ClusterView;
@@ -70,7 +76,7 @@ fn decide_inner(obs: &Observation, view: &ClusterView, cfg: &HaConfig, now: Syst
     }
     match &obs.pg {
         PgProcess::Stopped => stopped(obs, view, cfg),
-        PgProcess::Unresponsive => unresponsive(obs, view, cfg),
+        PgProcess::Unresponsive | PgProcess::Starting => unresponsive(obs, view, cfg),
         PgProcess::Running(status) => running(obs, view, cfg, status.role, now),
     }
 }
@@ -84,6 +90,20 @@ fn decide_inner(obs: &Observation, view: &ClusterView, cfg: &HaConfig, now: Syst
 /// pg_rewind if its control file says it was a primary.
 fn unresponsive(obs: &Observation, view: &ClusterView, cfg: &HaConfig) -> Decision {
     if obs.leader_key_is_mine {
+        // Only a server still starting (crash recovery) is timed: one that started and stopped answering is not
+        // failed over for a slow probe.
+        if obs.pg == PgProcess::Starting && !cfg.paused && !cfg.standby_cluster {
+            return match start_deadline(obs, view, cfg) {
+                StartDeadline::Left(_) => {
+                    Decision::new(vec![Action::RenewLease], Reason::StillStarting(cfg.primary_start_timeout))
+                }
+                StartDeadline::FailOver(candidates) => Decision::new(
+                    vec![Action::Demote(DemoteMode::ImmediateNoLock), Action::GiveUpLease],
+                    timed_out(obs, cfg, candidates),
+                ),
+                StartDeadline::NoFailover => Decision::new(vec![Action::RenewLease], Reason::StartTimedOutNoFailover),
+            };
+        }
         return Decision::new(vec![Action::RenewLease], Reason::LeaderWithLock);
     }
     let Some(leader) = view.leader.as_ref().filter(|l| l.name != cfg.name && !cfg.paused) else {
@@ -162,7 +182,7 @@ fn stopped(obs: &Observation, view: &ClusterView, cfg: &HaConfig) -> Decision {
         }
         let reason =
             if was_primary { Reason::StartingPrimaryAfterFailure } else { Reason::PromotingBecauseIHoldTheLock };
-        return Decision::new(vec![Action::RenewLease, Action::StartPrimary], reason);
+        return start_primary(obs, view, cfg, Action::RenewLease, reason);
     }
     match leader {
         Some(l) if l.name == cfg.name && cfg.standby_cluster => {
@@ -173,7 +193,7 @@ fn stopped(obs: &Observation, view: &ClusterView, cfg: &HaConfig) -> Decision {
             Decision::idle(Reason::NotHealthiest(candidate::WATCHDOG_NOT_USABLE.into()))
         }
         Some(l) if l.name == cfg.name => {
-            Decision::new(vec![Action::TakeOverLease, Action::StartPrimary], Reason::TakingOverOwnLease)
+            start_primary(obs, view, cfg, Action::TakeOverLease, Reason::TakingOverOwnLease)
         }
         Some(l) => {
             let name = l.name.clone();
@@ -192,7 +212,73 @@ fn stopped(obs: &Observation, view: &ClusterView, cfg: &HaConfig) -> Decision {
             };
             Decision::new(vec![Action::StartReplica { leader: Some(source), rewind }], reason)
         }
+        // Gave the key up because PostgreSQL would not start as primary: as a standby it might start (a full disk
+        // stops a primary's end-of-recovery checkpoint, not a standby's replay) and, with the most WAL, make the
+        // healthy replicas wait for it. It stays stopped until another member leads or the backoff ends.
+        None if obs.race_backoff == Some(RaceBackoff::GaveUpKey) => {
+            Decision::idle(Reason::RaceBackoff(RaceBackoff::GaveUpKey))
+        }
         None => Decision::new(vec![Action::StartReplica { leader: None, rewind: false }], Reason::StartingAsSecondary),
+    }
+}
+
+/// What `primary_start_timeout` allows a key holder whose PostgreSQL does not run as a primary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum StartDeadline {
+    /// Time is left: start, or wait for the start, at most this long.
+    Left(Duration),
+    /// The time is up and these members can take over: give the key up.
+    FailOver(Vec<String>),
+    /// The time is up but nobody can take over: keep the key and keep trying (a primary that comes back is
+    /// better than none).
+    NoFailover,
+}
+
+/// Patroni's `primary_start_timeout`, counted from the last time this holder's PostgreSQL ran as a primary
+/// (`Observation::primary_down_for`). Unlike Patroni, failed starts count as well as a start in progress: a
+/// primary whose disk is full fails every start at once and would otherwise keep the key forever (Patroni gives
+/// the key up after the first failed start instead, even when no member can take over). With 0 the time is up
+/// at the first crash, as in Patroni ("Primary crashed. Failing over.").
+fn start_deadline(obs: &Observation, view: &ClusterView, cfg: &HaConfig) -> StartDeadline {
+    let down_for = obs.primary_down_for.unwrap_or_default();
+    if let Some(left) = cfg.primary_start_timeout.checked_sub(down_for).filter(|left| !left.is_zero()) {
+        return StartDeadline::Left(left);
+    }
+    let candidates = candidate::failover_candidates(view, cfg);
+    if candidates.is_empty() {
+        StartDeadline::NoFailover
+    } else {
+        StartDeadline::FailOver(candidates)
+    }
+}
+
+/// The reason for giving the key up after `primary_start_timeout`.
+fn timed_out(obs: &Observation, cfg: &HaConfig, candidates: Vec<String>) -> Reason {
+    if cfg.primary_start_timeout.is_zero() {
+        return Reason::FailingOverAfterCrash(candidates);
+    }
+    let down_for = obs.primary_down_for.unwrap_or_default();
+    Reason::StartTimedOut { down_for, timeout: cfg.primary_start_timeout, candidates }
+}
+
+/// A key holder (`lease` renews or takes over its key) whose PostgreSQL is stopped starts it as the primary while
+/// `primary_start_timeout` allows, gives the key up when it passed and another member can take over, and
+/// otherwise keeps trying.
+fn start_primary(obs: &Observation, view: &ClusterView, cfg: &HaConfig, lease: Action, reason: Reason) -> Decision {
+    match start_deadline(obs, view, cfg) {
+        StartDeadline::Left(left) => Decision::new(vec![lease, Action::StartPrimary { within: Some(left) }], reason),
+        // Our previous process's key is taken over first, so it can be released rather than left to expire.
+        StartDeadline::FailOver(candidates) => {
+            let actions = if lease == Action::TakeOverLease {
+                vec![Action::TakeOverLease, Action::GiveUpLease]
+            } else {
+                vec![Action::GiveUpLease]
+            };
+            Decision::new(actions, timed_out(obs, cfg, candidates))
+        }
+        StartDeadline::NoFailover => {
+            Decision::new(vec![lease, Action::StartPrimary { within: None }], Reason::StartTimedOutNoFailover)
+        }
     }
 }
 

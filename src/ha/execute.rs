@@ -100,6 +100,9 @@ pub struct ExecResult {
     pub clear_rewind_failed: bool,
     /// As leader: the positions of the slots this cycle listed, to publish (see `slot_positions`).
     pub slot_positions: Option<std::collections::BTreeMap<String, u64>>,
+    /// The key was given up because PostgreSQL did not run as a primary within `primary_start_timeout`: the
+    /// loop keeps this node out of the race for a ttl.
+    pub gave_up_key: bool,
 }
 
 /// Runs `actions` in order, against the snapshot the decision saw.
@@ -121,19 +124,18 @@ pub async fn run(ctx: &Context<'_>, actions: &[Action], obs: &Observation) -> Ex
             Action::TakeOverLease => {
                 lease_write(ctx, &mut res, LeaseWrite::TakeOver, &member, &pg_status, is_primary).await
             }
-            Action::ReleaseLease => match ctx.dcs.release_leader(None, ctx.timing.retry_timeout).await {
-                Ok(_) => {
-                    res.dcs_contacted = true;
-                    res.holds_key = false;
-                    // `decide` releases the key only with PostgreSQL not running as a primary (or after demoting it).
-                    ctx.settings.watchdog.disarm("released the leader key");
-                    true
+            Action::ReleaseLease => release(ctx, &mut res).await,
+            Action::GiveUpLease => {
+                let released = release(ctx, &mut res).await;
+                if released {
+                    warn!(
+                        "gave up the leader key: PostgreSQL did not run as primary within primary_start_timeout and \
+                         another member can take over; staying out of the leader race for one ttl"
+                    );
+                    res.gave_up_key = true;
                 }
-                Err(e) => {
-                    warn!(error = %e, "failed to release the leader lock");
-                    false
-                }
-            },
+                released
+            }
             Action::Demote(DemoteMode::ImmediateNoLock) => {
                 demote_now(ctx.pg, &ctx.settings.watchdog).await;
                 res.demoted = true;
@@ -189,6 +191,23 @@ pub async fn run(ctx: &Context<'_>, actions: &[Action], obs: &Observation) -> Ex
         }
     }
     res
+}
+
+/// Deletes the leader key we hold; false when the store refused.
+async fn release(ctx: &Context<'_>, res: &mut ExecResult) -> bool {
+    match ctx.dcs.release_leader(None, ctx.timing.retry_timeout).await {
+        Ok(_) => {
+            res.dcs_contacted = true;
+            res.holds_key = false;
+            // `decide` releases the key only with PostgreSQL not running as a primary (or after demoting it).
+            ctx.settings.watchdog.disarm("released the leader key");
+            true
+        }
+        Err(e) => {
+            warn!(error = %e, "failed to release the leader lock");
+            false
+        }
+    }
 }
 
 /// Carries out this cycle's synchronous replication plan in Patroni's order: narrow the `sync`
@@ -250,6 +269,7 @@ fn is_long(action: &Action) -> bool {
             | Action::AcquireLease
             | Action::TakeOverLease
             | Action::ReleaseLease
+            | Action::GiveUpLease
             | Action::ClearFailover
             | Action::Demote(DemoteMode::ImmediateNoLock)
     )
@@ -597,9 +617,7 @@ fn spawn_long(
                 let methods = standby.filter(|methods| !methods.is_empty());
                 (ActionKind::Clone, Box::pin(super::long::clone_without_leader(pg, methods)))
             }
-            Action::StartPrimary => {
-                (ActionKind::Start, Box::pin(super::long::start(pg, StartRole::Primary, Following::Unchanged)))
-            }
+            Action::StartPrimary { within } => (ActionKind::Start, Box::pin(super::long::start_primary(pg, *within))),
             Action::StartReplica { leader: Some(leader), rewind } => {
                 let role = stream_from(ctx, leader, my_slot)?;
                 let kind = if *rewind { ActionKind::Rewind } else { ActionKind::Start };

@@ -305,6 +305,15 @@ pub async fn start(pg: Supervisor, role: StartRole, following: Following) -> Act
     }
 }
 
+/// Start PostgreSQL as the primary, waiting for it at most `within` (what is left of `primary_start_timeout`):
+/// a server still recovering then is left running, and the HA loop times it.
+pub async fn start_primary(pg: Supervisor, within: Option<Duration>) -> ActionOutcome {
+    match pg.start_within(StartRole::Primary, within).await {
+        Ok(()) => ActionOutcome::default(),
+        Err(e) => started_or_failed(e, Following::Unchanged, "failed to start postgres").await,
+    }
+}
+
 /// The outcome of a start that did not finish: a server still recovering runs configured to
 /// follow `following`, so the HA loop waits for it (and restarts it only if the leader moves);
 /// anything else is an error and the loop decides again from what it observes, after a pause (a
@@ -397,10 +406,16 @@ pub async fn copy_logical_slots(
     }
 }
 
-/// Restart on an API request, in the role PostgreSQL has now.
-pub async fn restart_on_request(pg: Supervisor, role: StartRole) -> ActionOutcome {
-    match pg.restart(role).await {
+/// Restart on an API request, in the role PostgreSQL has now, waiting for it at most `within` (the request's
+/// `timeout`, else a primary's `primary_start_timeout`): a server still starting then is left running (Patroni's
+/// `postgres is still starting`), and a primary's HA loop times it.
+pub async fn restart_on_request(pg: Supervisor, role: StartRole, within: Option<Duration>) -> ActionOutcome {
+    match pg.restart_within(role, within).await {
         Ok(()) => ActionOutcome::default(),
+        Err(e @ PgError::NotReady { .. }) => {
+            warn!(error = %e, "postgres is still starting after the restart requested through the API");
+            ActionOutcome { failed: Some("postgres is still starting".into()), ..ActionOutcome::default() }
+        }
         Err(e) => {
             error!(error = %e, "restart requested through the API failed");
             ActionOutcome { failed: Some("restart failed".into()), ..ActionOutcome::default() }

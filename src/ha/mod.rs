@@ -126,8 +126,16 @@ struct LoopState {
     /// When the last pg_rewind failed: it is retried after [`REWIND_RETRY_AFTER`] (the source
     /// may just have been starting up), unless the data directory may be wiped instead.
     rewind_failed_at: Option<Instant>,
-    /// Until when this node stays out of the leader race: its `pre_promote` script failed (see `candidate::race`).
-    race_backoff_until: Option<Instant>,
+    /// Until when, and why, this node stays out of the leader race: it released the key voluntarily (its
+    /// `pre_promote` script failed, or its PostgreSQL did not start as primary in time; see `candidate::race`).
+    race_backoff: Option<(Instant, types::RaceBackoff)>,
+    /// While the `leader` key names this member: when its PostgreSQL was last seen running as a primary (or,
+    /// when it was not under this key, when the key was first seen without one). `primary_start_timeout` counts
+    /// from here (`Observation::primary_down_for`).
+    primary_seen_at: Option<Instant>,
+    /// The `timeout` of a `POST /restart` of the primary: it replaces `primary_start_timeout` until PostgreSQL
+    /// runs as a primary again (Patroni's `_start_timeout`).
+    start_timeout_override: Option<Duration>,
     last_reason: String,
     n_cycles: u64,
     last_dcs_ok: Option<Instant>,
@@ -459,6 +467,9 @@ impl HaLoop {
         if result.demoted {
             self.is_primary.store(false, Ordering::SeqCst);
         }
+        if result.gave_up_key {
+            self.state.race_backoff = Some((Instant::now() + self.timing.ttl, types::RaceBackoff::GaveUpKey));
+        }
     }
 
     fn ha_config(&self) -> HaConfig {
@@ -483,6 +494,7 @@ impl HaLoop {
                 let standby_methods = view.standby_cluster.as_ref().map(|s| s.create_replica_methods.as_slice());
                 self.pg.can_create_replica_without_leader(standby_methods.filter(|m| !m.is_empty()))
             },
+            primary_start_timeout: self.state.start_timeout_override.unwrap_or(view.primary_start_timeout),
         }
     }
 

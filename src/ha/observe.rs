@@ -50,8 +50,9 @@ impl HaLoop {
         let cfg = self.ha_config();
         let watchdog = self.settings.watchdog.check(self.timing.ttl);
         self.state.watchdog_failed = !watchdog.allows_leading();
-        let race_backoff = self.state.race_backoff_until.is_some_and(|until| now < until);
-        let racing = !race_backoff && candidate::races_for_vacant_key(&view, &process, &cfg, dcs_ok);
+        let race_backoff = self.state.race_backoff.filter(|(until, _)| now < *until).map(|(_, why)| why);
+        let racing = race_backoff.is_none() && candidate::races_for_vacant_key(&view, &process, &cfg, dcs_ok);
+        let primary_down_for = self.primary_clock(&view, &process, now);
         if racing {
             // Peers racing at the same instant ask us too: they must read this probe, taken after the key
             // went vacant, not the status of our previous cycle (which they would not count as a vote).
@@ -80,8 +81,24 @@ impl HaLoop {
             race_backoff,
             restore_incomplete: self.pg.restore_incomplete(),
             watchdog_usable: watchdog.allows_leading(),
+            primary_down_for,
         };
         Snapshot { view, cfg, obs }
+    }
+
+    /// Moves the `primary_start_timeout` clock on by this cycle's observation and returns how long the key holder's
+    /// PostgreSQL has not run as a primary (see `LoopState::primary_seen_at`); the restart's own timeout is
+    /// forgotten once the clock stops. Not called while a long action runs: a start or restart in progress keeps
+    /// counting from the last cycle that saw the primary.
+    fn primary_clock(&mut self, view: &ClusterView, process: &PgProcess, now: Instant) -> Option<std::time::Duration> {
+        let holder = view.leader.as_ref().is_some_and(|leader| leader.name == self.settings.name);
+        let primary = process.role() == Some(Role::Primary);
+        self.state.primary_seen_at = primary_clock(self.state.primary_seen_at, holder, primary, now);
+        if !holder || primary {
+            self.state.start_timeout_override = None;
+        }
+        let seen_at = self.state.primary_seen_at.filter(|_| holder && !primary)?;
+        Some(now.saturating_duration_since(seen_at))
     }
 
     /// Once, on the first cycle that sees a running replica and a leader: if this raftgres restarted while
@@ -144,7 +161,47 @@ pub async fn pg_process(pg: &Supervisor) -> PgProcess {
         Ok(probe) => PgProcess::Running(Box::new(PgStatus::from(probe))),
         Err(e) => {
             tracing::debug!(error = %e, "postgres probe failed");
-            PgProcess::Unresponsive
+            if pg.is_starting().await {
+                PgProcess::Starting
+            } else {
+                PgProcess::Unresponsive
+            }
         }
+    }
+}
+
+/// PURE: the `primary_start_timeout` clock after one observation (`LoopState::primary_seen_at`): reset to `now`
+/// whenever PostgreSQL runs as a primary under the key, started at `now` when the key names this member without a
+/// primary and the clock is not running, kept while it runs, and dropped when the key names someone else or nobody.
+pub fn primary_clock(seen_at: Option<Instant>, holder: bool, primary: bool, now: Instant) -> Option<Instant> {
+    match (holder, primary) {
+        (false, _) => None,
+        (true, true) => Some(now),
+        (true, false) => Some(seen_at.unwrap_or(now)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn the_start_clock_counts_from_the_last_primary_seen_and_resets_when_it_runs_again() {
+        let t0 = Instant::now();
+        let later = |secs| t0 + Duration::from_secs(secs);
+        // Running as a primary under the key: the clock follows it.
+        assert_eq!(primary_clock(None, true, true, t0), Some(t0));
+        // Crashed: the clock keeps the last instant the primary ran, through failed starts.
+        assert_eq!(primary_clock(Some(t0), true, false, later(5)), Some(t0));
+        assert_eq!(primary_clock(Some(t0), true, false, later(9)), Some(t0));
+        // Seen running again: it starts over.
+        assert_eq!(primary_clock(Some(t0), true, true, later(10)), Some(later(10)));
+        // Holding the key without ever seeing a primary (a new process, a promotion): counts from now.
+        assert_eq!(primary_clock(None, true, false, later(3)), Some(later(3)));
+        // The key names another member or nobody: no clock.
+        assert_eq!(primary_clock(Some(t0), false, false, later(3)), None);
+        assert_eq!(primary_clock(Some(t0), false, true, later(3)), None);
     }
 }

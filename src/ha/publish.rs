@@ -136,7 +136,7 @@ pub fn pg_status_after(obs: &Observation, running: Option<ActionKind>) -> PgStat
         (PgProcess::Running(_), _) => PgState::Running,
         (_, Some(ActionKind::Clone)) => PgState::CreatingReplica,
         (_, Some(ActionKind::Bootstrap)) => PgState::InitializingNewCluster,
-        (_, Some(_)) => PgState::Starting,
+        (_, Some(_)) | (PgProcess::Starting, None) => PgState::Starting,
         (PgProcess::Unresponsive, None) => PgState::Unknown,
         (PgProcess::Stopped, None) => PgState::Stopped,
     };

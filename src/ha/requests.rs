@@ -5,6 +5,7 @@
 //! of HTTP).
 
 use std::fmt;
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tracing::info;
@@ -57,6 +58,9 @@ pub enum HaRequest {
         role: Option<Role>,
         /// Only when a parameter change is pending a restart.
         pending_only: bool,
+        /// The request's `timeout`: how long the start may take, and for a primary what replaces
+        /// `primary_start_timeout` until it runs as a primary again.
+        timeout: Option<Duration>,
         /// Answered when the restart finished.
         reply: Reply,
     },
@@ -81,6 +85,16 @@ pub enum HaRequest {
     },
 }
 
+/// The conditions and timeout of a `POST /restart`.
+struct RestartFilter {
+    /// Only when this node has this role.
+    role: Option<Role>,
+    /// Only when a parameter change is pending a restart.
+    pending_only: bool,
+    /// The request's `timeout`.
+    timeout: Option<Duration>,
+}
+
 impl HaLoop {
     /// Serves one API request.
     pub(super) async fn handle_request(&mut self, request: HaRequest) {
@@ -97,7 +111,9 @@ impl HaLoop {
                     self.settings.tags = tags;
                 }
             }
-            HaRequest::Restart { role, pending_only, reply } => self.restart(&view, role, pending_only, reply),
+            HaRequest::Restart { role, pending_only, timeout, reply } => {
+                self.restart(&view, RestartFilter { role, pending_only, timeout }, reply)
+            }
             HaRequest::Reinitialize { force, from_leader, reply } => {
                 let answer = self.reinitialize(&view, force, from_leader);
                 let _ = reply.send(answer);
@@ -105,13 +121,13 @@ impl HaLoop {
         }
     }
 
-    fn restart(&mut self, view: &ClusterView, role: Option<Role>, pending_only: bool, reply: Reply) {
+    fn restart(&mut self, view: &ClusterView, filter: RestartFilter, reply: Reply) {
         if let Some(running) = &self.state.running {
             let _ = reply.send(Err(Refusal::InProgress(running.kind)));
             return;
         }
         let status = self.status_tx.borrow().pg.clone();
-        if role.is_some_and(|r| r != status.role) || (pending_only && !status.pending_restart) {
+        if filter.role.is_some_and(|r| r != status.role) || (filter.pending_only && !status.pending_restart) {
             let _ = reply.send(Err(Refusal::ConditionsNotMet));
             return;
         }
@@ -124,7 +140,16 @@ impl HaLoop {
             },
             _ => StartRole::Standby,
         };
-        let handle = tokio::spawn(long::restart_on_request(self.pg.clone(), start_role));
+        // A primary's restart is timed like any start as primary (Patroni's `set_start_timeout`): the request's
+        // timeout replaces `primary_start_timeout` until PostgreSQL runs as a primary again.
+        let within = match start_role {
+            StartRole::Primary => {
+                self.state.start_timeout_override = filter.timeout;
+                Some(filter.timeout.unwrap_or(self.dynamic.view().primary_start_timeout)).filter(|t| !t.is_zero())
+            }
+            _ => filter.timeout,
+        };
+        let handle = tokio::spawn(long::restart_on_request(self.pg.clone(), start_role, within));
         self.state.running = Some(Running { kind: ActionKind::Restart, handle, reply: Some(reply) });
     }
 

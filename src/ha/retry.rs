@@ -8,7 +8,8 @@
 //! clears it.
 //!
 //! Starting as the primary, promoting, demoting and following are never held back: the leader must act on its
-//! key at once, and those actions keep their own short pauses.
+//! key at once, and those actions keep their own short pauses. How long a primary that keeps failing to start
+//! may keep the key is `primary_start_timeout`'s business (`decide::start_deadline`), not this pause's.
 //!
 //! PURE: no I/O and no clock reads; the caller passes `now`.
 
@@ -140,7 +141,7 @@ mod tests {
         let now = Instant::now();
         let start = failing(None, ActionKind::Start, now);
         assert!(start.holds_back(&Action::StartReplica { leader: Some("node1".into()), rewind: false }, now));
-        assert!(!start.holds_back(&Action::StartPrimary, now));
+        assert!(!start.holds_back(&Action::StartPrimary { within: None }, now));
         assert!(!start.holds_back(&Action::Promote, now));
         assert!(!start.holds_back(&Action::CloneFrom("node1".into()), now));
         let rewind = failing(None, ActionKind::Rewind, now);

@@ -81,7 +81,8 @@ impl HaLoop {
                 self.state.rewind_failed = outcome.rewind_failed;
                 self.state.rewind_failed_at = outcome.rewind_failed.then(Instant::now);
                 if outcome.pre_promote_failed {
-                    self.state.race_backoff_until = Some(Instant::now() + self.timing.ttl);
+                    let until = Instant::now() + self.timing.ttl;
+                    self.state.race_backoff = Some((until, super::types::RaceBackoff::PrePromoteFailed));
                 }
                 info!(action = running.kind.describe(), "long action finished");
                 outcome.failed.map_or_else(|| Ok("restarted successfully".to_string()), |e| Err(Refusal::Failed(e)))

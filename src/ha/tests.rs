@@ -37,6 +37,7 @@ fn cfg() -> HaConfig {
         replicatefrom: None,
         standby_cluster: false,
         clone_without_leader: false,
+        primary_start_timeout: Duration::from_secs(300),
     }
 }
 
@@ -77,9 +78,10 @@ fn obs(pg: PgProcess) -> Observation {
         following: None,
         rewind_failed: false,
         rewind_incomplete: false,
-        race_backoff: false,
+        race_backoff: None,
         restore_incomplete: false,
         watchdog_usable: true,
+        primary_down_for: None,
     }
 }
 
@@ -281,14 +283,14 @@ fn nofailover_node_never_races() {
 #[test]
 fn replica_skips_the_race_after_its_pre_promote_failed() {
     // Patroni: `_released_leader_key_timestamp` less than a ttl ago (`is_healthiest_node`).
-    let o = Observation { race_backoff: true, ..obs(pg(Role::Replica, 100)) };
+    let o = Observation { race_backoff: Some(RaceBackoff::PrePromoteFailed), ..obs(pg(Role::Replica, 100)) };
     check(o, view(None), cfg(), vec![], "backoff: skip leader race after pre_promote script failure");
 }
 
 #[test]
 fn primary_in_pre_promote_backoff_still_takes_the_vacant_lock() {
     // A running primary is not racing to promote: it keeps its data writable only with the key.
-    let o = Observation { race_backoff: true, ..obs(pg(Role::Primary, 100)) };
+    let o = Observation { race_backoff: Some(RaceBackoff::PrePromoteFailed), ..obs(pg(Role::Primary, 100)) };
     check(o, view(None), cfg(), vec![Action::AcquireLease], "acquired session lock as a leader");
 }
 
@@ -505,7 +507,7 @@ fn start_primary_after_crash_while_holding_the_lock() {
         o,
         view(Some("pg1")),
         cfg(),
-        vec![Action::RenewLease, Action::StartPrimary],
+        vec![Action::RenewLease, Action::StartPrimary { within: Some(Duration::from_secs(300)) }],
         "starting primary after failure",
     );
 }
@@ -753,4 +755,5 @@ fn replica_behind_the_fork_point_or_streaming_just_follows() {
     }
 }
 
+mod start_timeout;
 mod watchdog;

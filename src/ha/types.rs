@@ -40,6 +40,9 @@ pub enum PgProcess {
     Running(Box<PgStatus>),
     /// The postmaster is alive but the probe failed.
     Unresponsive,
+    /// The postmaster is alive, the probe failed and `postmaster.pid` says `starting`: crash recovery, or a start
+    /// that has not finished (a start still in progress counts against `primary_start_timeout`).
+    Starting,
 }
 
 impl PgProcess {
@@ -130,14 +133,30 @@ pub struct Observation {
     /// A pg_rewind began changing the data directory and did not finish (`Supervisor::rewind_incomplete`): it
     /// must never be started or rewound again, only cloned anew.
     pub rewind_incomplete: bool,
-    /// This node's `pre_promote` script failed less than a ttl ago and it released the key: it stays out of the
-    /// leader race meanwhile, so another member can take the key (Patroni's pre_promote backoff).
-    pub race_backoff: bool,
+    /// This node released the key voluntarily less than a ttl ago: it stays out of the leader race meanwhile, so
+    /// another member can take the key (Patroni's backoff after releasing the lock voluntarily).
+    pub race_backoff: Option<RaceBackoff>,
     /// A custom bootstrap of an earlier process did not finish (`Supervisor::restore_incomplete`).
     pub restore_incomplete: bool,
     /// The watchdog lets this node lead: false only with `watchdog.mode: required` and a watchdog that cannot be
     /// armed (`watchdog::policy::verdict`). Such a node never takes the leader key and never promotes.
     pub watchdog_usable: bool,
+    /// The `leader` key names this member and its PostgreSQL does not run as a primary: for how long, counted
+    /// from the last cycle that saw it run as one (or, when none did under this key, from the first cycle that
+    /// saw the key without one). Crashes, failed starts and a start still in progress all count; the shell
+    /// keeps the clock (`ha::observe`), `decide` compares it with `primary_start_timeout`. `None` otherwise.
+    pub primary_down_for: Option<Duration>,
+}
+
+/// Why this node stays out of the leader race for a while.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RaceBackoff {
+    /// Its `pre_promote` script failed and it released the key.
+    PrePromoteFailed,
+    /// It gave the key up because its PostgreSQL did not run as a primary within `primary_start_timeout`: it
+    /// also leaves PostgreSQL stopped while nobody holds the key, so the other members neither wait for it nor
+    /// see it ahead of them (as a standby it might start on the disk that keeps the primary from starting).
+    GaveUpKey,
 }
 
 /// The policy the decision applies (dynamic config + local tags).
@@ -170,6 +189,9 @@ pub struct HaConfig {
     /// A replica creation method has `no_leader`: a node with an empty data directory can restore it from a
     /// backup while the cluster has no leader.
     pub clone_without_leader: bool,
+    /// `primary_start_timeout` (or the `timeout` of the `POST /restart` that stopped the primary): how long the key
+    /// holder may go without PostgreSQL running as a primary before it gives the key to a member that can take over.
+    pub primary_start_timeout: Duration,
 }
 
 /// The upstream a standby leader follows: the remote primary of `standby_cluster` (not a member; the executor
@@ -196,14 +218,22 @@ pub enum Action {
     TakeOverLease,
     /// Delete the leader key we hold.
     ReleaseLease,
+    /// Delete the leader key we hold because our PostgreSQL cannot serve as the primary
+    /// (`primary_start_timeout`), and stay out of the leader race for one ttl ([`RaceBackoff::GaveUpKey`]).
+    GiveUpLease,
     /// Race for `initialize` and bootstrap a new cluster.
     Bootstrap,
     /// Create a replica with pg_basebackup from this member.
     CloneFrom(String),
     /// Create the data directory with the replica methods that need no member (`no_leader`).
     CloneWithoutLeader,
-    /// Start PostgreSQL as the primary (we hold the lease).
-    StartPrimary,
+    /// Start PostgreSQL as the primary (we hold the lease), waiting for it to accept connections at most
+    /// `within` (what is left of `primary_start_timeout`; never longer than `pg_ctl_timeout`, which `None`
+    /// means). A server not ready by then is left running and watched ([`PgProcess::Starting`]).
+    StartPrimary {
+        /// The longest wait for readiness.
+        within: Option<Duration>,
+    },
     /// Start PostgreSQL as a replica of this member (`None`: no upstream yet).
     StartReplica {
         /// Member to follow.
@@ -246,8 +276,8 @@ pub enum Reason {
     DemotingNotLeader,
     /// Not the healthiest node in the race.
     NotHealthiest(String),
-    /// Out of the leader race for a ttl after this node's `pre_promote` script failed.
-    PrePromoteBackoff,
+    /// Out of the leader race for a ttl after this node released the key voluntarily.
+    RaceBackoff(RaceBackoff),
     /// `nofailover`.
     NotAllowedToPromote,
     /// No initialize key: bootstrap.
@@ -310,6 +340,22 @@ pub enum Reason {
     NotPromotingWithoutWatchdog,
     /// A primary whose required watchdog cannot be armed: it stops and gives the key up.
     DemotingWithoutWatchdog,
+    /// `primary_start_timeout` is 0, PostgreSQL crashed and a replica can take over: the key is released.
+    FailingOverAfterCrash(Vec<String>),
+    /// PostgreSQL has not run as a primary for longer than `primary_start_timeout` and a replica can take over.
+    StartTimedOut {
+        /// How long PostgreSQL has not run as a primary.
+        down_for: Duration,
+        /// The timeout that passed.
+        timeout: Duration,
+        /// The members that can take over.
+        candidates: Vec<String>,
+    },
+    /// `primary_start_timeout` passed, but no member can take over: the holder keeps the key and keeps trying.
+    StartTimedOutNoFailover,
+    /// PostgreSQL is still starting (crash recovery) as the primary, within `primary_start_timeout` (the timeout;
+    /// a countdown would change the sentence, and so log it at INFO, every cycle).
+    StillStarting(Duration),
 }
 
 impl fmt::Display for Reason {
@@ -324,9 +370,13 @@ impl fmt::Display for Reason {
             Reason::NotHealthiest(why) => {
                 write!(f, "following a different leader because i am not the healthiest node ({why})")
             }
-            Reason::PrePromoteBackoff => {
+            Reason::RaceBackoff(RaceBackoff::PrePromoteFailed) => {
                 write!(f, "backoff: skip leader race after pre_promote script failure and releasing the lock voluntarily")
             }
+            Reason::RaceBackoff(RaceBackoff::GaveUpKey) => write!(
+                f,
+                "backoff: skip leader race after releasing the lock voluntarily because PostgreSQL did not start as primary within primary_start_timeout"
+            ),
             Reason::NotAllowedToPromote => write!(f, "following a different leader because I am not allowed to promote"),
             Reason::Bootstrapping => write!(f, "trying to bootstrap a new cluster"),
             Reason::WaitingForBootstrap => write!(f, "waiting for leader to bootstrap"),
@@ -376,6 +426,24 @@ impl fmt::Display for Reason {
             ),
             Reason::NotPromotingWithoutWatchdog => write!(f, "Not promoting self because watchdog could not be activated"),
             Reason::DemotingWithoutWatchdog => write!(f, "Demoting self because watchdog could not be activated"),
+            Reason::FailingOverAfterCrash(candidates) => write!(
+                f,
+                "stopped PostgreSQL to fail over after a crash (primary_start_timeout is 0; can take over: {})",
+                candidates.join(", ")
+            ),
+            Reason::StartTimedOut { down_for, timeout, candidates } => write!(
+                f,
+                "stopped PostgreSQL because of startup timeout (not running as primary for {} s, primary_start_timeout {} s; can take over: {})",
+                down_for.as_secs(),
+                timeout.as_secs(),
+                candidates.join(", ")
+            ),
+            Reason::StartTimedOutNoFailover => {
+                write!(f, "primary start has timed out, but continuing to wait because failover is not possible")
+            }
+            Reason::StillStarting(timeout) => {
+                write!(f, "PostgreSQL is still starting up, within primary_start_timeout ({} s)", timeout.as_secs())
+            }
         }
     }
 }

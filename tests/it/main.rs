@@ -26,6 +26,7 @@ mod peer_tls;
 mod reload;
 mod slots;
 mod standby;
+mod start_timeout;
 mod sync;
 mod topology;
 mod watchdog;

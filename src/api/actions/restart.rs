@@ -195,7 +195,12 @@ async fn restart_now(state: &ApiState, request: &RestartRequest) -> Result<(u16,
         return Ok((503, "restart conditions are not satisfied".into()));
     }
     let (reply, answer) = oneshot::channel();
-    let ha_request = HaRequest::Restart { role: request.role, pending_only: request.restart_pending, reply };
+    let ha_request = HaRequest::Restart {
+        role: request.role,
+        pending_only: request.restart_pending,
+        timeout: request.timeout.map(Duration::from_secs),
+        reply,
+    };
     if control.ha.send(ha_request).await.is_err() {
         return Ok((503, "restart failed".into()));
     }

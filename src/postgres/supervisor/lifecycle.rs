@@ -105,12 +105,29 @@ impl Supervisor {
     /// On timeout ([`PgError::NotReady`]) PostgreSQL is left running, configured for `role` (it may
     /// still be replaying WAL): stop it to give up. A [`StartRole::Standby`] waits at most 5 s.
     pub async fn start(&self, role: StartRole) -> Result<(), PgError> {
+        self.start_within(role, None).await
+    }
+
+    /// [`Supervisor::start`], waiting for readiness at most `within` when that is shorter than `start_timeout`
+    /// (what is left of `primary_start_timeout`): a server not ready by then is [`PgError::NotReady`] and left
+    /// running, so the HA loop decides again while it recovers.
+    pub async fn start_within(&self, role: StartRole, within: Option<Duration>) -> Result<(), PgError> {
         self.shielded("start", move |this| async move {
-            this.start_locked(&role).await?;
+            this.start_locked(&role, within).await?;
             this.started(&role, false);
             Ok(())
         })
         .await
+    }
+
+    /// Whether the supervised postmaster is alive and its `postmaster.pid` says `starting` (crash recovery, or
+    /// a start that has not finished): what tells a start in progress from a server that stopped answering.
+    pub async fn is_starting(&self) -> bool {
+        let Some(pid) = self.postmaster_pid() else { return false };
+        let pid_path = self.inner.cfg.data_dir.join("postmaster.pid");
+        let text = tokio::fs::read_to_string(&pid_path).await.unwrap_or_default();
+        let parsed = pidfile::parse_pidfile(&text).ok().filter(|pm| pm.pid == pid);
+        parsed.is_some_and(|pm| pm.status == Some(PmStatus::Starting))
     }
 
     /// Signals the postmaster and waits for it to exit within `stop_timeout`; a fast shutdown that times out
@@ -129,9 +146,14 @@ impl Supervisor {
 
     /// Fast stop, then start as `role`; fires `on_restart` (or `on_role_change`), not `on_stop` and `on_start`.
     pub async fn restart(&self, role: StartRole) -> Result<(), PgError> {
+        self.restart_within(role, None).await
+    }
+
+    /// [`Supervisor::restart`], waiting for readiness at most `within` (see [`Supervisor::start_within`]).
+    pub async fn restart_within(&self, role: StartRole, within: Option<Duration>) -> Result<(), PgError> {
         self.shielded("restart", move |this| async move {
             this.stop_locked(StopMode::Fast).await?;
-            this.start_locked(&role).await?;
+            this.start_locked(&role, within).await?;
             this.started(&role, true);
             Ok(())
         })
@@ -240,7 +262,7 @@ impl Supervisor {
         self.inner.exit_tx.send_replace(Some(PostmasterExit { pid: id.pid, code, signal, expected }));
     }
 
-    pub(super) async fn start_locked(&self, role: &StartRole) -> Result<(), PgError> {
+    pub(super) async fn start_locked(&self, role: &StartRole, within: Option<Duration>) -> Result<(), PgError> {
         if let Some(id) = self.ensure_tracked().await? {
             return Err(PgError::AlreadyRunning { pid: id.pid });
         }
@@ -272,6 +294,7 @@ impl Supervisor {
             StartRole::Standby => self.inner.cfg.start_timeout.min(STANDBY_READY_WAIT),
             _ => self.inner.cfg.start_timeout,
         };
+        let timeout = within.map_or(timeout, |within| timeout.min(within));
         let mut lock_retries = 0;
         loop {
             self.inner.log_tail.reset();
@@ -322,7 +345,9 @@ impl Supervisor {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                return Err(PgError::NotReady { seconds: timeout.as_secs(), log_tail: self.inner.log_tail.text() });
+                // Rounded up: a wait bounded by what is left of primary_start_timeout may be under a second.
+                let seconds = timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0);
+                return Err(PgError::NotReady { seconds, log_tail: self.inner.log_tail.text() });
             }
             tokio::time::sleep(WAIT_STEP).await;
         }

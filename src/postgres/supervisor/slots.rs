@@ -374,7 +374,7 @@ impl Supervisor {
                 Ok(())
             })
             .await?;
-            this.start_locked(&role).await?;
+            this.start_locked(&role, None).await?;
             this.started(&role, true);
             Ok(())
         })
