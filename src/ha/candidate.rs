@@ -389,6 +389,7 @@ mod quorum_tests {
             restore_incomplete: false,
             watchdog_usable: true,
             primary_down_for: None,
+            primary_start_failed: false,
         };
         let mut view = ClusterView::default();
         let value = SyncData {

@@ -239,9 +239,21 @@ enum StartDeadline {
 /// primary whose disk is full fails every start at once and would otherwise keep the key forever (Patroni gives
 /// the key up after the first failed start instead, even when no member can take over). With 0 the time is up
 /// at the first crash, as in Patroni ("Primary crashed. Failing over.").
+///
+/// A start that failed outright (PostgreSQL exited: a full disk, a broken configuration) ends the time at once when
+/// another member can take over, as Patroni's `post_recover` does; waiting out the timeout would only prolong the
+/// outage. Patroni gives the key up even when nobody can take over; here the holder keeps it and keeps trying,
+/// which ends the same way (the key is raced for again by the only member able to start) without the churn.
 fn start_deadline(obs: &Observation, view: &ClusterView, cfg: &HaConfig) -> StartDeadline {
     let down_for = obs.primary_down_for.unwrap_or_default();
-    if let Some(left) = cfg.primary_start_timeout.checked_sub(down_for).filter(|left| !left.is_zero()) {
+    let left = cfg.primary_start_timeout.checked_sub(down_for).filter(|left| !left.is_zero());
+    if let Some(left) = left.filter(|_| !obs.primary_start_failed) {
+        return StartDeadline::Left(left);
+    }
+    if obs.primary_start_failed && !candidate::failover_candidates(view, cfg).is_empty() {
+        return StartDeadline::FailOver(candidate::failover_candidates(view, cfg));
+    }
+    if let Some(left) = left {
         return StartDeadline::Left(left);
     }
     let candidates = candidate::failover_candidates(view, cfg);
@@ -254,6 +266,9 @@ fn start_deadline(obs: &Observation, view: &ClusterView, cfg: &HaConfig) -> Star
 
 /// The reason for giving the key up after `primary_start_timeout`.
 fn timed_out(obs: &Observation, cfg: &HaConfig, candidates: Vec<String>) -> Reason {
+    if obs.primary_start_failed && !cfg.primary_start_timeout.is_zero() {
+        return Reason::StartFailedFailingOver(candidates);
+    }
     if cfg.primary_start_timeout.is_zero() {
         return Reason::FailingOverAfterCrash(candidates);
     }

@@ -53,6 +53,8 @@ impl HaLoop {
         let race_backoff = self.state.race_backoff.filter(|(until, _)| now < *until).map(|(_, why)| why);
         let racing = race_backoff.is_none() && candidate::races_for_vacant_key(&view, &process, &cfg, dcs_ok);
         let primary_down_for = self.primary_clock(&view, &process, now);
+        let primary_start_failed = primary_down_for.is_some()
+            && self.state.failing.as_ref().is_some_and(|failing| failing.kind == super::types::ActionKind::Start);
         if racing {
             // Peers racing at the same instant ask us too: they must read this probe, taken after the key
             // went vacant, not the status of our previous cycle (which they would not count as a vote).
@@ -82,6 +84,7 @@ impl HaLoop {
             restore_incomplete: self.pg.restore_incomplete(),
             watchdog_usable: watchdog.allows_leading(),
             primary_down_for,
+            primary_start_failed,
         };
         Snapshot { view, cfg, obs }
     }

@@ -82,6 +82,7 @@ fn obs(pg: PgProcess) -> Observation {
         restore_incomplete: false,
         watchdog_usable: true,
         primary_down_for: None,
+        primary_start_failed: false,
     }
 }
 

@@ -146,6 +146,10 @@ pub struct Observation {
     /// saw the key without one). Crashes, failed starts and a start still in progress all count; the shell
     /// keeps the clock (`ha::observe`), `decide` compares it with `primary_start_timeout`. `None` otherwise.
     pub primary_down_for: Option<Duration>,
+    /// The `leader` key names this member, its PostgreSQL does not run as a primary, and the last start of it
+    /// failed outright (PostgreSQL exited): Patroni's `post_recover` gives the key up at once then ("removed
+    /// leader key after trying and failing to start postgres"), whatever `primary_start_timeout` says.
+    pub primary_start_failed: bool,
 }
 
 /// Why this node stays out of the leader race for a while.
@@ -342,6 +346,9 @@ pub enum Reason {
     DemotingWithoutWatchdog,
     /// `primary_start_timeout` is 0, PostgreSQL crashed and a replica can take over: the key is released.
     FailingOverAfterCrash(Vec<String>),
+    /// The last start as a primary failed outright and a replica can take over: the key is released (Patroni's
+    /// `post_recover`).
+    StartFailedFailingOver(Vec<String>),
     /// PostgreSQL has not run as a primary for longer than `primary_start_timeout` and a replica can take over.
     StartTimedOut {
         /// How long PostgreSQL has not run as a primary.
@@ -426,6 +433,11 @@ impl fmt::Display for Reason {
             ),
             Reason::NotPromotingWithoutWatchdog => write!(f, "Not promoting self because watchdog could not be activated"),
             Reason::DemotingWithoutWatchdog => write!(f, "Demoting self because watchdog could not be activated"),
+            Reason::StartFailedFailingOver(candidates) => write!(
+                f,
+                "removed leader key after trying and failing to start postgres (can take over: {})",
+                candidates.join(", ")
+            ),
             Reason::FailingOverAfterCrash(candidates) => write!(
                 f,
                 "stopped PostgreSQL to fail over after a crash (primary_start_timeout is 0; can take over: {})",

@@ -263,3 +263,19 @@ fn a_standby_leader_is_never_timed() {
     let start = vec![Action::RenewLease, Action::StartReplica { leader: Some(REMOTE_PRIMARY.into()), rewind: false }];
     check(holder(PgProcess::Stopped, 600), cluster(&[("pg2", replica(100))]), c, start, "starting as a standby leader");
 }
+
+#[test]
+fn a_start_that_failed_outright_gives_the_key_up_at_once_when_a_replica_can_take_over() {
+    // Patroni's post_recover: "removed leader key after trying and failing to start postgres", well within the
+    // default 300 s.
+    let failed = Observation { primary_start_failed: true, ..holder(PgProcess::Stopped, 2) };
+    let decision = decide(&failed, &cluster(&[("pg2", replica(100))]), &timeout(300), SystemTime::UNIX_EPOCH);
+    assert_eq!(decision.actions, vec![Action::GiveUpLease]);
+    assert_eq!(
+        decision.reason.to_string(),
+        "removed leader key after trying and failing to start postgres (can take over: pg2)"
+    );
+    // Nobody to take over: it starts again within what is left of the timeout.
+    let decision = decide(&failed, &cluster(&[]), &timeout(300), SystemTime::UNIX_EPOCH);
+    assert_eq!(decision.actions, start_within(Some(298)));
+}
