@@ -16,7 +16,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use raftgres::demo::cluster::LocalCluster;
-use serde_json::json;
 use tokio::time::Instant;
 
 use crate::harness::*;
@@ -141,7 +140,7 @@ async fn full_disk_primary_gives_the_key_to_a_replica_and_rejoins_when_freed() {
         println!("SKIP {TEST}: mounting a filesystem for the data directories needs root");
         return;
     }
-    let (mut spec, dir) = spec();
+    let (spec, dir) = spec();
     let disks = match NodeDisks::mount(dir.path(), spec.n_nodes).await {
         Ok(disks) => disks,
         Err(why) => {
