@@ -247,11 +247,12 @@ pub const ALLOWED_ERRORS: &[Allowed] = &[
     },
 ];
 
-/// ERROR lines a full Raft disk (`disk-full-raft`) explains; allowed only in runs that injected one.
-pub const RAFT_DISK_FULL_ERRORS: &[Allowed] = &[
+/// ERROR lines a full disk (`disk-full-raft`, `disk-full-pg`) explains; allowed only in runs that injected one.
+pub const DISK_FULL_ERRORS: &[Allowed] = &[
     Allowed {
         pattern: "No space left on device",
-        reason: "sled reporting the full disk under the Raft directory that the fault made",
+        reason: "sled, or PostgreSQL (a PANIC when it cannot create a WAL segment), reporting the full disk the \
+                 fault made",
     },
     Allowed {
         pattern: "the raft store failed",

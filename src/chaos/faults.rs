@@ -57,6 +57,8 @@ pub struct Tools<'a> {
     pub cgroups: Option<&'a Cgroups>,
     /// The nodes' own filesystems.
     pub volumes: Option<&'a Volumes>,
+    /// SQL access from the observer's address (set once the cluster runs).
+    pub observer: Option<&'a super::net::Endpoints>,
 }
 
 /// Injects `fault`, waits its hold, heals it; returns once the fault is healed (not once the
@@ -150,9 +152,16 @@ pub async fn inject(tools: Tools<'_>, fault: &Fault, primary: usize) -> anyhow::
                 _ => (Volume::Raft, "Raft"),
             };
             let filled = Volumes::fill(cluster, node, volume);
+            // Half the time on PostgreSQL's disk, make the WAL grow at once (a switch to a new segment and a
+            // commit): a primary then PANICs as when pg_wal fills up, rather than only failing to extend tables.
+            let wal = volume == Volume::Postgres && filled.is_ok() && fault.param(0, 1) == 1;
+            if let (true, Some(observer)) = (wal, tools.observer) {
+                force_wal_segment(observer, node).await;
+            }
             tokio::time::sleep(hold).await;
             Volumes::free(cluster, node, volume)?;
             let filled = filled?;
+            let what = if wal { "PostgreSQL data and WAL" } else { what };
             one(format!("{name}: {what} disk full ({} MiB filled) for {:.1} s", filled >> 20, hold.as_secs_f64()))
         }
         FaultKind::IsolateNode | FaultKind::SplitNode | FaultKind::OneWayNode | FaultKind::LossyNode => {
@@ -198,6 +207,18 @@ pub async fn inject(tools: Tools<'_>, fault: &Fault, primary: usize) -> anyhow::
     Ok(res)
 }
 
+/// On node `node`, if it is a primary: a switch to a new WAL segment and a commit, twice, so PostgreSQL has to
+/// create a segment (on a full disk it cannot, and PANICs). Best effort: a replica refuses, which is fine.
+async fn force_wal_segment(observer: &super::net::Endpoints, node: usize) {
+    let Some(client) = observer.connect(node).await else { return };
+    for _ in 0..2 {
+        let statements = "SELECT pg_switch_wal(); SELECT txid_current();";
+        if tokio::time::timeout(Duration::from_secs(3), client.batch_execute(statements)).await.is_err() {
+            return;
+        }
+    }
+}
+
 /// SIGTERM to every node at once, then every node started again.
 async fn restart_all(cluster: &LocalCluster, hold: Duration) -> anyhow::Result<Injected> {
     let stops = (1..=cluster.n_nodes()).map(|idx| cluster.stop_node(idx));
@@ -240,7 +261,7 @@ async fn join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> V
 /// frees the disks, resumes frozen processes, and starts nodes that are not running (logging
 /// those that exited on their own). Returns the nodes that had exited without being asked to, with how.
 pub async fn repair(tools: Tools<'_>) -> Vec<(usize, String)> {
-    let Tools { cluster, mesh, lab, cgroups, volumes } = tools;
+    let Tools { cluster, mesh, lab, cgroups, volumes, .. } = tools;
     mesh.heal_all();
     if let Some(lab) = lab {
         lab.heal_all();

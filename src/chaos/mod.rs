@@ -207,6 +207,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<usize> {
         lab: lab.as_ref(),
         cgroups: cgroups.as_ref(),
         volumes: volumes.as_ref(),
+        observer: None,
     };
     // Interrupted (Ctrl-C, SIGTERM): the nodes, mounts, cgroups and namespaces are still cleaned up below.
     let via = haproxy.as_ref().map(|(_, addr)| addr.clone());
@@ -377,6 +378,7 @@ async fn drive(
     };
     let mut violations = Vec::new();
     let faults_from_ms = recorder.now_ms();
+    let tools = faults::Tools { observer: Some(&endpoints), ..tools };
     let setup = FaultSetup { tools, args, kinds, recorder: &recorder };
     inject_faults(&setup, primary, &mut summary, &mut violations).await;
     let faults_to_ms = recorder.now_ms();
@@ -420,8 +422,9 @@ async fn drive(
         }
     });
     violations.extend(summary.lost.violations.iter().cloned());
-    let raft_disk_filled = summary.faults.iter().any(|fault| fault.kind == FaultKind::DiskFullRaft);
-    let allowed = if raft_disk_filled { checkers::RAFT_DISK_FULL_ERRORS } else { &[] };
+    let disk_filled =
+        summary.faults.iter().any(|fault| matches!(fault.kind, FaultKind::DiskFullRaft | FaultKind::DiskFullPg));
+    let allowed = if disk_filled { checkers::DISK_FULL_ERRORS } else { &[] };
     violations.extend(checkers::log_lines(&read_logs(cluster), allowed));
     summary.violations = violations;
     Ok(summary)

@@ -84,7 +84,7 @@ pub fn race(obs: &Observation, view: &ClusterView, cfg: &HaConfig, role: Role) -
             return Decision::idle(Reason::NotHealthiest("I am the former leader of the requested switchover".into()));
         }
         // The candidate is gone: everybody but the old leader races, without the lag check.
-        return match healthiest(obs, cfg, None).and_then(|()| quorum_votes(obs, view, cfg)) {
+        return match healthiest(obs, cfg, view, false).and_then(|()| quorum_votes(obs, view, cfg)) {
             Ok(()) => Decision::new(race_actions(), won.clone()),
             Err(why) => Decision::idle(Reason::NotHealthiest(why)),
         };
@@ -95,7 +95,7 @@ pub fn race(obs: &Observation, view: &ClusterView, cfg: &HaConfig, role: Role) -
     if !super::sync::may_race(view, &cfg.name, cfg.synchronous_mode) {
         return Decision::idle(Reason::NotSynchronous);
     }
-    match healthiest(obs, cfg, Some(view)).and_then(|()| quorum_votes(obs, view, cfg)) {
+    match healthiest(obs, cfg, view, true).and_then(|()| quorum_votes(obs, view, cfg)) {
         Ok(()) => Decision::new(race_actions(), won.clone()),
         Err(why) => Decision::idle(Reason::NotHealthiest(why)),
     }
@@ -155,18 +155,27 @@ pub fn quorum_votes(obs: &Observation, view: &ClusterView, cfg: &HaConfig) -> Re
 }
 
 /// Ok when no eligible peer is better; the error says who is.
-/// `view` is given when the lag and timeline checks apply (not for manual failover).
-fn healthiest(obs: &Observation, cfg: &HaConfig, view: Option<&ClusterView>) -> Result<(), String> {
+/// `lag_checks`: the lag and timeline checks apply (not for manual failover).
+///
+/// Under synchronous replication (`on`/strict, a `sync` key with a leader) only the members the key names are
+/// compared, as in Patroni's `is_healthiest_node`: a replica outside it may have received more WAL than the
+/// synchronous standby, but it may not take the key, so waiting for it would leave the key vacant until the old
+/// primary (perhaps the very one that could not start) took it back.
+fn healthiest(obs: &Observation, cfg: &HaConfig, view: &ClusterView, lag_checks: bool) -> Result<(), String> {
     let PgProcess::Running(status) = &obs.pg else {
         return Err("postgres is not running".into());
     };
     let my_wal = status.wal.furthest().unwrap_or_default();
-    if let Some(why) = view.and_then(|view| unfit_to_take_over(view, cfg, my_wal, status.timeline.map(|t| t.0))) {
+    let unfit = lag_checks.then(|| unfit_to_take_over(view, cfg, my_wal, status.timeline.map(|t| t.0))).flatten();
+    if let Some(why) = unfit {
         return Err(format!("my {why}"));
     }
     for peer in obs.peers.iter().filter(|p| p.name != cfg.name && p.reachable) {
         // Members that cannot lead neither block nor are waited for (Patroni's `failover_limitation`).
         if peer.member.failover_priority() <= 0 || peer.watchdog_failed {
+            continue;
+        }
+        if !peer.is_primary && !super::sync::may_race(view, &peer.name, cfg.synchronous_mode) {
             continue;
         }
         if peer.is_primary {

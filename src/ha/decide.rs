@@ -199,6 +199,11 @@ fn stopped(obs: &Observation, view: &ClusterView, cfg: &HaConfig) -> Decision {
             let name = l.name.clone();
             if obs.rewind_failed && was_primary {
                 if cfg.remove_data_directory_on_rewind_failure {
+                    // A leader still promoting fails the base backup ("the standby was promoted during online
+                    // backup"): wipe only once its member key says it runs as the primary.
+                    if !leader_serves(view, &name, cfg) {
+                        return Decision::idle(Reason::WaitingForLeader);
+                    }
                     return Decision::new(vec![Action::WipeAndClone(name.clone())], Reason::CloningFrom(name));
                 }
                 return Decision::idle(Reason::RewindFailed(name));
@@ -413,6 +418,14 @@ pub fn upstream_of(view: &ClusterView, me: &str, replicatefrom: Option<&str>, le
 
 /// The member a new replica clones from: a running member tagged `clonefrom` other than this one and the leader
 /// (the first by name), else the leader (Patroni's `get_clone_member`, which picks one of them at random).
+/// Whether the leader's member key says it runs as what a clone may be taken from: a primary (a standby leader
+/// in a standby cluster).
+fn leader_serves(view: &ClusterView, leader: &str, cfg: &HaConfig) -> bool {
+    view.members
+        .get(leader)
+        .is_some_and(|member| member.is_running() && (cfg.standby_cluster || member.role() == Some(Role::Primary)))
+}
+
 pub fn clone_source(view: &ClusterView, me: &str, leader: &str) -> String {
     view.members
         .iter()

@@ -543,7 +543,18 @@ fn failed_rewind_keeps_data_unless_allowed() {
     let o = Observation { data_dir: initialized(true), rewind_failed: true, ..obs(PgProcess::Stopped) };
     check(o.clone(), view(Some("pg2")), cfg(), vec![], "pg_rewind from pg2 failed; will retry");
     let c = HaConfig { remove_data_directory_on_rewind_failure: true, ..cfg() };
-    check(o, view(Some("pg2")), c, vec![Action::WipeAndClone("pg2".into())], "trying to bootstrap from leader 'pg2'");
+    check(
+        o.clone(),
+        view(Some("pg2")),
+        c.clone(),
+        vec![Action::WipeAndClone("pg2".into())],
+        "trying to bootstrap from leader 'pg2'",
+    );
+    // A leader that took the key but still promotes would fail the base backup: the data stays until it runs as
+    // the primary.
+    let mut promoting = view(Some("pg2"));
+    promoting.members.insert("pg2".into(), member("replica", "running", 100));
+    check(o, promoting, c, vec![], "waiting for a leader to follow");
 }
 
 #[test]
@@ -699,6 +710,22 @@ fn only_the_synchronous_standby_races_in_sync_mode() {
     );
     let named = HaConfig { name: "pg2".into(), ..c };
     check(obs(pg(Role::Replica, 100)), v, named, vec![Action::AcquireLease, Action::Promote], "promoted self");
+}
+
+#[test]
+fn the_synchronous_standby_does_not_wait_for_a_replica_outside_the_sync_key_that_is_ahead() {
+    // pg1 (the old primary) is down; pg3, not synchronous, received more WAL than pg2, the synchronous standby.
+    // pg3 may not race, so pg2 must not wait for it (Patroni compares only the members the sync key names).
+    let c = HaConfig { name: "pg2".into(), synchronous_mode: crate::config::SynchronousMode::On, ..cfg() };
+    let mut v = view(None);
+    let value = crate::dcs::view::SyncData { leader: Some("pg1".into()), sync_standby: Some("pg2".into()), quorum: 0 };
+    v.sync = Some(Versioned { value, mod_rev: 4 });
+    let o = Observation { peers: vec![peer("pg3", false, 200)], ..obs(pg(Role::Replica, 100)) };
+    check(o, v.clone(), c.clone(), vec![Action::AcquireLease, Action::Promote], "promoted self");
+    // Without synchronous mode the replica ahead wins, as before.
+    let o = Observation { peers: vec![peer("pg3", false, 200)], ..obs(pg(Role::Replica, 100)) };
+    let off = HaConfig { synchronous_mode: crate::config::SynchronousMode::Off, ..c };
+    check(o, v, off, vec![], "following a different leader because i am not the healthiest node (pg3 has a higher WAL");
 }
 
 /// A replica on timeline 1 that replayed up to `replayed` and streams or not; the cluster's
