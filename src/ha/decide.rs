@@ -165,6 +165,9 @@ fn without_leader(mut actions: Vec<Action>, cfg: &HaConfig) -> Decision {
 /// Data directory present, PostgreSQL not running.
 fn stopped(obs: &Observation, view: &ClusterView, cfg: &HaConfig) -> Decision {
     let was_primary = matches!(obs.data_dir, DataDir::Initialized { was_primary: true, .. });
+    // A former primary, or a stopped replica whose data went past the point where the cluster's timeline forked
+    // off its own: either must be rewound before it can follow.
+    let needs_rewind = was_primary || stopped_past_fork(&obs.data_dir, view);
     if cfg.paused {
         let actions = if obs.leader_key_is_mine { vec![Action::ReleaseLease] } else { vec![] };
         return Decision::new(actions, Reason::WaitingForLeader);
@@ -197,7 +200,7 @@ fn stopped(obs: &Observation, view: &ClusterView, cfg: &HaConfig) -> Decision {
         }
         Some(l) => {
             let name = l.name.clone();
-            if obs.rewind_failed && was_primary {
+            if obs.rewind_failed && needs_rewind {
                 if cfg.remove_data_directory_on_rewind_failure {
                     // A leader still promoting fails the base backup ("the standby was promoted during online
                     // backup"): wipe only once its member key says it runs as the primary.
@@ -208,7 +211,7 @@ fn stopped(obs: &Observation, view: &ClusterView, cfg: &HaConfig) -> Decision {
                 }
                 return Decision::idle(Reason::RewindFailed(name));
             }
-            let rewind = was_primary && cfg.use_pg_rewind;
+            let rewind = needs_rewind && cfg.use_pg_rewind;
             // pg_rewind runs from the leader (the source of the new timeline); a plain start follows the upstream.
             let (reason, source) = if rewind {
                 (Reason::Rewinding(name.clone()), name)
@@ -433,6 +436,32 @@ pub fn clone_source(view: &ClusterView, me: &str, leader: &str) -> String {
             name.as_str() != me && name.as_str() != leader && member.tag_bool("clonefrom") && member.is_running()
         })
         .map_or_else(|| leader.to_owned(), |(name, _)| name.clone())
+}
+
+/// A stopped data directory on an older timeline than the cluster's that holds WAL past the point where the
+/// cluster's history forked off its timeline (Patroni's `_check_timeline_and_lsn`): a standby whose minimum
+/// recovery point lies past the switch (its start fails with "requested timeline N does not contain minimum
+/// recovery point"), a stopped primary whose last checkpoint is at or past it, or a timeline the history does not
+/// lead through. Example: a primary fenced after a partition starts as a standby without a leader, replays its
+/// own WAL, and is stopped to follow the new leader; pg_control no longer says it was a primary.
+fn stopped_past_fork(data_dir: &DataDir, view: &ClusterView) -> bool {
+    let DataDir::Initialized { position: Some(position), .. } = data_dir else { return false };
+    let (local_timeline, local_lsn) = (position.timeline.0, position.lsn.0);
+    if view.history.is_empty() || local_timeline >= view.timeline() {
+        return false;
+    }
+    match view.history.iter().find(|line| line.timeline >= local_timeline) {
+        Some(line) if line.timeline == local_timeline && line.switch_lsn > 0 => {
+            if position.in_recovery {
+                local_lsn > line.switch_lsn
+            } else {
+                local_lsn >= line.switch_lsn
+            }
+        }
+        // The history leads from an older timeline straight past ours: ours is not on the cluster's path.
+        Some(line) if line.timeline > local_timeline => true,
+        _ => false,
+    }
 }
 
 /// A replica that cannot stream because it replayed WAL past the point where the cluster's

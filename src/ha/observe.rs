@@ -151,6 +151,7 @@ pub async fn data_dir(pg: &Supervisor) -> DataDir {
                         | PgClusterState::InCrashRecovery
                 ),
             timeline: controldata.checkpoint_timeline,
+            position: controldata.local_position(),
         },
     }
 }

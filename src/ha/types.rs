@@ -26,6 +26,9 @@ pub enum DataDir {
         was_primary: bool,
         /// pg_control's checkpoint timeline.
         timeline: TimelineId,
+        /// Where the stopped data directory stands (timeline and position, as Patroni's
+        /// `_get_local_timeline_lsn_from_controldata` reads them); `None` when pg_control does not say.
+        position: Option<crate::postgres::controldata::LocalPosition>,
     },
     /// Unusable; the sentence says why.
     Invalid(String),

@@ -36,7 +36,12 @@ async fn check_failover_timeline(c: &raftgres::demo::cluster::LocalCluster, new:
         reqwest::get(&history_url).await.expect("GET /history").json().await.expect("JSON");
     let row = history.as_array().and_then(|rows| rows.last()).and_then(|row| row.as_array()).cloned();
     assert_eq!(row.as_ref().map(Vec::len), Some(5), "{history}");
-    assert_eq!(row.and_then(|row| row.first().cloned()), Some(timeline["timeline"].clone()), "{history}");
+    assert_eq!(row.as_ref().and_then(|row| row.first().cloned()), Some(timeline["timeline"].clone()), "{history}");
+    // The switch position comes from the new timeline's history file, as Patroni reads it (PostgreSQL 15 has no
+    // two-argument pg_read_file: the read once failed on every promotion and fell back to a probe).
+    assert!(row.and_then(|row| row.get(1).and_then(serde_json::Value::as_u64)).is_some_and(|lsn| lsn > 0), "{history}");
+    let log = std::fs::read_to_string(c.node(new).log_path()).unwrap_or_default();
+    assert!(!log.contains("failed to read the timeline history file"), "node{new} read its history file\n{log}");
     let at = |phase: &str| timeline[phase].as_u64().unwrap_or_else(|| panic!("{phase} missing in {timeline}"));
     let phases = ["last_renewal_ms", "lease_expired_ms", "promote_started_ms", "promoted_ms"];
     let times: Vec<u64> = phases.iter().map(|p| at(p)).collect();

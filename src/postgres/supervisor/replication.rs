@@ -316,8 +316,9 @@ impl Supervisor {
             let row = session
                 .client
                 .query_one(
+                    // The (path, offset, length, missing_ok) form: PostgreSQL before 16 has no (path, missing_ok).
                     "SELECT pg_catalog.pg_read_file('pg_wal/' || pg_catalog.substr(pg_catalog.pg_walfile_name(\
-                     pg_catalog.pg_current_wal_lsn()), 1, 8) || '.history', true)",
+                     pg_catalog.pg_current_wal_lsn()), 1, 8) || '.history', 0, 1048576, true)",
                     &[],
                 )
                 .await
