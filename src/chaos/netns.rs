@@ -105,7 +105,9 @@ impl Lab {
         }
         for node in 1..=self.n_nodes {
             let ns = self.namespace(node);
-            let veth = format!("rgc{}v{node}", self.slot);
+            let veth = veth_name(self.slot, node);
+            // A veth of an earlier lab in this slot may outlive its namespace for a moment (removal is asynchronous).
+            let _ = run(&["ip", "link", "del", &veth]);
             run(&["ip", "netns", "add", &ns])?;
             run(&["ip", "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns])?;
             run(&["ip", "link", "set", &veth, "master", &bridge, "up"])?;
@@ -198,6 +200,8 @@ impl Lab {
         }
         let bridge = bridge_name(self.slot);
         for node in 1..=self.n_nodes {
+            // The host side first, synchronously: a namespace's own interfaces go away in the background.
+            let _ = run(&["ip", "link", "del", &veth_name(self.slot, node)]);
             let _ = run(&["ip", "netns", "del", &self.namespace(node)]);
         }
         for tool in &self.forward_rules {
@@ -211,6 +215,10 @@ impl Drop for Lab {
     fn drop(&mut self) {
         self.teardown();
     }
+}
+
+fn veth_name(slot: u8, node: usize) -> String {
+    format!("rgc{slot}v{node}")
 }
 
 fn bridge_name(slot: u8) -> String {
