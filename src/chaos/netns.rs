@@ -280,12 +280,10 @@ fn rules(
     rules
 }
 
+/// Runs `args` (program first); an error with its stderr when it fails.
 fn run(args: &[&str]) -> anyhow::Result<()> {
-    let output = Command::new(args[0]).args(&args[1..]).output().with_context(|| format!("run {}", args.join(" ")))?;
-    if output.status.success() {
-        return Ok(());
-    }
-    anyhow::bail!("{} failed ({}): {}", args.join(" "), output.status, String::from_utf8_lossy(&output.stderr).trim())
+    let (program, rest) = args.split_first().context("an empty command")?;
+    super::resources::run(Command::new(program).args(rest))
 }
 
 #[cfg(test)]

@@ -326,7 +326,8 @@ pub fn unmount_stale(dir: &Path) {
     }
 }
 
-fn run(command: &mut Command) -> anyhow::Result<()> {
+/// Runs `command`; an error naming it, with its stderr, when it fails or cannot start.
+pub(super) fn run(command: &mut Command) -> anyhow::Result<()> {
     let shown = format!("{command:?}");
     let output = command.output().with_context(|| format!("run {shown}"))?;
     if output.status.success() {
