@@ -539,10 +539,16 @@ pub async fn promote(pg: Supervisor, dcs: Dcs, watchdog: Watchdog, promotion: Pr
     // Written by the action that promoted, right after PostgreSQL left recovery, as Patroni's
     // leader does; the timeline rides along as the line's sixth element.
     info!(?timeline, "recording the promotion in history");
-    if let Err(e) = dcs.append_history(line, Some(&timeline), timing.retry_timeout).await {
-        warn!(error = %e, "failed to record the timeline switch in history");
-    }
-    ActionOutcome { following: Following::Nobody, ..ActionOutcome::default() }
+    let unrecorded_history = match dcs.append_history(line.clone(), Some(&timeline), timing.retry_timeout).await {
+        Ok(_) => None,
+        Err(e) => {
+            // Without this line `decide` cannot tell a replica that went past the fork (it would never stream):
+            // the loop writes it on a later cycle.
+            warn!(error = %e, "failed to record the timeline switch in history; retrying on the next cycles");
+            Some((line, timeline))
+        }
+    };
+    ActionOutcome { following: Following::Nobody, unrecorded_history, ..ActionOutcome::default() }
 }
 
 /// Writes the narrowed `sync` key before a promotion; `false` when it could not be written and the promotion must

@@ -120,6 +120,8 @@ const REWIND_RETRY_AFTER: Duration = Duration::from_secs(10);
 #[derive(Default)]
 struct LoopState {
     running: Option<Running>,
+    /// The `history` line of this node's last promotion, not written yet (see `restore_cluster_keys`).
+    unrecorded_history: Option<(crate::dcs::view::HistoryLine, crate::dcs::view::FailoverTimeline)>,
     /// The member PostgreSQL is configured to follow, when known.
     following: Option<String>,
     rewind_failed: bool,
@@ -521,11 +523,27 @@ impl HaLoop {
     /// As Patroni's leader does, writes `initialize` and `config` again when they are missing (`raftgres remove`
     /// wiped them): the system identifier of our data directory and the dynamic configuration we run with.
     /// Acts on the cycle's snapshot and on whether this cycle's actions left us holding the key.
-    async fn restore_cluster_keys(&self, snapshot: &observe::Snapshot, result: &execute::ExecResult) {
+    async fn restore_cluster_keys(&mut self, snapshot: &observe::Snapshot, result: &execute::ExecResult) {
         if !result.holds_key {
+            // Another leader records its own promotion; ours can no longer be written under our key.
+            self.state.unrecorded_history = None;
             return;
         }
         let timeout = self.timing.retry_timeout;
+        if let Some((line, timeline)) = self.state.unrecorded_history.clone() {
+            if snapshot.view.history.iter().any(|known| known.timeline == line.timeline) {
+                // The earlier write did land (only its answer was lost).
+                self.state.unrecorded_history = None;
+            } else {
+                match self.dcs.append_history(line, Some(&timeline), timeout).await {
+                    Ok(_) => {
+                        info!("recorded the timeline switch of this node's promotion in history");
+                        self.state.unrecorded_history = None;
+                    }
+                    Err(e) => warn!(error = %e, "failed to record the timeline switch in history; retrying"),
+                }
+            }
+        }
         let initialize = snapshot.view.initialize.as_deref();
         if let (None | Some(""), types::DataDir::Initialized { system_id, .. }) = (initialize, &snapshot.obs.data_dir) {
             let was_empty = initialize.is_some();

@@ -66,6 +66,9 @@ pub struct ActionOutcome {
     pub pre_promote_failed: bool,
     /// The action did not run (another node won the `initialize` race): neither a success nor a failure.
     pub skipped: bool,
+    /// A promotion whose `history` line could not be written (the store did not answer in time): the loop writes
+    /// it on a later cycle while this node holds the key.
+    pub unrecorded_history: Option<(crate::dcs::view::HistoryLine, crate::dcs::view::FailoverTimeline)>,
 }
 
 impl HaLoop {
@@ -78,6 +81,9 @@ impl HaLoop {
                     self.record_attempt(running.kind, outcome.failed.as_deref());
                 }
                 outcome.following.apply(&mut self.state.following);
+                if outcome.unrecorded_history.is_some() {
+                    self.state.unrecorded_history = outcome.unrecorded_history.clone();
+                }
                 self.state.rewind_failed = outcome.rewind_failed;
                 self.state.rewind_failed_at = outcome.rewind_failed.then(Instant::now);
                 if outcome.pre_promote_failed {
