@@ -180,6 +180,8 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<usize> {
     // liveness checker would report. Operators who prefer self-healing set the same.
     spec.remove_data_directory_on_rewind_failure = true;
     let cluster = LocalCluster::generate(spec)?;
+    let reaping = CancellationToken::new();
+    let reaper = reap_orphans(reaping.clone());
     let volumes = if volumes_ok.is_ok() {
         Some(resources::Volumes::mount(&cluster).context("mount the nodes' filesystems")?)
     } else {
@@ -221,6 +223,8 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<usize> {
     if let Err(e) = cluster.stop_all().await {
         tracing::warn!("failed to {e:#}");
     }
+    reaping.cancel();
+    let _ = reaper.await;
     mesh.shutdown().await;
     if let Some((haproxy, _)) = haproxy {
         if let Err(e) = haproxy.stop().await {
@@ -266,6 +270,30 @@ async fn start_haproxy(
     std::fs::write(&config, text).with_context(|| format!("write {}", config.display()))?;
     let started = haproxy::Haproxy::start(program, &config, &cluster.dir().join("haproxy.log")).await?;
     Ok((started, format!("{}:{}", crate::demo::nodeconf::HOST, ports.primary)))
+}
+
+/// What an init process does for the nodes: the harness becomes a child subreaper, so a postmaster whose raftgres
+/// died (a killed raftgres, or one that adopted a postmaster it did not start) is reparented to it rather than to
+/// PID 1, and its zombie is reaped here. PID 1 of a sandbox may never reap, and PostgreSQL's socket lock check
+/// takes a zombie's pid for a live postmaster and refuses every start. Only `postgres` zombies are reaped: the
+/// harness's own children (raftgres, HAProxy, `ip`, `mount`, …) are waited for by their owners.
+fn reap_orphans(stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        tracing::warn!("cannot become a child subreaper ({e}); orphaned postmasters are left to PID 1");
+    }
+    tokio::spawn(async move {
+        let me = std::process::id();
+        while !stop.is_cancelled() {
+            for pid in resources::orphaned_postgres_zombies(me) {
+                let pid = nix::unistd::Pid::from_raw(pid as i32);
+                let _ = nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+            }
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+    })
 }
 
 /// Waits for SIGINT or SIGTERM; names the one that came.

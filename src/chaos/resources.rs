@@ -160,6 +160,22 @@ pub fn node_pids(raftgres: Option<u32>, postmaster: Option<u32>, which: u64) -> 
     pids
 }
 
+/// Zombie `postgres` processes whose parent is `parent` (orphans reparented to a subreaper).
+pub fn orphaned_postgres_zombies(parent: u32) -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { return false };
+            let name = &stat[open + 1..close];
+            let mut rest = stat[close + 1..].split_whitespace();
+            let (state, ppid) = (rest.next(), rest.next().and_then(|p| p.parse::<u32>().ok()));
+            name == "postgres" && state == Some("Z") && ppid == Some(parent)
+        })
+        .collect()
+}
+
 /// The parent pid in `/proc/<pid>/stat` (the field after the parenthesised command name).
 fn parent_of(pid: u32) -> Option<u32> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
