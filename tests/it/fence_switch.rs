@@ -3,11 +3,9 @@
 //! ignores it, says so in its log, and an isolated primary still stops writing while another node
 //! is promoted.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use raft::faultproxy::LinkMode;
-use raft::faultproxy::ProxyMesh;
 use raftgres::chaos::BREAK_ENV;
 use raftgres::demo::cluster::LocalCluster;
 
@@ -35,14 +33,7 @@ async fn the_default_build_fences_an_isolated_primary_despite_the_break_variable
         return;
     }
     let (mut spec, dir) = spec();
-    let targets: BTreeMap<u64, String> =
-        (1..=3u64).map(|id| (id, format!("127.0.0.1:{}", spec.raft_port + id as u16 - 1))).collect();
-    let mesh = ProxyMesh::start(&targets).await.expect("start the proxy mesh");
-    for from in 1..=3u64 {
-        for to in (1..=3u64).filter(|to| *to != from) {
-            spec.raft_addr_override.insert((from, to), mesh.addr(from, to));
-        }
-    }
+    let mesh = proxy_raft_links(&mut spec).await;
     spec.node_env.insert(BREAK_ENV.to_string(), "no-demote".to_string());
     let (tc, old) = start(spec, dir).await;
     let c = &tc.cluster;

@@ -309,3 +309,16 @@ pub async fn show(cluster: &LocalCluster, node_idx: usize, setting: &str) -> Opt
     let row = client.query_one(&format!("SHOW {setting}"), &[]).await.ok()?;
     row.try_get(0).ok()
 }
+
+/// Routes every raft link of a 3-node `spec` through a fault proxy (one per direction) and returns the mesh.
+pub async fn proxy_raft_links(spec: &mut ClusterSpec) -> raft::faultproxy::ProxyMesh {
+    let targets: std::collections::BTreeMap<u64, String> =
+        (1..=3u64).map(|id| (id, format!("127.0.0.1:{}", spec.raft_port + id as u16 - 1))).collect();
+    let mesh = raft::faultproxy::ProxyMesh::start(&targets).await.expect("start the proxy mesh");
+    for from in 1..=3u64 {
+        for to in (1..=3u64).filter(|to| *to != from) {
+            spec.raft_addr_override.insert((from, to), mesh.addr(from, to));
+        }
+    }
+    mesh
+}

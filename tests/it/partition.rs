@@ -3,13 +3,11 @@
 //! both run a writable PostgreSQL and claim a valid lease (`GET /leader` is 200 only while the
 //! node's own lease is valid).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use raft::faultproxy::LinkMode;
-use raft::faultproxy::ProxyMesh;
 use raftgres::demo::cluster::LocalCluster;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -39,14 +37,7 @@ async fn isolated_primary_demotes_and_leases_never_overlap() {
         return;
     }
     let (mut spec, dir) = spec();
-    let targets: BTreeMap<u64, String> =
-        (1..=3u64).map(|id| (id, format!("127.0.0.1:{}", spec.raft_port + id as u16 - 1))).collect();
-    let mesh = ProxyMesh::start(&targets).await.expect("start the proxy mesh");
-    for from in 1..=3u64 {
-        for to in (1..=3u64).filter(|to| *to != from) {
-            spec.raft_addr_override.insert((from, to), mesh.addr(from, to));
-        }
-    }
+    let mesh = proxy_raft_links(&mut spec).await;
     let (tc, old) = start(spec, dir).await;
     let c = Arc::new(tc);
     let samples: Arc<Mutex<Vec<Sample>>> = Arc::default();
