@@ -1,11 +1,14 @@
 //! Composition root of `raftgres run`: config → Raft replica → DCS → PostgreSQL supervisor →
 //! HA loop + fence → REST API. Owns the shutdown order:
-//! 1. the REST API stops accepting requests;
-//! 2. the HA loop stops: a primary stops PostgreSQL (fast), disarms the watchdog and releases the
-//!    lease so a replica takes over at once, every node revokes its session (paused: PostgreSQL is
-//!    left running and the lock kept);
-//! 3. the fence stops;
-//! 4. the Raft replica shuts down and sled is flushed.
+//! 1. a primary hands its key over as a switchover does (`ha::handover`: the `failover` key names the
+//!    replica that would win, the loop demotes gracefully, the candidate takes the key), with the REST API
+//!    still answering;
+//! 2. the REST API stops accepting requests;
+//! 3. the HA loop stops: a primary that did not hand over stops PostgreSQL (fast), disarms the watchdog
+//!    and releases the lease so a replica takes over at once, every node revokes its session (paused:
+//!    PostgreSQL is left running and the lock kept);
+//! 4. the fence stops;
+//! 5. the Raft replica shuts down and sled is flushed.
 
 use std::time::Duration;
 
@@ -123,7 +126,7 @@ async fn run_inner(
 
     tracker
         .spawn(crate::reload::reload_on_sighup(reloader, api_token.clone()).instrument(tracing::info_span!("reload")));
-    let ha_handle = tokio::spawn(ha.run(ha_token.clone()).instrument(tracing::info_span!("ha")));
+    let ha_handle = tokio::spawn(ha.run(ha_token.clone(), api_token.clone()).instrument(tracing::info_span!("ha")));
     let guard_file = config.raft.data_dir.join("fence-guard");
     match crate::postgres::process::spawn_guard(&guard_file) {
         Ok(pid) => info!(pid, file = %guard_file.display(), "started the fence guard"),
@@ -149,11 +152,12 @@ async fn run_inner(
         _ = restart.cancelled() => return Ok(Stopped::RestartInPlace),
     }
     info!("shutting down");
-    api_token.cancel();
+    // The HA loop stops the REST API itself, after a primary's hand-over and before PostgreSQL stops.
     ha_token.cancel();
     if let Err(e) = ha_handle.await {
         warn!(error = %e, "HA loop task ended abnormally");
     }
+    api_token.cancel();
     fence_token.cancel();
     if tokio::time::timeout(Duration::from_secs(10), tracker.wait()).await.is_err() {
         warn!("background tasks did not stop within 10 s");

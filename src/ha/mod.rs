@@ -17,6 +17,7 @@ pub mod candidate;
 pub mod decide;
 pub mod execute;
 pub mod fence;
+pub mod handover;
 pub mod long;
 pub mod observe;
 pub mod peers;
@@ -112,6 +113,9 @@ fn settle_watchdog(watchdog: &crate::watchdog::Watchdog, snapshot: &observe::Sna
         watchdog.disarm(if snapshot.cfg.paused { "maintenance mode" } else { "not the leader" });
     }
 }
+
+/// How often a stopping primary that demoted looks whether its successor holds the key (`handover::Step::Wait`).
+const HANDOVER_POLL: Duration = Duration::from_millis(50);
 
 /// How long a node whose pg_rewind failed waits before trying again.
 const REWIND_RETRY_AFTER: Duration = Duration::from_secs(10);
@@ -209,11 +213,15 @@ impl HaLoop {
         self.is_primary.clone()
     }
 
-    /// Runs until `shutdown` fires, then performs the shutdown sequence.
-    pub async fn run(mut self, shutdown: CancellationToken) {
+    /// Runs until `shutdown` fires, then performs the shutdown sequence; `stop_api` is cancelled right before it
+    /// (the REST API answers from the statuses this loop publishes, so it stops when they stop). A primary first
+    /// hands its key over as a switchover does (`handover`), with the REST API still up.
+    pub async fn run(mut self, shutdown: CancellationToken, stop_api: CancellationToken) {
         if !self.wait_for_raft(&shutdown).await {
+            stop_api.cancel();
             return self.shutdown().await;
         }
+        let mut handover: Option<handover::Handover> = None;
         let mut view_rx = self.dcs.subscribe();
         let mut watched = crate::dcs::keys::watched_fingerprint(&view_rx.borrow());
         let mut pg_exit = self.pg.exit_watch();
@@ -226,7 +234,12 @@ impl HaLoop {
                 }
             };
             tokio::select! {
-                _ = shutdown.cancelled() => break,
+                _ = shutdown.cancelled(), if handover.is_none() => {
+                    match self.begin_handover().await {
+                        Some(started) => handover = Some(started),
+                        None => break,
+                    }
+                }
                 _ = tokio::time::sleep_until(next) => {}
                 changed = view_rx.changed() => {
                     if changed.is_err() { break; }
@@ -242,13 +255,98 @@ impl HaLoop {
                     continue;
                 }
             }
+            if let Some(handing_over) = handover.as_mut() {
+                let view = self.dcs.view();
+                let step = handing_over.step(
+                    Instant::now().into_std(),
+                    view.leader.as_ref().map(|leader| leader.name.as_str()),
+                    self.dcs.leader_key_is_mine(&view),
+                    view.failover.is_some(),
+                    self.state.running.as_ref().map(|running| running.kind),
+                );
+                match step {
+                    handover::Step::Cycle => {}
+                    handover::Step::Wait => {
+                        next = Instant::now() + HANDOVER_POLL;
+                        continue;
+                    }
+                    handover::Step::Done(outcome) => {
+                        info!(successor = %handing_over.successor, %outcome, "hand-over before the stop is over");
+                        if !matches!(outcome, handover::Outcome::TakenBy(_)) {
+                            self.withdraw_handover(&handing_over.successor).await;
+                        }
+                        break;
+                    }
+                }
+            }
             let started = Instant::now();
             self.state.n_cycles += 1;
             let span = tracing::debug_span!("ha_cycle", n = self.state.n_cycles);
             self.cycle().instrument(span).await;
             next = started + self.timing.loop_wait;
         }
+        stop_api.cancel();
         self.shutdown().await;
+    }
+
+    /// A hand-over that did not end with the successor leading withdraws its request, so a stale `failover` key
+    /// naming this stopping node as leader does not keep it out of a later race (compare-and-set: a request
+    /// someone else wrote meanwhile stays).
+    async fn withdraw_handover(&self, successor: &str) {
+        let view = self.dcs.view();
+        let Some(failover) = view.failover.as_ref() else { return };
+        let ours = failover.value.leader.as_deref() == Some(self.settings.name.as_str())
+            && failover.value.member.as_deref() == Some(successor);
+        if !ours {
+            return;
+        }
+        match self.dcs.clear_failover(failover.mod_rev, self.timing.retry_timeout).await {
+            Ok(true) => info!("withdrew the switchover request of the hand-over"),
+            Ok(false) => {}
+            Err(e) => warn!(error = %e, "failed to withdraw the switchover request of the hand-over"),
+        }
+    }
+
+    /// On SIGTERM: a primary that holds the key and has a member to hand it to writes the `failover` key naming
+    /// that member, as `POST /switchover` does, and the loop goes on until the hand-over is over (`handover`).
+    /// `None`: stop the plain way (paused, not the leader, a long action or a switchover already under way,
+    /// nobody can take over, or the request could not be written).
+    async fn begin_handover(&mut self) -> Option<handover::Handover> {
+        if !self.settings.stop_postgres_on_shutdown || self.dynamic.view().pause || self.state.running.is_some() {
+            return None;
+        }
+        let view = self.dcs.view();
+        let cfg = self.ha_config();
+        if cfg.standby_cluster || !self.dcs.leader_key_is_mine(&view) || !self.is_primary.load(Ordering::SeqCst) {
+            return None;
+        }
+        if view.failover.is_some() {
+            info!("a switchover or failover is already requested; stopping without a hand-over");
+            return None;
+        }
+        let Some(successor) = handover::successor(&view, &cfg) else {
+            info!("no member can take over; stopping and releasing the leader key");
+            return None;
+        };
+        let request = crate::dcs::view::FailoverData {
+            leader: Some(self.settings.name.clone()),
+            member: Some(successor.clone()),
+            scheduled_at: None,
+        };
+        match self.dcs.request_failover(&request, view.failover_key_rev, self.timing.retry_timeout).await {
+            Ok(Some(_)) => {
+                info!(%successor, "stopping: handing the leader key over as a switchover");
+                Some(handover::Handover::new(successor, Instant::now().into_std(), self.timing.ttl))
+            }
+            Ok(None) => {
+                info!("the failover key changed concurrently; stopping without a hand-over");
+                None
+            }
+            Err(e) => {
+                warn!(error = %e, "failed to write the switchover request; stopping without a hand-over");
+                None
+            }
+        }
     }
 
     /// Decides nothing on a stale view: after a restart the local state machine may still show

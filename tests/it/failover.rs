@@ -104,9 +104,34 @@ async fn graceful_stop_hands_over_and_whole_cluster_restart_keeps_data() {
     let c = &tc.cluster;
     assert!(execute(c, old, TABLE).await);
     assert_eq!(write_rows(c, old, 0, 100).await.len(), 100);
-    c.stop_node(old).await.expect("SIGTERM the primary's raftgres");
+    let status = c.stop_node(old).await.expect("SIGTERM the primary's raftgres");
+    assert!(status.is_some_and(|s| s.success()), "the primary's raftgres stopped cleanly: {status:?}\n{}", logs(c));
     let new = new_primary(c, old, Duration::from_secs(30)).await;
     assert_eq!(count(c, new, "SELECT count(*) FROM acked").await, Some(100), "a graceful handover loses nothing");
+    // The stop was a switchover (ha::handover): the old primary named its successor in the failover key and
+    // stopped only once that member held the leader key; the promotion is recorded as a switchover.
+    let old_log = std::fs::read_to_string(c.dir().join(format!("node{old}/raftgres.log"))).unwrap_or_default();
+    let new_name = &c.node(new).name;
+    assert!(
+        old_log
+            .lines()
+            .any(|l| l.contains("handing the leader key over as a switchover") && l.contains(new_name.as_str())),
+        "the stopping primary handed over to {new_name}\n{}",
+        logs(c)
+    );
+    assert!(
+        old_log.lines().any(|l| l.contains("hand-over before the stop is over")
+            && l.contains(&format!("{new_name} holds the leader key"))),
+        "the stopping primary waited until {new_name} held the key\n{}",
+        logs(c)
+    );
+    let promotions_url = format!("{}/history/promotions", c.api(new));
+    let last = eventually(Duration::from_secs(30), "the promotion record of the hand-over", || async {
+        let promotions: serde_json::Value = reqwest::get(&promotions_url).await.ok()?.json().await.ok()?;
+        promotions.as_array()?.last().filter(|last| last["new_leader"] == new_name.as_str()).cloned()
+    })
+    .await;
+    assert_eq!(last["kind"], "switchover", "a stop hands the key over; no lease expired: {last}");
     assert_eq!(write_rows(c, new, 100, 150).await.len(), 50);
     c.start_node(old).expect("start the old primary again");
     eventually(Duration::from_secs(60), "the old primary rejoins as a replica", || async {
