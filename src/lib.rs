@@ -11,6 +11,7 @@ pub mod config;
 pub mod dcs;
 pub mod demo;
 pub mod ha;
+pub mod haproxy;
 pub mod node;
 pub mod postgres;
 pub mod reload;

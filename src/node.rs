@@ -95,7 +95,9 @@ async fn run_inner(
 
     // The REST API holds scheduled restarts; the HA loop publishes them in the member key.
     let restarts = std::sync::Arc::new(crate::api::actions::restart::RestartSchedule::default());
-    let settings = HaSettings { scheduled_restart: restarts.subscribe(), ..ha_settings(&config) };
+    let haproxy = crate::haproxy::Pusher::start(config.haproxy.as_ref());
+    let settings =
+        HaSettings { scheduled_restart: restarts.subscribe(), haproxy: haproxy.clone(), ..ha_settings(&config) };
     let peer_http = crate::api::peer_client(config.restapi.cafile.as_deref())
         .context("build the HTTP client for peer status requests (restapi.cafile)")?;
     let watchdog = settings.watchdog.clone();
@@ -138,6 +140,7 @@ async fn run_inner(
         is_primary,
         guard_file: Some(guard_file),
         watchdog,
+        haproxy: (haproxy, config.name.clone()),
     };
     tracker.spawn(crate::ha::fence::run(fence, fence_token.clone()));
     let restart = CancellationToken::new();
@@ -187,6 +190,7 @@ pub fn ha_settings(config: &Config) -> HaSettings {
         stop_postgres_on_shutdown: true,
         scheduled_restart: watch::channel(None).1,
         watchdog: crate::watchdog::Watchdog::new(config.watchdog.clone()),
+        haproxy: crate::haproxy::Pusher::disabled(),
     }
 }
 

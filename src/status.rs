@@ -39,6 +39,9 @@ pub enum PgState {
     Starting,
     /// `start failed` (8): the last start (or rewind and start) failed.
     StartFailed,
+    /// `stopping` (11): a planned demotion is stopping it (a switchover, a clean stop of the primary); health
+    /// checks no longer count it as a running primary.
+    Stopping,
     /// `stopped` (12).
     #[default]
     Stopped,
@@ -57,6 +60,7 @@ impl PgState {
             PgState::Running => "running",
             PgState::Starting => "starting",
             PgState::StartFailed => "start failed",
+            PgState::Stopping => "stopping",
             PgState::Stopped => "stopped",
             PgState::Unknown => "unknown",
         }
@@ -72,6 +76,7 @@ impl PgState {
             PgState::Running => 5,
             PgState::Starting => 6,
             PgState::StartFailed => 8,
+            PgState::Stopping => 11,
             PgState::Stopped => 12,
             PgState::Unknown => -1,
         }

@@ -75,6 +75,11 @@ pub struct HolderLease {
     /// Create revision of the `leader` key while we hold it, as our last write of it reported it
     /// (`CommandResult::Applied::create_rev`): the fencing token.
     pub fencing_token: Option<u64>,
+    /// How many times this node gave its lease up (a release of the key, a revocation of the session). A lease write
+    /// whose answer comes back after a release that began while it was in flight leaves the lease given up: its
+    /// answer may be older than the release, and a holder that believes it still leads would answer `/primary`
+    /// and feed the watchdog on a key it already deleted.
+    pub releases: u64,
 }
 
 impl HolderLease {

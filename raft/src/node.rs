@@ -273,6 +273,7 @@ impl RaftNode {
             lease.leader_valid_until = None;
             lease.leader_expiry_floor = None;
             lease.fencing_token = None;
+            lease.releases += 1;
         }
         let cmd = Command::delete(key, Guard::SessionIs(self.inner.session));
         Ok(self.write(cmd, timeout).await?.is_applied())
@@ -280,7 +281,10 @@ impl RaftNode {
 
     /// Revokes this node's session: every key attached to it (member key, leader key) vanishes.
     pub async fn revoke_session(&self, timeout: Duration) -> Result<(), RaftError> {
-        *self.inner.lock_lease() = HolderLease::default();
+        {
+            let mut lease = self.inner.lock_lease();
+            *lease = HolderLease { releases: lease.releases + 1, ..HolderLease::default() };
+        }
         self.write(Command::RevokeSession { session: self.inner.session }, timeout).await.map(|_| ())
     }
 
@@ -317,11 +321,18 @@ impl RaftNode {
         timeout: Duration,
     ) -> Result<bool, RaftError> {
         let sent = Instant::now();
+        let releases = self.inner.lock_lease().releases;
         // The first put: the result's `create_rev` is this key's.
         let put = Op::Put { key: key.into(), value: owner.to_string(), attach: Some(self.inner.session) };
         extra_ops.insert(0, put);
         let res = self.session_txn(owner, ttl, vec![(key.into(), guard)], extra_ops, timeout).await?;
         let mut lease = self.inner.lock_lease();
+        if lease.releases != releases {
+            // Given up while this write was in flight: whatever it did, the local lease stays given up (safe:
+            // a key this write did renew or take lapses after ttl without renewals).
+            warn!(key, "the lease was given up while a write of it was in flight; not holding it");
+            return Ok(false);
+        }
         match res {
             CommandResult::Applied { create_rev, .. } => {
                 let until = sent + ttl.saturating_sub(lease::margin(ttl));

@@ -153,7 +153,11 @@ impl RoleCodes {
             let standby_leader = code(matches!(pg.role, Role::Replica | Role::StandbyLeader));
             return RoleCodes { replica: 503, leader: 200, primary: 503, standby_leader };
         }
-        RoleCodes { replica, leader: 200, primary: 200, standby_leader: 503 }
+        // A switchover's demotion has begun (PostgreSQL is being stopped and refuses new connections): the holder
+        // still leads until it releases the key, but is no longer a primary to route writes to. Patroni answers
+        // 200 until the key is gone; raftgres takes the primary out of HAProxy at once (docs/rest-api.md).
+        let primary = code(pg.state != PgState::Stopping);
+        RoleCodes { replica, leader: 200, primary, standby_leader: 503 }
     }
 }
 

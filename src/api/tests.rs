@@ -368,6 +368,18 @@ fn stale_view_while_paused_answers_from_postgres_role() {
 }
 
 #[test]
+fn stopping_primary_still_leads_but_is_no_primary_to_route_to() {
+    // A switchover's demotion marks PostgreSQL `stopping` before it tells HAProxy: from then on no health check
+    // takes the old primary back in, while it still holds the key until it releases it.
+    let stopping = with(Node::PrimaryWithLease, |s| s.pg.state = PgState::Stopping);
+    check(&stopping, "/primary", 503);
+    check(&stopping, "/read-write", 503);
+    check(&stopping, "/", 503);
+    check(&stopping, "/leader", 200);
+    check(&stopping, "/replica", 503);
+}
+
+#[test]
 fn standby_leader_holds_the_lease_without_being_primary() {
     let standby_leader = node(Node::StandbyLeader);
     check(&standby_leader, "/standby-leader", 200);

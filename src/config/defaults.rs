@@ -127,3 +127,6 @@ pub const LOG_FORMAT: &str = "%(asctime)s %(levelname)s: %(message)s";
 pub const LOG_FILE_SIZE: u64 = 25_000_000;
 /// Patroni's default `log.file_num`: rotated log files kept (`patroni.log.1` … `patroni.log.4`).
 pub const LOG_FILE_NUM: u32 = 4;
+
+/// `haproxy.timeout`: how long one HAProxy runtime API may take to answer a push.
+pub const HAPROXY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);

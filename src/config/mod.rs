@@ -12,6 +12,8 @@ pub mod ctl_view;
 pub mod defaults;
 pub mod dynamic;
 pub mod env;
+#[cfg(test)]
+mod haproxy_tests;
 pub mod load;
 mod log;
 pub mod reload;
@@ -124,6 +126,43 @@ pub struct Config {
     pub watchdog: WatchdogConfig,
     /// Logging.
     pub log: LogConfig,
+    /// raftgres' own: HAProxy runtime APIs told of role changes (`haproxy` section), `None` when absent.
+    pub haproxy: Option<HaproxyConfig>,
+}
+
+/// An HAProxy runtime API address (`stats socket … level admin`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuntimeApi {
+    /// A UNIX socket path.
+    Unix(PathBuf),
+    /// `host:port` of a TCP stats socket.
+    Tcp(HostPort),
+}
+
+impl fmt::Display for RuntimeApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RuntimeApi::Unix(path) => write!(f, "{}", path.display()),
+            RuntimeApi::Tcp(address) => write!(f, "{address}"),
+        }
+    }
+}
+
+/// The `haproxy` section (raftgres' own; Patroni leaves HAProxy to its health checks): on a role change the node
+/// pushes the new health of its servers to these HAProxy runtime APIs, so HAProxy routes at once instead of at
+/// its next health check. The checks stay the source of truth.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HaproxyConfig {
+    /// `haproxy.runtime_api`: one or more runtime API addresses (every HAProxy in front of the cluster).
+    pub runtime_api: Vec<RuntimeApi>,
+    /// `haproxy.primary_backend`: the backend (or `listen` section) that routes to the primary.
+    pub primary_backend: String,
+    /// `haproxy.replica_backend`: the backend that routes to replicas, when there is one.
+    pub replica_backend: Option<String>,
+    /// `haproxy.server`: the server name of a member in those backends, `{name}` standing for the member's name.
+    pub server: String,
+    /// `haproxy.timeout`: how long one runtime API may take to answer.
+    pub timeout: Duration,
 }
 
 impl Config {

@@ -29,6 +29,7 @@ use super::Config;
 use super::ConfigError;
 use super::CtlConfig;
 use super::DynamicConfig;
+use super::HaproxyConfig;
 use super::PgAuthentication;
 use super::PgListen;
 use super::PgUser;
@@ -36,6 +37,7 @@ use super::PostgresqlConfig;
 use super::ProgramOption;
 use super::RaftSection;
 use super::RestApiConfig;
+use super::RuntimeApi;
 use super::SafetyMargin;
 use super::Secret;
 use super::ServerTokens;
@@ -68,11 +70,15 @@ pub(crate) fn config(root: &Value, warnings: &mut Vec<String>) -> Res<Config> {
     let tags = tags(sec.section("tags")?, warnings)?;
     let watchdog = watchdog(sec.section("watchdog")?, warnings)?;
     let log = super::log::section(sec.section("log")?, warnings)?;
+    let haproxy = match sec.section("haproxy")? {
+        Some(section) => Some(haproxy(section, warnings)?),
+        None => None,
+    };
     let dcs_reason = "is a Patroni DCS section; raftgres keeps the cluster state in its embedded raft";
     sec.ignore(&OTHER_DCS, dcs_reason, warnings);
     sec.ignore(&["thread_pool_size", "thread_stack_size", "citus"], "is not supported by raftgres", warnings);
     sec.finish(warnings);
-    Ok(Config { name, scope, namespace, restapi, ctl, raft, bootstrap, postgresql, tags, watchdog, log })
+    Ok(Config { name, scope, namespace, restapi, ctl, raft, bootstrap, postgresql, tags, watchdog, log, haproxy })
 }
 
 /// `/service/`-style: one leading and one trailing slash.
@@ -582,6 +588,68 @@ fn conflicting_tags(tags: &Tags, bool_tag: &str, priority_tag: &str, warnings: &
             ));
         }
     }
+}
+
+/// A name HAProxy accepts for a backend or server, and that is safe inside a runtime API command line.
+fn haproxy_name(text: &str) -> bool {
+    !text.is_empty()
+        && text.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '{' | '}'))
+}
+
+fn haproxy(mut sec: Section<'_>, warnings: &mut Vec<String>) -> Res<HaproxyConfig> {
+    let path = sec.path_of("runtime_api");
+    let hint = "list the HAProxy runtime API addresses: a UNIX socket path (/run/haproxy/admin.sock) or host:port, \
+        from `stats socket … level admin` in haproxy.cfg";
+    let addresses = match sec.raw("runtime_api") {
+        None => return Err(sec.missing("runtime_api", hint)),
+        Some(Value::Array(items)) => items.clone(),
+        Some(single @ Value::String(_)) => vec![single.clone()],
+        Some(other) => return Err(expected(path, "a list of UNIX socket paths or host:port addresses", other)),
+    };
+    if addresses.is_empty() {
+        return Err(invalid(path, format!("is empty; {hint}")));
+    }
+    let mut runtime_api = Vec::with_capacity(addresses.len());
+    for (idx, item) in addresses.iter().enumerate() {
+        let item_path = format!("{path}[{idx}]");
+        let text = match item {
+            Value::String(text) => text.trim(),
+            other => return Err(expected(item_path, "a UNIX socket path or host:port", other)),
+        };
+        let address = if text.starts_with('/') {
+            RuntimeApi::Unix(PathBuf::from(text))
+        } else {
+            let parsed = super::HostPort::parse(text).filter(|a| !a.host.is_empty() && a.port != 0);
+            let Some(address) = parsed else {
+                return Err(expected(item_path, "an absolute UNIX socket path or host:port", item));
+            };
+            RuntimeApi::Tcp(address)
+        };
+        runtime_api.push(address);
+    }
+    let has_replica_backend = sec.has("replica_backend");
+    let mut name = |key: &str, default: &str| -> Res<String> {
+        let value = sec.str(key)?.unwrap_or_else(|| default.to_string());
+        if !haproxy_name(&value) || (key != "server" && value.contains(['{', '}'])) {
+            return Err(invalid(
+                sec.path_of(key),
+                format!("{value:?} is not an HAProxy name: use letters, digits, '_', '-', '.' and ':'"),
+            ));
+        }
+        Ok(value)
+    };
+    let primary_backend = name("primary_backend", "primary")?;
+    let server = name("server", "{name}")?;
+    let replica_backend = match has_replica_backend {
+        true => Some(name("replica_backend", "")?),
+        false => None,
+    };
+    let timeout = sec.duration("timeout", Unit::Millis)?.unwrap_or(defaults::HAPROXY_TIMEOUT);
+    if timeout.is_zero() {
+        return Err(invalid(sec.path_of("timeout"), "must be above 0 (milliseconds, or with a unit: 500ms, 1s)"));
+    }
+    sec.finish(warnings);
+    Ok(HaproxyConfig { runtime_api, primary_backend, replica_backend, server, timeout })
 }
 
 fn watchdog(sec: Option<Section<'_>>, warnings: &mut Vec<String>) -> Res<WatchdogConfig> {

@@ -43,7 +43,7 @@ fn env_of(vars: &[(&str, &str)]) -> EnvMap {
 }
 
 /// Loads BASE patched with `patch` (YAML) under `env`; JSON text is valid YAML.
-fn load_patched(patch: &str, vars: &[(&str, &str)]) -> Result<Loaded, ConfigError> {
+pub(super) fn load_patched(patch: &str, vars: &[(&str, &str)]) -> Result<Loaded, ConfigError> {
     let merged = merge_patch(&yaml(BASE), &yaml(patch));
     load_str(&merged.to_string(), "test", &env_of(vars))
 }

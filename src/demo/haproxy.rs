@@ -89,6 +89,22 @@ fn listen(res: &mut String, name: &str, port: u16, check_path: &str, balance: Op
     }
 }
 
+/// `config` (from [`render`]) with HAProxy's runtime API on the UNIX socket `socket` at admin level (`stats socket
+/// … level admin`), which the nodes' `haproxy` section ([`node_section`]) pushes role changes to.
+pub fn with_runtime_api(config: &str, socket: &Path) -> String {
+    config.replacen("global\n", &format!("global\n    stats socket {} mode 600 level admin\n", socket.display()), 1)
+}
+
+/// The `haproxy` section of a node whose HAProxy was rendered by [`render`] with [`with_runtime_api`]: backends
+/// `primary` and `standbys`, servers named after the members.
+pub fn node_section(socket: &Path) -> serde_json::Value {
+    serde_json::json!({
+        "runtime_api": [socket.display().to_string()],
+        "primary_backend": "primary",
+        "replica_backend": "standbys",
+    })
+}
+
 /// The HAProxy program: the first `haproxy` on `PATH`, else [`SBIN_HAPROXY`]; `None` if neither.
 pub fn find() -> Option<PathBuf> {
     let on_path = std::env::var_os("PATH")
@@ -140,6 +156,23 @@ mod tests {
     use super::*;
     use crate::demo::nodeconf::layouts;
     use crate::demo::nodeconf::BasePorts;
+
+    #[test]
+    fn runtime_api_socket_is_added_to_global_and_named_in_the_node_section() {
+        let nodes = layouts(Path::new("/tmp/demo"), 2, BasePorts { pg: 5432, api: 8008, raft: 7000 }).expect("layouts");
+        let socket = Path::new("/tmp/demo/haproxy.sock");
+        let cfg = with_runtime_api(&render(HaproxyPorts::default(), &nodes), socket);
+        assert!(
+            cfg.contains("global\n    stats socket /tmp/demo/haproxy.sock mode 600 level admin\n    maxconn 100\n"),
+            "{cfg}"
+        );
+        let section = node_section(socket);
+        assert_eq!(section["runtime_api"][0], "/tmp/demo/haproxy.sock");
+        assert_eq!(
+            (section["primary_backend"].as_str(), section["replica_backend"].as_str()),
+            (Some("primary"), Some("standbys"))
+        );
+    }
 
     #[test]
     fn every_node_is_checked_on_its_rest_api_port() {

@@ -94,12 +94,21 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
     }
     check_ports_free(&args, haproxy_program.is_some())?;
     let binary = std::env::current_exe().context("find the raftgres binary")?;
+    // With HAProxy, every node pushes its role changes to HAProxy's runtime API (the `haproxy` section).
+    let socket = std::path::absolute(&args.dir).context("resolve --dir")?.join(RUNTIME_API_SOCKET);
+    let node_overrides = match haproxy_program {
+        Some(_) => {
+            (1..=N_NODES).map(|idx| (idx, serde_json::json!({"haproxy": haproxy::node_section(&socket)}))).collect()
+        }
+        None => Default::default(),
+    };
     let spec = ClusterSpec {
         pg_port: args.pg_port,
         api_port: args.api_port,
         raft_port: args.raft_port,
         n_nodes: N_NODES,
         pg_bin_dir: Some(pg_bin_dir.clone()),
+        node_overrides,
         ..ClusterSpec::new(&args.dir, binary)
     };
     let cluster = tokio::task::spawn_blocking(move || {
@@ -266,11 +275,22 @@ fn print_connection_help(cluster: &LocalCluster, primary_idx: usize) {
     println!("Logs:           {}", cluster.dir().join("nodeN").join("raftgres.log").display());
 }
 
+/// HAProxy's runtime API socket in the demo's directory, which the nodes push role changes to.
+const RUNTIME_API_SOCKET: &str = "haproxy.sock";
+
 /// Writes `DIR/haproxy.cfg` and starts HAProxy; a failure is reported and the demo goes on without it.
 async fn start_haproxy(cluster: &LocalCluster, program: &Path, ports: HaproxyPorts) -> Option<Haproxy> {
     let config = cluster.dir().join("haproxy.cfg");
     let log = cluster.dir().join("haproxy.log");
-    if let Err(e) = std::fs::write(&config, haproxy::render(ports, cluster.nodes())) {
+    let socket = match std::path::absolute(cluster.dir()) {
+        Ok(dir) => dir.join(RUNTIME_API_SOCKET),
+        Err(e) => {
+            println!("HAProxy not started: resolve {}: {e}", cluster.dir().display());
+            return None;
+        }
+    };
+    let rendered = haproxy::with_runtime_api(&haproxy::render(ports, cluster.nodes()), &socket);
+    if let Err(e) = std::fs::write(&config, rendered) {
         println!("HAProxy not started: write {}: {e}", config.display());
         return None;
     }

@@ -78,6 +78,9 @@ pub struct Context<'a> {
     pub member_slots_ttl: Duration,
     /// The slots this node listed as leader in an earlier cycle, for the `status` key (`None`: not listed yet).
     pub status_slots: Option<&'a publish::StatusSlots>,
+    /// What the REST API answers from: a switchover's demotion marks PostgreSQL `stopping` here before it tells
+    /// HAProxy, so no health check between the push and the cycle's own publish takes the primary back in.
+    pub status_tx: &'a tokio::sync::watch::Sender<crate::status::NodeStatus>,
 }
 
 /// What happened.
@@ -137,7 +140,7 @@ pub async fn run(ctx: &Context<'_>, actions: &[Action], obs: &Observation) -> Ex
                 released
             }
             Action::Demote(DemoteMode::ImmediateNoLock) => {
-                demote_now(ctx.pg, &ctx.settings.watchdog).await;
+                demote_now(ctx.pg, &ctx.settings.watchdog, &ctx.settings.haproxy, &ctx.settings.name).await;
                 res.demoted = true;
                 true
             }
@@ -317,7 +320,7 @@ async fn lease_write(
             res.holds_key = false;
             if is_primary {
                 error!(?kind, "the leader lock belongs to someone else; demoting self now");
-                demote_now(ctx.pg, &ctx.settings.watchdog).await;
+                demote_now(ctx.pg, &ctx.settings.watchdog, &ctx.settings.haproxy, &ctx.settings.name).await;
                 res.demoted = true;
             } else {
                 info!(?kind, "did not get the leader lock");
@@ -355,11 +358,13 @@ fn watchdog_lead(ctx: &Context<'_>) -> bool {
 
 /// Stops a primary that may no longer write: immediate mode, the lock is not touched. Once PostgreSQL stopped,
 /// the watchdog is disarmed; while it may still run, the watchdog stays armed (it resets the host unfed).
-pub async fn demote_now(pg: &Supervisor, watchdog: &Watchdog) {
+pub async fn demote_now(pg: &Supervisor, watchdog: &Watchdog, haproxy: &crate::haproxy::Pusher, me: &str) {
     // UNSAFE CHAOS BREAK (test only, `raftgres chaos --break no-demote`): skip the demotion.
     if crate::chaos::unsafe_break_no_demote() {
         return;
     }
+    // Not waited for: this stop may not be delayed.
+    haproxy.demoting_now(me);
     match pg.stop(StopMode::Immediate).await {
         Ok(()) => {
             pg.mark_demoted();
@@ -640,13 +645,16 @@ fn spawn_long(
             Action::Promote => {
                 let timeout = timing.retry_timeout.max(Duration::from_secs(10));
                 let sync = ctx.sync_policy;
-                let promotion = super::long::Promotion { me: settings.name.clone(), timeout, timing, sync };
+                let haproxy = settings.haproxy.clone();
+                let promotion = super::long::Promotion { me: settings.name.clone(), timeout, timing, sync, haproxy };
                 (ActionKind::Promote, Box::pin(super::long::promote(pg, dcs, settings.watchdog.clone(), promotion)))
             }
             Action::Demote(DemoteMode::Graceful) => {
+                ctx.status_tx.send_modify(|published| published.pg.state = crate::status::PgState::Stopping);
                 let status = publish::status_data(pg_status, ctx.view.status.as_ref(), ctx.status_slots);
                 let watchdog = settings.watchdog.clone();
-                (ActionKind::Demote, Box::pin(super::long::graceful_demote(pg, dcs, watchdog, status, timing)))
+                let haproxy = (settings.haproxy.clone(), settings.name.clone());
+                (ActionKind::Demote, Box::pin(super::long::graceful_demote(pg, dcs, watchdog, haproxy, status, timing)))
             }
             _ => return None,
         };

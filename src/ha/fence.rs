@@ -60,11 +60,13 @@ pub struct Fence {
     pub guard_file: Option<PathBuf>,
     /// The host watchdog, fed here while the lease allows it (`watchdog::policy::may_feed`).
     pub watchdog: Watchdog,
+    /// HAProxy is told (not waited for) as the fence stops a primary, with this member's name.
+    pub haproxy: (crate::haproxy::Pusher, String),
 }
 
 /// Runs until `shutdown`, keeping the guard file in step with the lease and the watchdog fed.
 pub async fn run(fence: Fence, shutdown: CancellationToken) {
-    let Fence { dcs, pg, is_primary, guard_file, watchdog } = fence;
+    let Fence { dcs, pg, is_primary, guard_file, watchdog, haproxy } = fence;
     let mut written: Option<(Option<Instant>, bool)> = None;
     loop {
         let lease = dcs.lease();
@@ -86,6 +88,7 @@ pub async fn run(fence: Fence, shutdown: CancellationToken) {
                 // UNSAFE CHAOS BREAK (test only): `&& !unsafe_break_no_demote()` keeps a lapsed primary up.
                 if is_primary.load(Ordering::SeqCst) && pg.is_running() && !crate::chaos::unsafe_break_no_demote() {
                     error!("leader lease expired while running as primary; stopping postgres immediately");
+                    haproxy.0.demoting_now(&haproxy.1);
                     match pg.stop(StopMode::Immediate).await {
                         Ok(()) => {
                             pg.mark_demoted();

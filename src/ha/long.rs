@@ -437,6 +437,8 @@ pub struct Promotion {
     pub timing: Timing,
     /// Synchronous replication policy (the `sync` key is narrowed first).
     pub sync: super::sync::SyncPolicy,
+    /// Tells HAProxy right after the promotion.
+    pub haproxy: crate::haproxy::Pusher,
 }
 
 /// Promote, then record the timeline switch (and how the promotion unfolded) in `history`.
@@ -444,7 +446,7 @@ pub struct Promotion {
 /// out of the race for a ttl, so another member can take the key (Patroni's behaviour). The watchdog, armed by
 /// the executor when it took the key, is disarmed whenever this node gives up the promotion.
 pub async fn promote(pg: Supervisor, dcs: Dcs, watchdog: Watchdog, promotion: Promotion) -> ActionOutcome {
-    let Promotion { me, timeout, timing, sync } = promotion;
+    let Promotion { me, timeout, timing, sync, haproxy } = promotion;
     let allowed = pg.run_pre_promote().await.unwrap_or_else(|e| {
         warn!(error = %e, "failed to run the pre_promote script");
         false
@@ -498,6 +500,8 @@ pub async fn promote(pg: Supervisor, dcs: Dcs, watchdog: Watchdog, promotion: Pr
     }
     let promoted_ms = raft::lease::wall_ms();
     info!("promoted postgres to primary");
+    let members: Vec<String> = dcs.view().members.keys().cloned().collect();
+    haproxy.promoted(&me, &members);
     // Without a checkpoint on the new timeline, pg_rewind on the old primary still sees the
     // old timeline in our pg_control and wrongly reports that no rewind is needed. It runs
     // in the background: the new primary is published (and HAProxy routes to it) meanwhile.
@@ -609,9 +613,12 @@ pub async fn graceful_demote(
     pg: Supervisor,
     dcs: Dcs,
     watchdog: Watchdog,
+    (haproxy, me): (crate::haproxy::Pusher, String),
     status: Option<StatusData>,
     timing: Timing,
 ) -> ActionOutcome {
+    // HAProxy stops routing here first (bounded wait); the fast stop then ends the open sessions.
+    haproxy.demoting(&me).await;
     if let Err(e) = pg.stop(StopMode::Fast).await {
         error!(error = %e, "failed to stop postgres for the switchover; stopping immediately");
         if let Err(e) = pg.stop(StopMode::Immediate).await {
@@ -620,6 +627,8 @@ pub async fn graceful_demote(
         }
     }
     pg.mark_demoted();
+    // Again, not waited for: a health check answered before the demotion began may have taken it back in meanwhile.
+    haproxy.demoting_now(&me);
     // PostgreSQL is down: the watchdog is stopped before the key goes (Patroni disables it at the same point),
     // while the renewals still feed it.
     watchdog.disarm("demoted for a switchover");

@@ -89,6 +89,8 @@ pub struct HaSettings {
     pub scheduled_restart: watch::Receiver<Option<Map<String, Value>>>,
     /// The Linux watchdog (`watchdog` section): armed by the executor, fed by the fence.
     pub watchdog: crate::watchdog::Watchdog,
+    /// Role changes pushed to HAProxy's runtime API (`haproxy` section; disabled without it).
+    pub haproxy: crate::haproxy::Pusher,
 }
 
 impl HaSettings {
@@ -499,6 +501,7 @@ impl HaLoop {
             slots_unreadable: dynamic.slots_unreadable,
             member_slots_ttl: dynamic.member_slots_ttl,
             status_slots: self.state.status_slots.as_ref(),
+            status_tx: &self.status_tx,
         }
     }
 
@@ -685,6 +688,9 @@ impl HaLoop {
         let timeout = self.timing.retry_timeout;
         let view = self.dcs.view();
         if self.settings.stop_postgres_on_shutdown {
+            if self.is_primary.load(Ordering::SeqCst) {
+                self.settings.haproxy.demoting(&self.settings.name).await;
+            }
             match self.pg.stop(crate::postgres::supervisor::StopMode::Fast).await {
                 Ok(()) => self.settings.watchdog.disarm("shutting down"),
                 // Patroni leaves the watchdog running too: a primary that did not stop may not outlive its lease.

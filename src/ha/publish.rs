@@ -133,6 +133,8 @@ pub fn status_without_probe(process: &PgProcess, data_dir: &DataDir, state: PgSt
 /// a state from the process and the long action the cycle started.
 pub fn pg_status_after(obs: &Observation, running: Option<ActionKind>) -> PgStatus {
     let state = match (&obs.pg, running) {
+        // From the cycle that starts a switchover's demotion on: HAProxy's next check already takes the primary out.
+        (_, Some(ActionKind::Demote)) => PgState::Stopping,
         (PgProcess::Running(_), _) => PgState::Running,
         (_, Some(ActionKind::Clone)) => PgState::CreatingReplica,
         (_, Some(ActionKind::Bootstrap)) => PgState::InitializingNewCluster,

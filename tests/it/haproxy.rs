@@ -208,3 +208,148 @@ async fn haproxy_routes_by_role_through_crash_failover_and_switchover() {
     load_balancer.stop().await.expect("stop HAProxy");
     finish(c, &[]).await;
 }
+
+/// What the sampler saw through HAProxy's runtime API.
+#[derive(Default)]
+struct Samples {
+    /// Samples taken.
+    taken: usize,
+    /// Samples in which more than one server of the primary backend was routable: `(seconds, servers)`.
+    doubles: Vec<(f64, Vec<String>)>,
+}
+
+/// Every 20 ms until `stop`: `show servers state primary` through the runtime API on `socket`, counting samples
+/// in which HAProxy would send a new connection to more than one server.
+async fn sample_primary_backend(
+    socket: std::path::PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Samples {
+    use raftgres::config::RuntimeApi;
+    use raftgres::haproxy::plan::parse_servers_state;
+    let api = RuntimeApi::Unix(socket);
+    let started = Instant::now();
+    let mut samples = Samples::default();
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        if let Ok(answer) = raftgres::haproxy::command(&api, "show servers state primary", Duration::from_secs(1)).await
+        {
+            let routable: Vec<String> =
+                parse_servers_state(&answer).into_iter().filter(|s| s.routable()).map(|s| s.server).collect();
+            samples.taken += 1;
+            if routable.len() > 1 {
+                samples.doubles.push((started.elapsed().as_secs_f64(), routable));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    samples
+}
+
+/// With the `haproxy` section on every node (the demo's setup: `stats socket … level admin`, backends `primary` and
+/// `standbys`), the nodes push their role changes to HAProxy's runtime API. Sampled every 20 ms through the runtime
+/// API's own `show servers state primary`, the primary backend never has two routable servers through a
+/// switchover, a clean stop of the primary (a hand-over) and a crash failover, and each new primary is reached
+/// through the primary port. Without the push the switchover alone leaves both up for about a second (the old
+/// primary needs two failed checks, the new one one good check), which this test then reports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn haproxy_push_never_leaves_two_servers_routable_in_the_primary_backend() {
+    const TEST: &str = "haproxy_push_never_leaves_two_servers_routable_in_the_primary_backend";
+    if !pg_available(TEST) {
+        return;
+    }
+    let Some(program) = haproxy::find() else {
+        println!("skipping {TEST}: HAProxy not installed (apt-get install -y haproxy)");
+        return;
+    };
+    let (mut spec, dir) = spec();
+    let socket = spec.dir.join("haproxy.sock");
+    for node in 1..=spec.n_nodes {
+        spec.node_overrides.insert(node, json!({"haproxy": haproxy::node_section(&socket)}));
+    }
+    let (tc, first_primary) = start(spec, dir).await;
+    let c = &tc.cluster;
+
+    let first_port = free_port_block(3);
+    let ports = HaproxyPorts { primary: first_port, replica: first_port + 1, stats: first_port + 2 };
+    let config_path = c.dir().join("haproxy.cfg");
+    let log_path = c.dir().join("haproxy.log");
+    let config = haproxy::with_runtime_api(&haproxy::render(ports, c.nodes()), &socket);
+    std::fs::write(&config_path, &config).expect("write haproxy.cfg");
+    let _logs_on_panic = LogsOnPanic { cluster: c, haproxy_log: &log_path };
+    let load_balancer = Haproxy::start(&program, &config_path, &log_path)
+        .await
+        .unwrap_or_else(|e| panic!("HAProxy starts: {e:#}\n{config}"));
+    check_primary_port(c, ports, first_primary, 1).await;
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = tokio::spawn(sample_primary_backend(socket.clone(), stop.clone()));
+
+    // A switchover to a named candidate.
+    let candidate = others(c, first_primary)[0];
+    let request = json!({"leader": format!("node{first_primary}"), "candidate": format!("node{candidate}")});
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("HTTP client");
+    let res = http.post(format!("{}/switchover", c.api(candidate))).json(&request).send().await;
+    let res = res.expect("POST /switchover is answered");
+    assert_eq!(res.status().as_u16(), 200, "switchover to node{candidate}: {}", res.text().await.unwrap_or_default());
+    let second_primary = new_primary(c, first_primary, ROUTE_DEADLINE).await;
+    check_primary_port(c, ports, second_primary, 2).await;
+    wait_replica(c, first_primary).await;
+
+    // A clean stop of the primary's raftgres: a hand-over.
+    let status = c.stop_node(second_primary).await.expect("SIGTERM the primary's raftgres");
+    assert!(status.is_some_and(|s| s.success()), "stopped cleanly: {status:?}");
+    let third_primary = new_primary(c, second_primary, ROUTE_DEADLINE).await;
+    check_primary_port(c, ports, third_primary, 3).await;
+    c.start_node(second_primary).expect("start the stopped node again");
+    wait_replica(c, second_primary).await;
+
+    // A crash of the primary: raftgres and the postmaster killed; the new primary pushes.
+    c.kill_node(third_primary).await.expect("kill -9 the primary's raftgres");
+    c.kill_postmaster(third_primary).expect("kill -9 the primary's postmaster");
+    let fourth_primary = new_primary(c, third_primary, ROUTE_DEADLINE).await;
+    check_primary_port(c, ports, fourth_primary, 4).await;
+
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let samples = sampler.await.expect("the sampler ends");
+    println!(
+        "primaries node{first_primary} -> node{second_primary} -> node{third_primary} -> node{fourth_primary}; \
+         {} samples of `show servers state primary`",
+        samples.taken
+    );
+    assert!(samples.taken > 100, "the runtime API answered the sampler ({} samples)", samples.taken);
+    let pushes: Vec<String> = (1..=c.n_nodes())
+        .flat_map(|node| {
+            std::fs::read_to_string(c.dir().join(format!("node{node}/raftgres.log")))
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .filter(|l| l.contains("HAProxy") || l.contains("demot") || l.contains("promoted postgres"))
+        .collect();
+    assert!(
+        samples.doubles.is_empty(),
+        "HAProxy had more than one routable server in the primary backend: {:?}\n{}",
+        samples.doubles,
+        pushes.join("\n")
+    );
+    // Each push is in the log of the node that made it.
+    let pushed = |node: usize, what: &str| {
+        std::fs::read_to_string(c.dir().join(format!("node{node}/raftgres.log")))
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains("pushed the role change to HAProxy") && l.contains(&format!("what=\"{what}\"")))
+    };
+    for (node, what) in [
+        (first_primary, "demoting"),
+        (second_primary, "promoted"),
+        (second_primary, "demoting"),
+        (third_primary, "promoted"),
+        (fourth_primary, "promoted"),
+    ] {
+        assert!(pushed(node, what), "node{node} pushed {what:?} to HAProxy");
+    }
+    load_balancer.stop().await.expect("stop HAProxy");
+    c.start_node(third_primary).expect("start the crashed node again");
+    wait_replica(c, third_primary).await;
+    finish(c, &[]).await;
+}
