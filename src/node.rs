@@ -183,6 +183,7 @@ pub fn ha_settings(config: &Config) -> HaSettings {
         stop_postgres_on_shutdown: true,
         scheduled_restart: watch::channel(None).1,
         watchdog: crate::watchdog::Watchdog::new(config.watchdog.clone()),
+        node_dirs: crate::ha::disk::NodeDirs { data: pg.data_dir.clone(), raft: config.raft.data_dir.clone() },
     }
 }
 
