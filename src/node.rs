@@ -191,6 +191,7 @@ pub fn ha_settings(config: &Config) -> HaSettings {
         scheduled_restart: watch::channel(None).1,
         watchdog: crate::watchdog::Watchdog::new(config.watchdog.clone()),
         haproxy: crate::haproxy::Pusher::disabled(),
+        node_dirs: crate::ha::disk::NodeDirs { data: pg.data_dir.clone(), raft: config.raft.data_dir.clone() },
     }
 }
 

@@ -248,6 +248,42 @@ pub mod rfc3339 {
     }
 }
 
+/// One of the node's directories whose filesystem `/metrics` reports (the `directory` label of
+/// `raftgres_filesystem_avail_bytes` and `raftgres_filesystem_size_bytes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeDir {
+    /// `postgresql.data_dir`.
+    Data,
+    /// `pg_wal` under the data directory, reported only when it resolves (through a symlink, as
+    /// `initdb --waldir` makes it) to another filesystem than the data directory's.
+    Wal,
+    /// `raft.data_dir`, the Raft store.
+    Raft,
+}
+
+impl NodeDir {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeDir::Data => "data",
+            NodeDir::Wal => "wal",
+            NodeDir::Raft => "raft",
+        }
+    }
+}
+
+/// Space on the filesystem holding one of the node's directories, from `statvfs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FilesystemUsage {
+    /// Which directory.
+    pub dir: NodeDir,
+    /// Bytes an unprivileged user can still write (`f_bavail × f_frsize`): PostgreSQL does not run as root, so
+    /// the blocks reserved for root are not its to use.
+    pub avail_bytes: u64,
+    /// Size of the filesystem (`f_blocks × f_frsize`).
+    pub size_bytes: u64,
+}
+
 /// What the cluster view (replicated store) told us at the last cycle.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ClusterSummary {
@@ -298,6 +334,9 @@ pub struct NodeStatus {
     pub maximum_lag_on_failover: u64,
     /// `watchdog.mode` is required and the watchdog cannot be armed: this node never becomes the leader.
     pub watchdog_failed: bool,
+    /// The filesystems of the data, WAL and Raft directories as last sampled by the HA loop (`ha::disk`); a
+    /// directory whose `statvfs` failed, or has not answered yet, is missing.
+    pub filesystems: Vec<FilesystemUsage>,
 }
 
 impl NodeStatus {
@@ -321,6 +360,7 @@ impl NodeStatus {
             loop_wait: Duration::from_secs(1),
             maximum_lag_on_failover: 1 << 20,
             watchdog_failed: false,
+            filesystems: Vec::new(),
         }
     }
 

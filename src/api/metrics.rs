@@ -14,6 +14,7 @@ use crate::api::types::PatroniStatus;
 use crate::api::types::Xlog;
 use crate::dcs::view::FailoverTimeline;
 use crate::postgres::types::Lsn;
+use crate::status::FilesystemUsage;
 use crate::status::NodeStatus;
 use crate::status::PgState;
 use crate::status::Role;
@@ -49,6 +50,7 @@ pub fn render(status: &NodeStatus, now: Instant) -> String {
         "Seconds until this node's leader lease expires, 0 if it holds none.",
         lease_remaining,
     );
+    filesystem_metrics(&mut out, &status.filesystems);
     out.text
 }
 
@@ -128,6 +130,28 @@ fn failover_metrics(out: &mut Metrics, timeline: &FailoverTimeline) {
         "raftgres_last_failover_timestamp_seconds",
         "Epoch seconds at which the last promoted primary left recovery.",
         timeline.promoted_ms as f64 / 1000.0,
+    );
+}
+
+/// Free and total bytes of the filesystems under the data directory, `pg_wal` (when elsewhere) and the Raft
+/// store, as the HA loop last sampled them; nothing for a directory it could not read.
+fn filesystem_metrics(out: &mut Metrics, filesystems: &[FilesystemUsage]) {
+    if filesystems.is_empty() {
+        return;
+    }
+    let avail: Vec<(&str, u64)> = filesystems.iter().map(|usage| (usage.dir.as_str(), usage.avail_bytes)).collect();
+    out.gauge_by_directory(
+        "raftgres_filesystem_avail_bytes",
+        "Bytes a non-root user can still write on the filesystem holding the data directory, pg_wal (only when on \
+         another filesystem) or the Raft store.",
+        &avail,
+    );
+    let size: Vec<(&str, u64)> = filesystems.iter().map(|usage| (usage.dir.as_str(), usage.size_bytes)).collect();
+    out.gauge_by_directory(
+        "raftgres_filesystem_size_bytes",
+        "Size in bytes of the filesystem holding the data directory, pg_wal (only when on another filesystem) or \
+         the Raft store.",
+        &size,
     );
 }
 
@@ -267,6 +291,16 @@ impl Metrics {
         self.sample(name, "counter", value);
     }
 
+    /// One gauge with a sample per `(directory, value)`, labelled `directory` after the node's labels.
+    fn gauge_by_directory(&mut self, name: &str, help: &str, samples: &[(&str, u64)]) {
+        self.help(name, help);
+        self.line(&format!("# TYPE {name} gauge"));
+        let base = self.labels.trim_end_matches('}').to_string();
+        for (directory, value) in samples {
+            self.line(&format!(r#"{name}{base},directory="{directory}"}} {value}"#));
+        }
+    }
+
     fn help(&mut self, name: &str, help: &str) {
         self.line(&format!("# HELP {name} {help}"));
     }
@@ -365,5 +399,25 @@ mod tests {
         assert!(text.contains(r#"kind="switchover",phase="promoted"} 0.2"#), "{text}");
         assert!(!text.contains("lease_expired"), "{text}");
         assert!(!render_raft(&status, &facts(None)).contains("raftgres_last_failover"));
+    }
+
+    #[test]
+    fn filesystems_render_one_sample_per_directory_and_nothing_when_unread() {
+        use crate::status::NodeDir;
+        let mut status = NodeStatus::initial("pg1", "demo", Instant::now());
+        assert!(!render(&status, Instant::now()).contains("raftgres_filesystem"), "nothing sampled yet");
+        let usage = |dir, avail_bytes| FilesystemUsage { dir, avail_bytes, size_bytes: 1 << 30 };
+        status.filesystems = vec![usage(NodeDir::Data, 1000), usage(NodeDir::Wal, 20), usage(NodeDir::Raft, 3)];
+        let text = render(&status, Instant::now());
+        for line in [
+            r#"raftgres_filesystem_avail_bytes{scope="demo",name="pg1",directory="data"} 1000"#,
+            r#"raftgres_filesystem_avail_bytes{scope="demo",name="pg1",directory="wal"} 20"#,
+            r#"raftgres_filesystem_avail_bytes{scope="demo",name="pg1",directory="raft"} 3"#,
+            r#"raftgres_filesystem_size_bytes{scope="demo",name="pg1",directory="raft"} 1073741824"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+        }
+        assert_eq!(text.matches("# TYPE raftgres_filesystem_avail_bytes gauge").count(), 1);
+        assert_eq!(text.matches("# TYPE raftgres_filesystem_size_bytes gauge").count(), 1);
     }
 }

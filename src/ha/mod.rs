@@ -10,11 +10,12 @@
 //! Map: [`observe`] (snapshot), [`peers`] (the leader race's live peer reports), [`decide`] and
 //! [`candidate`] (PURE decision), [`execute`] (short actions, spawning long ones), [`long`] (the
 //! long actions), [`running`] (bookkeeping of a long action), [`publish`] (member key and
-//! `NodeStatus`), [`requests`] (REST API requests), [`sync`] (synchronous replication plans),
-//! [`types`] (the vocabulary).
+//! `NodeStatus`), [`disk`] (the filesystem sample `publish` carries to `/metrics`), [`requests`] (REST API
+//! requests), [`sync`] (synchronous replication plans), [`types`] (the vocabulary).
 
 pub mod candidate;
 pub mod decide;
+pub mod disk;
 pub mod execute;
 pub mod fence;
 pub mod handover;
@@ -91,6 +92,8 @@ pub struct HaSettings {
     pub watchdog: crate::watchdog::Watchdog,
     /// Role changes pushed to HAProxy's runtime API (`haproxy` section; disabled without it).
     pub haproxy: crate::haproxy::Pusher,
+    /// The data and Raft directories, whose filesystems `/metrics` reports (`disk`).
+    pub node_dirs: disk::NodeDirs,
 }
 
 impl HaSettings {
@@ -175,6 +178,8 @@ pub struct HaLoop {
     requests_tx: tokio::sync::mpsc::Sender<requests::HaRequest>,
     /// Asks peers' `GET /patroni` during the leader race (`peers::race_peers`).
     peer_http: reqwest::Client,
+    /// Samples the filesystems of the node's directories, at most once per cycle.
+    disk: disk::DiskSampler,
 }
 
 impl HaLoop {
@@ -190,6 +195,7 @@ impl HaLoop {
         let (dynamic, _) = DynamicConfig::parse_lenient(settings.bootstrap_dcs.clone());
         let (timing, _) = dynamic.timing();
         let (requests_tx, requests) = tokio::sync::mpsc::channel(16);
+        let disk = disk::DiskSampler::new(settings.node_dirs.clone());
         HaLoop {
             requests,
             requests_tx,
@@ -202,6 +208,7 @@ impl HaLoop {
             dynamic,
             timing,
             peer_http,
+            disk,
         }
     }
 
@@ -379,6 +386,7 @@ impl HaLoop {
         let view = self.dcs.view();
         self.refresh_dynamic(&view);
         self.apply_dynamic_recovery();
+        self.disk.refresh().await;
         if let Some(kind) = self.state.running.as_ref().map(|r| r.kind) {
             // While a long action runs, observing PostgreSQL can wait behind it (the supervisor
             // serialises state changes), so the holder renews its lease first and observes

@@ -194,6 +194,8 @@ pub struct Published<'a> {
     pub synchronous_mode: SynchronousMode,
     /// The required watchdog cannot be armed.
     pub watchdog_failed: bool,
+    /// The latest sample of the node's filesystems.
+    pub filesystems: Vec<crate::status::FilesystemUsage>,
 }
 
 /// PURE: publishes the probe a node about to race took after seeing the leader key vacant (its `GET /patroni`
@@ -230,6 +232,7 @@ pub fn publish(status: &mut NodeStatus, p: Published<'_>) {
     status.tags = p.tags;
     status.maximum_lag_on_failover = p.maximum_lag_on_failover;
     status.watchdog_failed = p.watchdog_failed;
+    status.filesystems = p.filesystems;
 }
 
 impl HaLoop {
@@ -252,6 +255,7 @@ impl HaLoop {
             maximum_lag_on_failover: dynamic.maximum_lag_on_failover,
             synchronous_mode: dynamic.synchronous_mode,
             watchdog_failed: self.state.watchdog_failed,
+            filesystems: self.disk.latest().to_vec(),
         };
         self.status_tx.send_modify(|status| publish(status, published));
     }
@@ -262,8 +266,12 @@ impl HaLoop {
         let process = super::observe::pg_process(&self.pg).await;
         let pg_status = status_without_probe(&process, &data_dir, PgState::Stopped);
         let loop_wait = self.timing.loop_wait;
+        // A node that cannot reach the Raft cluster may be one whose Raft disk is full: show it.
+        self.disk.refresh().await;
+        let filesystems = self.disk.latest().to_vec();
         self.status_tx.send_modify(|status| {
             status.pg = pg_status;
+            status.filesystems = filesystems;
             status.cluster = None;
             status.reason = "waiting for the raft cluster".into();
             status.next_cycle_at = Instant::now() + loop_wait;

@@ -174,11 +174,14 @@ impl HaLoop {
         }
         let lease = self.dcs.lease();
         let loop_wait = self.timing.loop_wait;
+        // A clone or a rewind is when a disk fills up: keep the filesystem metrics current through it.
+        let filesystems = self.disk.latest().to_vec();
         self.status_tx.send_modify(|status| {
             status.reason = sentence;
             status.leader_until = lease.leader_valid_until;
             status.fencing_token = lease.fencing_token;
             status.next_cycle_at = Instant::now() + loop_wait;
+            status.filesystems = filesystems;
         });
     }
 }
