@@ -353,6 +353,9 @@ second_primary=$(primaries)
     || fail "after killing $victim the primaries are '$second_primary'"
 has_row 5000 initial || fail "the row written before the kill is missing on $second_primary"
 record "docker kill $victim" "writes back after $kill_gap s (new primary $second_primary)"
+# The new primary told HAProxy's runtime API at once (the `haproxy` section of docker/raftgres.yml).
+docker logs "${CID[$second_primary]}" 2>&1 | grep -q 'pushed the role change to HAProxy' \
+    || fail "$second_primary did not push its promotion to HAProxy's runtime API (haproxy:9999)"
 
 step_start=$EPOCHREALTIME
 docker start "${CID[$victim]}" >/dev/null
