@@ -72,8 +72,11 @@ pub enum Step {
 pub enum Outcome {
     /// Another member holds the leader key.
     TakenBy(String),
-    /// Demoted and released, but nobody took the key within ttl.
+    /// Demoted and released, but nobody took the key within ttl (or the successor left meanwhile).
     NobodyTookOver,
+    /// The successor left the cluster (its member key is gone: it is stopping too, as in a stop of every node)
+    /// before the demotion began; the node stops the plain way at once.
+    SuccessorGone,
     /// The `failover` key went away while this node still led: the loop refused the switchover (the candidate
     /// was no longer a healthy replica) or someone deleted the request.
     Refused,
@@ -87,7 +90,8 @@ impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Outcome::TakenBy(name) => write!(f, "{name} holds the leader key"),
-            Outcome::NobodyTookOver => write!(f, "demoted and released the key, but nobody took it within ttl"),
+            Outcome::NobodyTookOver => write!(f, "demoted and released the key, but nobody took it"),
+            Outcome::SuccessorGone => write!(f, "the successor left the cluster before the demotion"),
             Outcome::Refused => write!(f, "the switchover request was withdrawn before the demotion"),
             Outcome::LostKey => write!(f, "the leader key was lost before the demotion"),
             Outcome::TimedOut => write!(f, "the demotion did not begin in time"),
@@ -103,13 +107,15 @@ impl Handover {
     }
 
     /// The next step, given the local view (`leader`: the holder's name; `mine`: our session holds it;
-    /// `request_pending`: a `failover` key with a request exists) and the long action running, if any.
+    /// `request_pending`: a `failover` key with a request exists; `successor_present`: the successor's member key
+    /// exists) and the long action running, if any.
     pub fn step(
         &mut self,
         now: Instant,
         leader: Option<&str>,
         mine: bool,
         request_pending: bool,
+        successor_present: bool,
         running: Option<ActionKind>,
     ) -> Step {
         if let Some(holder) = leader.filter(|_| !mine) {
@@ -121,10 +127,14 @@ impl Handover {
         }
         if self.demote_seen {
             let demoted_at = *self.demoted_at.get_or_insert(now);
-            return if now >= demoted_at + self.ttl { Step::Done(Outcome::NobodyTookOver) } else { Step::Wait };
+            let waited_out = now >= demoted_at + self.ttl;
+            return if waited_out || !successor_present { Step::Done(Outcome::NobodyTookOver) } else { Step::Wait };
         }
         if !mine {
             return Step::Done(Outcome::LostKey);
+        }
+        if !successor_present {
+            return Step::Done(Outcome::SuccessorGone);
         }
         if request_pending {
             self.request_seen = true;
@@ -250,21 +260,24 @@ mod tests {
     fn handover_cycles_until_the_successor_holds_the_key() {
         let t0 = Instant::now();
         let mut h = Handover::new("pg2".into(), t0, TTL);
-        assert_eq!(h.step(at(t0, 0), Some("pg1"), true, false, None), Step::Cycle, "request not applied yet");
-        assert_eq!(h.step(at(t0, 100), Some("pg1"), true, true, None), Step::Cycle);
-        assert_eq!(h.step(at(t0, 200), Some("pg1"), true, true, Some(ActionKind::Demote)), Step::Cycle);
-        assert_eq!(h.step(at(t0, 900), None, false, true, None), Step::Wait, "released, nobody holds it yet");
-        assert_eq!(h.step(at(t0, 1000), Some("pg2"), false, false, None), Step::Done(Outcome::TakenBy("pg2".into())));
+        assert_eq!(h.step(at(t0, 0), Some("pg1"), true, false, true, None), Step::Cycle, "request not applied yet");
+        assert_eq!(h.step(at(t0, 100), Some("pg1"), true, true, true, None), Step::Cycle);
+        assert_eq!(h.step(at(t0, 200), Some("pg1"), true, true, true, Some(ActionKind::Demote)), Step::Cycle);
+        assert_eq!(h.step(at(t0, 900), None, false, true, true, None), Step::Wait, "released, nobody holds it yet");
+        assert_eq!(
+            h.step(at(t0, 1000), Some("pg2"), false, false, true, None),
+            Step::Done(Outcome::TakenBy("pg2".into()))
+        );
     }
 
     #[test]
     fn handover_released_key_left_vacant_ends_after_ttl() {
         let t0 = Instant::now();
         let mut h = Handover::new("pg2".into(), t0, TTL);
-        h.step(t0, Some("pg1"), true, true, Some(ActionKind::Demote));
-        assert_eq!(h.step(at(t0, 1000), None, false, false, None), Step::Wait);
-        assert_eq!(h.step(at(t0, 3999), None, false, false, None), Step::Wait);
-        assert_eq!(h.step(at(t0, 4000), None, false, false, None), Step::Done(Outcome::NobodyTookOver));
+        h.step(t0, Some("pg1"), true, true, true, Some(ActionKind::Demote));
+        assert_eq!(h.step(at(t0, 1000), None, false, false, true, None), Step::Wait);
+        assert_eq!(h.step(at(t0, 3999), None, false, false, true, None), Step::Wait);
+        assert_eq!(h.step(at(t0, 4000), None, false, false, true, None), Step::Done(Outcome::NobodyTookOver));
     }
 
     #[test]
@@ -272,38 +285,55 @@ mod tests {
         // The release failed: the key is still ours and PostgreSQL is stopped; a cycle would start it again.
         let t0 = Instant::now();
         let mut h = Handover::new("pg2".into(), t0, TTL);
-        h.step(t0, Some("pg1"), true, true, Some(ActionKind::Demote));
-        assert_eq!(h.step(at(t0, 500), Some("pg1"), true, true, None), Step::Wait);
-        assert_eq!(h.step(at(t0, 3500), Some("pg1"), true, true, None), Step::Done(Outcome::NobodyTookOver));
+        h.step(t0, Some("pg1"), true, true, true, Some(ActionKind::Demote));
+        assert_eq!(h.step(at(t0, 500), Some("pg1"), true, true, true, None), Step::Wait);
+        assert_eq!(h.step(at(t0, 3500), Some("pg1"), true, true, true, None), Step::Done(Outcome::NobodyTookOver));
     }
 
     #[test]
     fn handover_withdrawn_request_is_refused() {
         let t0 = Instant::now();
         let mut h = Handover::new("pg2".into(), t0, TTL);
-        assert_eq!(h.step(t0, Some("pg1"), true, true, None), Step::Cycle);
-        assert_eq!(h.step(at(t0, 1000), Some("pg1"), true, false, None), Step::Done(Outcome::Refused));
+        assert_eq!(h.step(t0, Some("pg1"), true, true, true, None), Step::Cycle);
+        assert_eq!(h.step(at(t0, 1000), Some("pg1"), true, false, true, None), Step::Done(Outcome::Refused));
     }
 
     #[test]
     fn handover_key_lost_before_demotion() {
         let t0 = Instant::now();
         let mut h = Handover::new("pg2".into(), t0, TTL);
-        assert_eq!(h.step(t0, None, false, true, None), Step::Done(Outcome::LostKey));
+        assert_eq!(h.step(t0, None, false, true, true, None), Step::Done(Outcome::LostKey));
     }
 
     #[test]
     fn handover_demotion_that_never_begins_times_out() {
         let t0 = Instant::now();
         let mut h = Handover::new("pg2".into(), t0, TTL);
-        assert_eq!(h.step(at(t0, 5999), Some("pg1"), true, true, None), Step::Cycle);
-        assert_eq!(h.step(at(t0, 6000), Some("pg1"), true, true, None), Step::Done(Outcome::TimedOut));
+        assert_eq!(h.step(at(t0, 5999), Some("pg1"), true, true, true, None), Step::Cycle);
+        assert_eq!(h.step(at(t0, 6000), Some("pg1"), true, true, true, None), Step::Done(Outcome::TimedOut));
+    }
+
+    #[test]
+    fn handover_successor_gone_before_demotion_stops_at_once() {
+        // Every node is being stopped: the successor's session is revoked before the demotion began.
+        let t0 = Instant::now();
+        let mut h = Handover::new("pg2".into(), t0, TTL);
+        assert_eq!(h.step(t0, Some("pg1"), true, true, false, None), Step::Done(Outcome::SuccessorGone));
+    }
+
+    #[test]
+    fn handover_successor_gone_after_demotion_does_not_wait_out_ttl() {
+        let t0 = Instant::now();
+        let mut h = Handover::new("pg2".into(), t0, TTL);
+        h.step(t0, Some("pg1"), true, true, true, Some(ActionKind::Demote));
+        assert_eq!(h.step(at(t0, 500), None, false, true, true, None), Step::Wait);
+        assert_eq!(h.step(at(t0, 600), None, false, true, false, None), Step::Done(Outcome::NobodyTookOver));
     }
 
     #[test]
     fn handover_running_other_action_keeps_cycling() {
         let t0 = Instant::now();
         let mut h = Handover::new("pg2".into(), t0, TTL);
-        assert_eq!(h.step(t0, Some("pg1"), true, true, Some(ActionKind::CopySlots)), Step::Cycle);
+        assert_eq!(h.step(t0, Some("pg1"), true, true, true, Some(ActionKind::CopySlots)), Step::Cycle);
     }
 }

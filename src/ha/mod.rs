@@ -271,6 +271,7 @@ impl HaLoop {
                     view.leader.as_ref().map(|leader| leader.name.as_str()),
                     self.dcs.leader_key_is_mine(&view),
                     view.failover.is_some(),
+                    view.members.contains_key(&handing_over.successor),
                     self.state.running.as_ref().map(|running| running.kind),
                 );
                 match step {
