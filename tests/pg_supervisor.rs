@@ -269,10 +269,14 @@ async fn primary_lifecycle_stop_start_and_adoption() {
     // create_users is idempotent.
     sup.create_users().await.map_err(show).unwrap();
 
+    // The fence may stop a server the supervisor started as a primary before the HA loop observed it.
+    assert!(sup.may_accept_writes(), "started as a primary: it may accept writes");
+
     // (3) Fast stop, a second stop is a no-op, then start again.
     let mut exits = sup.exit_watch();
     sup.stop(StopMode::Fast).await.map_err(show).unwrap();
     assert!(!sup.is_running());
+    assert!(!sup.may_accept_writes(), "stopped");
     let exit = exits.borrow_and_update().clone().expect("the stop is published");
     assert!(exit.expected);
     let DataDirState::Initialized { controldata, .. } = sup.data_dir_state().await else { panic!("not initialized") };
@@ -287,6 +291,7 @@ async fn primary_lifecycle_stop_start_and_adoption() {
     let pid = start_in_child_and_kill_it(&dir, cfg.port);
     assert_eq!(sup.adopt().await.map_err(show).unwrap(), Some(pid));
     assert!(sup.is_running());
+    assert!(!sup.may_accept_writes(), "an adopted server counts only through the HA loop's observation");
     let too_long = "SELECT pg_sleep(0.1) FROM generate_series(1, 3)";
     sql(cfg.port, &format!("SET log_min_duration_statement = 0; {too_long}")).await.unwrap();
     assert!(!sup.probe().await.map_err(show).unwrap().in_recovery);
@@ -387,6 +392,7 @@ async fn replica_clone_promote_and_rewind() {
     );
     let replica_of_n1 = StartRole::Replica { primary: target(&n1), slot: Some(slot_name("n2")) };
     n2.start(replica_of_n1).await.map_err(show).unwrap();
+    assert!(!n2.may_accept_writes(), "started as a replica");
     assert!(matches!(n2.data_dir_state().await, DataDirState::Initialized { unfinished_backup: false, .. }));
     let probe = eventually("n2 to stream from n1", PATIENCE, || async {
         let probe = n2.probe().await.map_err(show)?;
@@ -427,6 +433,7 @@ async fn replica_clone_promote_and_rewind() {
 
     // (5) Promote n2: timeline 2.
     n2.promote(Duration::from_secs(60)).await.map_err(show).unwrap();
+    assert!(n2.may_accept_writes(), "promoted");
     let probe = n2.probe().await.map_err(show).unwrap();
     assert!(!probe.in_recovery);
     assert_eq!(probe.timeline, Some(TimelineId(2)));

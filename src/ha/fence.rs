@@ -54,7 +54,8 @@ pub struct Fence {
     pub dcs: Dcs,
     /// PostgreSQL, to stop.
     pub pg: Supervisor,
-    /// PostgreSQL runs as primary (set by the HA loop).
+    /// PostgreSQL runs as primary (set by the HA loop's observation); the fence also fences a server the supervisor
+    /// started or is promoting as a primary (`Supervisor::may_accept_writes`).
     pub is_primary: Arc<AtomicBool>,
     /// The guard process's file, kept in step with the lease.
     pub guard_file: Option<PathBuf>,
@@ -73,8 +74,11 @@ pub async fn run(fence: Fence, shutdown: CancellationToken) {
         let now = Instant::now();
         // Fed at every poll, each keepalive only while it keeps the watchdog from outliving the key.
         watchdog.feed(&lease, now);
+        // PostgreSQL may take writes: the HA loop saw it run as a primary, or the supervisor started or is promoting
+        // it as one (the loop's next observation may be seconds away on a loaded host).
+        let primary = is_primary.load(Ordering::SeqCst) || pg.may_accept_writes();
         if let Some(path) = &guard_file {
-            let wanted = (lease.leader_valid_until, is_primary.load(Ordering::SeqCst));
+            let wanted = (lease.leader_valid_until, primary);
             if written != Some(wanted) {
                 let line = guard_line(wanted.0, wanted.1, &pg);
                 match guard::write(path, &line) {
@@ -86,7 +90,7 @@ pub async fn run(fence: Fence, shutdown: CancellationToken) {
         let wake = match lease.leader_valid_until {
             Some(until) if now >= until => {
                 // UNSAFE CHAOS BREAK (test only): `&& !unsafe_break_no_demote()` keeps a lapsed primary up.
-                if is_primary.load(Ordering::SeqCst) && pg.is_running() && !crate::chaos::unsafe_break_no_demote() {
+                if primary && pg.is_running() && !crate::chaos::unsafe_break_no_demote() {
                     error!("leader lease expired while running as primary; stopping postgres immediately");
                     haproxy.0.demoting_now(&haproxy.1);
                     match pg.stop(StopMode::Immediate).await {

@@ -76,6 +76,15 @@ impl Supervisor {
         self.postmaster_pid().is_some()
     }
 
+    /// The running postmaster was started as a primary or promoted by this supervisor (from the moment it began),
+    /// so it may accept writes whatever the HA loop observed last. The fence stops such a server when the lease
+    /// runs out even before the loop's next cycle has seen it run as a primary. A server adopted after a restart
+    /// of raftgres counts only through the loop's observation.
+    pub fn may_accept_writes(&self) -> bool {
+        let may_write = self.state().may_write;
+        may_write && self.is_running()
+    }
+
     /// The pid of the supervised postmaster while it is alive.
     pub fn postmaster_pid(&self) -> Option<u32> {
         let id = self.state().postmaster.as_ref().map(|tracked| tracked.id)?;
@@ -165,6 +174,8 @@ impl Supervisor {
     pub async fn promote(&self, timeout: Duration) -> Result<(), PgError> {
         self.shielded("promote", move |this| async move {
             this.ensure_tracked().await?.ok_or(PgError::NotRunning)?;
+            // From before `pg_promote`: once it returns the server takes writes.
+            this.state().may_write = true;
             if !this.sql_promote(timeout).await? {
                 let what = format!("promotion within {}s", timeout.as_secs());
                 return Err(PgError::Timeout { what, log_tail: this.inner.log_tail.text() });
@@ -246,6 +257,7 @@ impl Supervisor {
                 Some(tracked) if tracked.id == id => {
                     let expected = tracked.stopping;
                     state.postmaster = None;
+                    state.may_write = false;
                     expected
                 }
                 _ => return,
@@ -286,6 +298,9 @@ impl Supervisor {
             }
             StartRole::Standby => RecoveryConf::Replica { primary_conninfo: String::new(), slot: None },
         };
+        // From before the spawn: a server started as a primary may accept writes as soon as its recovery ends,
+        // before this start returns and long before the HA loop observes it.
+        self.state().may_write = matches!(role, StartRole::Primary);
         self.write_conf(recovery).await?;
         // A standby without a primary can only replay what its pg_wal holds: if its consistent
         // point lies beyond, it waits for WAL forever. Do not hold the HA loop for the whole

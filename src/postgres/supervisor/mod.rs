@@ -126,6 +126,9 @@ struct State {
     recovery: Option<RecoveryConf>,
     /// The unix socket directory last written to postgresql.conf.
     socket_dir: Option<PathBuf>,
+    /// This supervisor started the running postmaster as a primary, or began promoting it: it may accept writes
+    /// even before the HA loop's next observation says so (`Supervisor::may_accept_writes`, read by the fence).
+    may_write: bool,
 }
 
 /// The supervised postmaster; `stopping` once raftgres asked it to stop, so that its exit is expected.
