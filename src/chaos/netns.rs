@@ -269,7 +269,10 @@ fn rules(
         }
         Cut::Loss(percent) => {
             let probability = format!("{:.2}", f64::from(percent.min(100)) / 100.0);
-            for (chain, dir) in [("INPUT", "-s"), ("OUTPUT", "-d")] {
+            // A lossy link, not a lossy host: traffic inside the node (raftgres to its own PostgreSQL, to its own
+            // address) goes over `lo` and loses nothing.
+            for (chain, dir, lo) in [("INPUT", "-s", "-i"), ("OUTPUT", "-d", "-o")] {
+                rules.push(args(&["-A", chain, lo, "lo", "-j", "ACCEPT"]));
                 rules.push(args(&["-A", chain, dir, &observer, "-j", "ACCEPT"]));
                 let drop =
                     ["-A", chain, "-m", "statistic", "--mode", "random", "--probability", &probability, "-j", "DROP"];
@@ -323,9 +326,11 @@ mod tests {
     }
 
     #[test]
-    fn loss_spares_the_observer() {
+    fn loss_spares_loopback_and_the_observer() {
         let rules = rules_for(Cut::Loss(25));
-        assert_eq!(rules[0], "-A INPUT -s 10.0.0.250 -j ACCEPT");
-        assert!(rules[1].ends_with("--probability 0.25 -j DROP"), "{rules:?}");
+        assert_eq!(rules[0], "-A INPUT -i lo -j ACCEPT");
+        assert_eq!(rules[1], "-A INPUT -s 10.0.0.250 -j ACCEPT");
+        assert!(rules[2].ends_with("--probability 0.25 -j DROP"), "{rules:?}");
+        assert_eq!(rules[3], "-A OUTPUT -o lo -j ACCEPT");
     }
 }
