@@ -104,10 +104,14 @@ pub fn race(obs: &Observation, view: &ClusterView, cfg: &HaConfig, role: Role) -
 /// Whether this cycle may end in [`race`] judging peers: the leader key is vacant, the store is trusted, and
 /// this node runs PostgreSQL as a replica that is allowed to promote (not paused; a `nofailover` node only
 /// when a `failover` key may name it). The shell then asks every peer live for its status
-/// (`observe::race_peers`) instead of trusting member keys; outside a race no peer is asked.
+/// (`observe::race_peers`) instead of trusting member keys; outside a race no peer is asked. The candidate a
+/// `failover` key names takes the key without judging its peers ([`race`]), so it asks nobody: the former
+/// primary of a hand-over (`ha::handover`) publishes no fresh status while it waits, and asking it would cost
+/// the candidate the whole peer timeout.
 pub fn races_for_vacant_key(view: &ClusterView, pg: &PgProcess, cfg: &HaConfig, dcs_ok: bool) -> bool {
     let replica = matches!(pg, PgProcess::Running(status) if status.role != Role::Primary);
-    view.leader.is_none() && dcs_ok && replica && !cfg.paused && (!cfg.nofailover || view.failover.is_some())
+    let named = view.failover.as_ref().is_some_and(|f| f.value.member.as_deref() == Some(cfg.name.as_str()));
+    view.leader.is_none() && dcs_ok && replica && !cfg.paused && !named && (!cfg.nofailover || view.failover.is_some())
 }
 
 /// Quorum mode (`synchronous_mode: quorum`): Ok when this node provably holds every acknowledged commit.
@@ -485,7 +489,7 @@ mod race_peers_tests {
         role: Option<Role>,
         paused: bool,
         nofailover: bool,
-        failover: bool,
+        failover: Option<Option<&str>>,
         dcs_ok: bool,
         want: bool,
     ) {
@@ -499,8 +503,8 @@ mod race_peers_tests {
                 ..LeaderKey::default()
             });
         }
-        if failover {
-            let value = FailoverData { leader: None, member: Some("pg2".into()), scheduled_at: None };
+        if let Some(member) = failover {
+            let value = FailoverData { leader: None, member: member.map(str::to_string), scheduled_at: None };
             view.failover = Some(Versioned { value, mod_rev: 4 });
         }
         let pg = match role {
@@ -531,17 +535,21 @@ mod race_peers_tests {
     #[test]
     fn only_a_replica_about_to_race_asks_its_peers() {
         let replica = Some(Role::Replica);
-        check(false, replica, false, false, false, true, true);
+        check(false, replica, false, false, None, true, true);
         // A leader exists: follow it, no race.
-        check(true, replica, false, false, false, true, false);
+        check(true, replica, false, false, None, true, false);
         // Already primary: takes the key without judging peers; stopped: starts first.
-        check(false, Some(Role::Primary), false, false, false, true, false);
-        check(false, None, false, false, false, true, false);
+        check(false, Some(Role::Primary), false, false, None, true, false);
+        check(false, None, false, false, None, true, false);
         // Paused, or a store we do not trust: nobody races.
-        check(false, replica, true, false, false, true, false);
-        check(false, replica, false, false, false, false, false);
+        check(false, replica, true, false, None, true, false);
+        check(false, replica, false, false, None, false, false);
         // nofailover races only where a failover key may name it.
-        check(false, replica, false, true, false, true, false);
-        check(false, replica, false, true, true, true, true);
+        check(false, replica, false, true, None, true, false);
+        check(false, replica, false, true, Some(Some("pg3")), true, true);
+        check(false, replica, false, true, Some(None), true, true);
+        // The named candidate takes the key without judging its peers: it asks nobody.
+        check(false, replica, false, false, Some(Some("pg2")), true, false);
+        check(false, replica, false, true, Some(Some("pg2")), true, false);
     }
 }
