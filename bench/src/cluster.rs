@@ -1,6 +1,7 @@
 //! The local cluster the cluster benchmarks (`failover`, `health`, `footprint`, `all`) run on: three
 //! `raftgres run` processes with real PostgreSQL on 127.0.0.1 (the demo's [`LocalCluster`]) on free
-//! ports in a temp dir, optionally HAProxy in front, plus the SQL and REST helpers they share.
+//! ports in a temp dir, optionally HAProxy in front (optionally with its runtime API, which every node's `haproxy`
+//! section pushes role changes to), plus the SQL and REST helpers they share.
 //!
 //! It owns every process it starts: [`BenchCluster::shutdown`] stops them in order, and dropping a
 //! [`BenchCluster`] (an error half-way) SIGKILLs the nodes, their postmasters and HAProxy. It must
@@ -43,6 +44,8 @@ const HEALTH_POLL: Duration = Duration::from_millis(100);
 const HAPROXY_READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Lines of a node's log quoted when it dies during start-up.
 const LOG_TAIL_LINES: usize = 20;
+/// The file name of HAProxy's runtime API socket in the cluster dir (with [`WithHaproxy::IfInstalledWithPush`]).
+pub const RUNTIME_API_SOCKET: &str = "haproxy.sock";
 
 /// Where a benchmark cluster lives.
 #[derive(Debug, Clone)]
@@ -58,6 +61,9 @@ pub struct Placement {
 pub enum WithHaproxy {
     /// Start it when installed (the failover benchmark's client writes through it).
     IfInstalled,
+    /// Start it when installed, with its runtime API on [`RUNTIME_API_SOCKET`] in the cluster dir, and give every
+    /// node the `haproxy` section that pushes role changes to it (issue #17).
+    IfInstalledWithPush,
     /// Never (benchmarks that do not route SQL).
     No,
 }
@@ -72,6 +78,8 @@ pub struct BenchCluster {
     pub bootstrap: Duration,
     /// Why HAProxy is not running, when it is not (for the notes).
     pub haproxy_note: Option<String>,
+    /// The runtime API socket the nodes push to, when they were given the `haproxy` section.
+    pub push_socket: Option<PathBuf>,
     dir: tempfile::TempDir,
     place: Placement,
     with_haproxy: WithHaproxy,
@@ -101,7 +109,7 @@ impl BenchCluster {
             eprintln!("cluster: keeping {} after the benchmark", dir.path().display());
         }
         let [pg_port, api_port, raft_port] = free_port_blocks(N_NODES)?;
-        let spec = ClusterSpec {
+        let mut spec = ClusterSpec {
             pg_port,
             api_port,
             raft_port,
@@ -110,6 +118,14 @@ impl BenchCluster {
             leadership_follows_primary: follows,
             ..ClusterSpec::new(dir.path(), binary)
         };
+        // Without HAProxy there is nothing to push to: the nodes then get no `haproxy` section.
+        let push_socket = (with_haproxy == WithHaproxy::IfInstalledWithPush && haproxy::find().is_some())
+            .then(|| dir.path().join(RUNTIME_API_SOCKET));
+        if let Some(socket) = &push_socket {
+            for node_idx in 1..=N_NODES {
+                spec.node_overrides.insert(node_idx, serde_json::json!({"haproxy": haproxy::node_section(socket)}));
+            }
+        }
         let cluster = tokio::task::spawn_blocking(move || LocalCluster::generate(spec))
             .await
             .context("join the config writer")??;
@@ -124,11 +140,12 @@ impl BenchCluster {
             haproxy: None,
             bootstrap,
             haproxy_note: None,
+            push_socket,
             dir,
             place: place.clone(),
             with_haproxy,
         };
-        if with_haproxy == WithHaproxy::IfInstalled {
+        if with_haproxy != WithHaproxy::No {
             bench.start_haproxy().await?;
         }
         Ok(bench)
@@ -142,8 +159,12 @@ impl BenchCluster {
         let ports = free_ports::<3>()?;
         let ports = HaproxyPorts { primary: ports[0], replica: ports[1], stats: ports[2] };
         let config = self.dir.path().join("haproxy.cfg");
-        std::fs::write(&config, haproxy::render(ports, self.cluster.nodes()))
-            .with_context(|| format!("write {}", config.display()))?;
+        let rendered = haproxy::render(ports, self.cluster.nodes());
+        let rendered = match &self.push_socket {
+            Some(socket) => haproxy::with_runtime_api(&rendered, socket),
+            None => rendered,
+        };
+        std::fs::write(&config, rendered).with_context(|| format!("write {}", config.display()))?;
         let log = self.dir.path().join("haproxy.log");
         let load_balancer = Haproxy::start(&program, &config, &log).await?;
         self.haproxy = Some((load_balancer, ports));
@@ -193,6 +214,11 @@ impl BenchCluster {
             }
         }
         format!("cluster: node logs of the failed run kept in {}", kept.display())
+    }
+
+    /// Whether the nodes push role changes to HAProxy's runtime API.
+    pub fn pushes(&self) -> bool {
+        self.push_socket.is_some()
     }
 
     /// HAProxy's primary port, when it runs.

@@ -54,7 +54,8 @@ enum BenchCommand {
     /// Commit latency of guarded writes and keep-alives on an in-process 3-node Raft cluster.
     RaftWrite(raft_write::Args),
     /// Client-visible write gap, lease expiry and promotion after kill -9 of the primary, and the
-    /// write gap of a planned switchover, on a local 3-node cluster.
+    /// write gap of a planned switchover and of a graceful stop of the primary, on a local 3-node
+    /// cluster, without and with the nodes pushing role changes to HAProxy.
     Failover(failover::Args),
     /// Throughput and latency of a REST health check (GET /primary) under a bounded keep-alive load.
     Health(health::Args),
@@ -95,7 +96,8 @@ async fn run(cli: Cli) -> anyhow::Result<Table> {
 }
 
 /// One cluster for the cluster benchmarks (idle footprint first, then health, then failover), then
-/// raft-write in-process once the cluster is gone; rows in the order of the table.
+/// failover again on a fresh cluster whose nodes push to HAProxy (when installed), then raft-write
+/// in-process once the clusters are gone; rows in the order of the table.
 async fn all(place: &Placement, raft_dir: &Path) -> anyhow::Result<Table> {
     let mut bench = BenchCluster::start(place, WithHaproxy::IfInstalled).await?;
     let bootstrap = bench.bootstrap;
@@ -112,6 +114,10 @@ async fn all(place: &Placement, raft_dir: &Path) -> anyhow::Result<Table> {
     }
     let (footprint, health, mut failover) = measured?;
     stopped?;
+    let failover_args = failover::Args::default();
+    if failover_args.push.with_push() {
+        failover.append(failover::run_push(&failover_args, place).await?);
+    }
     failover.append(failover::leader_loss::run(place, failover::leader_loss::DEFAULT_RUNS).await?);
     let raft_write = raft_write::run(&raft_write::Args::default(), raft_dir).await?;
     let mut table = Table { rows: vec![footprint::bootstrap_row(bootstrap)], notes: Vec::new() };
