@@ -98,6 +98,8 @@ struct Outcome {
     trigger: Duration,
     /// The trigger on this host's wall clock, ms since the epoch.
     trigger_ms: u64,
+    /// How many promotion records `GET /history/promotions` held before the trigger.
+    n_promotions_before: usize,
     /// The new leader and when the API first named it, from the start of the load.
     new_leader: String,
     leader_seen: Duration,
@@ -163,6 +165,10 @@ async fn drive(
     eprintln!("drill: waiting for {WARM_UP_WRITES} consecutive writes through --dsn");
     wait_writes(shared, WARM_UP_WRITES, Duration::ZERO, deadline, "the warm-up").await?;
     let bases = cluster.bases_leader_first(client);
+    let n_promotions_before = match client.first_success(&bases, Method::GET, "/history/promotions", None).await {
+        Ok(reply) => reply.json::<Value>().ok().and_then(|rows| rows.as_array().map(Vec::len)).unwrap_or(0),
+        Err(_) => 0,
+    };
     let trigger_at = start.elapsed();
     let trigger_ms = raft::lease::wall_ms();
     match trigger {
@@ -191,7 +197,7 @@ async fn drive(
     let leader_seen = start.elapsed();
     eprintln!("drill: {new_leader} leads; waiting for {SETTLED_WRITES} consecutive writes");
     wait_writes(shared, SETTLED_WRITES, leader_seen, deadline, "the writes to resume").await?;
-    Ok(Outcome { trigger: trigger_at, trigger_ms, new_leader, leader_seen, new_leader_base })
+    Ok(Outcome { trigger: trigger_at, trigger_ms, n_promotions_before, new_leader, leader_seen, new_leader_base })
 }
 
 /// Waits until the last `n` writes ended after `after` all succeeded.
@@ -273,16 +279,14 @@ async fn report(
 }
 
 /// The new leader's promotion record from its `GET /history/promotions` (any member's when it does not answer),
-/// once it names the new leader and does not predate the trigger by more than a minute (clock skew allowed).
+/// once it holds a record of the new leader written after the trigger.
 async fn promotion(client: &ApiClient, outcome: &Outcome) -> Option<Value> {
     let nodes: Vec<Url> = outcome.new_leader_base.iter().cloned().chain(client.nodes().iter().cloned()).collect();
-    let not_before = outcome.trigger_ms.saturating_sub(60_000);
     let deadline = Instant::now() + HISTORY_WAIT;
     loop {
         if let Ok(reply) = client.first_success(&nodes, Method::GET, "/history/promotions", None).await {
             if let Ok(promotions) = reply.json::<Value>() {
-                let found = report::promotion_of(&promotions, &outcome.new_leader)
-                    .filter(|row| row.get("promoted_ms").and_then(Value::as_u64).is_some_and(|ms| ms >= not_before));
+                let found = report::promotion_of(&promotions, &outcome.new_leader, outcome.n_promotions_before);
                 if let Some(found) = found {
                     return Some(found.clone());
                 }

@@ -92,9 +92,11 @@ pub fn ends_with_successes(attempts: &[Attempt], n: usize, after: Duration) -> b
 /// milliseconds since the epoch.
 pub const PHASES: [&str; 4] = ["last_renewal_ms", "lease_expired_ms", "promote_started_ms", "promoted_ms"];
 
-/// The promotion record of `new_leader`: the last element of `GET /history/promotions` naming it.
-pub fn promotion_of<'a>(promotions: &'a Value, new_leader: &str) -> Option<&'a Value> {
-    promotions.as_array()?.iter().rev().find(|row| row.get("new_leader").and_then(Value::as_str) == Some(new_leader))
+/// The promotion record of `new_leader`: the last element of `GET /history/promotions` naming it, among those after
+/// the first `n_before` (the records that existed before the trigger, so an earlier promotion is never reported).
+pub fn promotion_of<'a>(promotions: &'a Value, new_leader: &str, n_before: usize) -> Option<&'a Value> {
+    let rows = promotions.as_array()?;
+    rows.get(n_before..)?.iter().rev().find(|row| row.get("new_leader").and_then(Value::as_str) == Some(new_leader))
 }
 
 /// The `drill: …` lines of a promotion record: its kind, then each phase present as seconds from the trigger
@@ -227,7 +229,7 @@ mod tests {
             {"new_leader": "node1", "kind": "switchover", "promote_started_ms": 10_500, "promoted_ms": 11_230},
             {"new_leader": "node3", "kind": "failover", "promoted_ms": 2},
         ]);
-        let promotion = promotion_of(&promotions, "node1").expect("node1's record");
+        let promotion = promotion_of(&promotions, "node1", 0).expect("node1's record");
         assert_eq!(
             phase_lines(promotion, 10_000),
             [
@@ -248,7 +250,9 @@ mod tests {
                 "drill: phase promoted: +3.00 s",
             ]
         );
-        assert_eq!(promotion_of(&promotions, "node4"), None);
+        assert_eq!(promotion_of(&promotions, "node4", 0), None);
+        assert_eq!(promotion_of(&promotions, "node1", 2), None, "an earlier promotion is not this drill's");
+        assert_eq!(promotion_of(&promotions, "node1", 9), None);
         assert_eq!(relative(ms(998), ms(1000)), "+0.00");
         assert_eq!(relative(ms(990), ms(1000)), "-0.01");
         assert_eq!(relative(ms(2_345), ms(1000)), "+1.35");
