@@ -6,7 +6,8 @@
 //! cluster only through a node's REST API, house rule 5); [`cluster`] the `GET /cluster` view and member
 //! selection; [`list`] `list`/`topology`/`history`; [`switchover`]; [`actions`] restart/reload/reinit;
 //! [`config`] show/edit-config and pause/resume; [`raft`] `members` and `remove`; [`table`] the output formats;
-//! [`prompt`] the questions; [`certs`] `certs init`, the raft peer certificates (no node involved).
+//! [`prompt`] the questions; [`certs`] `certs init`, the raft peer certificates (no node involved); [`drill`] a
+//! switchover or crash under a write load through the application's endpoint, with the write gap and a verdict.
 //! Errors are returned as `anyhow` errors; `main` prints them as one `error: …` line
 //! and exits 1.
 
@@ -15,6 +16,7 @@ pub mod certs;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod drill;
 pub mod list;
 pub mod prompt;
 pub mod query;
@@ -77,6 +79,9 @@ pub enum CtlCommand {
     Flush(FlushArgs),
     /// Print the CLI's version and, given the cluster name, every member's (or the named members') versions.
     Version(VersionArgs),
+    /// Switch over (or, with --crash, kill the local primary) under a write load through --dsn; print the
+    /// client-visible write gap, the promotion's phases and a verdict against --max-gap (exit 1 when exceeded).
+    Drill(drill::DrillArgs),
 }
 
 /// `dsn`.
@@ -506,6 +511,7 @@ pub async fn run(command: CtlCommand, target: &Target) -> anyhow::Result<()> {
             actions::flush(&client()?, names, target, args.role, args.force).await
         }
         CtlCommand::Version(args) => actions::version(&client()?, &args.names).await,
+        CtlCommand::Drill(args) => drill::run(&client()?, args).await,
         CtlCommand::Members(MembersCommand::List { format }) => raft::list(&client()?, format).await,
         CtlCommand::Members(MembersCommand::Add { name, id, raft_addr, api_addr }) => {
             let member = raft::NewMember { name, id, raft_addr, api_addr: api_addr.unwrap_or_default() };

@@ -126,12 +126,12 @@ fn address(member: &Member) -> anyhow::Result<(String, u16)> {
     }
 }
 
-fn env(name: &str) -> Option<String> {
+pub(crate) fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|value| !value.is_empty())
 }
 
 /// The OS user, libpq's default user name.
-fn os_user() -> String {
+pub(crate) fn os_user() -> String {
     nix::unistd::User::from_uid(nix::unistd::geteuid())
         .ok()
         .flatten()
@@ -140,7 +140,7 @@ fn os_user() -> String {
 }
 
 /// The password of the first matching line of the pgpass file (`PGPASSFILE`, else `~/.pgpass`), as libpq reads it.
-fn pgpass_password(host: &str, port: u16, dbname: &str, user: &str) -> Option<String> {
+pub(crate) fn pgpass_password(host: &str, port: u16, dbname: &str, user: &str) -> Option<String> {
     let path = env("PGPASSFILE")
         .map(std::path::PathBuf::from)
         .or_else(|| env("HOME").map(|home| std::path::Path::new(&home).join(".pgpass")))?;

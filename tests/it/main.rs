@@ -11,6 +11,7 @@ mod check_patroni;
 mod cli;
 mod cluster;
 mod config;
+mod drill;
 mod failing;
 mod failover;
 mod fence_switch;
