@@ -312,7 +312,9 @@ replica_port=$(compose port haproxy 5001)
 stats_port=$(compose port haproxy 7000)
 log "HAProxy published: primary $primary_port, replicas $replica_port, stats http://$stats_port/"
 if command -v curl >/dev/null; then
-    curl -fsS -m 5 "http://$stats_port/;csv" | grep -q '^primary,' || fail "the stats page on $stats_port does not list the primary backend"
+    # Read the whole page first: `curl | grep -q` fails under pipefail when grep exits before curl wrote it all.
+    stats_csv=$(curl -fsS -m 5 "http://$stats_port/;csv") || fail "the stats page on $stats_port does not answer"
+    grep -q '^primary,' <<<"$stats_csv" || fail "the stats page on $stats_port does not list the primary backend"
 fi
 # The CLI in the image reads the node's configuration (PATRONICTL_CONFIG_FILE) with the REST API credentials of
 # the container's environment: read and write commands work out of the box.
@@ -354,7 +356,8 @@ second_primary=$(primaries)
 has_row 5000 initial || fail "the row written before the kill is missing on $second_primary"
 record "docker kill $victim" "writes back after $kill_gap s (new primary $second_primary)"
 # The new primary told HAProxy's runtime API at once (the `haproxy` section of docker/raftgres.yml).
-docker logs "${CID[$second_primary]}" 2>&1 | grep -q 'pushed the role change to HAProxy' \
+promoted_log=$(docker logs "${CID[$second_primary]}" 2>&1) || fail "cannot read the logs of $second_primary"
+grep -q 'pushed the role change to HAProxy' <<<"$promoted_log" \
     || fail "$second_primary did not push its promotion to HAProxy's runtime API (haproxy:9999)"
 
 step_start=$EPOCHREALTIME
