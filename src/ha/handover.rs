@@ -163,22 +163,7 @@ mod tests {
     const TTL: Duration = Duration::from_secs(3);
 
     fn cfg(mode: SynchronousMode) -> HaConfig {
-        HaConfig {
-            name: "pg1".into(),
-            ttl: TTL,
-            paused: false,
-            nofailover: false,
-            failover_priority: 1,
-            maximum_lag_on_failover: 1 << 20,
-            use_pg_rewind: true,
-            remove_data_directory_on_rewind_failure: false,
-            check_timeline: false,
-            synchronous_mode: mode,
-            replicatefrom: None,
-            standby_cluster: false,
-            clone_without_leader: false,
-            primary_start_timeout: Duration::from_secs(300),
-        }
+        HaConfig { ttl: TTL, synchronous_mode: mode, ..crate::ha::tests::cfg() }
     }
 
     fn member(role: &str, xlog: u64, tags: serde_json::Value) -> MemberData {

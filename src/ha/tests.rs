@@ -22,7 +22,8 @@ use crate::status::WalPosition;
 
 const SYSID: u64 = 7277694203142172922;
 
-fn cfg() -> HaConfig {
+/// The policy most table tests start from (also `handover`'s).
+pub(super) fn cfg() -> HaConfig {
     HaConfig {
         name: "pg1".into(),
         ttl: Duration::from_secs(5),

@@ -58,26 +58,20 @@ pub enum HaproxyError {
 pub async fn command(address: &RuntimeApi, line: &str, timeout: Duration) -> Result<String, HaproxyError> {
     let name = address.to_string();
     let exchange = async {
-        let mut answer = Vec::new();
+        let connect = |source| HaproxyError::Connect { address: name.clone(), source };
         let request = format!("{line}\n");
-        match address {
+        let answer = match address {
             RuntimeApi::Unix(path) => {
-                let mut stream = tokio::net::UnixStream::connect(path)
-                    .await
-                    .map_err(|source| HaproxyError::Connect { address: name.clone(), source })?;
-                let io = |source| HaproxyError::Io { address: name.clone(), source };
-                stream.write_all(request.as_bytes()).await.map_err(io)?;
-                stream.read_to_end(&mut answer).await.map_err(io)?;
+                let stream = tokio::net::UnixStream::connect(path).await.map_err(connect)?;
+                send_and_read(stream, &request).await
             }
             RuntimeApi::Tcp(host_port) => {
-                let mut stream = tokio::net::TcpStream::connect((host_port.host.as_str(), host_port.port))
-                    .await
-                    .map_err(|source| HaproxyError::Connect { address: name.clone(), source })?;
-                let io = |source| HaproxyError::Io { address: name.clone(), source };
-                stream.write_all(request.as_bytes()).await.map_err(io)?;
-                stream.read_to_end(&mut answer).await.map_err(io)?;
+                let stream =
+                    tokio::net::TcpStream::connect((host_port.host.as_str(), host_port.port)).await.map_err(connect)?;
+                send_and_read(stream, &request).await
             }
-        }
+        };
+        let answer = answer.map_err(|source| HaproxyError::Io { address: name.clone(), source })?;
         Ok(String::from_utf8_lossy(&answer).into_owned())
     };
     tokio::time::timeout(timeout, exchange).await.unwrap_or(Err(HaproxyError::Timeout { address: name, timeout }))
@@ -90,6 +84,17 @@ enum Commands {
     /// [`plan::promoted`] for `me` and the cluster's `members`, with the servers each HAProxy lists in the primary
     /// backend (`show servers state`, asked first).
     Promoted { me: String, members: Vec<String> },
+}
+
+/// Writes `request` and reads until HAProxy closes the connection (its non-interactive mode).
+async fn send_and_read(
+    mut stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    request: &str,
+) -> std::io::Result<Vec<u8>> {
+    stream.write_all(request.as_bytes()).await?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await?;
+    Ok(answer)
 }
 
 /// One push: the commands and, when someone waits for it, whom to tell it was sent.

@@ -24,10 +24,13 @@ impl Names {
     /// The server name of `member`; `None` when it could not be used safely in a command line.
     pub fn server_of(&self, member: &str) -> Option<String> {
         let name = self.server.replace("{name}", member);
-        let safe =
-            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'));
-        safe.then_some(name)
+        usable(&name).then_some(name)
     }
+}
+
+/// A name safe inside a runtime API command line (no space or `;` that would split it).
+fn usable(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'))
 }
 
 fn health(backend: &str, server: &str, up: bool) -> String {
@@ -43,8 +46,7 @@ pub fn promoted(names: &Names, me: &str, members: &[String], listed: &[String]) 
     let mut others: Vec<String> =
         members.iter().filter(|member| member.as_str() != me).filter_map(|m| names.server_of(m)).collect();
     for server in listed {
-        let usable = server.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'));
-        if usable && !server.is_empty() && Some(server) != mine.as_ref() && !others.contains(server) {
+        if usable(server) && Some(server) != mine.as_ref() && !others.contains(server) {
             others.push(server.clone());
         }
     }

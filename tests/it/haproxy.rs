@@ -122,6 +122,24 @@ fn others(c: &LocalCluster, primary: usize) -> Vec<usize> {
     (1..=c.n_nodes()).filter(|node| *node != primary).collect()
 }
 
+/// Writes `DIR/haproxy.cfg` for the cluster (with the runtime API on `socket`, when given) on three free ports and
+/// starts HAProxy, logging to `DIR/haproxy.log`.
+async fn start_haproxy(c: &LocalCluster, program: &Path, socket: Option<&Path>) -> (HaproxyPorts, Haproxy) {
+    let first_port = free_port_block(3);
+    let ports = HaproxyPorts { primary: first_port, replica: first_port + 1, stats: first_port + 2 };
+    let config_path = c.dir().join("haproxy.cfg");
+    let rendered = haproxy::render(ports, c.nodes());
+    let config = match socket {
+        Some(socket) => haproxy::with_runtime_api(&rendered, socket),
+        None => rendered,
+    };
+    std::fs::write(&config_path, &config).expect("write haproxy.cfg");
+    let load_balancer = Haproxy::start(program, &config_path, &c.dir().join("haproxy.log"))
+        .await
+        .unwrap_or_else(|e| panic!("HAProxy starts: {e:#}\n{config}"));
+    (ports, load_balancer)
+}
+
 /// Prints the node logs and HAProxy's log when the test panics.
 struct LogsOnPanic<'a> {
     cluster: &'a LocalCluster,
@@ -152,16 +170,9 @@ async fn haproxy_routes_by_role_through_crash_failover_and_switchover() {
     let (tc, first_primary) = start(spec, dir).await;
     let c = &tc.cluster;
 
-    let first_port = free_port_block(3);
-    let ports = HaproxyPorts { primary: first_port, replica: first_port + 1, stats: first_port + 2 };
-    let config_path = c.dir().join("haproxy.cfg");
     let log_path = c.dir().join("haproxy.log");
-    let config = haproxy::render(ports, c.nodes());
-    std::fs::write(&config_path, &config).expect("write haproxy.cfg");
     let _logs_on_panic = LogsOnPanic { cluster: c, haproxy_log: &log_path };
-    let load_balancer = Haproxy::start(&program, &config_path, &log_path)
-        .await
-        .unwrap_or_else(|e| panic!("HAProxy starts: {e:#}\n{config}"));
+    let (ports, load_balancer) = start_haproxy(c, &program, None).await;
     println!("HAProxy {:?}: primary port {}, standby port {}", load_balancer.pid(), ports.primary, ports.replica);
 
     // The healthy cluster.
@@ -268,16 +279,9 @@ async fn haproxy_push_never_leaves_two_servers_routable_in_the_primary_backend()
     let (tc, first_primary) = start(spec, dir).await;
     let c = &tc.cluster;
 
-    let first_port = free_port_block(3);
-    let ports = HaproxyPorts { primary: first_port, replica: first_port + 1, stats: first_port + 2 };
-    let config_path = c.dir().join("haproxy.cfg");
     let log_path = c.dir().join("haproxy.log");
-    let config = haproxy::with_runtime_api(&haproxy::render(ports, c.nodes()), &socket);
-    std::fs::write(&config_path, &config).expect("write haproxy.cfg");
     let _logs_on_panic = LogsOnPanic { cluster: c, haproxy_log: &log_path };
-    let load_balancer = Haproxy::start(&program, &config_path, &log_path)
-        .await
-        .unwrap_or_else(|e| panic!("HAProxy starts: {e:#}\n{config}"));
+    let (ports, load_balancer) = start_haproxy(c, &program, Some(&socket)).await;
     check_primary_port(c, ports, first_primary, 1).await;
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
