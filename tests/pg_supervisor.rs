@@ -380,6 +380,13 @@ async fn replica_clone_promote_and_rewind() {
     let (port1, port2) = (n1.config().port, free_port());
     let n2 = Supervisor::new(dir.config("n2", port2)).unwrap();
 
+    // (1b) Before cloning, the HA loop asks whether the source answers: n1 does; nothing listens on n2's port yet,
+    // and pg_isready's own words say so.
+    n2.source_answers(&target(&n1)).await.unwrap();
+    let silent = ConnTarget { host: "127.0.0.1".into(), port: port2 };
+    let why = n2.source_answers(&silent).await.expect_err("nothing listens on n2's port yet");
+    assert!(why.contains("no response"), "{why}");
+
     // (2) Clone n2 from n1, follow it through a slot, and see rows arrive.
     ensure_member_slots(&n1, BTreeSet::from([slot_name("n2")])).await.map_err(show).unwrap();
     n2.basebackup(&target(&n1)).await.map_err(show).unwrap();

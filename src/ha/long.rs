@@ -249,6 +249,16 @@ async fn wait_end_of_recovery(pg: &Supervisor) -> anyhow::Result<()> {
 /// streaming from `follow` (the leader, or the member its `replicatefrom` tag names).
 pub async fn clone(pg: Supervisor, source: Upstream, follow: Upstream, slot: String, wipe: bool) -> ActionOutcome {
     let leader = follow.name;
+    // A source that does not answer yet (a leader whose key outlived its PostgreSQL, a member still starting) is
+    // a state to wait out, not an error: nothing is wiped, and the loop asks again after its growing pause.
+    if let Err(why) = pg.source_answers(&source.target).await {
+        let what = format!(
+            "not cloning from {} yet: its PostgreSQL at {}:{} does not accept connections ({why})",
+            source.name, source.target.host, source.target.port
+        );
+        warn!("{what}");
+        return ActionOutcome { failed: Some(what), ..ActionOutcome::default() };
+    }
     if wipe {
         warn!(source = source.name, "removing the data directory to clone again");
         if let Err(e) = pg.stop(StopMode::Immediate).await {

@@ -178,6 +178,25 @@ impl Supervisor {
         Ok(method.name.clone())
     }
 
+    /// Whether the PostgreSQL server at `from` accepts connections, asked with `pg_isready` (no credentials, no
+    /// connection slot held): `Err` with pg_isready's own words when it rejects them (starting up, shutting down)
+    /// or does not answer. A pg_isready that cannot run at all does not hold a clone back: the clone itself then
+    /// says what is wrong.
+    pub async fn source_answers(&self, from: &ConnTarget) -> Result<(), String> {
+        let cfg = &self.inner.cfg;
+        let port = from.port.to_string();
+        let args: Vec<OsString> =
+            ["-h", from.host.as_str(), "-p", port.as_str(), "-t", "3"].into_iter().map(OsString::from).collect();
+        match process::run_program(&cfg.bin_dir, "pg_isready", &args, &[], self.inner.owner.as_ref()).await {
+            Ok(_) => Ok(()),
+            Err(PgError::CommandFailed { stderr_tail, .. }) => Err(stderr_tail.trim().to_owned()),
+            Err(e) => {
+                tracing::debug!(error = %e, "pg_isready did not run; cloning without asking first");
+                Ok(())
+            }
+        }
+    }
+
     pub async fn basebackup(&self, from: &ConnTarget) -> Result<(), PgError> {
         let from = from.clone();
         self.shielded("basebackup", move |this| async move { this.basebackup_locked(&from).await }).await
