@@ -18,4 +18,5 @@ pub mod reload;
 pub mod status;
 pub mod store_failure;
 pub mod telemetry;
+pub mod vip;
 pub mod watchdog;

@@ -56,6 +56,12 @@ enum Command {
         /// The raftgres process that started this guard.
         #[arg(long)]
         parent: u32,
+        /// The floating address (`vip.address`) to remove when the lease runs out.
+        #[arg(long, requires = "vip_interface")]
+        vip: Option<String>,
+        /// The interface that holds it (`vip.interface`).
+        #[arg(long, requires = "vip")]
+        vip_interface: Option<String>,
     },
     /// Certificates of the raft peer port's mutual TLS (`certs init`).
     #[command(subcommand)]
@@ -127,7 +133,19 @@ async fn dispatch(command: Command, target: raftgres::cli::client::Target) -> an
                 Some(first) => Err(first.into()),
             }
         }
-        Command::Guard { file, parent } => raftgres::postgres::guard::run(file, parent).await,
+        Command::Guard { file, parent, vip, vip_interface } => {
+            let vip = match (vip, vip_interface) {
+                (Some(address), Some(interface)) => Some(raftgres::config::VipConfig {
+                    address: anyhow::Context::with_context(address.parse::<ipnet::Ipv4Net>(), || {
+                        format!("--vip {address:?}: expected address/prefix")
+                    })?,
+                    interface,
+                    arping_count: 0,
+                }),
+                _ => None,
+            };
+            raftgres::postgres::guard::run(file, parent, vip).await
+        }
         Command::Certs(command) => raftgres::cli::certs::run(command),
         Command::Ctl(command) => raftgres::cli::run(command, &target).await,
         Command::Chaos(args) => {

@@ -96,8 +96,14 @@ async fn run_inner(
     // The REST API holds scheduled restarts; the HA loop publishes them in the member key.
     let restarts = std::sync::Arc::new(crate::api::actions::restart::RestartSchedule::default());
     let haproxy = crate::haproxy::Pusher::start(config.haproxy.as_ref());
-    let settings =
-        HaSettings { scheduled_restart: restarts.subscribe(), haproxy: haproxy.clone(), ..ha_settings(&config) };
+    let lease_of = dcs.clone();
+    let vip = crate::vip::Vip::start(config.vip.as_ref(), Arc::new(move || lease_of.lease().leader_valid_until));
+    let settings = HaSettings {
+        scheduled_restart: restarts.subscribe(),
+        haproxy: haproxy.clone(),
+        vip: vip.clone(),
+        ..ha_settings(&config)
+    };
     let peer_http = crate::api::peer_client(config.restapi.cafile.as_deref())
         .context("build the HTTP client for peer status requests (restapi.cafile)")?;
     let watchdog = settings.watchdog.clone();
@@ -130,7 +136,7 @@ async fn run_inner(
         .spawn(crate::reload::reload_on_sighup(reloader, api_token.clone()).instrument(tracing::info_span!("reload")));
     let ha_handle = tokio::spawn(ha.run(ha_token.clone(), api_token.clone()).instrument(tracing::info_span!("ha")));
     let guard_file = config.raft.data_dir.join("fence-guard");
-    match crate::postgres::process::spawn_guard(&guard_file) {
+    match crate::postgres::process::spawn_guard(&guard_file, config.vip.as_ref()) {
         Ok(pid) => info!(pid, file = %guard_file.display(), "started the fence guard"),
         Err(e) => warn!(error = %e, "failed to start the fence guard; only the in-process fence protects this primary"),
     }
@@ -141,6 +147,7 @@ async fn run_inner(
         guard_file: Some(guard_file),
         watchdog,
         haproxy: (haproxy, config.name.clone()),
+        vip,
     };
     tracker.spawn(crate::ha::fence::run(fence, fence_token.clone()));
     let restart = CancellationToken::new();
@@ -191,6 +198,7 @@ pub fn ha_settings(config: &Config) -> HaSettings {
         scheduled_restart: watch::channel(None).1,
         watchdog: crate::watchdog::Watchdog::new(config.watchdog.clone()),
         haproxy: crate::haproxy::Pusher::disabled(),
+        vip: crate::vip::Vip::disabled(),
         node_dirs: crate::ha::disk::NodeDirs { data: pg.data_dir.clone(), raft: config.raft.data_dir.clone() },
     }
 }

@@ -130,3 +130,7 @@ pub const LOG_FILE_NUM: u32 = 4;
 
 /// `haproxy.timeout`: how long one HAProxy runtime API may take to answer a push.
 pub const HAPROXY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// `vip.arping_count`: gratuitous ARP announcements after the floating address is added (one at once, then one
+/// every [`crate::vip::ANNOUNCE_EVERY`]), as `arping -U -c 3` would send.
+pub const VIP_ARPING_COUNT: u32 = 3;

@@ -22,6 +22,8 @@ mod sections;
 mod tests;
 pub mod unsupported;
 pub mod validate;
+#[cfg(test)]
+mod vip_tests;
 mod walk;
 
 use std::collections::BTreeMap;
@@ -128,6 +130,8 @@ pub struct Config {
     pub log: LogConfig,
     /// raftgres' own: HAProxy runtime APIs told of role changes (`haproxy` section), `None` when absent.
     pub haproxy: Option<HaproxyConfig>,
+    /// raftgres' own: the floating IP address the leader holds (`vip` section), `None` when absent.
+    pub vip: Option<VipConfig>,
 }
 
 /// An HAProxy runtime API address (`stats socket … level admin`).
@@ -163,6 +167,19 @@ pub struct HaproxyConfig {
     pub server: String,
     /// `haproxy.timeout`: how long one runtime API may take to answer.
     pub timeout: Duration,
+}
+
+/// The `vip` section (raftgres' own; Patroni users run vip-manager against etcd for this): a floating IPv4
+/// address that the leader-key holder adds to `interface` once PostgreSQL runs as the primary and announces with
+/// gratuitous ARP, and removes before it stops accepting writes or when its lease runs out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VipConfig {
+    /// `vip.address`: the address with its prefix length (`10.0.0.100/24`).
+    pub address: ipnet::Ipv4Net,
+    /// `vip.interface`: the network interface that gets the address (`eth0`).
+    pub interface: String,
+    /// `vip.arping_count`: how many gratuitous ARP announcements follow the address being added (0: none).
+    pub arping_count: u32,
 }
 
 impl Config {

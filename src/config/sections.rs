@@ -43,6 +43,7 @@ use super::Secret;
 use super::ServerTokens;
 use super::Tags;
 use super::VerifyClient;
+use super::VipConfig;
 use super::WatchdogConfig;
 use super::WatchdogMode;
 
@@ -74,11 +75,15 @@ pub(crate) fn config(root: &Value, warnings: &mut Vec<String>) -> Res<Config> {
         Some(section) => Some(haproxy(section, warnings)?),
         None => None,
     };
+    let vip = match sec.section("vip")? {
+        Some(section) => Some(vip(section, warnings)?),
+        None => None,
+    };
     let dcs_reason = "is a Patroni DCS section; raftgres keeps the cluster state in its embedded raft";
     sec.ignore(&OTHER_DCS, dcs_reason, warnings);
     sec.ignore(&["thread_pool_size", "thread_stack_size", "citus"], "is not supported by raftgres", warnings);
     sec.finish(warnings);
-    Ok(Config { name, scope, namespace, restapi, ctl, raft, bootstrap, postgresql, tags, watchdog, log, haproxy })
+    Ok(Config { name, scope, namespace, restapi, ctl, raft, bootstrap, postgresql, tags, watchdog, log, haproxy, vip })
 }
 
 /// `/service/`-style: one leading and one trailing slash.
@@ -650,6 +655,48 @@ fn haproxy(mut sec: Section<'_>, warnings: &mut Vec<String>) -> Res<HaproxyConfi
     }
     sec.finish(warnings);
     Ok(HaproxyConfig { runtime_api, primary_backend, replica_backend, server, timeout })
+}
+
+/// A Linux interface name: 1 to 15 bytes, no '/', ':' or whitespace (what `ip link` accepts).
+fn interface_name(text: &str) -> bool {
+    (1..=15).contains(&text.len()) && !text.chars().any(|c| c == '/' || c == ':' || c.is_whitespace())
+}
+
+fn vip(mut sec: Section<'_>, warnings: &mut Vec<String>) -> Res<VipConfig> {
+    let hint = "set the floating address with its prefix length, e.g. 10.0.0.100/24";
+    let text = sec.required_str("address", hint)?;
+    let address = match text.trim().parse::<ipnet::IpNet>() {
+        Ok(ipnet::IpNet::V4(net)) if net.prefix_len() > 0 => net,
+        Ok(ipnet::IpNet::V4(_)) => return Err(invalid(sec.path_of("address"), format!("{text:?}: {hint}"))),
+        Ok(ipnet::IpNet::V6(_)) => {
+            return Err(invalid(
+                sec.path_of("address"),
+                format!(
+                    "{text:?} is IPv6: raftgres announces the address with gratuitous ARP, which is IPv4 only; use an \
+                     IPv4 address"
+                ),
+            ))
+        }
+        Err(_) if text.trim().parse::<std::net::Ipv4Addr>().is_ok() => {
+            return Err(invalid(sec.path_of("address"), format!("{text:?} has no prefix length; {hint}")))
+        }
+        Err(_) => return Err(invalid(sec.path_of("address"), format!("{text:?} is not an address; {hint}"))),
+    };
+    let interface = sec.required_str("interface", "set the network interface that gets the address, e.g. eth0")?;
+    if !interface_name(&interface) {
+        return Err(invalid(
+            sec.path_of("interface"),
+            format!("{interface:?} is not a network interface name (1 to 15 characters, no '/', ':' or spaces)"),
+        ));
+    }
+    let arping_count = match sec.int_at_least("arping_count", "a number of announcements", 0)? {
+        None => defaults::VIP_ARPING_COUNT,
+        Some(n) => u32::try_from(n).ok().filter(|n| *n <= 100).ok_or_else(|| {
+            invalid(sec.path_of("arping_count"), format!("{n} is too many announcements: use 0 to 100"))
+        })?,
+    };
+    sec.finish(warnings);
+    Ok(VipConfig { address, interface, arping_count })
 }
 
 fn watchdog(sec: Option<Section<'_>>, warnings: &mut Vec<String>) -> Res<WatchdogConfig> {

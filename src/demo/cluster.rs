@@ -90,6 +90,9 @@ pub struct ClusterSpec {
     /// Each node's address, node1 first (empty: every node on 127.0.0.1); for nodes in network
     /// namespaces of their own.
     pub hosts: Vec<String>,
+    /// Every node's PostgreSQL on `pg_port`, as on hosts of their own (needs `hosts`: nodes in network
+    /// namespaces); clients of a floating address reach whichever node holds it on one port.
+    pub shared_pg_port: bool,
     /// Networks (CIDR) besides loopback allowed to connect to PostgreSQL.
     pub client_nets: Vec<String>,
     /// A command each node's `raftgres run` is started under, by node index (e.g. `ip netns exec NS`).
@@ -123,6 +126,7 @@ impl ClusterSpec {
             remove_data_directory_on_rewind_failure: false,
             leadership_follows_primary: true,
             hosts: Vec::new(),
+            shared_pg_port: false,
             client_nets: Vec::new(),
             wrappers: BTreeMap::new(),
             volumes: false,
@@ -183,6 +187,9 @@ impl LocalCluster {
             );
             for (node, host) in nodes.iter_mut().zip(&spec.hosts) {
                 node.host = host.clone();
+                if spec.shared_pg_port {
+                    node.pg_port = spec.pg_port;
+                }
             }
         }
         if spec.volumes {

@@ -140,7 +140,13 @@ pub async fn run(ctx: &Context<'_>, actions: &[Action], obs: &Observation) -> Ex
                 released
             }
             Action::Demote(DemoteMode::ImmediateNoLock) => {
-                demote_now(ctx.pg, &ctx.settings.watchdog, &ctx.settings.haproxy, &ctx.settings.name).await;
+                demote_now(
+                    ctx.pg,
+                    &ctx.settings.watchdog,
+                    (&ctx.settings.haproxy, &ctx.settings.vip),
+                    &ctx.settings.name,
+                )
+                .await;
                 res.demoted = true;
                 true
             }
@@ -320,7 +326,13 @@ async fn lease_write(
             res.holds_key = false;
             if is_primary {
                 error!(?kind, "the leader lock belongs to someone else; demoting self now");
-                demote_now(ctx.pg, &ctx.settings.watchdog, &ctx.settings.haproxy, &ctx.settings.name).await;
+                demote_now(
+                    ctx.pg,
+                    &ctx.settings.watchdog,
+                    (&ctx.settings.haproxy, &ctx.settings.vip),
+                    &ctx.settings.name,
+                )
+                .await;
                 res.demoted = true;
             } else {
                 info!(?kind, "did not get the leader lock");
@@ -358,13 +370,20 @@ fn watchdog_lead(ctx: &Context<'_>) -> bool {
 
 /// Stops a primary that may no longer write: immediate mode, the lock is not touched. Once PostgreSQL stopped,
 /// the watchdog is disarmed; while it may still run, the watchdog stays armed (it resets the host unfed).
-pub async fn demote_now(pg: &Supervisor, watchdog: &Watchdog, haproxy: &crate::haproxy::Pusher, me: &str) {
+pub async fn demote_now(
+    pg: &Supervisor,
+    watchdog: &Watchdog,
+    routing: (&crate::haproxy::Pusher, &crate::vip::Vip),
+    me: &str,
+) {
+    let (haproxy, vip) = routing;
     // UNSAFE CHAOS BREAK (test only, `raftgres chaos --break no-demote`): skip the demotion.
     if crate::chaos::unsafe_break_no_demote() {
         return;
     }
     // Not waited for: this stop may not be delayed.
     haproxy.demoting_now(me);
+    vip.want(false);
     match pg.stop(StopMode::Immediate).await {
         Ok(()) => {
             pg.mark_demoted();
@@ -646,14 +665,16 @@ fn spawn_long(
                 let timeout = timing.retry_timeout.max(Duration::from_secs(10));
                 let sync = ctx.sync_policy;
                 let haproxy = settings.haproxy.clone();
-                let promotion = super::long::Promotion { me: settings.name.clone(), timeout, timing, sync, haproxy };
+                let vip = settings.vip.clone();
+                let promotion =
+                    super::long::Promotion { me: settings.name.clone(), timeout, timing, sync, haproxy, vip };
                 (ActionKind::Promote, Box::pin(super::long::promote(pg, dcs, settings.watchdog.clone(), promotion)))
             }
             Action::Demote(DemoteMode::Graceful) => {
                 ctx.status_tx.send_modify(|published| published.pg.state = crate::status::PgState::Stopping);
                 let status = publish::status_data(pg_status, ctx.view.status.as_ref(), ctx.status_slots);
                 let watchdog = settings.watchdog.clone();
-                let haproxy = (settings.haproxy.clone(), settings.name.clone());
+                let haproxy = (settings.haproxy.clone(), settings.vip.clone(), settings.name.clone());
                 (ActionKind::Demote, Box::pin(super::long::graceful_demote(pg, dcs, watchdog, haproxy, status, timing)))
             }
             _ => return None,

@@ -63,11 +63,13 @@ pub struct Fence {
     pub watchdog: Watchdog,
     /// HAProxy is told (not waited for) as the fence stops a primary, with this member's name.
     pub haproxy: (crate::haproxy::Pusher, String),
+    /// The floating address, removed as the fence stops a primary (its own task also drops it at the lease's end).
+    pub vip: crate::vip::Vip,
 }
 
 /// Runs until `shutdown`, keeping the guard file in step with the lease and the watchdog fed.
 pub async fn run(fence: Fence, shutdown: CancellationToken) {
-    let Fence { dcs, pg, is_primary, guard_file, watchdog, haproxy } = fence;
+    let Fence { dcs, pg, is_primary, guard_file, watchdog, haproxy, vip } = fence;
     let mut written: Option<(Option<Instant>, bool)> = None;
     loop {
         let lease = dcs.lease();
@@ -93,6 +95,7 @@ pub async fn run(fence: Fence, shutdown: CancellationToken) {
                 if primary && pg.is_running() && !crate::chaos::unsafe_break_no_demote() {
                     error!("leader lease expired while running as primary; stopping postgres immediately");
                     haproxy.0.demoting_now(&haproxy.1);
+                    vip.want(false);
                     match pg.stop(StopMode::Immediate).await {
                         Ok(()) => {
                             pg.mark_demoted();

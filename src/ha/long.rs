@@ -273,7 +273,14 @@ pub async fn clone(pg: Supervisor, source: Upstream, follow: Upstream, slot: Str
     }
     info!(source = source.name, "creating the replica (create_replica_methods)");
     if let Err(e) = pg.create_replica(&source.target).await {
-        return failure(&format!("failed to create the replica from {}", source.name), &e);
+        let what = format!("failed to create the replica from {}", source.name);
+        if Supervisor::clone_raced_a_promotion(&e) {
+            // Retried after the growing pause, by when the source runs as the primary.
+            let chain = error_chain(&e);
+            warn!(error = %chain, "{what}: it was promoted during the base backup");
+            return ActionOutcome { failed: Some(format!("{what}: {chain}")), ..ActionOutcome::default() };
+        }
+        return failure(&what, &e);
     }
     let role = StartRole::Replica { primary: follow.target, slot: Some(slot) };
     match pg.start(role).await {
@@ -449,6 +456,8 @@ pub struct Promotion {
     pub sync: super::sync::SyncPolicy,
     /// Tells HAProxy right after the promotion.
     pub haproxy: crate::haproxy::Pusher,
+    /// Takes the floating address right after the promotion.
+    pub vip: crate::vip::Vip,
 }
 
 /// Promote, then record the timeline switch (and how the promotion unfolded) in `history`.
@@ -456,7 +465,7 @@ pub struct Promotion {
 /// out of the race for a ttl, so another member can take the key (Patroni's behaviour). The watchdog, armed by
 /// the executor when it took the key, is disarmed whenever this node gives up the promotion.
 pub async fn promote(pg: Supervisor, dcs: Dcs, watchdog: Watchdog, promotion: Promotion) -> ActionOutcome {
-    let Promotion { me, timeout, timing, sync, haproxy } = promotion;
+    let Promotion { me, timeout, timing, sync, haproxy, vip } = promotion;
     let allowed = pg.run_pre_promote().await.unwrap_or_else(|e| {
         warn!(error = %e, "failed to run the pre_promote script");
         false
@@ -512,6 +521,7 @@ pub async fn promote(pg: Supervisor, dcs: Dcs, watchdog: Watchdog, promotion: Pr
     info!("promoted postgres to primary");
     let members: Vec<String> = dcs.view().members.keys().cloned().collect();
     haproxy.promoted(&me, &members);
+    vip.want(true);
     // Without a checkpoint on the new timeline, pg_rewind on the old primary still sees the
     // old timeline in our pg_control and wrongly reports that no rewind is needed. It runs
     // in the background: the new primary is published (and HAProxy routes to it) meanwhile.
@@ -623,12 +633,13 @@ pub async fn graceful_demote(
     pg: Supervisor,
     dcs: Dcs,
     watchdog: Watchdog,
-    (haproxy, me): (crate::haproxy::Pusher, String),
+    (haproxy, vip, me): (crate::haproxy::Pusher, crate::vip::Vip, String),
     status: Option<StatusData>,
     timing: Timing,
 ) -> ActionOutcome {
     // HAProxy stops routing here first (bounded wait); the fast stop then ends the open sessions.
     haproxy.demoting(&me).await;
+    vip.release().await;
     if let Err(e) = pg.stop(StopMode::Fast).await {
         error!(error = %e, "failed to stop postgres for the switchover; stopping immediately");
         if let Err(e) = pg.stop(StopMode::Immediate).await {

@@ -92,6 +92,8 @@ pub struct HaSettings {
     pub watchdog: crate::watchdog::Watchdog,
     /// Role changes pushed to HAProxy's runtime API (`haproxy` section; disabled without it).
     pub haproxy: crate::haproxy::Pusher,
+    /// The floating address (`vip` section; disabled without it).
+    pub vip: crate::vip::Vip,
     /// The data and Raft directories, whose filesystems `/metrics` reports (`disk`).
     pub node_dirs: disk::NodeDirs,
 }
@@ -412,6 +414,11 @@ impl HaLoop {
             // A member touch is also how a node finds out whether the store answers again.
             self.touch_member(&pg_status).await;
         }
+        // The floating address follows the key while PostgreSQL runs as what clients write to (a standby
+        // cluster's leader: what its clients read from); `vip`'s task also drops it when the lease ends.
+        let serving = pg_status.state == PgState::Running
+            && matches!(pg_status.role, crate::status::Role::Primary | crate::status::Role::StandbyLeader);
+        self.settings.vip.want(result.holds_key && serving && !result.demoted);
         self.publish(&snapshot.view, pg_status, sentence);
     }
 
@@ -699,6 +706,7 @@ impl HaLoop {
         if self.settings.stop_postgres_on_shutdown {
             if self.is_primary.load(Ordering::SeqCst) {
                 self.settings.haproxy.demoting(&self.settings.name).await;
+                self.settings.vip.release().await;
             }
             match self.pg.stop(crate::postgres::supervisor::StopMode::Fast).await {
                 Ok(()) => self.settings.watchdog.disarm("shutting down"),

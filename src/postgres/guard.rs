@@ -95,8 +95,10 @@ pub fn write(path: &Path, line: &GuardLine) -> std::io::Result<()> {
 }
 
 /// The guard process's main loop (`raftgres guard --file F --parent P`).
-pub async fn run(file: PathBuf, parent: u32) -> anyhow::Result<()> {
+pub async fn run(file: PathBuf, parent: u32, vip: Option<crate::config::VipConfig>) -> anyhow::Result<()> {
     eprintln!("raftgres guard {}: watching {} for raftgres pid {parent}", std::process::id(), file.display());
+    // The deadline whose lapse already removed the floating address: once per lapse, not at every poll.
+    let mut vip_dropped_for = None;
     loop {
         let line = std::fs::read_to_string(&file).ok().and_then(|text| GuardLine::parse(&text));
         match step(line, parent, process::pid_alive(parent), monotonic_ns()) {
@@ -108,19 +110,39 @@ pub async fn run(file: PathBuf, parent: u32) -> anyhow::Result<()> {
                 );
                 return Ok(());
             }
-            GuardStep::Fence(id) => match process::fence_postmaster(id) {
-                Ok(true) => eprintln!(
+            GuardStep::Fence(id) => {
+                if let Some(vip) = vip.as_ref().filter(|_| vip_dropped_for != Some(id)) {
+                    vip_dropped_for = Some(id);
+                    match crate::vip::link::remove(vip).await {
+                        Ok(true) => eprintln!(
+                            "raftgres guard {}: the leader lease ran out; removed the floating address {} from {}",
+                            std::process::id(),
+                            vip.address,
+                            vip.interface
+                        ),
+                        Ok(false) => {}
+                        Err(e) => eprintln!(
+                            "raftgres guard {}: failed to remove the floating address: {e}",
+                            std::process::id()
+                        ),
+                    }
+                }
+                match process::fence_postmaster(id) {
+                    Ok(true) => eprintln!(
                     "raftgres guard {}: the leader lease ran out without a renewal; stopped postmaster {} (SIGQUIT)",
                     std::process::id(),
                     id.pid
                 ),
-                Ok(false) => {
-                    if !process::pid_alive(parent) {
-                        return Ok(());
+                    Ok(false) => {
+                        if !process::pid_alive(parent) {
+                            return Ok(());
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("raftgres guard {}: failed to stop postmaster {}: {e}", std::process::id(), id.pid)
                     }
                 }
-                Err(e) => eprintln!("raftgres guard {}: failed to stop postmaster {}: {e}", std::process::id(), id.pid),
-            },
+            }
         }
         tokio::time::sleep(POLL).await;
     }

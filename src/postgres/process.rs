@@ -486,8 +486,8 @@ pub(crate) async fn run_script(
 
 /// Starts the fence guard (`raftgres guard`) as its own process group, so it outlives a killed
 /// or frozen raftgres; it reads `file` and stops the postmaster when the lease written there
-/// runs out. Its messages go to `file` + `.log`.
-pub fn spawn_guard(file: &Path) -> Result<u32, PgError> {
+/// runs out, and removes the floating address of the `vip` section then. Its messages go to `file` + `.log`.
+pub fn spawn_guard(file: &Path, vip: Option<&crate::config::VipConfig>) -> Result<u32, PgError> {
     use std::os::unix::process::CommandExt;
     let binary =
         std::env::current_exe().map_err(|cause| PgError::Io { context: "find the raftgres binary".into(), cause })?;
@@ -498,12 +498,12 @@ pub fn spawn_guard(file: &Path) -> Result<u32, PgError> {
         .open(&log_path)
         .map_err(|cause| PgError::Io { context: format!("open {}", log_path.display()), cause })?;
     let log_err = log.try_clone().map_err(|cause| PgError::Io { context: "duplicate the guard log".into(), cause })?;
-    let child = std::process::Command::new(binary)
-        .arg("guard")
-        .arg("--file")
-        .arg(file)
-        .arg("--parent")
-        .arg(std::process::id().to_string())
+    let mut command = std::process::Command::new(binary);
+    command.arg("guard").arg("--file").arg(file).arg("--parent").arg(std::process::id().to_string());
+    if let Some(vip) = vip {
+        command.arg("--vip").arg(vip.address.to_string()).arg("--vip-interface").arg(&vip.interface);
+    }
+    let child = command
         .stdin(std::process::Stdio::null())
         .stdout(log)
         .stderr(log_err)

@@ -30,4 +30,5 @@ mod standby;
 mod start_timeout;
 mod sync;
 mod topology;
+mod vip;
 mod watchdog;

@@ -121,6 +121,13 @@ impl Supervisor {
                     tracing::info!(method = name, "replica has been created using {name}");
                     return Ok(name);
                 }
+                Err(e) if source_changed_role(&e) => {
+                    tracing::warn!(
+                        method = method.name(),
+                        "the source was promoted during the base backup; the clone is retried: {e:#}"
+                    );
+                    failures.push(format!("{}: {e}", method.name()));
+                }
                 Err(e) => {
                     tracing::error!(method = method.name(), "error creating the replica with {}: {e:#}", method.name());
                     failures.push(format!("{}: {e}", method.name()));
@@ -195,6 +202,13 @@ impl Supervisor {
                 Ok(())
             }
         }
+    }
+
+    /// Whether a clone failed only because its source changed role while pg_basebackup ran ("the standby was
+    /// promoted during online backup": a leader still finishing its promotion, a member restarting as the primary).
+    /// A race the next attempt no longer meets, not a fault of the setup.
+    pub fn clone_raced_a_promotion(e: &PgError) -> bool {
+        source_changed_role(e)
     }
 
     pub async fn basebackup(&self, from: &ConnTarget) -> Result<(), PgError> {
@@ -497,8 +511,30 @@ fn rewind_outcome(output: &str) -> RewindOutcome {
     }
 }
 
+/// See [`Supervisor::clone_raced_a_promotion`]; the text is PostgreSQL's own, which pg_basebackup passes on.
+fn source_changed_role(e: &PgError) -> bool {
+    super::error_chain(e).contains("promoted during online backup")
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_clone_that_raced_a_promotion_is_told_apart() {
+        let failed = |tail: &str| PgError::CommandFailed {
+            program: "pg_basebackup".into(),
+            status: "exit code 1".into(),
+            stderr_tail: tail.into(),
+        };
+        let raced = failed("pg_basebackup: error: backup failed: ERROR:  the standby was promoted during online backup");
+        assert!(Supervisor::clone_raced_a_promotion(&raced));
+        // As `run_replica_methods` reports it after every method failed.
+        let wrapped = PgError::Config(format!("every replica creation method failed (basebackup: {raced})"));
+        assert!(Supervisor::clone_raced_a_promotion(&wrapped));
+        let refused = failed("pg_basebackup: error: connection to server failed: Connection refused");
+        assert!(!Supervisor::clone_raced_a_promotion(&refused));
+    }
+
     use super::*;
 
     #[test]
