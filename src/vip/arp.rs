@@ -1,7 +1,7 @@
 //! The gratuitous ARP announcement (PURE): the frame `arping -U` sends, so the switches and the neighbours'
 //! caches move the floating address to this host's hardware address at once instead of when their entries age.
 
-use std::net::Ipv4Addr;
+use core::net::Ipv4Addr;
 
 use pnet_datalink::MacAddr;
 use pnet_packet::arp::ArpHardwareTypes;

@@ -526,7 +526,8 @@ mod tests {
             status: "exit code 1".into(),
             stderr_tail: tail.into(),
         };
-        let raced = failed("pg_basebackup: error: backup failed: ERROR:  the standby was promoted during online backup");
+        let raced =
+            failed("pg_basebackup: error: backup failed: ERROR:  the standby was promoted during online backup");
         assert!(Supervisor::clone_raced_a_promotion(&raced));
         // As `run_replica_methods` reports it after every method failed.
         let wrapped = PgError::Config(format!("every replica creation method failed (basebackup: {raced})"));
