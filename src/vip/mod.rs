@@ -122,6 +122,11 @@ async fn run(mut queue: mpsc::UnboundedReceiver<Cmd>, config: VipConfig, lease_e
     let mut backoff = FIRST_BACKOFF;
     let mut next = Instant::now() + RECHECK;
     let mut link = link::Link::new(&config);
+    // What the interface was last made to match, and when.
+    let mut applied: Option<(bool, Instant)> = None;
+    let mut announcing: Option<tokio::task::JoinHandle<()>> = None;
+    // The last attempt that failed and when it may be tried again (the same wish is not retried before).
+    let mut failed: Option<(bool, Instant)> = None;
     loop {
         let cmd = tokio::select! {
             cmd = queue.recv() => match cmd {
@@ -131,13 +136,8 @@ async fn run(mut queue: mpsc::UnboundedReceiver<Cmd>, config: VipConfig, lease_e
             _ = tokio::time::sleep_until(next) => None,
         };
         if let Some(Cmd::Want { hold, done }) = cmd {
-            let changed = wanted != Some(hold);
             wanted = Some(hold);
             waiting.extend(done);
-            // The same wish again (every HA cycle): nothing to do until the next re-check or the lease's end.
-            if !changed && waiting.is_empty() {
-                continue;
-            }
         }
         let now = Instant::now();
         let lease = lease_end().filter(|end| *end > now);
@@ -148,6 +148,26 @@ async fn run(mut queue: mpsc::UnboundedReceiver<Cmd>, config: VipConfig, lease_e
             }
             Some(hold) => hold && lease.is_some(),
         };
+        // Nothing changed since the interface was last made to match (a lease-end wake that found the lease
+        // renewed, the same wish again): no netlink request until the next re-check.
+        if let Some((applied, at)) = applied {
+            if applied == hold && waiting.is_empty() && now < at + RECHECK {
+                next = (at + RECHECK).min(lease.filter(|_| hold).unwrap_or(at + RECHECK));
+                continue;
+            }
+        }
+        if let Some((failed_hold, retry_at)) = failed {
+            if failed_hold == hold && waiting.is_empty() && now < retry_at {
+                next = retry_at;
+                continue;
+            }
+        }
+        if !hold {
+            // Announcing an address that goes makes no sense, and must not delay its removal.
+            if let Some(announcing) = announcing.take() {
+                announcing.abort();
+            }
+        }
         let result = if hold { link.hold().await } else { link.release().await };
         for done in waiting.drain(..) {
             let _ = done.send(());
@@ -158,8 +178,12 @@ async fn run(mut queue: mpsc::UnboundedReceiver<Cmd>, config: VipConfig, lease_e
                     info!(interface = %config.interface, "{} the floating address", if hold { "added" } else { "removed" });
                 }
                 if changed && hold {
-                    link.announce(config.arping_count).await;
+                    let link = link::Link::new(&config);
+                    let count = config.arping_count;
+                    announcing = Some(tokio::spawn(async move { link.announce(count).await }.in_current_span()));
                 }
+                applied = Some((hold, now));
+                failed = None;
                 backoff = FIRST_BACKOFF;
                 next = match lease.filter(|_| hold) {
                     // Woken at the lease's end: a renewal moved it, or the address goes.
@@ -168,8 +192,10 @@ async fn run(mut queue: mpsc::UnboundedReceiver<Cmd>, config: VipConfig, lease_e
                 };
             }
             Err(e) => {
+                applied = None;
                 warn!(error = %e, retry_in = ?backoff, "failed to {} the floating address", if hold { "add" } else { "remove" });
                 next = now + backoff;
+                failed = Some((hold, next));
                 if let Some(end) = lease.filter(|_| hold) {
                     next = next.min(end);
                 }

@@ -255,11 +255,7 @@ async fn floating_address_follows_the_primary_through_switchover_and_crash() {
     );
     for node in 1..=3 {
         let log = std::fs::read_to_string(c.dir().join(format!("node{node}/raftgres.log"))).unwrap_or_default();
-        for line in log.lines().filter(|line| {
-            line.contains("floating address")
-                || (std::env::var_os("VIP_DEBUG").is_some()
-                    && (line.contains("ha decision") || line.contains("promot") || line.contains("lease")))
-        }) {
+        for line in log.lines().filter(|line| line.contains("floating address")) {
             println!("node{node}: {}", crate::harness::strip_ansi(line));
         }
     }
