@@ -19,41 +19,6 @@ const TTL: Duration = Duration::from_secs(3);
 /// The pretty table's header, as patronictl 4.1 prints it.
 const HEADER: [&str; 9] = ["Member", "Host", "Role", "State", "TL", "Receive LSN", "Lag", "Replay LSN", "Lag"];
 
-/// What one CLI run printed.
-#[derive(Debug)]
-struct Ran {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Ran {
-    /// Standard output of a run that must have succeeded.
-    #[track_caller]
-    fn ok(self) -> String {
-        assert_eq!(self.code, Some(0), "the command failed\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
-        self.stdout
-    }
-
-    /// Like [`Ran::ok`], with the nodes' logs when it failed (for commands that change the cluster).
-    #[track_caller]
-    fn ok_in(self, c: &LocalCluster) -> String {
-        if self.code != Some(0) {
-            panic!("the command failed\nstdout:\n{}\nstderr:\n{}\n{}", self.stdout, self.stderr, logs(c));
-        }
-        self.stdout
-    }
-
-    /// Standard error of a run that must have failed with one `error: …` line.
-    #[track_caller]
-    fn failed(self) -> String {
-        assert_eq!(self.code, Some(1), "the command did not fail\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
-        let last = self.stderr.lines().last().unwrap_or_default().to_string();
-        assert!(last.starts_with("error: "), "the last stderr line is not an error line:\n{}", self.stderr);
-        last
-    }
-}
-
 /// Runs `raftgres <args>` with `stdin` and extra environment variables.
 async fn run_cli(args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Ran {
     let mut command = tokio::process::Command::new(binary());
@@ -75,11 +40,7 @@ async fn run_cli(args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Ran {
         .await
         .unwrap_or_else(|_| panic!("raftgres {args:?} did not finish within {CLI_TIMEOUT:?}"))
         .expect("wait for raftgres");
-    Ran {
-        code: output.status.code(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+    Ran::from(output)
 }
 
 /// Every node's REST API, comma-separated.

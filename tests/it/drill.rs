@@ -13,24 +13,6 @@ use crate::harness::*;
 /// How long one drill may take (its own `--timeout` is 120 s by default).
 const DRILL_TIMEOUT: Duration = Duration::from_secs(240);
 
-/// What one drill printed.
-struct Ran {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Ran {
-    /// The `drill:` line starting with `prefix`; panics with the output when there is none.
-    #[track_caller]
-    fn line(&self, prefix: &str) -> String {
-        match self.stdout.lines().find(|line| line.starts_with(prefix)) {
-            Some(line) => line.to_string(),
-            None => panic!("no line starting with {prefix:?}\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr),
-        }
-    }
-}
-
 /// The application's view of the cluster: every node's PostgreSQL, the writable one picked at each connection.
 fn dsn(c: &LocalCluster) -> String {
     let hosts = vec!["127.0.0.1"; c.n_nodes()].join(",");
@@ -54,11 +36,7 @@ async fn drill(c: &LocalCluster, extra: &[&str]) -> Ran {
         .await
         .unwrap_or_else(|_| panic!("raftgres drill did not finish within {DRILL_TIMEOUT:?}"))
         .expect("run raftgres drill");
-    let ran = Ran {
-        code: output.status.code(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    };
+    let ran = Ran::from(output);
     println!("raftgres drill {extra:?} exited {:?}\n{}{}", ran.code, ran.stdout, ran.stderr);
     ran
 }

@@ -322,3 +322,57 @@ pub async fn proxy_raft_links(spec: &mut ClusterSpec) -> raft::faultproxy::Proxy
     }
     mesh
 }
+
+/// What one run of the raftgres binary (a CLI command, a drill) printed.
+#[derive(Debug)]
+pub struct Ran {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Ran {
+    /// Standard output of a run that must have succeeded.
+    #[track_caller]
+    pub fn ok(self) -> String {
+        assert_eq!(self.code, Some(0), "the command failed\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self.stdout
+    }
+
+    /// Like [`Ran::ok`], with the nodes' logs when it failed (for commands that change the cluster).
+    #[track_caller]
+    pub fn ok_in(self, c: &LocalCluster) -> String {
+        if self.code != Some(0) {
+            panic!("the command failed\nstdout:\n{}\nstderr:\n{}\n{}", self.stdout, self.stderr, logs(c));
+        }
+        self.stdout
+    }
+
+    /// Standard error of a run that must have failed with one `error: …` line.
+    #[track_caller]
+    pub fn failed(self) -> String {
+        assert_eq!(self.code, Some(1), "the command did not fail\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        let last = self.stderr.lines().last().unwrap_or_default().to_string();
+        assert!(last.starts_with("error: "), "the last stderr line is not an error line:\n{}", self.stderr);
+        last
+    }
+
+    /// The line starting with `prefix` (a `drill:` line); panics with the output when there is none.
+    #[track_caller]
+    pub fn line(&self, prefix: &str) -> String {
+        match self.stdout.lines().find(|line| line.starts_with(prefix)) {
+            Some(line) => line.to_string(),
+            None => panic!("no line starting with {prefix:?}\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr),
+        }
+    }
+}
+
+impl From<std::process::Output> for Ran {
+    fn from(output: std::process::Output) -> Ran {
+        Ran {
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
