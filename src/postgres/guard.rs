@@ -11,7 +11,6 @@
 //! primary <deadline ns> <postmaster pid> <postmaster start time>` or `... <owner pid> none`.
 
 use std::path::Path;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use super::process;
@@ -94,57 +93,62 @@ pub fn write(path: &Path, line: &GuardLine) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// The guard process's main loop (`raftgres guard --file F --parent P`).
-pub async fn run(file: PathBuf, parent: u32, vip: Option<crate::config::VipConfig>) -> anyhow::Result<()> {
-    eprintln!("raftgres guard {}: watching {} for raftgres pid {parent}", std::process::id(), file.display());
-    // The deadline whose lapse already removed the floating address: once per lapse, not at every poll.
+/// The guard process's main loop (`raftgres guard --file F --parent P`): plain threads and blocking reads, no
+/// async runtime (one is made for a moment only to remove the floating address), so the process stays small.
+// Blocking sleep on purpose: this process runs no async runtime (see above).
+#[allow(clippy::disallowed_methods)]
+pub fn run(file: &Path, parent: u32, vip: Option<&crate::config::VipConfig>) {
+    let me = std::process::id();
+    eprintln!("raftgres guard {me}: watching {} for raftgres pid {parent}", file.display());
+    // The postmaster whose lapsed lease already removed the floating address: once per lapse, not at every poll.
     let mut vip_dropped_for = None;
     loop {
-        let line = std::fs::read_to_string(&file).ok().and_then(|text| GuardLine::parse(&text));
+        let line = std::fs::read_to_string(file).ok().and_then(|text| GuardLine::parse(&text));
         match step(line, parent, process::pid_alive(parent), monotonic_ns()) {
             GuardStep::Watch => {}
             GuardStep::Exit => {
-                eprintln!(
-                    "raftgres guard {}: raftgres {parent} is gone and nothing is left to guard",
-                    std::process::id()
-                );
-                return Ok(());
+                eprintln!("raftgres guard {me}: raftgres {parent} is gone and nothing is left to guard");
+                return;
             }
             GuardStep::Fence(id) => {
-                if let Some(vip) = vip.as_ref().filter(|_| vip_dropped_for != Some(id)) {
+                if let Some(vip) = vip.filter(|_| vip_dropped_for != Some(id)) {
                     vip_dropped_for = Some(id);
-                    match crate::vip::link::remove(vip).await {
-                        Ok(true) => eprintln!(
-                            "raftgres guard {}: the leader lease ran out; removed the floating address {} from {}",
-                            std::process::id(),
-                            vip.address,
-                            vip.interface
-                        ),
-                        Ok(false) => {}
-                        Err(e) => eprintln!(
-                            "raftgres guard {}: failed to remove the floating address: {e}",
-                            std::process::id()
-                        ),
-                    }
+                    remove_vip(me, vip);
                 }
                 match process::fence_postmaster(id) {
                     Ok(true) => eprintln!(
-                    "raftgres guard {}: the leader lease ran out without a renewal; stopped postmaster {} (SIGQUIT)",
-                    std::process::id(),
-                    id.pid
-                ),
+                        "raftgres guard {me}: the leader lease ran out without a renewal; stopped postmaster {} (SIGQUIT)",
+                        id.pid
+                    ),
                     Ok(false) => {
                         if !process::pid_alive(parent) {
-                            return Ok(());
+                            return;
                         }
                     }
-                    Err(e) => {
-                        eprintln!("raftgres guard {}: failed to stop postmaster {}: {e}", std::process::id(), id.pid)
-                    }
+                    Err(e) => eprintln!("raftgres guard {me}: failed to stop postmaster {}: {e}", id.pid),
                 }
             }
         }
-        tokio::time::sleep(POLL).await;
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Removes the floating address on a runtime made for the purpose (netlink is asynchronous).
+fn remove_vip(me: u32, vip: &crate::config::VipConfig) {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("raftgres guard {me}: failed to remove the floating address: start a runtime: {e}");
+            return;
+        }
+    };
+    match runtime.block_on(crate::vip::link::remove(vip)) {
+        Ok(true) => eprintln!(
+            "raftgres guard {me}: the leader lease ran out; removed the floating address {} from {}",
+            vip.address, vip.interface
+        ),
+        Ok(false) => {}
+        Err(e) => eprintln!("raftgres guard {me}: failed to remove the floating address: {e}"),
     }
 }
 
