@@ -482,3 +482,55 @@ async fn replica_clone_promote_and_rewind() {
     n2.stop(StopMode::Fast).await.map_err(show).unwrap();
     assert!(!n1.is_running() && !n2.is_running());
 }
+
+/// Finding 13 of docs/chaos.md: an immediate stop (the fence's, the guard's) ends the backends even when the
+/// postmaster cannot act on its signal. With the postmaster frozen, an application's open session could otherwise
+/// go on committing after the lease ran out; here its next statement fails, and the postmaster, once it runs
+/// again, finds its pending SIGQUIT and exits.
+#[tokio::test(flavor = "multi_thread")]
+async fn immediate_stop_ends_the_backends_of_a_frozen_postmaster() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipping: {reason}");
+        return;
+    }
+    init_tracing();
+    let dir = TestDir::new();
+    let mut cfg = dir.config("n1", free_port());
+    // The frozen postmaster cannot exit: the stop gives up after this.
+    cfg.stop_timeout = Duration::from_secs(2);
+    let sup = Supervisor::new(cfg).unwrap();
+    sup.initdb().await.map_err(show).unwrap();
+    sup.write_pgpass().unwrap();
+    sup.start(StartRole::Primary).await.map_err(show).unwrap();
+    sup.create_users().await.map_err(show).unwrap();
+
+    let mut config = tokio_postgres::Config::new();
+    config.host("127.0.0.1").port(sup.config().port).user("postgres").password(SUPERUSER_PASSWORD).dbname("postgres");
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(|e| error_chain(&e)).unwrap();
+    tokio::spawn(connection);
+    client.simple_query("CREATE TABLE fenced (id int)").await.map_err(|e| error_chain(&e)).unwrap();
+
+    let pid = postmaster_pid_on_disk(&sup).expect("the postmaster's pid");
+    let postmaster = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap());
+    nix::sys::signal::kill(postmaster, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let stopped = sup.stop(StopMode::Immediate).await;
+    let after =
+        tokio::time::timeout(Duration::from_secs(10), client.simple_query("INSERT INTO fenced VALUES (1)")).await;
+    nix::sys::signal::kill(postmaster, nix::sys::signal::Signal::SIGCONT).unwrap();
+    assert!(stopped.is_err(), "a frozen postmaster cannot exit within the stop timeout: {stopped:?}");
+    match after {
+        Ok(Err(_)) => {}
+        Ok(Ok(_)) => panic!("the open session committed after the immediate stop"),
+        Err(_) => panic!("the open session's statement neither failed nor finished within 10 s"),
+    }
+    eventually("the postmaster, running again, exits", Duration::from_secs(30), || async {
+        // Gone, or a zombie its parent (this test) has not reaped yet.
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+        match state {
+            None | Some("Z") => Ok(()),
+            Some(state) => Err(format!("postmaster {pid} still runs (state {state})")),
+        }
+    })
+    .await;
+}

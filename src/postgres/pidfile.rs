@@ -238,6 +238,12 @@ pub enum ProcStatError {
     ZeroTickRate,
 }
 
+/// PURE: the parent pid (the fourth field) of a `/proc/<pid>/stat` line; `None` when malformed.
+pub fn parent_pid(pid_stat: &str) -> Option<u32> {
+    let (_, after_comm) = pid_stat.rsplit_once(')')?;
+    after_comm.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// Computes a process start time in seconds since the epoch from the text of `/proc/<pid>/stat`,
 /// the text of `/proc/stat` (its `btime` line) and the clock tick rate (`sysconf(_SC_CLK_TCK)`, usually 100).
 pub fn process_start_time(pid_stat: &str, proc_stat: &str, ticks_per_second: u64) -> Result<u64, ProcStatError> {
@@ -262,6 +268,15 @@ pub fn process_start_time(pid_stat: &str, proc_stat: &str, ticks_per_second: u64
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn parent_pid_reads_the_fourth_field_past_a_command_with_spaces_and_parentheses() {
+        assert_eq!(parent_pid("4242 (postgres) S 4100 4242 4242 0 -1 4194560"), Some(4100));
+        assert_eq!(parent_pid("4243 (postgres: walsender (x) ) S 4100 4243 4243 0"), Some(4100));
+        assert_eq!(parent_pid("garbage"), None);
+        assert_eq!(parent_pid("1 (init) S"), None);
+    }
+
     use super::*;
 
     /// Captured from PostgreSQL 15.18 (`pg_ctl start -o "-p 54329 -k <dir> -c listen_addresses=127.0.0.1"`).

@@ -102,8 +102,43 @@ fn stop_signal(mode: StopMode) -> Signal {
 }
 
 /// Asks the postmaster to shut down in `mode`; [`PgError::NotRunning`] if `id` is no longer that process.
+///
+/// An immediate stop also sends SIGQUIT to each of the postmaster's children (backends, walsenders, the
+/// checkpointer, …) and their process groups, which is what the postmaster itself sends them in an immediate
+/// shutdown (each child leads a process group of its own, `setsid` in `InitPostmasterChild`), without depending on
+/// the postmaster acting on its signal.
+/// Failure scenario this closes (campaign seed 4107, finding 13 of docs/chaos.md): a primary's postmaster frozen
+/// (SIGSTOP, a hung process) when its lease ran out; the fence's SIGQUIT stayed pending in the frozen postmaster,
+/// and its backends went on committing on open connections after a replica had been promoted.
 pub(crate) fn signal_stop(id: PostmasterId, mode: StopMode) -> Result<(), PgError> {
-    send(id, stop_signal(mode))
+    send(id, stop_signal(mode))?;
+    if mode == StopMode::Immediate {
+        quit_children(id);
+    }
+    Ok(())
+}
+
+/// SIGQUIT to every child of the postmaster `id` (found in `/proc` by their parent pid), to its process group when
+/// the child leads one.
+fn quit_children(id: PostmasterId) {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return };
+    for entry in entries.flatten() {
+        let Some(child) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else { continue };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        if pidfile::parent_pid(&stat) != Some(id.pid) {
+            continue;
+        }
+        let Ok(pid) = pid_i32(child).map(Pid::from_raw) else { continue };
+        let sent = match nix::unistd::getpgid(Some(pid)) {
+            Ok(group) if group == pid => signal::killpg(group, Signal::SIGQUIT),
+            _ => signal::kill(pid, Signal::SIGQUIT),
+        };
+        if let Err(errno) = sent {
+            if errno != Errno::ESRCH {
+                tracing::warn!(postmaster = id.pid, child, error = %errno, "failed to send SIGQUIT to a postmaster child");
+            }
+        }
+    }
 }
 
 /// Asks the postmaster to reload its configuration files (SIGHUP).
