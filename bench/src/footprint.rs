@@ -77,7 +77,11 @@ pub async fn run_on(bench: &BenchCluster, args: &Args) -> anyhow::Result<Table> 
         procs.push(Sampled {
             label: format!("{} ({role})", node.name),
             pid,
+            guard: find_guard(pid),
             rss_mib: Vec::new(),
+            anon_mib: Vec::new(),
+            file_mib: Vec::new(),
+            guard_rss_mib: Vec::new(),
             cpu_percent: Vec::new(),
             total_cpu_secs: 0.0,
             total_wall_secs: 0.0,
@@ -97,13 +101,31 @@ pub async fn run_on(bench: &BenchCluster, args: &Args) -> anyhow::Result<Table> 
             sampled.cpu_percent.push(100.0 * cpu_secs / wall_secs.max(f64::EPSILON));
             sampled.total_cpu_secs += cpu_secs;
             sampled.total_wall_secs += wall_secs;
-            sampled.rss_mib.push(read_rss_kib(sampled.pid)? as f64 / 1024.0);
+            let status = read_status(sampled.pid)?;
+            let kib = |key: &str| parse_status_kib(&status, key).map_or(0.0, |kib| kib as f64 / 1024.0);
+            sampled.rss_mib.push(kib("VmRSS:"));
+            sampled.anon_mib.push(kib("RssAnon:"));
+            sampled.file_mib.push(kib("RssFile:"));
+            if let Some(guard) = sampled.guard {
+                // A guard that exited (it should not while its raftgres runs) counts as 0.
+                let guard_status = read_status(guard).unwrap_or_default();
+                let guard_kib = parse_status_kib(&guard_status, "VmRSS:").unwrap_or(0);
+                sampled.guard_rss_mib.push(guard_kib as f64 / 1024.0);
+            }
         }
         last = now;
     }
     let mut rows = Vec::new();
     for sampled in &procs {
         rows.push(Row::of(NAME, format!("idle RSS of raftgres {}", sampled.label), Unit::MiB, &sampled.rss_mib));
+        let label = &sampled.label;
+        rows.push(Row::of(NAME, format!("  of which anonymous (heap, stacks) {label}"), Unit::MiB, &sampled.anon_mib));
+        rows.push(Row::of(NAME, format!("  of which the binary's code (file) {label}"), Unit::MiB, &sampled.file_mib));
+        if !sampled.guard_rss_mib.is_empty() {
+            rows.push(Row::of(NAME, format!("idle RSS of the fence guard {label}"), Unit::MiB, &sampled.guard_rss_mib));
+            let both: Vec<f64> = sampled.rss_mib.iter().zip(&sampled.guard_rss_mib).map(|(a, b)| a + b).collect();
+            rows.push(Row::of(NAME, format!("idle RSS of raftgres + guard {label}"), Unit::MiB, &both));
+        }
     }
     for sampled in &procs {
         rows.push(Row::of(
@@ -119,7 +141,7 @@ pub async fn run_on(bench: &BenchCluster, args: &Args) -> anyhow::Result<Table> 
         .collect();
     let notes = vec![
         format!(
-            "footprint: raftgres processes only (not PostgreSQL), sampled every second for {} s; CPU per 1 s window \
+            "footprint: raftgres and its fence guard (not PostgreSQL), sampled every second for {} s; CPU per 1 s window \
              has a resolution of {:.0}% ({ticks_per_sec} ticks/s); mean CPU over the whole period: {}",
             args.seconds,
             100.0 / ticks_per_sec,
@@ -133,7 +155,12 @@ pub async fn run_on(bench: &BenchCluster, args: &Args) -> anyhow::Result<Table> 
 struct Sampled {
     label: String,
     pid: u32,
+    /// The node's fence guard (`raftgres guard`), a child of its raftgres.
+    guard: Option<u32>,
     rss_mib: Vec<f64>,
+    anon_mib: Vec<f64>,
+    file_mib: Vec<f64>,
+    guard_rss_mib: Vec<f64>,
     cpu_percent: Vec<f64>,
     total_cpu_secs: f64,
     total_wall_secs: f64,
@@ -150,10 +177,21 @@ fn read_cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     parse_cpu_ticks(&text).with_context(|| format!("parse utime and stime in {path}"))
 }
 
-fn read_rss_kib(pid: u32) -> anyhow::Result<u64> {
+fn read_status(pid: u32) -> anyhow::Result<String> {
     let path = format!("/proc/{pid}/status");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
-    parse_rss_kib(&text).with_context(|| format!("find VmRSS in {path}"))
+    std::fs::read_to_string(&path).with_context(|| format!("read {path}"))
+}
+
+/// The `raftgres guard` child of the raftgres process `parent`, found in `/proc`.
+fn find_guard(parent: u32) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+        let status = std::fs::read_to_string(entry.path().join("status")).ok()?;
+        let ppid = parse_status_kib(&status, "PPid:")?;
+        let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+        let is_guard = cmdline.split(|byte| *byte == 0).nth(1) == Some(b"guard".as_slice());
+        (u64::from(parent) == ppid && is_guard).then_some(pid)
+    })
 }
 
 fn clock_ticks_per_second() -> anyhow::Result<f64> {
@@ -173,9 +211,9 @@ pub fn parse_cpu_ticks(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
-/// PURE: the `VmRSS:` value of `/proc/<pid>/status`, in KiB.
-pub fn parse_rss_kib(status: &str) -> Option<u64> {
-    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+/// PURE: the number after `key` (`VmRSS:`, `RssAnon:`, `RssFile:` in KiB; `PPid:`) in `/proc/<pid>/status`.
+pub fn parse_status_kib(status: &str, key: &str) -> Option<u64> {
+    let line = status.lines().find(|line| line.starts_with(key))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
@@ -197,7 +235,11 @@ mod tests {
     #[test]
     fn rss_is_read_in_kib() {
         let status = "Name:\traftgres\nVmPeak:\t  900000 kB\nVmRSS:\t   23456 kB\nThreads:\t5\n";
-        assert_eq!(parse_rss_kib(status), Some(23456));
-        assert_eq!(parse_rss_kib("Name:\tkthreadd\n"), None);
+        assert_eq!(parse_status_kib(status, "VmRSS:"), Some(23456));
+        assert_eq!(parse_status_kib("Name:\tkthreadd\n", "VmRSS:"), None);
+        let status = "PPid:\t4100\nRssAnon:\t    5148 kB\nRssFile:\t   21940 kB\n";
+        assert_eq!(parse_status_kib(status, "RssAnon:"), Some(5148));
+        assert_eq!(parse_status_kib(status, "RssFile:"), Some(21940));
+        assert_eq!(parse_status_kib(status, "PPid:"), Some(4100));
     }
 }
