@@ -178,7 +178,12 @@ async fn ensure_member_slots(sup: &Supervisor, members: BTreeSet<String>) -> Res
 }
 
 async fn bootstrap_primary(dir: &TestDir, name: &str) -> Supervisor {
-    let sup = Supervisor::new(dir.config(name, free_port())).unwrap();
+    bootstrap_primary_with(dir.config(name, free_port())).await
+}
+
+/// [`bootstrap_primary`] with a configuration of its own.
+async fn bootstrap_primary_with(cfg: PgConfig) -> Supervisor {
+    let sup = Supervisor::new(cfg).unwrap();
     assert_eq!(sup.data_dir_state().await, DataDirState::Missing);
     sup.initdb().await.map_err(show).unwrap();
     sup.write_pgpass().unwrap();
@@ -498,11 +503,7 @@ async fn immediate_stop_ends_the_backends_of_a_frozen_postmaster() {
     let mut cfg = dir.config("n1", free_port());
     // The frozen postmaster cannot exit: the stop gives up after this.
     cfg.stop_timeout = Duration::from_secs(2);
-    let sup = Supervisor::new(cfg).unwrap();
-    sup.initdb().await.map_err(show).unwrap();
-    sup.write_pgpass().unwrap();
-    sup.start(StartRole::Primary).await.map_err(show).unwrap();
-    sup.create_users().await.map_err(show).unwrap();
+    let sup = bootstrap_primary_with(cfg).await;
 
     let mut config = tokio_postgres::Config::new();
     config.host("127.0.0.1").port(sup.config().port).user("postgres").password(SUPERUSER_PASSWORD).dbname("postgres");

@@ -222,6 +222,13 @@ pub fn check_environment(config: &Config) -> Vec<ConfigError> {
         }
     }
     check_postgres_user_reach(config, &mut errors);
+    if let Some(vip) = config.vip.as_ref().filter(|vip| !crate::vip::link::interface_exists(&vip.interface)) {
+        let names = crate::vip::link::interface_names().join(", ");
+        errors.push(invalid(
+            "vip.interface",
+            format!("there is no network interface {:?} here (this host has: {names}); name the one on the clients' network", vip.interface),
+        ));
+    }
     errors
 }
 

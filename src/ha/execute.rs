@@ -140,13 +140,7 @@ pub async fn run(ctx: &Context<'_>, actions: &[Action], obs: &Observation) -> Ex
                 released
             }
             Action::Demote(DemoteMode::ImmediateNoLock) => {
-                demote_now(
-                    ctx.pg,
-                    &ctx.settings.watchdog,
-                    (&ctx.settings.haproxy, &ctx.settings.vip),
-                    &ctx.settings.name,
-                )
-                .await;
+                demote_here(ctx).await;
                 res.demoted = true;
                 true
             }
@@ -326,13 +320,7 @@ async fn lease_write(
             res.holds_key = false;
             if is_primary {
                 error!(?kind, "the leader lock belongs to someone else; demoting self now");
-                demote_now(
-                    ctx.pg,
-                    &ctx.settings.watchdog,
-                    (&ctx.settings.haproxy, &ctx.settings.vip),
-                    &ctx.settings.name,
-                )
-                .await;
+                demote_here(ctx).await;
                 res.demoted = true;
             } else {
                 info!(?kind, "did not get the leader lock");
@@ -366,6 +354,12 @@ fn watchdog_lead(ctx: &Context<'_>) -> bool {
         // Logged by the watchdog.
         Err(NotArmed::Failed(_)) => false,
     }
+}
+
+/// [`demote_now`] with this node's settings.
+async fn demote_here(ctx: &Context<'_>) {
+    let settings = ctx.settings;
+    demote_now(ctx.pg, &settings.watchdog, (&settings.haproxy, &settings.vip), &settings.name).await;
 }
 
 /// Stops a primary that may no longer write: immediate mode, the lock is not touched. Once PostgreSQL stopped,

@@ -54,11 +54,7 @@ impl Link {
         let address = IpAddr::V4(self.config.address.addr());
         match handle.address().add(interface.index, address, self.config.address.prefix_len()).execute().await {
             Ok(()) => Ok(true),
-            Err(rtnetlink::Error::NetlinkError(e))
-                if e.to_io().raw_os_error() == Some(nix::errno::Errno::EEXIST as i32) =>
-            {
-                Ok(false)
-            }
+            Err(e) if netlink_errno(&e) == Some(nix::errno::Errno::EEXIST as i32) => Ok(false),
             Err(e) => {
                 self.handle = None;
                 Err(self.io_error("add", netlink_io(e)))
@@ -104,6 +100,24 @@ impl Link {
     }
 }
 
+/// Whether this network namespace has an interface called `name` (checked at start-up, `raftgres check`).
+pub fn interface_exists(name: &str) -> bool {
+    pnet_datalink::interfaces().iter().any(|interface| interface.name == name)
+}
+
+/// The interfaces of this network namespace, for the error that names a missing one.
+pub fn interface_names() -> Vec<String> {
+    pnet_datalink::interfaces().into_iter().map(|interface| interface.name).collect()
+}
+
+/// The OS error number of a netlink error answer, if it is one.
+fn netlink_errno(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(message) => message.to_io().raw_os_error(),
+        _ => None,
+    }
+}
+
 fn netlink_io(e: rtnetlink::Error) -> std::io::Error {
     match e {
         rtnetlink::Error::NetlinkError(message) => message.to_io(),
@@ -124,8 +138,7 @@ async fn remove_from(handle: &rtnetlink::Handle, index: u32, address: std::net::
         match handle.address().del(message).execute().await {
             Ok(()) => removed = true,
             // Removed meanwhile (by the guard, an operator): what we wanted.
-            Err(rtnetlink::Error::NetlinkError(e))
-                if e.to_io().raw_os_error() == Some(nix::errno::Errno::EADDRNOTAVAIL as i32) => {}
+            Err(e) if netlink_errno(&e) == Some(nix::errno::Errno::EADDRNOTAVAIL as i32) => {}
             Err(e) => return Err(netlink_io(e)),
         }
     }

@@ -97,6 +97,15 @@ async fn write_through(password: &str, address: Ipv4Addr, port: u16, id: i64) ->
     tokio::time::timeout(Duration::from_secs(2), write).await.ok().flatten()
 }
 
+/// Waits until node `node` (the `nth` primary) alone holds `address`.
+async fn wait_for_holder(lab: &Arc<Lab>, address: Ipv4Addr, node: usize, nth: &str) {
+    eventually(ROUTE_DEADLINE, &format!("the {nth} primary, node{node}, alone holds the floating address"), || {
+        let lab = lab.clone();
+        async move { (holders(&lab, 3, address) == vec![node]).then_some(()) }
+    })
+    .await;
+}
+
 /// The node running as primary other than `not`, asked on each node's own address.
 async fn new_primary(c: &LocalCluster, not: usize) -> usize {
     eventually(ROUTE_DEADLINE, &format!("a node other than node{not} is primary"), || async move {
@@ -153,11 +162,7 @@ async fn floating_address_follows_the_primary_through_switchover_and_crash() {
     let first_name = format!("node{first}");
 
     // The first primary takes the address; a table for the writes.
-    eventually(ROUTE_DEADLINE, "the first primary holds the floating address", || {
-        let lab = lab.clone();
-        async move { (holders(&lab, 3, address) == vec![first]).then_some(()) }
-    })
-    .await;
+    wait_for_holder(&lab, address, first, "first").await;
     let setup = connect(c, &address.to_string(), port).await.expect("connect through the floating address");
     setup.batch_execute("CREATE TABLE vip_writes (id bigint PRIMARY KEY)").await.expect("create the table");
 
@@ -202,11 +207,7 @@ async fn floating_address_follows_the_primary_through_switchover_and_crash() {
     let res = res.expect("POST /switchover is answered");
     assert_eq!(res.status().as_u16(), 200, "switchover to node{candidate}: {}", res.text().await.unwrap_or_default());
     let second = new_primary(c, first).await;
-    eventually(ROUTE_DEADLINE, "the second primary holds the floating address", || {
-        let lab = lab.clone();
-        async move { (holders(&lab, 3, address) == vec![second]).then_some(()) }
-    })
-    .await;
+    wait_for_holder(&lab, address, second, "second").await;
     eventually(ROUTE_DEADLINE, "writes through the floating address reach the second primary", || {
         reached(format!("node{second}"))
     })
@@ -216,11 +217,7 @@ async fn floating_address_follows_the_primary_through_switchover_and_crash() {
     c.kill_node(second).await.expect("kill -9 the primary's raftgres");
     c.kill_postmaster(second).expect("kill -9 the primary's postmaster");
     let third = new_primary(c, second).await;
-    eventually(ROUTE_DEADLINE, "the third primary holds the floating address", || {
-        let lab = lab.clone();
-        async move { (holders(&lab, 3, address) == vec![third]).then_some(()) }
-    })
-    .await;
+    wait_for_holder(&lab, address, third, "third").await;
     eventually(ROUTE_DEADLINE, "writes through the floating address reach the third primary", || {
         reached(format!("node{third}"))
     })
