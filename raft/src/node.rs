@@ -49,6 +49,7 @@ use crate::NodeId;
 use crate::PeerNode;
 
 mod bootstrap;
+pub mod elections;
 pub mod handover;
 mod membership;
 mod metrics;
@@ -83,6 +84,8 @@ pub struct Inner {
     session: SessionId,
     lease: Mutex<HolderLease>,
     handover: handover::Handover,
+    /// Notified when an append from a leader was accepted (`elections`).
+    heard_leader: tokio::sync::Notify,
     cancel: CancellationToken,
     tasks: TaskTracker,
     local_addr: SocketAddr,
@@ -103,7 +106,8 @@ impl RaftNode {
         let store = open_store(&cfg).await?;
         let pristine = store.is_pristine()?;
         let client = PeerClient::new(cfg.clone())?;
-        let raft_config = openraft_config(&cfg)?;
+        // A restarted node campaigns only once it has heard from the leader or waited for one (`elections`).
+        let raft_config = openraft_config(&cfg, !pristine)?;
         let raft = typ::Raft::new(
             cfg.node_id,
             raft_config,
@@ -130,6 +134,7 @@ impl RaftNode {
             session: SessionId(rand::random()),
             lease: Mutex::new(HolderLease::default()),
             handover: handover::Handover::default(),
+            heard_leader: tokio::sync::Notify::new(),
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
             local_addr,
@@ -148,6 +153,9 @@ impl RaftNode {
             .instrument(span.clone()),
         );
         inner.tasks.spawn(bootstrap::run(inner.clone(), pristine).instrument(span.clone()));
+        if !pristine {
+            inner.tasks.spawn(elections::hold_until_leader_heard(inner.clone()).instrument(span.clone()));
+        }
         inner.tasks.spawn(lease::run_keeper(inner.clone()).instrument(span.clone()));
         inner.tasks.spawn(handover::run_placement(inner.clone()).instrument(span));
         info!(node = cfg.node_id, listen = %local_addr, pristine, "raft node started");
@@ -449,8 +457,10 @@ async fn open_store(cfg: &RaftConfig) -> Result<Store, RaftError> {
     }
 }
 
-fn openraft_config(cfg: &RaftConfig) -> Result<Arc<openraft::Config>, RaftError> {
+/// openraft's configuration; `hold_elections` starts it with elections off (a restart, see `elections`).
+fn openraft_config(cfg: &RaftConfig, hold_elections: bool) -> Result<Arc<openraft::Config>, RaftError> {
     let config = openraft::Config {
+        enable_elect: !hold_elections,
         cluster_name: cfg.cluster_name.clone(),
         heartbeat_interval: cfg.heartbeat_interval.as_millis() as u64,
         election_timeout_min: cfg.election_timeout_min.as_millis() as u64,
@@ -478,6 +488,11 @@ impl Inner {
 
     pub(crate) fn cancel_token(&self) -> CancellationToken {
         self.cancel.clone()
+    }
+
+    /// An append from a leader was accepted: a restarted node may now run openraft's election timer.
+    pub(crate) fn heard_from_leader(&self) {
+        self.heard_leader.notify_one();
     }
 
     pub(crate) fn is_guarded(&self) -> bool {

@@ -3,7 +3,8 @@
 //! A bootstrap, a clone, a start as a replica or a rewind that fails is retried when the loop decides it again;
 //! without a pause that is every cycle (a bootstrap that cannot write its pgpass failed 35 times a second). The
 //! loop keeps the last failure here ([`Failing`]): the same kind of action is held back until its pause is over
-//! (5 s, doubling up to 5 min), the node reports itself failing (`state` as Patroni names it, `failing` with the
+//! (5 s, doubling up to 5 min for a bootstrap or a clone, up to 1 min for a start or a rewind), the node
+//! reports itself failing (`state` as Patroni names it, `failing` with the
 //! error in `GET /patroni`, the member key and `raftgres list`), and the first success of any retried action
 //! clears it.
 //!
@@ -25,8 +26,11 @@ use crate::status::PgState;
 
 /// The first pause after a failure.
 pub const FIRST_PAUSE: Duration = Duration::from_secs(5);
-/// The longest pause.
+/// The longest pause of a bootstrap or a clone: each writes a whole data directory, a clone reads the source's.
 pub const MAX_PAUSE: Duration = Duration::from_secs(300);
+/// The longest pause of a start as a replica or a rewind: local and cheap, and what an operator who fixed the
+/// cause (freed the disk, mended a parameter) waits for; Patroni tries again every cycle.
+pub const MAX_START_PAUSE: Duration = Duration::from_secs(60);
 
 /// The last failure of a retried long action.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,7 +51,7 @@ impl Failing {
     /// Records a failure of `kind` after `previous` (a failure of another kind starts counting again).
     pub fn after(previous: Option<&Failing>, kind: ActionKind, error: String, now: Instant, wall: SystemTime) -> Self {
         let attempts = previous.filter(|p| p.kind == kind).map_or(1, |p| p.attempts.saturating_add(1));
-        let pause = pause_after(attempts);
+        let pause = pause_after(kind, attempts);
         Failing { kind, attempts, error, retry_at: now + pause, retry_at_wall: wall + pause }
     }
 
@@ -84,10 +88,15 @@ impl Failing {
     }
 }
 
-/// The pause after `attempts` failures in a row: 5 s, 10 s, 20 s, … up to 5 min.
-pub fn pause_after(attempts: u32) -> Duration {
+/// The pause after `attempts` failures in a row of `kind`: 5 s, 10 s, 20 s, … up to 5 min (1 min for a start or
+/// a rewind).
+pub fn pause_after(kind: ActionKind, attempts: u32) -> Duration {
     let doublings = attempts.saturating_sub(1).min(16);
-    FIRST_PAUSE.saturating_mul(1 << doublings).min(MAX_PAUSE)
+    let longest = match kind {
+        ActionKind::Start | ActionKind::Rewind => MAX_START_PAUSE,
+        _ => MAX_PAUSE,
+    };
+    FIRST_PAUSE.saturating_mul(1 << doublings).min(longest)
 }
 
 /// The kind of a long action that is retried with a pause when it fails; `None` for every other action.
@@ -110,10 +119,21 @@ mod tests {
     }
 
     #[test]
-    fn pauses_double_from_five_seconds_up_to_five_minutes() {
-        let pauses: Vec<u64> = (1..=9).map(|n| pause_after(n).as_secs()).collect();
-        assert_eq!(pauses, vec![5, 10, 20, 40, 80, 160, 300, 300, 300]);
-        assert_eq!(pause_after(u32::MAX), MAX_PAUSE);
+    fn pauses_of_a_bootstrap_or_clone_double_from_five_seconds_up_to_five_minutes() {
+        for kind in [ActionKind::Bootstrap, ActionKind::Clone] {
+            let pauses: Vec<u64> = (1..=9).map(|n| pause_after(kind, n).as_secs()).collect();
+            assert_eq!(pauses, vec![5, 10, 20, 40, 80, 160, 300, 300, 300]);
+            assert_eq!(pause_after(kind, u32::MAX), MAX_PAUSE);
+        }
+    }
+
+    #[test]
+    fn pauses_of_a_start_or_rewind_double_from_five_seconds_up_to_one_minute() {
+        for kind in [ActionKind::Start, ActionKind::Rewind] {
+            let pauses: Vec<u64> = (1..=6).map(|n| pause_after(kind, n).as_secs()).collect();
+            assert_eq!(pauses, vec![5, 10, 20, 40, 60, 60]);
+            assert_eq!(pause_after(kind, u32::MAX), MAX_START_PAUSE);
+        }
     }
 
     #[test]

@@ -78,6 +78,7 @@ async fn a_failing_bootstrap_is_retried_after_a_growing_pause_and_reported() {
     let cluster = raftgres::demo::cluster::LocalCluster::generate(spec).expect("generate the cluster");
     cluster.start_all().expect("start the nodes");
     let c = &cluster;
+    let _logs = KeepLogsOnPanic(c);
     let started = Instant::now();
     let http = reqwest::Client::new();
     // Some node reports its third failure in a row: it waited 5 s and 10 s in between.

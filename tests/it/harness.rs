@@ -65,6 +65,40 @@ pub struct TestCluster {
     _dir: tempfile::TempDir,
 }
 
+impl Drop for TestCluster {
+    /// A failing test keeps its nodes' logs and prints their tails (see [`KeepLogsOnPanic`]).
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            keep_logs(&self.cluster);
+        }
+    }
+}
+
+/// For tests that hold a [`LocalCluster`] without a [`TestCluster`]: declared after the cluster, it keeps the
+/// nodes' logs when the test panics, before the cluster and its directory go.
+pub struct KeepLogsOnPanic<'a>(pub &'a LocalCluster);
+
+impl Drop for KeepLogsOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            keep_logs(self.0);
+        }
+    }
+}
+
+/// Copies every node's log to `target/tmp/it-failures/<cluster dir>/nodeN.log` (the temp dir goes with the
+/// test) and prints the last lines of each without DEBUG, so a failure in CI says what the nodes did.
+fn keep_logs(cluster: &LocalCluster) {
+    let name = cluster.dir().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let keep = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("it-failures").join(name);
+    let _ = std::fs::create_dir_all(&keep);
+    for node in 1..=cluster.n_nodes() {
+        let path = cluster.dir().join(format!("node{node}")).join("raftgres.log");
+        let _ = std::fs::copy(&path, keep.join(format!("node{node}.log")));
+    }
+    println!("the nodes' logs are kept in {}\n{}", keep.display(), log_tails(cluster, 80));
+}
+
 /// Spec for a 3-node cluster on free ports in a fresh temp dir under /tmp (short socket paths).
 pub fn spec() -> (ClusterSpec, tempfile::TempDir) {
     let dir = tempfile::Builder::new().prefix("rgit").tempdir_in("/tmp").expect("create temp dir");
@@ -89,12 +123,17 @@ pub async fn start(spec: ClusterSpec, dir: tempfile::TempDir) -> (TestCluster, u
 
 /// The tail of every node's log, for failure messages.
 pub fn logs(cluster: &LocalCluster) -> String {
+    log_tails(cluster, 40)
+}
+
+/// The last `lines` lines without DEBUG of every node's log.
+fn log_tails(cluster: &LocalCluster, lines: usize) -> String {
     let mut out = String::new();
     for node in 1..=cluster.n_nodes() {
         let path = cluster.dir().join(format!("node{node}")).join("raftgres.log");
         let text = std::fs::read_to_string(&path).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().filter(|l| !l.contains("DEBUG")).collect();
-        let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+        let kept: Vec<String> = text.lines().filter(|l| !l.contains("DEBUG")).map(strip_ansi).collect();
+        let tail = kept[kept.len().saturating_sub(lines)..].join("\n");
         out.push_str(&format!("--- node{node} ---\n{tail}\n"));
     }
     out
@@ -173,17 +212,23 @@ pub async fn wait_raft_leader(cluster: &LocalCluster, node_idx: usize) {
     .await
 }
 
+/// Lines of context printed before each unexpected ERROR line.
+const CONTEXT_LINES: usize = 30;
+
 /// The ERROR lines raftgres logged on any node that match none of `allowed` (substrings), as
-/// `nodeN: line`. ERROR means a human must act: a test that ends with one it did not expect has
-/// found something (STYLE.md rule 21).
+/// `nodeN: line` followed by the lines before it. ERROR means a human must act: a test that ends with one it
+/// did not expect has found something (STYLE.md rule 21).
 pub fn unexpected_errors(cluster: &LocalCluster, allowed: &[&str]) -> Vec<String> {
     let mut found = Vec::new();
     for node in 1..=cluster.n_nodes() {
         for path in log_files(cluster, node) {
             let text = std::fs::read_to_string(&path).unwrap_or_default();
-            for line in text.lines().map(strip_ansi) {
-                if is_error_line(&line) && !allowed.iter().any(|allowed| line.contains(allowed)) {
-                    found.push(format!("node{node}: {line}"));
+            let lines: Vec<String> = text.lines().filter(|l| !l.contains("DEBUG")).map(strip_ansi).collect();
+            for (at, line) in lines.iter().enumerate() {
+                if is_error_line(line) && !allowed.iter().any(|allowed| line.contains(allowed)) {
+                    // What led to it: the lines before, so a failure in CI explains itself.
+                    let before = lines[at.saturating_sub(CONTEXT_LINES)..at].join("\n    ");
+                    found.push(format!("node{node}: {line}\n  after:\n    {before}"));
                 }
             }
         }

@@ -22,6 +22,7 @@ use crate::harness::logs;
 use crate::harness::pg_available;
 use crate::harness::spec;
 use crate::harness::start;
+use crate::harness::TestCluster;
 
 /// How many times each non-primary node is stopped with each signal.
 const ROUNDS: usize = 10;
@@ -111,12 +112,13 @@ async fn watch_lease(api: String, holder: String, observed: Arc<Mutex<Observed>>
 }
 
 /// Inserts a row every 20 ms on node `primary` until `stop`, timing each.
-async fn write_steadily(c: Arc<LocalCluster>, primary: usize, observed: Arc<Mutex<Observed>>, stop: Arc<AtomicBool>) {
+async fn write_steadily(tc: Arc<TestCluster>, primary: usize, observed: Arc<Mutex<Observed>>, stop: Arc<AtomicBool>) {
+    let c = &tc.cluster;
     let started = Instant::now();
     let mut client = None;
     while !stop.load(Ordering::SeqCst) {
         if client.is_none() {
-            client = connect(&c, primary).await;
+            client = connect(c, primary).await;
         }
         let Some(conn) = &client else {
             let at = started.elapsed().as_secs_f64();
@@ -193,11 +195,12 @@ async fn stopping_or_killing_other_nodes_never_costs_the_primary_its_lease() {
     }
     let (spec, dir) = spec();
     let (tc, first) = start(spec, dir).await;
-    let c = Arc::new(tc.cluster);
+    let tc = Arc::new(tc);
+    let c = &tc.cluster;
     // A switchover first: the node that won the bootstrap race (and led Raft from the start) is
     // now a replica, as after any switchover or failover in production.
-    let primary = switch_over(&c, first).await;
-    let client = connect(&c, primary).await.expect("connect to the primary");
+    let primary = switch_over(c, first).await;
+    let client = connect(c, primary).await.expect("connect to the primary");
     client
         .batch_execute("CREATE TABLE steady (id bigserial PRIMARY KEY, at timestamptz DEFAULT now())")
         .await
@@ -209,7 +212,7 @@ async fn stopping_or_killing_other_nodes_never_costs_the_primary_its_lease() {
     let observed = Arc::new(Mutex::new(Observed::default()));
     let stop = Arc::new(AtomicBool::new(false));
     let watcher = tokio::spawn(watch_lease(c.api(primary), primary_name.clone(), observed.clone(), stop.clone()));
-    let writer = tokio::spawn(write_steadily(c.clone(), primary, observed.clone(), stop.clone()));
+    let writer = tokio::spawn(write_steadily(tc.clone(), primary, observed.clone(), stop.clone()));
 
     let mut steps = Vec::new();
     for round in 1..=ROUNDS {
@@ -226,8 +229,8 @@ async fn stopping_or_killing_other_nodes_never_costs_the_primary_its_lease() {
                 c.start_node(node).expect("start the node again");
                 let healthy = c.wait_healthy(Instant::now() + Duration::from_secs(60)).await;
                 let healthy =
-                    healthy.unwrap_or_else(|e| panic!("round {round}, node{node} {how:?}: {e:#}\n{}", logs(&c)));
-                assert_eq!(healthy, primary, "round {round}, node{node} {how:?}: the primary changed\n{}", logs(&c));
+                    healthy.unwrap_or_else(|e| panic!("round {round}, node{node} {how:?}: {e:#}\n{}", logs(c)));
+                assert_eq!(healthy, primary, "round {round}, node{node} {how:?}: the primary changed\n{}", logs(c));
                 steps.push(format!("round {round} node{node} {how:?}: {:.1}s", stopped_at.elapsed().as_secs_f64()));
             }
         }
@@ -248,8 +251,8 @@ async fn stopping_or_killing_other_nodes_never_costs_the_primary_its_lease() {
         "the primary lost its lease or a write waited over {MAX_WRITE_WAIT:?}:\n{}\nraft leaders: {:?}\nsteps: {steps:?}\n{}",
         summarize(&problems),
         seen.raft_leaders,
-        logs(&c)
+        logs(c)
     );
     assert!(seen.n_writes > 100, "the writer kept writing: {} writes", seen.n_writes);
-    finish(&c, &[]).await;
+    finish(c, &[]).await;
 }

@@ -152,6 +152,7 @@ async fn full_disk_primary_gives_the_key_to_a_replica_and_rejoins_when_freed() {
     let cluster = LocalCluster::generate(spec).expect("generate the cluster");
     cluster.start_all().expect("start the nodes");
     let c = &cluster;
+    let keep_logs = KeepLogsOnPanic(c);
     let old = c
         .wait_healthy(Instant::now() + Duration::from_secs(120))
         .await
@@ -201,10 +202,8 @@ async fn full_disk_primary_gives_the_key_to_a_replica_and_rejoins_when_freed() {
     let decisions = log_of(c, old);
     let decisions = decisions.lines().filter(|line| line.contains("ha decision") || line.contains("gave up"));
     println!("node{old}'s decisions:\n{}", decisions.map(strip_ansi).collect::<Vec<_>>().join("\n"));
-    let decisions = log_of(c, old);
-    let decisions = decisions.lines().filter(|line| line.contains("ha decision") || line.contains("gave up"));
-    println!("node{old}'s decisions:\n{}", decisions.map(strip_ansi).collect::<Vec<_>>().join("\n"));
     finish(c, &EXPECTED_ERRORS).await;
+    drop(keep_logs);
     drop(cluster);
     drop(disks);
 }

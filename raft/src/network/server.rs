@@ -22,6 +22,7 @@ use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
 use openraft::raft::AppendEntriesRequest;
+use openraft::raft::AppendEntriesResponse;
 use openraft::raft::InstallSnapshotRequest;
 use openraft::raft::VoteRequest;
 use serde::de::DeserializeOwned;
@@ -204,7 +205,13 @@ async fn append(
         return res;
     }
     match open::<AppendEntriesRequest<TypeConfig>>(&inner, &peer, PATH, &bytes) {
-        Ok((_, req)) => reply(PATH, &inner.raft().append_entries(req).await),
+        Ok((_, req)) => {
+            let res = inner.raft().append_entries(req).await;
+            if matches!(&res, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+                inner.heard_from_leader();
+            }
+            reply(PATH, &res)
+        }
         Err(res) => res,
     }
 }

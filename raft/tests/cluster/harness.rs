@@ -59,16 +59,23 @@ pub struct TestCluster {
     pub listen: BTreeMap<NodeId, String>,
     pub mesh: ProxyMesh,
     pub dir: TempDir,
+    /// Applied to every node's config after the defaults (a test's own timers).
+    pub tune: fn(&mut RaftConfig),
 }
 
 impl TestCluster {
     /// Starts `n` nodes and waits until they elected a leader.
     pub async fn start(n: u64) -> TestCluster {
+        TestCluster::start_tuned(n, |_| {}).await
+    }
+
+    /// Starts `n` nodes whose configs `tune` changes, and waits until they elected a leader.
+    pub async fn start_tuned(n: u64, tune: fn(&mut RaftConfig)) -> TestCluster {
         init_tracing();
         let listen: BTreeMap<NodeId, String> = (1..=n).map(|id| (id, free_addr())).collect();
         let mesh = ProxyMesh::start(&listen).await.expect("start proxy mesh");
         let dir = tempfile::tempdir().expect("create temp dir");
-        let mut cluster = TestCluster { nodes: BTreeMap::new(), listen, mesh, dir };
+        let mut cluster = TestCluster { nodes: BTreeMap::new(), listen, mesh, dir, tune };
         for id in 1..=n {
             cluster.start_node(id).await;
         }
@@ -93,6 +100,7 @@ impl TestCluster {
         cfg.transport = raft::config::PeerTransport::Insecure;
         // As raftgres runs it: Raft leadership follows the holder of the `leader` key.
         cfg.leadership_follows_key = Some("leader".into());
+        (self.tune)(&mut cfg);
         cfg
     }
 

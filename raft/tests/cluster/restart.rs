@@ -1,7 +1,10 @@
 //! Restarts: a follower whose disk was wiped rejoins without voting under its old identity;
-//! all three nodes stopped and started together keep their state, 20 times.
+//! all three nodes stopped and started together keep their state, 20 times; a restarted follower that
+//! does not hear from the leader at once waits for it instead of deposing it.
 
 use std::time::Duration;
+
+use raft::faultproxy::LinkMode;
 
 use crate::eventually;
 use crate::TestCluster;
@@ -53,5 +56,45 @@ async fn whole_cluster_restarted_twenty_times_keeps_its_state() {
         })
         .await;
     }
+    cluster.shutdown().await;
+}
+
+/// Slow timers for the test below, so its margins are seconds: openraft's election timer fires after its
+/// leader lease (`election_timeout_max`, 2 s) plus 1–2 s, the restarted node's grace is 8 s.
+fn slow_elections(cfg: &mut raft::RaftConfig) {
+    cfg.election_timeout_min = Duration::from_millis(1000);
+    cfg.election_timeout_max = Duration::from_millis(2000);
+}
+
+/// A follower restarted while the leader's messages do not reach it (as when the leader retries a refused
+/// peer only every 500 ms and a loaded host starts the follower slowly) hears nothing for longer than
+/// openraft's election timer. Without PreVote it would campaign with the next term, and the leader's next
+/// append, meeting that term, would depose the leader. It holds its elections instead until it hears from the
+/// leader (or the grace ends): the leader and its term stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restarted_follower_waits_for_the_leader_instead_of_deposing_it() {
+    let mut cluster = TestCluster::start_tuned(3, slow_elections).await;
+    let leader = cluster.wait_leader().await;
+    cluster.put(leader, "before-restart", "1").await;
+    cluster.converged("before-restart", "1").await;
+    let term = cluster.node(leader).status().term;
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    cluster.stop_node(follower).await;
+    cluster.mesh.set_link(leader, follower, LinkMode::Blackhole);
+    cluster.start_node(follower).await;
+    // Longer than the election timer (at most 4 s), shorter than the grace (8 s): this is the fault's
+    // duration, not a wait for a condition.
+    let grace = raft::node::elections::grace(&cluster.config(follower));
+    tokio::time::sleep(grace * 5 / 8).await;
+    assert_eq!(cluster.node(follower).status().term, term, "the restarted follower did not campaign");
+    cluster.mesh.set_link(leader, follower, LinkMode::Pass);
+    eventually(Duration::from_secs(30), "the restarted follower follows the leader again", || async {
+        (cluster.node(follower).status().leader == Some(leader)).then_some(())
+    })
+    .await;
+    cluster.put(leader, "after-restart", "2").await;
+    cluster.converged("after-restart", "2").await;
+    let status = cluster.node(leader).status();
+    assert_eq!((status.state.as_str(), status.term), ("Leader", term), "the leader kept its leadership and term");
     cluster.shutdown().await;
 }
