@@ -514,7 +514,13 @@ pub async fn promote(pg: Supervisor, dcs: Dcs, watchdog: Watchdog, promotion: Pr
     }
     let promote_started_ms = raft::lease::wall_ms();
     if let Err(e) = pg.promote(timeout).await {
-        error!(error = %e, "failed to promote postgres");
+        if pg.is_running() {
+            error!(error = %e, "failed to promote postgres");
+        } else {
+            // PostgreSQL went down under the promotion (it PANICs when its disk is full, or the node is stopping):
+            // its own log says why, and the next cycles start it again as the key holder or hand the key on.
+            warn!(error = %e, "postgres stopped during the promotion; deciding again");
+        }
         return ActionOutcome::default();
     }
     let promoted_ms = raft::lease::wall_ms();

@@ -75,6 +75,8 @@ async fn manager_loss(freeze: bool) {
     let stop = CancellationToken::new();
     let samples = sampler(c.clone(), stop.clone());
     let cl: &LocalCluster = &c.cluster;
+    // The sampler holds the cluster too, and may drop it on a worker thread after a failure.
+    let _keep_logs = KeepLogsOnPanic(cl);
     if freeze {
         cl.sigstop_node(old).expect("SIGSTOP the primary's raftgres");
     } else {

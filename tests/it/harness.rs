@@ -93,8 +93,10 @@ fn keep_logs(cluster: &LocalCluster) {
     let keep = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("it-failures").join(name);
     let _ = std::fs::create_dir_all(&keep);
     for node in 1..=cluster.n_nodes() {
-        let path = cluster.dir().join(format!("node{node}")).join("raftgres.log");
-        let _ = std::fs::copy(&path, keep.join(format!("node{node}.log")));
+        let dir = cluster.dir().join(format!("node{node}"));
+        let _ = std::fs::copy(dir.join("raftgres.log"), keep.join(format!("node{node}.log")));
+        // The fence guard's own messages (`postgres::process::spawn_guard`).
+        let _ = std::fs::copy(dir.join("raft/fence-guard.log"), keep.join(format!("node{node}-guard.log")));
     }
     println!("the nodes' logs are kept in {}\n{}", keep.display(), log_tails(cluster, 80));
 }
@@ -226,8 +228,12 @@ pub fn unexpected_errors(cluster: &LocalCluster, allowed: &[&str]) -> Vec<String
             let lines: Vec<String> = text.lines().filter(|l| !l.contains("DEBUG")).map(strip_ansi).collect();
             for (at, line) in lines.iter().enumerate() {
                 if is_error_line(line) && !allowed.iter().any(|allowed| line.contains(allowed)) {
-                    // What led to it: the lines before, so a failure in CI explains itself.
-                    let before = lines[at.saturating_sub(CONTEXT_LINES)..at].join("\n    ");
+                    // What led to it: raftgres' own lines before it (PostgreSQL's chatter left out), so a failure
+                    // in CI explains itself.
+                    let own: Vec<&String> = lines[..at].iter().filter(|l| !l.contains(" pg{pid=")).collect();
+                    let before: Vec<&str> =
+                        own[own.len().saturating_sub(CONTEXT_LINES)..].iter().map(|l| l.as_str()).collect();
+                    let before = before.join("\n    ");
                     found.push(format!("node{node}: {line}\n  after:\n    {before}"));
                 }
             }

@@ -91,6 +91,8 @@ struct Inner {
     exit_tx: watch::Sender<Option<PostmasterExit>>,
     /// The cached SQL connection (see `probe`).
     sql: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
+    /// The running replica's postmaster start time and the highest timeline its WAL receiver streamed (`probe`).
+    streamed_timeline: Mutex<Option<(String, crate::postgres::types::TimelineId)>>,
     log_tail: Arc<LogTail>,
     tasks: TaskTracker,
     cancel: CancellationToken,
@@ -168,6 +170,7 @@ impl Supervisor {
                 ops: tokio::sync::Mutex::new(()),
                 exit_tx,
                 sql: tokio::sync::Mutex::new(None),
+                streamed_timeline: Mutex::new(None),
                 log_tail: Arc::new(LogTail::default()),
                 tasks: TaskTracker::new(),
                 cancel: CancellationToken::new(),

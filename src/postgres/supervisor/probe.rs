@@ -68,8 +68,11 @@ pub struct Probe {
     pub server_version: PgVersion,
     /// `pg_postmaster_start_time()` as `YYYY-MM-DD HH:MM:SS.ffffff+HH:MM`.
     pub postmaster_start_time: String,
-    /// Primary: the timeline of the current WAL file; replica: the received timeline, else pg_control's.
+    /// Primary: the timeline of the current WAL file; replica: the highest timeline its WAL receiver streamed
+    /// since this postmaster started (see [`Supervisor::probe`]), else pg_control's.
     pub timeline: Option<TimelineId>,
+    /// Replica: the timeline the WAL receiver streams right now (`pg_stat_wal_receiver.received_tli`).
+    pub streamed_timeline: Option<TimelineId>,
     /// `pg_control_system().system_identifier`.
     pub system_identifier: SystemId,
     /// WAL positions.
@@ -155,13 +158,26 @@ pub(super) async fn bounded<T>(
 impl Supervisor {
     /// One status round trip: role, version, start time, timeline, system id, WAL positions, replication rows
     /// and pending restarts. Fails (never hangs) when PostgreSQL is down or does not answer in 5 seconds.
+    ///
+    /// A replica's timeline is the highest one its WAL receiver was seen streaming since this postmaster started.
+    /// SQL offers no replay timeline: with the receiver down (the leader it streamed from is stopping for a
+    /// switchover) only pg_control's timelines are left, and they lag behind until the next restartpoint, so a
+    /// replica that had followed the new timeline looked as if it had replayed past the fork on the old one and
+    /// stopped for a needless pg_rewind, in the middle of a switchover that named it. A replica's replay timeline
+    /// never goes back while the postmaster runs, and one that streamed the leader's timeline is on its history.
     pub async fn probe(&self) -> Result<Probe, PgError> {
-        bounded("the status probe", PROBE_TIMEOUT, async {
+        let mut probe = bounded("the status probe", PROBE_TIMEOUT, async {
             let session = self.session().await?;
             let res = run_probe(&session.client).await;
             session.done(res)
         })
-        .await
+        .await?;
+        let mut streamed = self.inner.streamed_timeline.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *streamed = highest_streamed(streamed.take(), &probe);
+        if let Some((_, timeline)) = streamed.as_ref() {
+            probe.timeline = probe.timeline.max(Some(*timeline));
+        }
+        Ok(probe)
     }
 
     pub(super) async fn session(&self) -> Result<Session<'_>, PgError> {
@@ -202,6 +218,18 @@ impl Supervisor {
         self.inner.tasks.spawn(connection.instrument(tracing::info_span!(parent: None, "pg_sql", port = cfg.port)));
         Ok(client)
     }
+}
+
+/// PURE: the highest timeline the WAL receiver of this postmaster (by start time) streamed, after `probe`; `None`
+/// on a primary and until a receiver streamed.
+fn highest_streamed(before: Option<(String, TimelineId)>, probe: &Probe) -> Option<(String, TimelineId)> {
+    if !probe.in_recovery {
+        return None;
+    }
+    let start = &probe.postmaster_start_time;
+    let before = before.filter(|(started, _)| started == start).map(|(_, timeline)| timeline);
+    let highest = before.max(probe.streamed_timeline)?;
+    Some((start.clone(), highest))
 }
 
 /// Where the probe connects: loopback when PostgreSQL listens on it or on every address, else the first listen
@@ -258,7 +286,8 @@ fn parse_status_row(row: &Row) -> Result<Probe, PgError> {
     let system_identifier: SystemId = column::<String>(row, 3, "status")?.parse().map_err(unexpected)?;
     let positive = |tli: Option<i32>| tli.and_then(|tli| u32::try_from(tli).ok()).filter(|tli| *tli > 0);
     let checkpoint_tli = positive(int(10)?);
-    let (timeline, wal, replication_state) = if in_recovery {
+    let (timeline, streamed_timeline, wal, replication_state) = if in_recovery {
+        let streamed = positive(int(13)?).map(TimelineId);
         let timeline = positive(int(13)?).or(positive(int(11)?)).or(checkpoint_tli);
         let replayed = parse_lsn(text(7)?)?;
         let received = parse_lsn(text(14)?)?.or(parse_lsn(text(6)?)?).or(replayed);
@@ -271,16 +300,17 @@ fn parse_status_row(row: &Row) -> Result<Probe, PgError> {
         };
         let streaming = text(12)?.as_deref() == Some("streaming");
         let state = if streaming { "streaming" } else { "in archive recovery" };
-        (timeline, wal, Some(state.to_owned()))
+        (timeline, streamed, wal, Some(state.to_owned()))
     } else {
         let location = parse_lsn(text(4)?)?.ok_or_else(|| unexpected("missing flush LSN on a primary"))?;
-        (positive(int(5)?).or(checkpoint_tli), WalPosition::Primary { location }, None)
+        (positive(int(5)?).or(checkpoint_tli), None, WalPosition::Primary { location }, None)
     };
     Ok(Probe {
         in_recovery,
         server_version,
         postmaster_start_time,
         timeline: timeline.map(TimelineId),
+        streamed_timeline,
         system_identifier,
         wal,
         replication_state,
@@ -354,5 +384,52 @@ mod tests {
         assert_eq!(sql_host(&cfg("::"), None), "::1");
         assert_eq!(sql_host(&cfg("10.0.0.1,10.0.0.2"), None), "10.0.0.1");
         assert_eq!(sql_host(&cfg(""), Some("/run/pg".into())), "/run/pg");
+    }
+}
+
+#[cfg(test)]
+mod streamed_timeline_tests {
+    use super::*;
+
+    fn replica(started: &str, streamed: Option<u32>) -> Probe {
+        Probe {
+            in_recovery: true,
+            server_version: PgVersion(150000),
+            postmaster_start_time: started.into(),
+            timeline: Some(TimelineId(2)),
+            streamed_timeline: streamed.map(TimelineId),
+            system_identifier: SystemId(1),
+            wal: WalPosition::Replica {
+                received: None,
+                replayed: None,
+                replayed_timestamp: None,
+                paused: false,
+                latest_end: None,
+            },
+            replication_state: Some("in archive recovery".into()),
+            replication: Vec::new(),
+            pending_restart: false,
+            pending_restart_reason: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn a_replica_keeps_the_timeline_it_streamed_while_its_receiver_is_down() {
+        let streaming = highest_streamed(None, &replica("t0", Some(3)));
+        assert_eq!(streaming, Some(("t0".into(), TimelineId(3))));
+        // The leader stops for a switchover: no receiver, pg_control still says 2; 3 is kept.
+        assert_eq!(highest_streamed(streaming.clone(), &replica("t0", None)), streaming);
+        // A lower timeline never replaces a higher one.
+        assert_eq!(highest_streamed(streaming.clone(), &replica("t0", Some(2))), streaming);
+    }
+
+    #[test]
+    fn a_new_postmaster_or_a_primary_forgets_the_streamed_timeline() {
+        let streaming = highest_streamed(None, &replica("t0", Some(3)));
+        assert_eq!(highest_streamed(streaming.clone(), &replica("t1", None)), None);
+        assert_eq!(highest_streamed(streaming.clone(), &replica("t1", Some(2))), Some(("t1".into(), TimelineId(2))));
+        let primary = Probe { in_recovery: false, ..replica("t0", None) };
+        assert_eq!(highest_streamed(streaming, &primary), None);
+        assert_eq!(highest_streamed(None, &replica("t0", None)), None);
     }
 }
