@@ -42,7 +42,9 @@ impl HaLoop {
         let dcs_ok = self.dcs_ok(now);
         let data_dir = data_dir(&self.pg).await;
         let process = pg_process(&self.pg).await;
-        self.is_primary.store(process.role() == Some(Role::Primary), Ordering::SeqCst);
+        if let Some(primary) = fenced_as_primary(&process) {
+            self.is_primary.store(primary, Ordering::SeqCst);
+        }
         if let PgProcess::Running(status) = &process {
             self.pg.observed_running(status.role == Role::Primary);
         }
@@ -174,6 +176,20 @@ pub async fn pg_process(pg: &Supervisor) -> PgProcess {
     }
 }
 
+/// PURE: what one observation says about whether the fence must treat PostgreSQL as a primary: yes or no when it
+/// answered or is down, nothing (keep the last answer) when it runs but does not answer or is still starting. A
+/// primary whose status probe times out on a loaded host still takes writes; had that observation cleared the
+/// flag, a server this process did not start itself (adopted after a restart of raftgres, so
+/// `Supervisor::may_accept_writes` is false) would have been neither stopped by the fence nor named in the guard
+/// file when its lease ran out.
+pub fn fenced_as_primary(process: &PgProcess) -> Option<bool> {
+    match process {
+        PgProcess::Running(status) => Some(status.role == Role::Primary),
+        PgProcess::Stopped => Some(false),
+        PgProcess::Unresponsive | PgProcess::Starting => None,
+    }
+}
+
 /// PURE: the `primary_start_timeout` clock after one observation (`LoopState::primary_seen_at`): reset to `now`
 /// whenever PostgreSQL runs as a primary under the key, started at `now` when the key names this member without a
 /// primary and the clock is not running, kept while it runs, and dropped when the key names someone else or nobody.
@@ -207,5 +223,16 @@ mod tests {
         // The key names another member or nobody: no clock.
         assert_eq!(primary_clock(Some(t0), false, false, later(3)), None);
         assert_eq!(primary_clock(Some(t0), false, true, later(3)), None);
+    }
+
+    #[test]
+    fn a_primary_that_does_not_answer_stays_fenced_as_a_primary() {
+        let running = |role| PgProcess::Running(Box::new(crate::status::PgStatus { role, ..Default::default() }));
+        assert_eq!(fenced_as_primary(&running(Role::Primary)), Some(true));
+        assert_eq!(fenced_as_primary(&running(Role::Replica)), Some(false));
+        assert_eq!(fenced_as_primary(&PgProcess::Stopped), Some(false));
+        // A probe that timed out or a server still starting leaves the last answer in place.
+        assert_eq!(fenced_as_primary(&PgProcess::Unresponsive), None);
+        assert_eq!(fenced_as_primary(&PgProcess::Starting), None);
     }
 }
