@@ -53,47 +53,14 @@ enum Command {
     Ctl(raftgres::cli::CtlCommand),
 }
 
-/// `raftgres guard`, the fence guard `raftgres run` starts next to PostgreSQL: it stops the postmaster (and removes
-/// the floating address) when the lease raftgres last wrote to FILE runs out (raftgres killed or frozen).
-/// Parsed and run apart from the other commands, without the async runtime, so the guard stays a small process.
-#[derive(Parser)]
-#[command(name = "raftgres guard")]
-struct GuardCli {
-    /// The guard file written by raftgres.
-    #[arg(long)]
-    file: PathBuf,
-    /// The raftgres process that started this guard.
-    #[arg(long)]
-    parent: u32,
-    /// The floating address (`vip.address`) to remove when the lease runs out.
-    #[arg(long, requires = "vip_interface")]
-    vip: Option<String>,
-    /// The interface that holds it (`vip.interface`).
-    #[arg(long, requires = "vip")]
-    vip_interface: Option<String>,
-}
-
-fn guard_main(args: Vec<std::ffi::OsString>) -> ExitCode {
-    let cli = GuardCli::parse_from(args);
-    let vip = match (cli.vip, cli.vip_interface) {
-        (Some(address), Some(interface)) => match address.parse::<ipnet::Ipv4Net>() {
-            Ok(address) => Some(raftgres::config::VipConfig { address, interface, arping_count: 0 }),
-            Err(e) => {
-                eprintln!("error: --vip {address:?}: expected an IPv4 address/prefix: {e}");
-                return ExitCode::FAILURE;
-            }
-        },
-        _ => None,
-    };
-    raftgres::postgres::guard::run(&cli.file, cli.parent, vip.as_ref());
-    ExitCode::SUCCESS
-}
-
+/// `raftgres guard` is the fence guard that `raftgres run` starts next to PostgreSQL when the `raftgres-guard` program
+/// is not installed beside it (`postgres::guard::main`): parsed and run apart from the other commands, without the
+/// async runtime, so the guard stays a small process.
 fn main() -> ExitCode {
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if args.get(1).is_some_and(|command| command == "guard") {
         args.remove(1);
-        return guard_main(args);
+        return raftgres::postgres::guard::main(args);
     }
     let cli = Cli::parse_from(raftgres::cli::patronictl_argv(std::env::args_os().collect()));
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -137,7 +137,9 @@ async fn run_inner(
     let ha_handle = tokio::spawn(ha.run(ha_token.clone(), api_token.clone()).instrument(tracing::info_span!("ha")));
     let guard_file = config.raft.data_dir.join("fence-guard");
     match crate::postgres::process::spawn_guard(&guard_file, config.vip.as_ref()) {
-        Ok(pid) => info!(pid, file = %guard_file.display(), "started the fence guard"),
+        Ok((pid, program)) => {
+            info!(pid, program = %program.display(), file = %guard_file.display(), "started the fence guard")
+        }
         Err(e) => warn!(error = %e, "failed to start the fence guard; only the in-process fence protects this primary"),
     }
     let fence = crate::ha::fence::Fence {

@@ -155,7 +155,7 @@ pub async fn run_on(bench: &BenchCluster, args: &Args) -> anyhow::Result<Table> 
 struct Sampled {
     label: String,
     pid: u32,
-    /// The node's fence guard (`raftgres guard`), a child of its raftgres.
+    /// The node's fence guard (`raftgres-guard` or `raftgres guard`), a child of its raftgres.
     guard: Option<u32>,
     rss_mib: Vec<f64>,
     anon_mib: Vec<f64>,
@@ -182,14 +182,18 @@ fn read_status(pid: u32) -> anyhow::Result<String> {
     std::fs::read_to_string(&path).with_context(|| format!("read {path}"))
 }
 
-/// The `raftgres guard` child of the raftgres process `parent`, found in `/proc`.
+/// The fence guard child (`raftgres-guard`, or `raftgres guard` without it) of the raftgres process `parent`,
+/// found in `/proc`.
 fn find_guard(parent: u32) -> Option<u32> {
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
         let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
         let status = std::fs::read_to_string(entry.path().join("status")).ok()?;
         let ppid = parse_status_kib(&status, "PPid:")?;
         let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-        let is_guard = cmdline.split(|byte| *byte == 0).nth(1) == Some(b"guard".as_slice());
+        let mut words = cmdline.split(|byte| *byte == 0);
+        let program = words.next().unwrap_or_default();
+        let small = program.ends_with(b"/raftgres-guard") || program == b"raftgres-guard";
+        let is_guard = small || words.next() == Some(b"guard".as_slice());
         (u64::from(parent) == ppid && is_guard).then_some(pid)
     })
 }

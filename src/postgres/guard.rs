@@ -96,6 +96,42 @@ pub fn write(path: &Path, line: &GuardLine) -> std::io::Result<()> {
 /// The guard process's main loop (`raftgres guard --file F --parent P`): plain threads and blocking reads, no
 /// async runtime (one is made for a moment only to remove the floating address), so the process stays small.
 // Blocking sleep on purpose: this process runs no async runtime (see above).
+/// The guard's command line: `raftgres guard …` and the `raftgres-guard` binary take the same arguments.
+#[derive(clap::Parser)]
+#[command(name = "raftgres guard")]
+struct GuardCli {
+    /// The guard file written by raftgres.
+    #[arg(long)]
+    file: std::path::PathBuf,
+    /// The raftgres process that started this guard.
+    #[arg(long)]
+    parent: u32,
+    /// The floating address (`vip.address`) to remove when the lease runs out.
+    #[arg(long, requires = "vip_interface")]
+    vip: Option<String>,
+    /// The interface that holds it (`vip.interface`).
+    #[arg(long, requires = "vip")]
+    vip_interface: Option<String>,
+}
+
+/// Parses the guard's arguments (`args[0]` is the program) and runs it on this thread, without an async runtime.
+pub fn main(args: Vec<std::ffi::OsString>) -> std::process::ExitCode {
+    use clap::Parser;
+    let cli = GuardCli::parse_from(args);
+    let vip = match (cli.vip, cli.vip_interface) {
+        (Some(address), Some(interface)) => match address.parse::<ipnet::Ipv4Net>() {
+            Ok(address) => Some(crate::config::VipConfig { address, interface, arping_count: 0 }),
+            Err(e) => {
+                eprintln!("error: --vip {address:?}: expected an IPv4 address/prefix: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
+    run(&cli.file, cli.parent, vip.as_ref());
+    std::process::ExitCode::SUCCESS
+}
+
 #[allow(clippy::disallowed_methods)]
 pub fn run(file: &Path, parent: u32, vip: Option<&crate::config::VipConfig>) {
     let me = std::process::id();

@@ -519,13 +519,29 @@ pub(crate) async fn run_script(
     Ok(ScriptRun { code: status.code(), status: describe_status(status), output_tail })
 }
 
-/// Starts the fence guard (`raftgres guard`) as its own process group, so it outlives a killed
-/// or frozen raftgres; it reads `file` and stops the postmaster when the lease written there
+/// The small guard program installed next to raftgres (`src/bin/raftgres-guard.rs`).
+pub const GUARD_BINARY: &str = "raftgres-guard";
+
+/// PURE: the guard to run for the raftgres binary `raftgres`: `raftgres-guard` beside it when `exists` says it is
+/// there (a few MiB resident instead of a second copy of raftgres' pages), else `raftgres guard`.
+pub fn guard_command(raftgres: &Path, exists: impl Fn(&Path) -> bool) -> (std::path::PathBuf, Vec<&'static str>) {
+    let small = raftgres.with_file_name(GUARD_BINARY);
+    if exists(&small) {
+        (small, Vec::new())
+    } else {
+        (raftgres.to_path_buf(), vec!["guard"])
+    }
+}
+
+/// Starts the fence guard (`raftgres-guard`, else `raftgres guard`) as its own process group, so it outlives a
+/// killed or frozen raftgres; it reads `file` and stops the postmaster when the lease written there
 /// runs out, and removes the floating address of the `vip` section then. Its messages go to `file` + `.log`.
-pub fn spawn_guard(file: &Path, vip: Option<&crate::config::VipConfig>) -> Result<u32, PgError> {
+/// Returns its pid and the program it runs.
+pub fn spawn_guard(file: &Path, vip: Option<&crate::config::VipConfig>) -> Result<(u32, std::path::PathBuf), PgError> {
     use std::os::unix::process::CommandExt;
-    let binary =
+    let raftgres =
         std::env::current_exe().map_err(|cause| PgError::Io { context: "find the raftgres binary".into(), cause })?;
+    let (binary, subcommand) = guard_command(&raftgres, |path| path.is_file());
     let log_path = file.with_extension("log");
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -533,8 +549,8 @@ pub fn spawn_guard(file: &Path, vip: Option<&crate::config::VipConfig>) -> Resul
         .open(&log_path)
         .map_err(|cause| PgError::Io { context: format!("open {}", log_path.display()), cause })?;
     let log_err = log.try_clone().map_err(|cause| PgError::Io { context: "duplicate the guard log".into(), cause })?;
-    let mut command = std::process::Command::new(binary);
-    command.arg("guard").arg("--file").arg(file).arg("--parent").arg(std::process::id().to_string());
+    let mut command = std::process::Command::new(&binary);
+    command.args(subcommand).arg("--file").arg(file).arg("--parent").arg(std::process::id().to_string());
     if let Some(vip) = vip {
         command.arg("--vip").arg(vip.address.to_string()).arg("--vip-interface").arg(&vip.interface);
     }
@@ -544,8 +560,8 @@ pub fn spawn_guard(file: &Path, vip: Option<&crate::config::VipConfig>) -> Resul
         .stderr(log_err)
         .process_group(0)
         .spawn()
-        .map_err(|cause| PgError::Io { context: "spawn the fence guard".into(), cause })?;
-    Ok(child.id())
+        .map_err(|cause| PgError::Io { context: format!("spawn the fence guard {}", binary.display()), cause })?;
+    Ok((child.id(), binary))
 }
 
 /// Stops the postmaster `id` at once (SIGQUIT) if it is still that process; for the fence guard.
@@ -570,6 +586,15 @@ pub(crate) fn socket_lock_held(log_tail: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_small_guard_beside_raftgres_is_preferred_and_raftgres_guard_is_the_fallback() {
+        let raftgres = Path::new("/usr/local/bin/raftgres");
+        let (program, args) = guard_command(raftgres, |path| path == Path::new("/usr/local/bin/raftgres-guard"));
+        assert_eq!((program.as_path(), args), (Path::new("/usr/local/bin/raftgres-guard"), vec![]));
+        let (program, args) = guard_command(raftgres, |_| false);
+        assert_eq!((program.as_path(), args), (raftgres, vec!["guard"]));
+    }
 
     fn argv(words: &[&str]) -> Vec<String> {
         words.iter().map(|w| (*w).to_owned()).collect()

@@ -104,6 +104,11 @@ async fn manager_loss(freeze: bool) {
     let guard_log =
         std::fs::read_to_string(cl.dir().join(format!("node{old}/raft/fence-guard.log"))).unwrap_or_default();
     println!("node{old} guard log:\n{guard_log}");
+    // The small program beside raftgres did the fencing (cargo builds it next to the raftgres under test).
+    let node_log = std::fs::read_to_string(cl.dir().join(format!("node{old}/raftgres.log"))).unwrap_or_default();
+    let started = node_log.lines().find(|line| line.contains("started the fence guard")).unwrap_or_default();
+    assert!(started.contains("raftgres-guard"), "node{old} runs raftgres-guard: {started}");
+    assert!(guard_log.contains("stopped postmaster"), "the guard stopped the orphaned postmaster:\n{guard_log}");
     assert_ne!(new, old);
     finish(cl, &[]).await;
 }
