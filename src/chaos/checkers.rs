@@ -242,6 +242,11 @@ pub const ALLOWED_ERRORS: &[Allowed] = &[
                  live (zombie) pid; raftgres starts it again and liveness catches one that never starts",
     },
     Allowed {
+        pattern: "failed to start the new replica error=postgres exited during start-up",
+        reason: "the same after a clone: the node's killed postmaster still held the socket lock (zombie pid); the \
+                 clone is retried and liveness catches one that never starts",
+    },
+    Allowed {
         pattern: "the leader lock belongs to someone else; demoting self now",
         reason: "a primary that was cut off learns, once healed, that the key moved; it demotes",
     },
