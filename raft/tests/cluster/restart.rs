@@ -70,7 +70,7 @@ fn slow_elections(cfg: &mut raft::RaftConfig) {
 /// peer only every 500 ms and a loaded host starts the follower slowly) hears nothing for longer than
 /// openraft's election timer. Without PreVote it would campaign with the next term, and the leader's next
 /// append, meeting that term, would depose the leader. It holds its elections instead until it hears from the
-/// leader (or the grace ends): the leader and its term stay.
+/// leader (or the grace ends): it never campaigns with a term of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn restarted_follower_waits_for_the_leader_instead_of_deposing_it() {
     let mut cluster = TestCluster::start_tuned(3, slow_elections).await;
@@ -86,15 +86,18 @@ async fn restarted_follower_waits_for_the_leader_instead_of_deposing_it() {
     // duration, not a wait for a condition.
     let grace = raft::node::elections::grace(&cluster.config(follower));
     tokio::time::sleep(grace * 5 / 8).await;
-    assert_eq!(cluster.node(follower).status().term, term, "the restarted follower did not campaign");
+    // It did not campaign: its vote is still the one it restarted with, or one it gave another candidate (on a
+    // loaded host the third node may time out and campaign; that is not this node deposing the leader).
+    let vote = cluster.node(follower).raft().metrics().borrow().vote;
+    let campaigned = vote.leader_id().voted_for() == Some(follower) && vote.leader_id().term > term;
+    assert!(!campaigned, "the restarted follower campaigned: vote {vote} (term before {term})");
     cluster.mesh.set_link(leader, follower, LinkMode::Pass);
-    eventually(Duration::from_secs(30), "the restarted follower follows the leader again", || async {
-        (cluster.node(follower).status().leader == Some(leader)).then_some(())
+    eventually(Duration::from_secs(30), "the restarted follower follows a leader again", || async {
+        cluster.node(follower).status().leader.is_some_and(|l| cluster.nodes.contains_key(&l)).then_some(())
     })
     .await;
-    cluster.put(leader, "after-restart", "2").await;
+    let via = cluster.wait_leader().await;
+    cluster.put(via, "after-restart", "2").await;
     cluster.converged("after-restart", "2").await;
-    let status = cluster.node(leader).status();
-    assert_eq!((status.state.as_str(), status.term), ("Leader", term), "the leader kept its leadership and term");
     cluster.shutdown().await;
 }
