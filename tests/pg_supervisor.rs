@@ -46,8 +46,9 @@ fn init_tracing() {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
 }
 
+/// A loopback port below the ephemeral range, never handed out before in this process (see `demo::ports`).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    raftgres::demo::ports::free_port_block(1).expect("a free loopback port below the ephemeral range")
 }
 
 /// A short temp directory for a test's nodes; SIGQUITs every postmaster still running in it on drop,
@@ -418,6 +419,18 @@ async fn replica_clone_promote_and_rewind() {
     assert_eq!(probe.role(), Role::Replica);
     assert_eq!(probe.timeline, Some(TimelineId(1)));
     assert_eq!(probe.system_identifier, n1.probe().await.map_err(show).unwrap().system_identifier);
+    // The WAL receiver's connection carries TCP keepalives (`files::REPLICA_KEEPALIVES`): the kernel shows a
+    // keepalive timer on its socket, so a half-open connection to a vanished primary ends (docs/chaos.md, 19).
+    let receiver = sql(port2, "SELECT pid FROM pg_stat_wal_receiver").await.unwrap();
+    let receiver_pid = receiver.first().expect("a WAL receiver row on the streaming replica").clone();
+    let sockets = std::process::Command::new("ss").args(["-tnpoH", "state", "established"]).output().unwrap();
+    let sockets = String::from_utf8_lossy(&sockets.stdout);
+    let own = format!("pid={receiver_pid},");
+    let line = sockets.lines().find(|line| line.contains(&own) && line.contains(&format!(":{port1} ")));
+    assert!(
+        line.is_some_and(|line| line.contains("timer:(keepalive")),
+        "the WAL receiver (pid {receiver_pid}) to port {port1} has no keepalive timer:\n{sockets}"
+    );
     eventually("n1 to list n2 in pg_stat_replication", PATIENCE, || async {
         let probe = n1.probe().await.map_err(show)?;
         let row = probe.replication.iter().find(|row| row.application_name == "n2");

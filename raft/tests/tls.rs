@@ -82,10 +82,9 @@ where
     }
 }
 
-fn free_addr() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("read the ephemeral port").to_string()
-}
+#[path = "common/ports.rs"]
+mod ports;
+use ports::free_addr;
 
 /// Writes the CA and a certificate for `name` into `dir`; returns the node's files.
 fn write_node_files(dir: &Path, ca: &ClusterCa, name: &str, validity: Validity) -> TlsFiles {

@@ -22,8 +22,7 @@ fn fake_node_program(dir: &Path) -> PathBuf {
 
 /// A port nothing listens on (bound once, then released).
 fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("local addr").port()
+    crate::demo::ports::free_port_block(1).expect("a free loopback port below the ephemeral range")
 }
 
 fn fake_cluster(root: &Path) -> LocalCluster {

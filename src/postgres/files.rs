@@ -283,6 +283,24 @@ pub(crate) enum RecoveryConf {
     },
 }
 
+/// The TCP keepalive and user-timeout keywords of every `primary_conninfo` (libpq names, values in seconds,
+/// `tcp_user_timeout` in milliseconds): a connection whose peer vanished is given up after about 20 s.
+///
+/// PostgreSQL's WAL receiver bounds a silent *streaming* connection with `wal_receiver_timeout`, but it waits
+/// for its connection to complete, and for the answers to `IDENTIFY_SYSTEM` and `START_REPLICATION`, without a
+/// timeout of its own. A primary that is fenced or restarted while those packets are being lost (the FIN or RST
+/// of its dead backend never arrives) left a replica waiting on a half-open connection for minutes in a chaos
+/// run (docs/chaos.md, finding 19); since its leader did not change, no new `primary_conninfo` restarted the
+/// receiver. Keepalive probes are answered with a reset by a peer that lost the connection, and unanswered by a
+/// peer that is gone; `tcp_user_timeout` bounds data left unacknowledged. Patroni adds none of these.
+pub(crate) const REPLICA_KEEPALIVES: [(&str, &str); 5] = [
+    ("keepalives", "1"),
+    ("keepalives_idle", "5"),
+    ("keepalives_interval", "5"),
+    ("keepalives_count", "3"),
+    ("tcp_user_timeout", "20000"),
+];
+
 /// Renders the `primary_conninfo` a replica of `cfg` uses to stream from `host:port`.
 pub(crate) fn replica_conninfo(cfg: &PgConfig, host: &str, port: u16) -> Result<String, PgError> {
     let info = ConnInfo {
@@ -293,7 +311,7 @@ pub(crate) fn replica_conninfo(cfg: &PgConfig, host: &str, port: u16) -> Result<
         passfile: Some(cfg.pgpass.to_string_lossy().into_owned()),
         application_name: cfg.name.clone(),
         sslmode: None,
-        options: BTreeMap::new(),
+        options: REPLICA_KEEPALIVES.iter().map(|(key, value)| ((*key).to_owned(), (*value).to_owned())).collect(),
     };
     conf::render_conninfo(&info).map_err(|e| PgError::Config(format!("render primary_conninfo: {e}")))
 }

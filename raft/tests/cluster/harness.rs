@@ -47,11 +47,7 @@ where
     }
 }
 
-/// Picks a free loopback port (bind :0, read, release).
-pub fn free_addr() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("read the ephemeral port").to_string()
-}
+pub use crate::ports::free_addr;
 
 /// A cluster of `n` nodes (ids 1..=n) whose links all go through a proxy mesh.
 pub struct TestCluster {

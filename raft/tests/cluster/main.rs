@@ -8,6 +8,8 @@ mod faults;
 mod handover;
 mod harness;
 mod lease;
+#[path = "../common/ports.rs"]
+mod ports;
 mod restart;
 mod wire;
 
