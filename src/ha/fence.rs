@@ -71,14 +71,19 @@ pub struct Fence {
 pub async fn run(fence: Fence, shutdown: CancellationToken) {
     let Fence { dcs, pg, is_primary, guard_file, watchdog, haproxy, vip } = fence;
     let mut written: Option<(Option<Instant>, bool)> = None;
+    // The stop at the lease's end failed: the guard (a SIGKILL, not a shutdown request) is left to do it.
+    let mut stop_failed = false;
     loop {
         let lease = dcs.lease();
         let now = Instant::now();
+        // Once the postmaster is gone (the guard killed it), a later primary is stopped here again at its lease's end.
+        stop_failed &= pg.is_running();
         // Fed at every poll, each keepalive only while it keeps the watchdog from outliving the key.
         watchdog.feed(&lease, now);
         // PostgreSQL may take writes: the HA loop saw it run as a primary, or the supervisor started or is promoting
         // it as one (the loop's next observation may be seconds away on a loaded host).
-        let primary = is_primary.load(Ordering::SeqCst) || pg.may_accept_writes();
+        // A lapsed primary the fence failed to stop stays one for the guard, which stops it at the lease's end.
+        let primary = is_primary.load(Ordering::SeqCst) || pg.may_accept_writes() || (stop_failed && pg.is_running());
         if let Some(path) = &guard_file {
             let wanted = (lease.leader_valid_until, primary);
             if written != Some(wanted) {
@@ -92,7 +97,7 @@ pub async fn run(fence: Fence, shutdown: CancellationToken) {
         let wake = match lease.leader_valid_until {
             Some(until) if now >= until => {
                 // UNSAFE CHAOS BREAK (test only): `&& !unsafe_break_no_demote()` keeps a lapsed primary up.
-                if primary && pg.is_running() && !crate::chaos::unsafe_break_no_demote() {
+                if primary && pg.is_running() && !stop_failed && !crate::chaos::unsafe_break_no_demote() {
                     error!("leader lease expired while running as primary; stopping postgres immediately");
                     haproxy.0.demoting_now(&haproxy.1);
                     vip.want(false);
@@ -101,9 +106,14 @@ pub async fn run(fence: Fence, shutdown: CancellationToken) {
                             pg.mark_demoted();
                             watchdog.disarm("the lease ran out and PostgreSQL was stopped");
                         }
-                        // The watchdog stays armed and unfed: it resets the host, the last resort.
+                        // The watchdog stays armed and unfed: it resets the host, the last resort. The guard file
+                        // keeps the lapsed deadline, so the guard kills the postmaster at its next poll.
                         Err(e) => {
-                            error!(error = %e, "failed to stop postgres at lease expiry; a human must check this node")
+                            stop_failed = true;
+                            error!(
+                                error = %e,
+                                "failed to stop postgres at lease expiry; the fence guard is left to stop it"
+                            )
                         }
                     }
                     is_primary.store(false, Ordering::SeqCst);
@@ -117,6 +127,12 @@ pub async fn run(fence: Fence, shutdown: CancellationToken) {
         };
         tokio::select! {
             _ = shutdown.cancelled() => {
+                // A primary the HA loop could not stop (it keeps `is_primary` set; paused, it clears it) stays
+                // guarded: the file keeps the lease's deadline, and the guard stops the postmaster at it.
+                if pg.is_running() && (is_primary.load(Ordering::SeqCst) || stop_failed) {
+                    warn!("PostgreSQL still runs as a primary; leaving the fence guard armed until the lease's end");
+                    return;
+                }
                 // PostgreSQL is stopped (or deliberately left running while paused): nothing to guard.
                 if let Some(path) = &guard_file {
                     let line = GuardLine { owner: std::process::id(), primary: None };

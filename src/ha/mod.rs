@@ -44,6 +44,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
+use tracing::error;
 use tracing::info;
 use tracing::warn;
 use tracing::Instrument;
@@ -699,18 +700,33 @@ impl HaLoop {
         if self.dynamic.view().pause {
             info!("paused: leaving PostgreSQL running and the leader lock in place");
             self.settings.watchdog.disarm("shutting down in maintenance mode");
+            // Deliberately left running: the fence clears the guard file, so the guard does not stop it.
+            self.is_primary.store(false, Ordering::SeqCst);
             return;
         }
         let timeout = self.timing.retry_timeout;
         let view = self.dcs.view();
         if self.settings.stop_postgres_on_shutdown {
-            if self.is_primary.load(Ordering::SeqCst) {
+            let was_primary = self.is_primary.load(Ordering::SeqCst) || self.pg.may_accept_writes();
+            if was_primary {
                 self.settings.haproxy.demoting(&self.settings.name).await;
                 self.settings.vip.release().await;
             }
             match self.pg.stop(crate::postgres::supervisor::StopMode::Fast).await {
                 Ok(()) => self.settings.watchdog.disarm("shutting down"),
-                // Patroni leaves the watchdog running too: a primary that did not stop may not outlive its lease.
+                // Patroni's rule: a primary that did not stop keeps the leader key (it expires after ttl, and no
+                // replica may promote before), and the watchdog stays armed. The fence leaves the guard armed
+                // with the lease's deadline (`is_primary` stays set), so the guard stops the postmaster when
+                // the lease runs out, before any replica can take the key.
+                Err(e) if was_primary && self.pg.is_running() => {
+                    error!(
+                        error = %e,
+                        "PostgreSQL did not stop on shutdown; the leader key is kept until its lease runs out, when \
+                         the fence guard stops the postmaster (and the watchdog, if armed, resets the host)"
+                    );
+                    self.is_primary.store(true, Ordering::SeqCst);
+                    return;
+                }
                 Err(e) => warn!(error = %e, "failed to stop postgres on shutdown; leaving the watchdog armed"),
             }
             self.is_primary.store(false, Ordering::SeqCst);

@@ -520,6 +520,23 @@ async fn cli_pause_stops_automatic_failover_until_resume() {
     let error = ctl(c, &["pause"]).await.failed();
     assert_eq!(error, "error: Cluster is already paused");
 
+    // A stop while paused leaves PostgreSQL running as the primary (Patroni's rule), and the fence guard lets go
+    // of it rather than stopping it when the unrenewed lease runs out.
+    c.stop_node(old).await.expect("stop the primary's raftgres");
+    let guard_log = c.dir().join(format!("node{old}/raft/fence-guard.log"));
+    eventually(Duration::from_secs(30), "the guard of the stopped primary exits", || async {
+        std::fs::read_to_string(&guard_log).unwrap_or_default().contains("nothing is left to guard").then_some(())
+    })
+    .await;
+    let guard_said = std::fs::read_to_string(&guard_log).unwrap_or_default();
+    assert!(!guard_said.contains("stopped postmaster"), "the guard stopped a paused primary:\n{guard_said}");
+    assert_eq!(in_recovery(c, old).await, Some(false), "PostgreSQL still runs as the primary\n{}", logs(c));
+    c.start_node(old).expect("start the primary's raftgres again");
+    eventually(Duration::from_secs(60), "the restarted node adopts its primary", || async {
+        (c.health_check(old, "/primary").await == Some(200)).then_some(())
+    })
+    .await;
+
     c.kill_node(old).await.expect("kill -9 the primary's raftgres");
     c.kill_postmaster(old).expect("kill -9 the primary's postmaster");
     // Three times ttl: the lease of the dead primary runs out, and nobody may take over while paused.

@@ -127,6 +127,76 @@ async fn frozen_manager_primary_is_fenced_before_a_replica_promotes() {
     }
 }
 
+/// Resumes a frozen postmaster when dropped, so a failing test leaves no stopped process behind.
+struct Resume(u32);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        let _ = raftgres::demo::procs::send(self.0, nix::sys::signal::Signal::SIGCONT);
+    }
+}
+
+/// A primary whose PostgreSQL does not stop when its raftgres is stopped (SIGTERM with a frozen postmaster, as a
+/// server stuck on its disk would be) keeps the leader key until its lease runs out, and leaves the guard armed,
+/// which stops the postmaster at that point (Patroni keeps the key too: "PostgreSQL shutdown failed, leader key
+/// not removed"). Before, raftgres released the key and cleared the guard file: a replica promoted at once and the
+/// old postmaster, once it resumed, was a second primary that nothing would ever stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_primary_that_does_not_stop_on_shutdown_keeps_its_key_and_is_fenced() {
+    if !pg_available("a_primary_that_does_not_stop_on_shutdown_keeps_its_key_and_is_fenced") {
+        return;
+    }
+    let (mut spec, dir) = spec();
+    for node in 1..=3 {
+        // Each stop attempt gives up after 2 s fast + 2 s immediate instead of a minute each.
+        spec.node_overrides.insert(node, serde_json::json!({"postgresql": {"pg_ctl_timeout": 2}}));
+    }
+    let (tc, old) = start(spec, dir).await;
+    let cl: &LocalCluster = &tc.cluster;
+    let _keep_logs = KeepLogsOnPanic(cl);
+    let data_dir = cl.node(old).data_dir();
+    let postmaster = raftgres::demo::procs::postmaster_of(&data_dir).expect("the primary's postmaster");
+    raftgres::demo::procs::send(postmaster, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP the postmaster");
+    let resume = Resume(postmaster);
+
+    // SIGTERM: the hand-over's demotion and the shutdown's stop both fail; raftgres exits all the same.
+    let stopped = cl.stop_node(old).await.expect("stop the primary's raftgres");
+    assert!(stopped.is_some_and(|status| status.success()), "raftgres exits cleanly: {stopped:?}\n{}", logs(cl));
+    let node_log = std::fs::read_to_string(cl.dir().join(format!("node{old}/raftgres.log"))).unwrap_or_default();
+    assert!(
+        node_log.contains("PostgreSQL did not stop on shutdown; the leader key is kept"),
+        "the failed stop kept the key:\n{}",
+        logs(cl)
+    );
+    let new = new_primary(cl, old, Duration::from_secs(60)).await;
+    assert_ne!(new, old);
+    let guard_log = cl.dir().join(format!("node{old}/raft/fence-guard.log"));
+    eventually(Duration::from_secs(30), "the guard stops the old postmaster at the lease's end", || async {
+        std::fs::read_to_string(&guard_log).unwrap_or_default().contains("stopped postmaster").then_some(())
+    })
+    .await;
+
+    // The stall ends: the old postmaster handles the guard's pending SIGQUIT instead of serving as a primary.
+    drop(resume);
+    eventually(Duration::from_secs(30), "the resumed old postmaster exits", || async {
+        raftgres::demo::procs::postmaster_of(&data_dir).is_none().then_some(())
+    })
+    .await;
+    assert_ne!(in_recovery(cl, old).await, Some(false), "the old node answers as a primary next to node{new}");
+    finish(
+        cl,
+        &[
+            "PostgreSQL did not stop on shutdown",
+            "failed to stop postgres for the switchover",
+            "failed to stop postgres; a human must check this node",
+            // The frozen primary's lease may run out before the shutdown: the in-process fence tries and fails too.
+            "leader lease expired while running as primary",
+            "failed to stop postgres at lease expiry",
+        ],
+    )
+    .await;
+}
+
 #[test]
 fn overlap_needs_a_writable_old_primary_probed_after_the_new_one_answered() {
     let t0 = Instant::now();
