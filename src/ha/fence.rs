@@ -35,6 +35,9 @@ use crate::watchdog::Watchdog;
 
 /// How often the fence looks when nothing is due.
 const IDLE_POLL: Duration = Duration::from_millis(100);
+/// The pause before the fence tries again a stop that failed at the lease's end; it doubles up to the next one.
+const FIRST_STOP_RETRY: Duration = Duration::from_secs(1);
+const MAX_STOP_RETRY: Duration = Duration::from_secs(30);
 
 /// What the fence guard file should say now.
 fn guard_line(lease_until: Option<Instant>, primary: bool, pg: &Supervisor) -> GuardLine {
@@ -71,19 +74,22 @@ pub struct Fence {
 pub async fn run(fence: Fence, shutdown: CancellationToken) {
     let Fence { dcs, pg, is_primary, guard_file, watchdog, haproxy, vip } = fence;
     let mut written: Option<(Option<Instant>, bool)> = None;
-    // The stop at the lease's end failed: the guard (a SIGKILL, not a shutdown request) is left to do it.
-    let mut stop_failed = false;
+    // After a failed stop at the lease's end: when to try again, and the pause that led there. Meanwhile the guard
+    // file keeps the lapsed deadline, so the guard stops the postmaster at its next poll.
+    let mut stop_retry: Option<(Instant, Duration)> = None;
     loop {
         let lease = dcs.lease();
         let now = Instant::now();
-        // Once the postmaster is gone (the guard killed it), a later primary is stopped here again at its lease's end.
-        stop_failed &= pg.is_running();
+        // Once the postmaster is gone (the guard stopped it), a later primary is stopped here at once again.
+        if !pg.is_running() {
+            stop_retry = None;
+        }
         // Fed at every poll, each keepalive only while it keeps the watchdog from outliving the key.
         watchdog.feed(&lease, now);
         // PostgreSQL may take writes: the HA loop saw it run as a primary, or the supervisor started or is promoting
         // it as one (the loop's next observation may be seconds away on a loaded host).
         // A lapsed primary the fence failed to stop stays one for the guard, which stops it at the lease's end.
-        let primary = is_primary.load(Ordering::SeqCst) || pg.may_accept_writes() || (stop_failed && pg.is_running());
+        let primary = is_primary.load(Ordering::SeqCst) || pg.may_accept_writes() || stop_retry.is_some();
         if let Some(path) = &guard_file {
             let wanted = (lease.leader_valid_until, primary);
             if written != Some(wanted) {
@@ -97,22 +103,30 @@ pub async fn run(fence: Fence, shutdown: CancellationToken) {
         let wake = match lease.leader_valid_until {
             Some(until) if now >= until => {
                 // UNSAFE CHAOS BREAK (test only): `&& !unsafe_break_no_demote()` keeps a lapsed primary up.
-                if primary && pg.is_running() && !stop_failed && !crate::chaos::unsafe_break_no_demote() {
-                    error!("leader lease expired while running as primary; stopping postgres immediately");
+                let due = stop_retry.is_none_or(|(at, _)| now >= at);
+                if primary && pg.is_running() && due && !crate::chaos::unsafe_break_no_demote() {
+                    if stop_retry.is_none() {
+                        error!("leader lease expired while running as primary; stopping postgres immediately");
+                    }
                     haproxy.0.demoting_now(&haproxy.1);
                     vip.want(false);
                     match pg.stop(StopMode::Immediate).await {
                         Ok(()) => {
+                            stop_retry = None;
                             pg.mark_demoted();
                             watchdog.disarm("the lease ran out and PostgreSQL was stopped");
                         }
                         // The watchdog stays armed and unfed: it resets the host, the last resort. The guard file
                         // keeps the lapsed deadline, so the guard kills the postmaster at its next poll.
                         Err(e) => {
-                            stop_failed = true;
+                            let pause =
+                                stop_retry.map_or(FIRST_STOP_RETRY, |(_, pause)| (pause * 2).min(MAX_STOP_RETRY));
+                            stop_retry = Some((Instant::now() + pause, pause));
                             error!(
                                 error = %e,
-                                "failed to stop postgres at lease expiry; the fence guard is left to stop it"
+                                retry_in = ?pause,
+                                "failed to stop postgres at lease expiry; the fence guard is left to stop it, and the \
+                                 fence tries again"
                             )
                         }
                     }
@@ -129,7 +143,7 @@ pub async fn run(fence: Fence, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => {
                 // A primary the HA loop could not stop (it keeps `is_primary` set; paused, it clears it) stays
                 // guarded: the file keeps the lease's deadline, and the guard stops the postmaster at it.
-                if pg.is_running() && (is_primary.load(Ordering::SeqCst) || stop_failed) {
+                if pg.is_running() && (is_primary.load(Ordering::SeqCst) || stop_retry.is_some()) {
                     warn!("PostgreSQL still runs as a primary; leaving the fence guard armed until the lease's end");
                     return;
                 }
