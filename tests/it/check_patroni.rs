@@ -166,15 +166,6 @@ async fn walreceiver_pid(c: &LocalCluster, node: usize) -> i32 {
     .await
 }
 
-/// Sends SIGCONT to a stopped process when dropped.
-struct Resume(i32);
-
-impl Drop for Resume {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0), nix::sys::signal::Signal::SIGCONT);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_patroni_answers_every_service_as_the_cluster_state_says() {
     if !pg_available("check_patroni_answers_every_service_as_the_cluster_state_says") {
@@ -338,7 +329,7 @@ async fn check_patroni_answers_every_service_as_the_cluster_state_says() {
     let stopped = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGSTOP);
     assert!(stopped.is_ok(), "SIGSTOP the walreceiver {pid}: {stopped:?}");
     // Resumes it even when an assertion below fails, so the cluster can stop.
-    let _resume = Resume(pid);
+    let _resume = Resume(pid.unsigned_abs());
     let client = connect(c, primary).await.expect("connect to the primary");
     client
         .batch_execute("CREATE TABLE lag_filler AS SELECT g, repeat('x', 100) AS pad FROM generate_series(1, 100000) g")

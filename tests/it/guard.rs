@@ -127,15 +127,6 @@ async fn frozen_manager_primary_is_fenced_before_a_replica_promotes() {
     }
 }
 
-/// Resumes a frozen postmaster when dropped, so a failing test leaves no stopped process behind.
-struct Resume(u32);
-
-impl Drop for Resume {
-    fn drop(&mut self) {
-        let _ = raftgres::demo::procs::send(self.0, nix::sys::signal::Signal::SIGCONT);
-    }
-}
-
 /// A primary whose PostgreSQL does not stop when its raftgres is stopped (SIGTERM with a frozen postmaster, as a
 /// server stuck on its disk would be) keeps the leader key until its lease runs out, and leaves the guard armed,
 /// which stops the postmaster at that point (Patroni keeps the key too: "PostgreSQL shutdown failed, leader key

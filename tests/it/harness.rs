@@ -427,3 +427,13 @@ impl From<std::process::Output> for Ran {
         }
     }
 }
+
+/// Sends SIGCONT to a process this test froze (SIGSTOP) when dropped, so a failing assertion leaves no stopped
+/// process behind and the cluster can stop.
+pub struct Resume(pub u32);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        let _ = raftgres::demo::procs::send(self.0, nix::sys::signal::Signal::SIGCONT);
+    }
+}
